@@ -1,0 +1,278 @@
+"""Channel-space propagation: run every node's rule over channel labels.
+
+This pass walks the graph once in topological order.  Parameters (and any
+other tensor attribute of the model) get fresh atoms per dimension; inputs get
+fixed (``None``) dimensions; each op's rule maps its inputs' labels to its
+output's labels, unifying atoms that must be pruned together.  Nodes without a
+rule, and patterns a rule cannot map exactly, become *barriers*: their inputs'
+channels are fixed and their outputs' dimensions are fixed.  The model's
+outputs are fixed too, so output shapes never change.
+
+Results are stored on nodes under :data:`fxprune.meta.CHANNELS`,
+:data:`fxprune.meta.RULE` and :data:`fxprune.meta.BARRIER`, and summarised in
+a :class:`ChannelState`.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.fx as fx
+
+from .. import meta
+from ..errors import ConfigError, UnsupportedOpError
+from ..ops.registry import (
+    OpContext,
+    Registry,
+    Unsupported,
+    Value,
+    describe_key,
+    iter_label_arrays,
+    node_key,
+)
+from .atoms import Atoms
+from .capture import TensorSpec
+
+__all__ = ["Barrier", "ChannelState", "propagate_channels"]
+
+
+@dataclass(frozen=True)
+class Barrier:
+    """A node whose channels could not be mapped: they are not pruned."""
+
+    node: str
+    op: str
+    reason: str
+    hint: str
+
+
+@dataclass
+class ChannelState:
+    """Everything the channel pass learned (consumed by :mod:`fxprune.analysis.groups`)."""
+
+    atoms: Atoms
+    param_labels: dict[str, tuple]
+    param_specs: dict[str, TensorSpec]
+    param_nodes: dict[str, str]
+    roles: dict[tuple[str, int], str]
+    barriers: list[Barrier] = field(default_factory=list)
+
+
+def _spec_has_tensor(spec: Any) -> bool:
+    if isinstance(spec, TensorSpec):
+        return True
+    if isinstance(spec, (tuple, list)):
+        return any(_spec_has_tensor(s) for s in spec)
+    return False
+
+
+def _fixed_labels(spec: Any) -> Any:
+    if isinstance(spec, TensorSpec):
+        return tuple(None for _ in spec.shape)
+    if isinstance(spec, (tuple, list)):
+        return tuple(_fixed_labels(s) for s in spec)
+    return None
+
+
+def _validate(labels: Any, spec: Any) -> bool:
+    if isinstance(spec, TensorSpec):
+        if not isinstance(labels, tuple) or len(labels) != len(spec.shape):
+            return False
+        return all(l is None or (isinstance(l, np.ndarray) and len(l) == s)
+                   for l, s in zip(labels, spec.shape))
+    if isinstance(spec, (tuple, list)):
+        if labels is None:
+            return not _spec_has_tensor(spec)
+        return (isinstance(labels, tuple) and len(labels) == len(spec)
+                and all(_validate(l, s) for l, s in zip(labels, spec)))
+    return labels is None
+
+
+class _Propagator:
+    def __init__(self, gm: fx.GraphModule, registry: Registry, strict: bool, split_policy: str,
+                 split_overrides: dict[str, str]) -> None:
+        self.gm = gm
+        self.registry = registry
+        self.strict = strict
+        self.split_policy = split_policy
+        self.split_overrides = split_overrides
+        self.atoms = Atoms()
+        self.param_labels: dict[str, tuple] = {}
+        self.param_specs: dict[str, TensorSpec] = {}
+        self.param_nodes: dict[str, str] = {}
+        self.roles: dict[tuple[str, int], str] = {}
+        self.barriers: list[Barrier] = []
+        self._by_id: dict[int, str] = {}
+
+    # -- parameters -------------------------------------------------------
+    def param_value(self, qualname: str, tensor: torch.Tensor, node: fx.Node) -> Value:
+        if qualname not in self.param_labels:
+            tied = self._by_id.setdefault(id(tensor), qualname)
+            if tied != qualname:  # the same tensor under another name (tied weights)
+                self.param_labels[qualname] = self.param_labels[tied]
+            else:
+                self.param_labels[qualname] = tuple(self.atoms.fresh(int(s)) for s in tensor.shape)
+            self.param_specs[qualname] = TensorSpec(tuple(int(s) for s in tensor.shape), tensor.dtype)
+            self.param_nodes[qualname] = node.name
+        return Value(self.param_specs[qualname], self.param_labels[qualname], node, qualname)
+
+    def module_params(self, node: fx.Node, module: torch.nn.Module) -> dict[str, Value | None]:
+        prefix = str(node.target)
+        out: dict[str, Value | None] = {}
+        for name, t in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            if t is None or not t.is_floating_point() and t.ndim == 0:
+                continue
+            out[name] = self.param_value(f"{prefix}.{name}", t, node)
+        return out
+
+    # -- values ------------------------------------------------------------
+    def value_of(self, n: fx.Node) -> Value:
+        return Value(n.meta.get(meta.SPEC), n.meta.get(meta.CHANNELS), n)
+
+    def wrap(self, arg: Any) -> Any:
+        return fx.node.map_aggregate(arg, lambda a: self.value_of(a) if isinstance(a, fx.Node) else a)
+
+    # -- barriers ----------------------------------------------------------
+    def barrier(self, node: fx.Node, reason: str, hint: str, values: Iterable[Any]) -> None:
+        op = self.describe(node)
+        why = f"node '{node.name}' ({op}): {reason}"
+        for v in values:
+            for arr in iter_label_arrays(v.labels if isinstance(v, Value) else None):
+                self.atoms.fix(arr, why)
+        node.meta[meta.CHANNELS] = _fixed_labels(node.meta.get(meta.SPEC))
+        node.meta[meta.RULE] = None
+        node.meta[meta.BARRIER] = reason
+        self.barriers.append(Barrier(node.name, op, reason, hint))
+
+    def describe(self, node: fx.Node) -> str:
+        return describe_key(node_key(node, self.gm))
+
+    def _flat_values(self, args: Any) -> list[Value]:
+        out: list[Value] = []
+        fx.node.map_aggregate(args, lambda a: out.append(a) if isinstance(a, Value) else None)
+        return out
+
+    # -- the pass --------------------------------------------------------------
+    def run(self) -> None:
+        for node in self.gm.graph.nodes:
+            spec = node.meta.get(meta.SPEC)
+            if node.op == "placeholder":
+                node.meta[meta.CHANNELS] = _fixed_labels(spec)
+            elif node.op == "get_attr":
+                attr = self.gm
+                for part in str(node.target).split("."):
+                    attr = getattr(attr, part)
+                if isinstance(attr, torch.Tensor):
+                    node.meta[meta.CHANNELS] = self.param_value(str(node.target), attr, node).labels
+                else:
+                    node.meta[meta.CHANNELS] = None
+            elif node.op == "output":
+                for v in self._flat_values(self.wrap(node.args)):
+                    for arr in iter_label_arrays(v.labels):
+                        self.atoms.fix(arr, "model output (output shapes never change)")
+            else:
+                self.call(node, spec)
+
+    def call(self, node: fx.Node, spec: Any) -> None:
+        args = self.wrap(node.args)
+        kwargs = self.wrap(dict(node.kwargs))
+        inputs = self._flat_values((args, kwargs))
+        module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        params = self.module_params(node, module) if module is not None else {}
+        has_tensor_in = any(v.is_tensor or _spec_has_tensor(v.spec) for v in inputs) or bool(params)
+        if not has_tensor_in and not _spec_has_tensor(spec):
+            node.meta[meta.CHANNELS] = None
+            node.meta[meta.RULE] = None
+            return
+        rule = self.registry.lookup(node, self.gm)
+        everything = inputs + [p for p in params.values() if p is not None]
+        if rule is None:
+            key = node_key(node, self.gm)
+            hint = (f"register a rule: reg = fxprune.ops.default_registry(); "
+                    f"reg.register({describe_key(key)}, rule=fxprune.ops.generic.UNARY or your own Rule); "
+                    f"then pass registry=reg")
+            if self.strict:
+                raise UnsupportedOpError(
+                    f"node '{node.name}' calls {describe_key(key)}, which has no channel rule "
+                    f"(strict=True). To fix: {hint}. Without strict, its channels become a barrier.")
+            self.barrier(node, "no channel rule for this op", hint, everything)
+            return
+        policy = self.split_overrides.get(node.name, self.split_policy)
+        ctx = OpContext(node, tuple(args), dict(kwargs), spec, self.atoms, module, params,
+                        self.roles, policy)
+        try:
+            labels = rule.propagate(ctx)
+        except Unsupported as exc:
+            if self.strict:
+                raise UnsupportedOpError(
+                    f"node '{node.name}' ({self.describe(node)}): the '{rule.family}' rule cannot "
+                    f"map this use exactly: {exc} (strict=True)") from exc
+            self.barrier(node, f"{rule.family} rule: {exc}", "", everything)
+            return
+        if not _validate(labels, spec):
+            self.barrier(node, f"{rule.family} rule returned labels that do not fit the output "
+                               f"(an fxprune bug; please report)", "", everything)
+            return
+        node.meta[meta.CHANNELS] = labels
+        node.meta[meta.RULE] = rule
+
+    def fix_orphans(self) -> None:
+        arrays = []
+        for node in self.gm.graph.nodes:
+            if node.op in ("get_attr",):
+                continue
+            arrays.extend(iter_label_arrays(node.meta.get(meta.CHANNELS)))
+        live = np.unique(self.atoms.find(np.concatenate(arrays))) if arrays else np.zeros(0, np.int64)
+        for name, labels in self.param_labels.items():
+            for d, lab in enumerate(labels):
+                roots = self.atoms.find(lab)
+                dead = ~np.isin(roots, live)
+                if dead.any():
+                    self.atoms.fix(lab[dead], f"parameter '{name}' dim {d} is not a channel of any activation")
+
+
+def propagate_channels(
+    gm: fx.GraphModule,
+    registry: Registry,
+    *,
+    strict: bool = False,
+    split_policy: str = "inner",
+    split_overrides: dict[str, str] | None = None,
+) -> ChannelState:
+    """Run the channel rules over a shape-annotated GraphModule.
+
+    Requires :data:`fxprune.meta.SPEC` on every node (see
+    :func:`fxprune.analysis.capture.propagate_shapes`).
+    """
+    if split_policy not in ("inner", "outer"):
+        raise ConfigError(f"split_policy must be 'inner' or 'outer', got {split_policy!r}")
+    prop = _Propagator(gm, registry, strict, split_policy, dict(split_overrides or {}))
+    prop.run()
+    prop.fix_orphans()
+    return ChannelState(prop.atoms, prop.param_labels, prop.param_specs, prop.param_nodes,
+                        prop.roles, prop.barriers)
+
+
+def resolve_ignore(state: ChannelState, model_names: Iterable[str], ignore: Iterable[str]) -> None:
+    """Fix the channels produced by the ignored layers (module or parameter names)."""
+    names = list(model_names)
+    params = list(state.param_labels)
+    for entry in ignore:
+        hits = [p for p in params if p == entry or p.startswith(entry + ".")]
+        if not hits:
+            if entry in names:
+                continue  # a module without parameters in the graph: nothing to fix
+            close = difflib.get_close_matches(entry, names + params, n=5)
+            raise ConfigError(
+                f"ignore entry {entry!r} is not a module or parameter of the model"
+                + (f"; did you mean {close}?" if close else
+                   f"; valid names include {sorted(names)[:10]}"))
+        for p in hits:
+            labels = state.param_labels[p]
+            dims = [d for d in range(len(labels))
+                    if state.roles.get((p, d)) in ("producer", "bias", "scale")]
+            for d in dims or range(len(labels)):
+                state.atoms.fix(labels[d], f"ignored by the user ({entry})")

@@ -1,0 +1,245 @@
+"""Coupled channel groups and the coupling graph.
+
+A *space* is one dimension of a parameter (a :class:`Member`) or of an
+activation (a :class:`TensorMember`).  Two spaces are coupled when they share
+an unfixed channel root.  The coupling graph (networkx) has spaces as nodes and
+an edge wherever channels are shared; groups are its connected components.
+
+Every group lists, per member, the *index map* from the member's indices to
+the group's channels: ``member.index_map[i]`` is the group channel that index
+``i`` of dimension ``member.dim`` of ``member.param`` belongs to.  Pruning group
+channel ``c`` removes exactly the indices ``member.indices([c])`` of every member.
+This listing is public: external tools verify pruning with it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import networkx as nx
+import numpy as np
+import torch.fx as fx
+
+from .. import meta
+from ..ops.registry import iter_label_arrays
+from .channels import ChannelState
+
+__all__ = ["Member", "TensorMember", "Group", "build_groups"]
+
+
+@dataclass(frozen=True, eq=False)
+class Member:
+    """One parameter dimension in a group.
+
+    Attributes:
+        node: the fx node that uses the parameter (``call_module`` or ``get_attr``).
+        param: qualified parameter/buffer name in the model.
+        dim: the dimension of the parameter that carries the group's channels.
+        role: ``producer``, ``consumer``, ``bias``, ``scale`` or ``coupled``.
+        index_map: group channel of each index along ``dim``.
+    """
+
+    node: str
+    param: str
+    dim: int
+    role: str
+    index_map: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.index_map)
+
+    def indices(self, channels: Iterable[int]) -> np.ndarray:
+        """Indices along :attr:`dim` that belong to the given group channels."""
+        chans = np.fromiter(channels, dtype=np.int64)
+        return np.nonzero(np.isin(np.asarray(self.index_map), chans))[0]
+
+
+@dataclass(frozen=True, eq=False)
+class TensorMember:
+    """One activation dimension in a group (used by activation-based scorers)."""
+
+    node: str
+    dim: int
+    index_map: tuple[int, ...]
+
+    def indices(self, channels: Iterable[int]) -> np.ndarray:
+        chans = np.fromiter(channels, dtype=np.int64)
+        return np.nonzero(np.isin(np.asarray(self.index_map), chans))[0]
+
+
+@dataclass(frozen=True, eq=False)
+class Group:
+    """A set of channels that must be pruned together, with every member slice.
+
+    Attributes:
+        id: stable id within one analysis (order of the first member in the graph).
+        size: number of group channels (independent pruning units).
+        members: parameter dimensions, producers first.
+        tensors: activation dimensions carrying the group's channels.
+        fixed: group channels that may not be pruned (barriers, outputs, ignores).
+        fixed_reasons: why, one line per distinct reason.
+        mixing: True if channels pass through a channel-mixing op (LayerNorm
+            statistics, mean over channels, softmax), so removing a dead channel
+            is not exactly function-preserving there.
+        roots: internal atom root of each channel (used by the rewriter).
+    """
+
+    id: int
+    size: int
+    members: tuple[Member, ...]
+    tensors: tuple[TensorMember, ...]
+    fixed: frozenset[int]
+    fixed_reasons: tuple[str, ...]
+    mixing: bool
+    mixing_reasons: tuple[str, ...]
+    roots: tuple[int, ...] = field(repr=False)
+
+    @property
+    def prunable(self) -> tuple[int, ...]:
+        """Group channels that may be removed."""
+        return tuple(c for c in range(self.size) if c not in self.fixed)
+
+    def producers(self) -> tuple[Member, ...]:
+        return tuple(m for m in self.members if m.role == "producer")
+
+    def member_counts(self) -> np.ndarray:
+        """``counts[k, c]``: how many indices of member ``k`` channel ``c`` owns."""
+        out = np.zeros((len(self.members), self.size), dtype=np.int64)
+        for k, m in enumerate(self.members):
+            idx = np.asarray(m.index_map, dtype=np.int64)
+            out[k] = np.bincount(idx[idx >= 0], minlength=self.size)[: self.size]
+        return out
+
+    def emptied_member(self, channels: Iterable[int]) -> Member | None:
+        """The first member that removing ``channels`` would leave without indices."""
+        counts = self.member_counts()
+        chans = sorted(set(int(c) for c in channels))
+        left = counts.sum(1) - counts[:, chans].sum(1)
+        for k in np.nonzero((left <= 0) & (counts.sum(1) > 0))[0]:
+            return self.members[int(k)]
+        return None
+
+    def describe(self) -> str:
+        """A multi-line listing of the group (the golden-test format)."""
+        lines = [f"group {self.id}: {self.size} channels"
+                 + (f", {len(self.fixed)} fixed" if self.fixed else "")
+                 + (", mixing" if self.mixing else "")]
+        for m in self.members:
+            lines.append(f"  {m.role:<9} {m.param}[dim {m.dim}] ({m.size})")
+        return "\n".join(lines)
+
+
+def _space_roots(labels: Sequence[Any], roots: np.ndarray) -> list[np.ndarray]:
+    return [None if lab is None else roots[lab] for lab in labels]
+
+
+def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], nx.Graph]:
+    """Compute the groups and the coupling graph from a channel state."""
+    atoms = state.atoms
+    roots = atoms.roots()
+    fixed = atoms.fixed_roots()
+    mixing = atoms.mixing_roots()
+    fixed_mask = np.zeros(len(roots), dtype=bool)
+    if fixed:
+        fixed_mask[np.fromiter(fixed.keys(), dtype=np.int64)] = True
+    mixing_mask = np.zeros(len(roots), dtype=bool)
+    if mixing:
+        mixing_mask[np.fromiter(mixing.keys(), dtype=np.int64)] = True
+
+    # spaces: (kind, name, dim, root array)
+    spaces: list[tuple[str, str, int, np.ndarray]] = []
+    order = {n.name: i for i, n in enumerate(gm.graph.nodes)}
+    for name, labels in state.param_labels.items():
+        for d, lab in enumerate(labels):
+            r = roots[lab]
+            if not fixed_mask[r].all():
+                spaces.append(("param", name, d, r))
+    for node in gm.graph.nodes:
+        if node.op in ("placeholder", "get_attr", "output"):
+            continue
+        labels = node.meta.get(meta.CHANNELS)
+        if not isinstance(labels, tuple) or not all(l is None or isinstance(l, np.ndarray) for l in labels):
+            continue
+        for d, lab in enumerate(labels):
+            if lab is None:
+                continue
+            r = roots[lab]
+            if not fixed_mask[r].all():
+                spaces.append(("tensor", node.name, d, r))
+
+    graph = nx.Graph()
+    for i, (kind, name, d, r) in enumerate(spaces):
+        attrs: dict[str, Any] = {"kind": kind, "name": name, "dim": d, "size": int(len(r))}
+        if kind == "param":
+            attrs["role"] = state.roles.get((name, d), "coupled")
+            attrs["node"] = state.param_nodes.get(name, "")
+        graph.add_node(_space_id(kind, name, d), **attrs)
+    if spaces:
+        sid = np.concatenate([np.full(len(np.unique(r[~fixed_mask[r]])), i, dtype=np.int64)
+                              for i, (_, _, _, r) in enumerate(spaces)])
+        rid = np.concatenate([np.unique(r[~fixed_mask[r]]) for (_, _, _, r) in spaces])
+        order_idx = np.lexsort((sid, rid))
+        rid, sid = rid[order_idx], sid[order_idx]
+        first = np.ones(len(rid), dtype=bool)
+        first[1:] = rid[1:] != rid[:-1]
+        head = np.maximum.accumulate(np.where(first, np.arange(len(rid)), 0))
+        src = sid[head]
+        keep = src != sid
+        pairs = np.unique(np.stack([src[keep], sid[keep]], axis=1), axis=0) if keep.any() else np.zeros((0, 2), np.int64)
+        counts: dict[tuple[int, int], int] = {}
+        a_all, b_all = src[keep], sid[keep]
+        if len(a_all):
+            codes = a_all * len(spaces) + b_all
+            uniq, cnt = np.unique(codes, return_counts=True)
+            counts = {(int(c // len(spaces)), int(c % len(spaces))): int(n) for c, n in zip(uniq, cnt)}
+        for a, b in pairs.tolist():
+            ka, kb = spaces[a], spaces[b]
+            graph.add_edge(_space_id(*ka[:3]), _space_id(*kb[:3]), shared=counts.get((a, b), 0))
+
+    index = {_space_id(*s[:3]): s for s in spaces}
+    components = [sorted(c) for c in nx.connected_components(graph)]
+    built = []
+    for comp in components:
+        params = [index[c] for c in comp if index[c][0] == "param"]
+        tensors = [index[c] for c in comp if index[c][0] == "tensor"]
+        if not params:
+            continue
+        rank = {"producer": 0, "bias": 1, "scale": 2, "coupled": 3, "consumer": 4}
+        params.sort(key=lambda s: (order.get(state.param_nodes.get(s[1], ""), 0),
+                                   rank.get(state.roles.get((s[1], s[2]), "coupled"), 3), s[1], s[2]))
+        tensors.sort(key=lambda s: (order.get(s[1], 0), s[2]))
+        all_roots = np.concatenate([s[3] for s in params])
+        _, first_idx = np.unique(all_roots, return_index=True)
+        channel_roots = all_roots[np.sort(first_idx)]
+        built.append((params, tensors, channel_roots))
+    built.sort(key=lambda b: (order.get(state.param_nodes.get(b[0][0][1], ""), 0), b[0][0][1], b[0][0][2]))
+
+    groups = []
+    for gid, (params, tensors, channel_roots) in enumerate(built):
+        pos = {int(r): i for i, r in enumerate(channel_roots.tolist())}
+        lookup = np.full(int(channel_roots.max()) + 1, -1, dtype=np.int64)
+        lookup[channel_roots] = np.arange(len(channel_roots))
+        members = []
+        for kind, name, d, r in params:
+            members.append(Member(state.param_nodes.get(name, ""), name, d,
+                                  state.roles.get((name, d), "coupled"), tuple(lookup[r].tolist())))
+        tmembers = []
+        for kind, name, d, r in tensors:
+            ok = r <= lookup.size - 1
+            m = np.where(ok, lookup[np.minimum(r, lookup.size - 1)], -1)
+            tmembers.append(TensorMember(name, d, tuple(m.tolist())))
+        fixed_ch = frozenset(i for i, r in enumerate(channel_roots.tolist()) if fixed_mask[r])
+        reasons = tuple(dict.fromkeys(fixed[r] for r in channel_roots.tolist() if fixed_mask[r]))
+        mix = bool(mixing_mask[channel_roots].any())
+        mix_reasons = tuple(dict.fromkeys(mixing[r] for r in channel_roots.tolist() if mixing_mask[r]))
+        groups.append(Group(gid, len(channel_roots), tuple(members), tuple(tmembers), fixed_ch,
+                            reasons, mix, mix_reasons, tuple(channel_roots.tolist())))
+        for kind, name, d, _ in params + tensors:
+            graph.nodes[_space_id(kind, name, d)]["group"] = gid
+    return groups, graph
+
+
+def _space_id(kind: str, name: str, dim: int) -> str:
+    return f"{kind}:{name}:{dim}"

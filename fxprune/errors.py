@@ -1,0 +1,45 @@
+"""Exceptions raised by fxprune.  Every message names what failed and what to do."""
+from __future__ import annotations
+
+__all__ = [
+    "FxPruneError",
+    "TraceError",
+    "ExampleInputError",
+    "UnsupportedOpError",
+    "ConfigError",
+    "PlanError",
+    "RewriteError",
+    "RecipeError",
+]
+
+
+class FxPruneError(Exception):
+    """Base class of every error fxprune raises on purpose."""
+
+
+class TraceError(FxPruneError):
+    """The model could not be captured by the chosen front end."""
+
+
+class ExampleInputError(FxPruneError):
+    """The example inputs do not run the model."""
+
+
+class UnsupportedOpError(FxPruneError):
+    """``strict=True`` and an op has no channel rule."""
+
+
+class ConfigError(FxPruneError, ValueError):
+    """A parameter is out of range or names something that does not exist."""
+
+
+class PlanError(FxPruneError, ValueError):
+    """A pruning plan names channels that cannot be removed."""
+
+
+class RewriteError(FxPruneError):
+    """The rewritten graph does not have the shapes the analysis predicted (an fxprune bug)."""
+
+
+class RecipeError(FxPruneError, ValueError):
+    """A recipe file is unknown or invalid."""

@@ -1,0 +1,259 @@
+"""Channel slicing: emit a new, physically smaller GraphModule.
+
+Given an :class:`~fxprune.analysis.analysis.Analysis` and a plan
+``{group id: group channels to remove}``, :func:`apply_plan` builds a new
+GraphModule:
+
+* every parameter/buffer dimension that carries labels is sliced to its kept
+  indices (generic: no rule slices tensors itself);
+* each ``call_module`` node's rule resizes the copied module's attributes;
+* each ``call_function``/``call_method`` node is copied with ``node_copy`` or,
+  when its rule has an ``emit``, re-created with updated constant arguments
+  (view sizes, split sizes, slice bounds);
+* the new graph is linted, recompiled and shape-checked against the shapes the
+  analysis predicted, so a wrong rewrite fails loudly instead of silently.
+
+The input model and the analysis are never modified.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.fx as fx
+
+from .. import meta
+from ..analysis.analysis import Analysis
+from ..analysis.capture import TensorSpec, propagate_shapes
+from ..errors import PlanError, RewriteError
+from ..ops.registry import EmitContext
+
+__all__ = ["apply_plan", "KeepMask"]
+
+
+class KeepMask:
+    """Which atoms survive a plan (indexed through the union-find roots)."""
+
+    def __init__(self, analysis: Analysis, plan: Mapping[int, Sequence[int]]) -> None:
+        self.roots = analysis.state.atoms.roots()
+        self.removed = np.zeros(len(self.roots), dtype=bool)
+        by_id = {g.id: g for g in analysis.groups}
+        for gid, chans in plan.items():
+            if gid not in by_id:
+                raise PlanError(f"plan names group {gid}, but the analysis has groups "
+                                f"0..{len(analysis.groups) - 1}")
+            g = by_id[gid]
+            chans = sorted({int(c) for c in chans})
+            if not chans:
+                continue
+            bad = [c for c in chans if not 0 <= c < g.size]
+            if bad:
+                raise PlanError(f"group {gid} has channels 0..{g.size - 1}; plan removes {bad[:5]}")
+            fixed = [c for c in chans if c in g.fixed]
+            if fixed:
+                raise PlanError(f"group {gid}: channels {fixed[:5]} are fixed "
+                                f"({'; '.join(g.fixed_reasons[:2])})")
+            if len(chans) >= g.size:
+                raise PlanError(f"group {gid}: a plan may not remove all {g.size} channels")
+            emptied = g.emptied_member(chans)
+            if emptied is not None:
+                raise PlanError(f"group {gid}: the plan removes every channel of "
+                                f"{emptied.param} (dim {emptied.dim}); keep at least one")
+            self.removed[np.asarray([g.roots[c] for c in chans], dtype=np.int64)] = True
+
+    def kept(self, labels: np.ndarray) -> np.ndarray:
+        return ~self.removed[self.roots[labels]]
+
+
+def _new_shape(spec: Any, labels: Any, mask: KeepMask) -> Any:
+    if isinstance(spec, TensorSpec):
+        return tuple(s if lab is None else int(mask.kept(lab).sum())
+                     for s, lab in zip(spec.shape, labels or (None,) * len(spec.shape)))
+    if isinstance(spec, (tuple, list)):
+        labs = labels if isinstance(labels, tuple) else (None,) * len(spec)
+        return tuple(_new_shape(s, l, mask) for s, l in zip(spec, labs))
+    return spec
+
+
+def _slice_tensor(t: torch.Tensor, labels: tuple, mask: KeepMask) -> torch.Tensor | None:
+    out = t
+    changed = False
+    for d, lab in enumerate(labels):
+        keep = mask.kept(lab)
+        if keep.all():
+            continue
+        idx = torch.as_tensor(np.nonzero(keep)[0], dtype=torch.long, device=t.device)
+        out = out.index_select(d, idx) if t.device.type != "meta" else out.narrow(d, 0, len(idx))
+        changed = True
+    return out if changed else None
+
+
+def _set_attr(root: torch.nn.Module, qualname: str, value: torch.Tensor, like: torch.Tensor) -> None:
+    *path, name = qualname.split(".")
+    mod = root
+    for p in path:
+        mod = getattr(mod, p)
+    if isinstance(like, torch.nn.Parameter):
+        value = torch.nn.Parameter(value.detach().clone(), requires_grad=like.requires_grad)
+    else:
+        value = value.detach().clone()
+    if name in mod._parameters:
+        mod._parameters[name] = value
+    elif name in mod._buffers:
+        mod._buffers[name] = value
+    else:
+        setattr(mod, name, value)
+
+
+def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
+               verify: bool = True) -> fx.GraphModule:
+    """Emit the pruned GraphModule for ``plan`` (``{group id: channels to remove}``).
+
+    Raises:
+        PlanError: the plan names unknown or fixed channels, or empties a group.
+        RewriteError: the rewritten graph's shapes differ from the prediction.
+    """
+    gm = analysis.graph_module
+    mask = KeepMask(analysis, plan)
+    new_shapes: dict[str, Any] = {}
+    for node in gm.graph.nodes:
+        new_shapes[node.name] = _new_shape(node.meta.get(meta.SPEC), node.meta.get(meta.CHANNELS), mask)
+
+    root = _copy_root(gm)
+    originals: dict[int, torch.Tensor] = {}
+    for qualname, labels in analysis.state.param_labels.items():
+        t = _fetch(gm, qualname)
+        sliced = _slice_tensor(t, labels, mask)
+        if sliced is None:
+            continue
+        key = id(t)
+        if key in originals:  # tied weights stay tied
+            _set_attr_obj(root, qualname, originals[key])
+            continue
+        _set_attr(root, qualname, sliced, t)
+        originals[key] = _fetch(root, qualname)
+
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+
+    def remap(a: Any) -> Any:
+        return fx.map_arg(a, lambda n: env[n])
+
+    def shape_of(x: Any) -> Any:
+        if isinstance(x, fx.Node):
+            return new_shapes[x.name]
+        raise TypeError("new_shape takes an fx node of the original graph")
+
+    def labels_of(x: Any) -> Any:
+        return x.meta.get(meta.CHANNELS) if isinstance(x, fx.Node) else None
+
+    for node in gm.graph.nodes:
+        rule = node.meta.get(meta.RULE)
+        ectx = None
+        if rule is not None and (rule.emit is not None or rule.resize is not None):
+            ectx = EmitContext(node, remap(node.args), remap(dict(node.kwargs)), node.args,
+                               dict(node.kwargs), shape_of, labels_of, mask.kept)
+        if node.op == "call_module" and rule is not None and rule.resize is not None:
+            mod = root.get_submodule(str(node.target))
+            ectx.module = mod
+            if _io_changed(node, new_shapes):
+                rule.resize(mod, ectx)
+        if node.op in ("call_function", "call_method") and rule is not None and rule.emit is not None \
+                and _io_changed(node, new_shapes):
+            target, args, kwargs = rule.emit(ectx)
+            op = "call_method" if isinstance(target, str) else "call_function"
+            new = graph.create_node(op, target, tuple(args), dict(kwargs), name=node.name)
+        else:
+            new = graph.node_copy(node, lambda n: env[n])
+        for key in meta.ALL_KEYS:
+            new.meta.pop(key, None)
+        env[node] = new
+    new_gm = fx.GraphModule(root, graph, gm.__class__.__name__)
+    new_gm.graph.eliminate_dead_code()
+    new_gm.graph.lint()
+    new_gm.recompile()
+    if verify:
+        _verify(analysis, new_gm, new_shapes)
+    return new_gm
+
+
+def _io_changed(node: fx.Node, new_shapes: dict[str, Any]) -> bool:
+    def changed(n: fx.Node) -> bool:
+        spec = n.meta.get(meta.SPEC)
+        return _shape_tuple(spec) != new_shapes.get(n.name)
+
+    if changed(node):
+        return True
+    found = []
+    fx.map_arg((node.args, node.kwargs), lambda n: found.append(n))
+    return any(changed(n) for n in found) or node.op == "call_module"
+
+
+def _shape_tuple(spec: Any) -> Any:
+    if isinstance(spec, TensorSpec):
+        return tuple(spec.shape)
+    if isinstance(spec, (tuple, list)):
+        return tuple(_shape_tuple(s) for s in spec)
+    return spec
+
+
+def _fetch(mod: torch.nn.Module, qualname: str) -> Any:
+    obj = mod
+    for p in qualname.split("."):
+        obj = getattr(obj, p)
+    return obj
+
+
+def _set_attr_obj(root: torch.nn.Module, qualname: str, value: Any) -> None:
+    *path, name = qualname.split(".")
+    mod = root
+    for p in path:
+        mod = getattr(mod, p)
+    if name in mod._parameters:
+        mod._parameters[name] = value
+    elif name in mod._buffers:
+        mod._buffers[name] = value
+    else:
+        setattr(mod, name, value)
+
+
+def _copy_root(gm: fx.GraphModule) -> torch.nn.Module:
+    """A deep copy of the module tree (parameters included) without the graph."""
+    root = torch.nn.Module()
+    for name, child in gm.named_children():
+        root.add_module(name, copy.deepcopy(child))
+    for name, p in gm.named_parameters(recurse=False):
+        root.register_parameter(name, copy.deepcopy(p))
+    for name, b in gm.named_buffers(recurse=False):
+        root.register_buffer(name, copy.deepcopy(b))
+    for node in gm.graph.nodes:
+        if node.op == "get_attr" and "." not in str(node.target) and not hasattr(root, str(node.target)):
+            setattr(root, str(node.target), copy.deepcopy(getattr(gm, str(node.target))))
+    return root
+
+
+def _verify(analysis: Analysis, new_gm: fx.GraphModule, predicted: dict[str, Any]) -> None:
+    inputs = analysis.example_inputs
+    try:
+        propagate_shapes(new_gm, inputs)
+    except Exception as exc:
+        raise RewriteError(f"the pruned graph does not run on the example inputs: {exc}\n"
+                           "This is an fxprune bug; please report it with the model.") from exc
+    tensor_nodes = {n.name for n in analysis.graph_module.graph.nodes
+                    if _is_tensor_spec(n.meta.get(meta.SPEC))}
+    for node in new_gm.graph.nodes:
+        if node.name not in predicted or node.name not in tensor_nodes:
+            continue
+        got = _shape_tuple(node.meta.get(meta.SPEC))
+        want = predicted[node.name]
+        if got != want:
+            raise RewriteError(f"node '{node.name}': pruned shape {got} differs from the "
+                               f"predicted {want}. This is an fxprune bug; please report it.")
+
+
+def _is_tensor_spec(spec: Any) -> bool:
+    if isinstance(spec, TensorSpec):
+        return True
+    return isinstance(spec, tuple) and bool(spec) and all(isinstance(s, TensorSpec) for s in spec)

@@ -1,0 +1,49 @@
+"""Scoring stage: scorers rank the channels of every coupled group.
+
+Scorers are looked up by name in one table (:data:`SCORERS`); each entry is a
+factory taking the scorer's parameters.
+
+Example:
+    >>> from fxprune.scoring import get_scorer
+    >>> get_scorer("l2").name
+    'l2'
+"""
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any, Callable
+
+from ..errors import ConfigError
+from .base import AGGREGATIONS, ScoreContext, Scorer, aggregate_members
+from .magnitude import MagnitudeScorer
+from .select import GroupInfo, SelectionConfig, choose, select_plan
+
+__all__ = [
+    "AGGREGATIONS",
+    "SCORERS",
+    "ScoreContext",
+    "Scorer",
+    "GroupInfo",
+    "SelectionConfig",
+    "aggregate_members",
+    "choose",
+    "get_scorer",
+    "select_plan",
+]
+
+SCORERS: "MappingProxyType[str, Callable[..., Scorer]]" = MappingProxyType({
+    "l1": lambda **kw: MagnitudeScorer(p=1, **kw),
+    "l2": lambda **kw: MagnitudeScorer(p=2, **kw),
+})
+
+
+def get_scorer(name: str | Scorer, **params: Any) -> Scorer:
+    """The scorer called ``name`` with ``params`` (a scorer object is returned as is)."""
+    if not isinstance(name, str):
+        return name
+    if name not in SCORERS:
+        raise ConfigError(f"unknown scorer {name!r}; available: {sorted(SCORERS)}")
+    try:
+        return SCORERS[name](**params)
+    except TypeError as exc:
+        raise ConfigError(f"bad parameters for scorer {name!r}: {exc}") from exc

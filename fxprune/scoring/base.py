@@ -1,0 +1,82 @@
+"""Scorer interface and aggregation of per-index scores into group-channel scores.
+
+A scorer returns, for every group, one float64 score per group channel (higher
+means more important).  Most scorers compute per-index scores for some member
+tensors and let :func:`aggregate_members` fold them into channels through the
+members' index maps, so they never need to know which op produced a member.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from ..analysis.analysis import Analysis
+from ..analysis.groups import Group, Member
+from ..errors import ConfigError
+
+__all__ = ["Scorer", "ScoreContext", "aggregate_members", "AGGREGATIONS", "member_selection"]
+
+AGGREGATIONS = ("sum", "mean", "max")
+
+
+@dataclass(frozen=True)
+class ScoreContext:
+    """Inputs a scorer may use besides the analysis.
+
+    Attributes:
+        model: the original model (never modified by scorers).
+        data: an iterable of calibration batches (each a tuple of model inputs, or
+            ``(inputs, target)`` for scorers that need a loss).
+        loss_fn: ``loss_fn(output, target) -> scalar`` for gradient-based scorers.
+        num_batches: how many batches of ``data`` to use (``None``: all).
+        progress: show progress bars.
+    """
+
+    model: Any = None
+    data: Any = None
+    loss_fn: Callable[..., Any] | None = None
+    num_batches: int | None = None
+    progress: bool = False
+
+
+class Scorer(Protocol):
+    """``scorer(analysis, ctx) -> {group id: per-channel scores}``."""
+
+    name: str
+
+    def __call__(self, analysis: Analysis, ctx: ScoreContext) -> dict[int, np.ndarray]:
+        ...
+
+
+def member_selection(group: Group, roles: Sequence[str]) -> list[Member]:
+    """Members of ``group`` with one of ``roles``; falls back to all members."""
+    chosen = [m for m in group.members if m.role in roles]
+    return chosen or list(group.members)
+
+
+def aggregate_members(group: Group, per_member: Mapping[int, np.ndarray], how: str = "sum") -> np.ndarray:
+    """Fold per-index scores of members (by position in ``group.members``) into channels.
+
+    A channel owning several indices of a member (a flattened channel, a head)
+    gets the sum of their scores; members are then combined with ``how``.
+    """
+    if how not in AGGREGATIONS:
+        raise ConfigError(f"unknown aggregation {how!r}; choose one of {AGGREGATIONS}")
+    rows = []
+    for pos, scores in per_member.items():
+        m = group.members[pos]
+        idx = np.asarray(m.index_map, dtype=np.int64)
+        ch = np.zeros(group.size, dtype=np.float64)
+        ok = idx >= 0
+        np.add.at(ch, idx[ok], np.asarray(scores, dtype=np.float64)[ok])
+        rows.append(ch)
+    if not rows:
+        return np.zeros(group.size, dtype=np.float64)
+    stack = np.stack(rows)
+    if how == "sum":
+        return stack.sum(0)
+    if how == "mean":
+        return stack.mean(0)
+    return stack.max(0)
