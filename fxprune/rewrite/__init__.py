@@ -1,4 +1,4 @@
 """Rewrite stage: emit new, smaller GraphModules (channel slicing)."""
-from .channels import apply_plan
+from .channels import apply_plan, kept_indices
 
-__all__ = ["apply_plan"]
+__all__ = ["apply_plan", "kept_indices"]

@@ -30,7 +30,7 @@ from ..analysis.capture import TensorSpec, propagate_shapes
 from ..errors import PlanError, RewriteError
 from ..ops.registry import EmitContext
 
-__all__ = ["apply_plan", "KeepMask"]
+__all__ = ["apply_plan", "KeepMask", "kept_indices"]
 
 
 class KeepMask:
@@ -65,6 +65,31 @@ class KeepMask:
 
     def kept(self, labels: np.ndarray) -> np.ndarray:
         return ~self.removed[self.roots[labels]]
+
+
+def kept_indices(analysis: Analysis, plan: Mapping[int, Sequence[int]]) -> dict[str, tuple]:
+    """For every labelled parameter, the kept indices per dimension (``None``: all kept).
+
+    Index ``j`` of dimension ``d`` of the pruned parameter is index
+    ``kept[param][d][j]`` of the original, which lets schedules map state (e.g.
+    weights to rewind to) from the original model onto the pruned one.
+
+    Example:
+        >>> import torch, torch.nn as nn, fxprune
+        >>> from fxprune.rewrite import kept_indices
+        >>> a = fxprune.analyze(nn.Sequential(nn.Linear(2, 4), nn.Linear(4, 1)), (torch.randn(1, 2),))
+        >>> kept_indices(a, {0: [1, 2]})["0.weight"]
+        (array([0, 3]), None)
+    """
+    mask = KeepMask(analysis, plan)
+    out: dict[str, tuple] = {}
+    for name, labels in analysis.state.param_labels.items():
+        dims = []
+        for lab in labels:
+            keep = mask.kept(lab)
+            dims.append(None if keep.all() else np.nonzero(keep)[0])
+        out[name] = tuple(dims)
+    return out
 
 
 def _new_shape(spec: Any, labels: Any, mask: KeepMask) -> Any:
