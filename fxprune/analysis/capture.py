@@ -28,7 +28,12 @@ from typing import Any, Iterable, Sequence
 
 import torch
 import torch.fx as fx
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import (
+    DataDependentOutputException,
+    DynamicOutputShapeException,
+    FakeTensorMode,
+    unset_fake_temporarily,
+)
 
 from .. import meta
 from ..errors import ExampleInputError, TraceError
@@ -155,7 +160,35 @@ class _FakeProp(fx.Interpreter):
 
     def call_module(self, target: str, args: Any, kwargs: Any) -> Any:
         mod = self.fetch_attr(target)
-        return torch.func.functional_call(mod, self._local_state(target), tuple(args), dict(kwargs))
+        try:
+            return torch.func.functional_call(mod, self._local_state(target), tuple(args), dict(kwargs))
+        except (DataDependentOutputException, DynamicOutputShapeException):
+            return self._run_real(mod, args, kwargs)
+
+    def _run_real(self, mod: torch.nn.Module, args: Any, kwargs: Any) -> Any:
+        """Fallback for leaf modules whose code depends on tensor values.
+
+        The module runs for real, on random inputs of the fake inputs' shapes and
+        on a copy of its state, so the user's buffers are never written.
+        """
+        state = {k: v for k, v in list(mod.named_parameters()) + list(mod.named_buffers())}
+        if any(v.device.type == "meta" for v in state.values()):
+            raise ExampleInputError("a leaf module with value-dependent control flow cannot be "
+                                    "analysed on the meta device")
+
+        def real(v: Any) -> Any:
+            if isinstance(v, torch.Tensor):
+                if v.dtype.is_floating_point:
+                    return torch.randn(tuple(v.shape), dtype=v.dtype)
+                return torch.zeros(tuple(v.shape), dtype=v.dtype)
+            return v
+
+        with unset_fake_temporarily(), torch.no_grad():
+            r_args = fx.node.map_aggregate(args, real)
+            r_kwargs = fx.node.map_aggregate(kwargs, real)
+            copies = {k: v.detach().clone() for k, v in state.items()}
+            out = torch.func.functional_call(mod, copies, tuple(r_args), dict(r_kwargs))
+        return _fake(self._mode, out)
 
     def run_node(self, n: fx.Node) -> Any:
         try:

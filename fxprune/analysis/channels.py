@@ -130,7 +130,8 @@ class _Propagator:
 
     # -- values ------------------------------------------------------------
     def value_of(self, n: fx.Node) -> Value:
-        return Value(n.meta.get(meta.SPEC), n.meta.get(meta.CHANNELS), n)
+        param = str(n.target) if n.op == "get_attr" and str(n.target) in self.param_labels else None
+        return Value(n.meta.get(meta.SPEC), n.meta.get(meta.CHANNELS), n, param)
 
     def wrap(self, arg: Any) -> Any:
         return fx.node.map_aggregate(arg, lambda a: self.value_of(a) if isinstance(a, fx.Node) else a)

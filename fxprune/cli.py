@@ -1,0 +1,164 @@
+"""The ``fxprune`` command line.
+
+Models are named as ``package.module:callable``.  The callable returns either
+``(model, example_inputs)`` (like the factories of :mod:`fxprune.testing.zoo`)
+or a model, in which case ``--input-shape`` gives the example input's shape.
+Bundled models can be named by their zoo name alone (``resnet_basic``).
+
+Examples::
+
+    fxprune zoo
+    fxprune analyze resnet_basic
+    fxprune prune resnet_basic --ratio 0.5 --out pruned.pt
+    fxprune prune mypkg.models:build --input-shape 1,3,224,224 --scorer l2 --global
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Any, Sequence
+
+import torch
+
+__all__ = ["main", "load_model"]
+
+
+def load_model(spec: str, input_shape: str | None = None) -> tuple[torch.nn.Module, tuple]:
+    """Resolve ``spec`` (``module:callable`` or a zoo name) into ``(model, example_inputs)``."""
+    from .errors import ConfigError
+    from .testing import zoo
+
+    if ":" not in spec:
+        if spec in zoo.ZOO:
+            return zoo.ZOO[spec]()
+        raise ConfigError(f"unknown model {spec!r}: use 'package.module:callable' or one of "
+                          f"the zoo models {sorted(zoo.ZOO)}")
+    mod_name, _, attr = spec.partition(":")
+    try:
+        obj = getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot load {spec!r}: {exc}") from exc
+    made = obj() if callable(obj) and not isinstance(obj, torch.nn.Module) else obj
+    if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module):
+        model, inputs = made
+        return model, tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+    if isinstance(made, torch.nn.Module):
+        if not input_shape:
+            raise ConfigError(f"{spec!r} returned a model without example inputs: pass "
+                              "--input-shape, e.g. --input-shape 1,3,224,224")
+        shape = tuple(int(s) for s in input_shape.split(","))
+        return made, (torch.randn(shape),)
+    raise ConfigError(f"{spec!r} must return a model or (model, example_inputs)")
+
+
+def _cmd_zoo(args: argparse.Namespace) -> int:
+    from .testing import zoo
+
+    for name in sorted(zoo.ZOO):
+        print(name)
+    return 0
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from .analysis.analysis import analyze
+
+    model, inputs = load_model(args.model, args.input_shape)
+    analysis = analyze(model, inputs, strict=args.strict, split_policy=args.split_policy)
+    if args.format == "json":
+        print(analysis.to_json())
+    elif args.format == "dot":
+        print(analysis.to_dot())
+    else:
+        print(analysis.summary())
+    return 0
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from .api import prune
+
+    model, inputs = load_model(args.model, args.input_shape)
+    if args.recipe:
+        from .errors import ConfigError
+
+        try:
+            from .recipes import recipe
+        except ImportError as exc:  # pragma: no cover - recipes ship with the package
+            raise ConfigError("recipes are not available in this installation") from exc
+        rec = recipe(args.recipe)
+        result = rec.run(model, inputs)
+        gm = getattr(result, "graph_module", None) or result.best.graph_module
+        print(getattr(result, "report", result))
+    else:
+        result = prune(model, inputs, ratio=args.ratio, scorer=args.scorer,
+                       global_ranking=args.global_ranking, round_to=args.round_to,
+                       ignore=args.ignore or (), strict=args.strict, split_policy=args.split_policy)
+        gm = result.graph_module
+        print(result.report)
+    if args.out:
+        torch.save(gm, args.out)
+        print(f"saved the pruned GraphModule to {args.out} (load with torch.load(path, weights_only=False))")
+    if args.code:
+        print(gm.code)
+    return 0
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from .recipes import available_recipes
+
+    for name in available_recipes():
+        print(name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fxprune", description="Structured pruning compiler for PyTorch (torch.fx).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def model_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("model", help="zoo name or 'package.module:callable'")
+        sp.add_argument("--input-shape", help="example input shape, e.g. 1,3,224,224")
+        sp.add_argument("--strict", action="store_true", help="fail on ops without a rule")
+        sp.add_argument("--split-policy", choices=["inner", "outer"], default="inner",
+                        help="prune head_dim/channels-per-group (inner) or whole heads (outer)")
+
+    sp = sub.add_parser("zoo", help="list the bundled example architectures")
+    sp.set_defaults(fn=_cmd_zoo)
+
+    sp = sub.add_parser("analyze", help="list the coupled channel groups of a model")
+    model_args(sp)
+    sp.add_argument("--format", choices=["text", "json", "dot"], default="text")
+    sp.set_defaults(fn=_cmd_analyze)
+
+    sp = sub.add_parser("prune", help="prune a model and print the report")
+    model_args(sp)
+    sp.add_argument("--ratio", type=float, default=0.5, help="fraction of channels to remove (default 0.5)")
+    sp.add_argument("--scorer", default="l1", help="scorer name (default l1)")
+    sp.add_argument("--global", dest="global_ranking", action="store_true", help="rank channels globally")
+    sp.add_argument("--round-to", type=int, default=1, help="keep channel counts multiples of N")
+    sp.add_argument("--ignore", nargs="*", help="module names whose output channels are kept")
+    sp.add_argument("--recipe", help="run a recipe by name or path instead of one-shot pruning")
+    sp.add_argument("--out", help="save the pruned GraphModule here (torch.save)")
+    sp.add_argument("--code", action="store_true", help="print the emitted forward code")
+    sp.set_defaults(fn=_cmd_prune)
+
+    sp = sub.add_parser("recipes", help="list the shipped recipes")
+    sp.set_defaults(fn=_cmd_recipes)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fxprune`` command."""
+    from .errors import FxPruneError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except FxPruneError as exc:
+        print(f"fxprune: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
