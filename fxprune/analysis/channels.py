@@ -226,11 +226,12 @@ class _Propagator:
             if node.op in ("get_attr",):
                 continue
             arrays.extend(iter_label_arrays(node.meta.get(meta.CHANNELS)))
-        live = np.unique(self.atoms.find(np.concatenate(arrays))) if arrays else np.zeros(0, np.int64)
+        live = np.zeros(len(self.atoms), dtype=bool)
+        if arrays:
+            live[self.atoms.find(np.concatenate(arrays))] = True
         for name, labels in self.param_labels.items():
             for d, lab in enumerate(labels):
-                roots = self.atoms.find(lab)
-                dead = ~np.isin(roots, live)
+                dead = ~live[self.atoms.find(lab)]
                 if dead.any():
                     self.atoms.fix(lab[dead], f"parameter '{name}' dim {d} is not a channel of any activation")
 

@@ -177,26 +177,21 @@ def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
             attrs["node"] = state.param_nodes.get(name, "")
         graph.add_node(_space_id(kind, name, d), **attrs)
     if spaces:
-        sid = np.concatenate([np.full(len(np.unique(r[~fixed_mask[r]])), i, dtype=np.int64)
-                              for i, (_, _, _, r) in enumerate(spaces)])
-        rid = np.concatenate([np.unique(r[~fixed_mask[r]]) for (_, _, _, r) in spaces])
-        order_idx = np.lexsort((sid, rid))
+        uniq = [np.unique(r[~fixed_mask[r]]) for (_, _, _, r) in spaces]
+        sid = np.concatenate([np.full(len(u), i, dtype=np.int64) for i, u in enumerate(uniq)])
+        rid = np.concatenate(uniq)
+        order_idx = np.argsort(rid, kind="stable")  # stable: spaces stay in order per root
         rid, sid = rid[order_idx], sid[order_idx]
         first = np.ones(len(rid), dtype=bool)
         first[1:] = rid[1:] != rid[:-1]
         head = np.maximum.accumulate(np.where(first, np.arange(len(rid)), 0))
         src = sid[head]
         keep = src != sid
-        pairs = np.unique(np.stack([src[keep], sid[keep]], axis=1), axis=0) if keep.any() else np.zeros((0, 2), np.int64)
-        counts: dict[tuple[int, int], int] = {}
-        a_all, b_all = src[keep], sid[keep]
-        if len(a_all):
-            codes = a_all * len(spaces) + b_all
-            uniq, cnt = np.unique(codes, return_counts=True)
-            counts = {(int(c // len(spaces)), int(c % len(spaces))): int(n) for c, n in zip(uniq, cnt)}
-        for a, b in pairs.tolist():
-            ka, kb = spaces[a], spaces[b]
-            graph.add_edge(_space_id(*ka[:3]), _space_id(*kb[:3]), shared=counts.get((a, b), 0))
+        n_spaces = len(spaces)
+        codes, counts = np.unique(src[keep] * n_spaces + sid[keep], return_counts=True)
+        for code, count in zip(codes.tolist(), counts.tolist()):
+            a, b = divmod(code, n_spaces)
+            graph.add_edge(_space_id(*spaces[a][:3]), _space_id(*spaces[b][:3]), shared=count)
 
     index = {_space_id(*s[:3]): s for s in spaces}
     components = [sorted(c) for c in nx.connected_components(graph)]
@@ -218,7 +213,6 @@ def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
 
     groups = []
     for gid, (params, tensors, channel_roots) in enumerate(built):
-        pos = {int(r): i for i, r in enumerate(channel_roots.tolist())}
         lookup = np.full(int(channel_roots.max()) + 1, -1, dtype=np.int64)
         lookup[channel_roots] = np.arange(len(channel_roots))
         members = []
@@ -230,7 +224,7 @@ def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
             ok = r <= lookup.size - 1
             m = np.where(ok, lookup[np.minimum(r, lookup.size - 1)], -1)
             tmembers.append(TensorMember(name, d, tuple(m.tolist())))
-        fixed_ch = frozenset(i for i, r in enumerate(channel_roots.tolist()) if fixed_mask[r])
+        fixed_ch = frozenset(np.nonzero(fixed_mask[channel_roots])[0].tolist())
         reasons = tuple(dict.fromkeys(fixed[r] for r in channel_roots.tolist() if fixed_mask[r]))
         mix = bool(mixing_mask[channel_roots].any())
         mix_reasons = tuple(dict.fromkeys(mixing[r] for r in channel_roots.tolist() if mixing_mask[r]))
