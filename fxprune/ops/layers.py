@@ -12,7 +12,7 @@ Example:
     >>> a = fxprune.analyze(nn.Sequential(nn.Conv2d(3, 8, 3, groups=1), nn.BatchNorm2d(8),
     ...                                   nn.Conv2d(8, 4, 1)), (torch.randn(1, 3, 6, 6),))
     >>> [(m.param, m.dim, m.role) for m in a.groups[0].members]
-    [('0.weight', 0, 'producer'), ('0.bias', 0, 'bias'), ('1.weight', 0, 'scale'), ('1.bias', 0, 'bias'), ('1.running_mean', 0, 'bias'), ('1.running_var', 0, 'scale'), ('2.weight', 1, 'consumer')]
+    [('0.weight', 0, 'producer'), ('0.bias', 0, 'bias'), ('1.bias', 0, 'bias'), ('1.running_mean', 0, 'bias'), ('1.running_var', 0, 'scale'), ('1.weight', 0, 'scale'), ('2.weight', 1, 'consumer')]
 """
 from __future__ import annotations
 

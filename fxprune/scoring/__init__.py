@@ -14,15 +14,23 @@ from types import MappingProxyType
 from typing import Any, Callable
 
 from ..errors import ConfigError
+from .activation import ActivationScorer
 from .base import AGGREGATIONS, ScoreContext, Scorer, aggregate_members
+from .hessian import HessianScorer
 from .magnitude import MagnitudeScorer
+from .random import RandomScorer
+from .taylor import TaylorScorer
 from .select import GroupInfo, SelectionConfig, choose, select_plan
 
 __all__ = [
     "AGGREGATIONS",
+    "ActivationScorer",
+    "HessianScorer",
+    "RandomScorer",
     "SCORERS",
     "ScoreContext",
     "Scorer",
+    "TaylorScorer",
     "GroupInfo",
     "SelectionConfig",
     "aggregate_members",
@@ -34,6 +42,10 @@ __all__ = [
 SCORERS: "MappingProxyType[str, Callable[..., Scorer]]" = MappingProxyType({
     "l1": lambda **kw: MagnitudeScorer(p=1, **kw),
     "l2": lambda **kw: MagnitudeScorer(p=2, **kw),
+    "activation": ActivationScorer,
+    "hessian": HessianScorer,
+    "taylor": TaylorScorer,
+    "random": RandomScorer,
 })
 
 

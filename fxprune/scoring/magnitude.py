@@ -11,7 +11,7 @@ Example:
     >>> from fxprune.scoring import get_scorer, ScoreContext
     >>> model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     >>> with torch.no_grad():
-    ...     model[0].weight.copy_(torch.tensor([[1., 0, 0], [1, 1, 0], [1, 1, 1], [0, 0, 0]]))
+    ...     _ = model[0].weight.copy_(torch.tensor([[1., 0, 0], [1, 1, 0], [1, 1, 1], [0, 0, 0]]))
     >>> a = fxprune.analyze(model, (torch.randn(1, 3),))
     >>> get_scorer("l1", roles=("producer",))(a, ScoreContext(model=model))[0].round(3).tolist()
     [1.0, 2.0, 3.0, 0.0]
