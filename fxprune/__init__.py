@@ -25,6 +25,7 @@ from .errors import (
     UnsupportedOpError,
 )
 from .ops import Rule, default_registry
+from .recipes import recipe
 from .report import Report
 
 __version__ = "0.1.0"
@@ -50,4 +51,5 @@ __all__ = [
     "apply",
     "default_registry",
     "prune",
+    "recipe",
 ]
