@@ -28,6 +28,7 @@ def _sdpa(ctx: OpContext) -> tuple:
         raise Unsupported("attention over 1-d tensors")
     ctx.unify(q.labels[-1], k.labels[-1], " (attention q.k contraction)")
     ctx.unify(k.labels[-2], v.labels[-2], " (attention key/value positions)")
+    ctx.mixing(k.labels[-2], "softmax over key positions")
     ops = [Value(_shape(x.shape[:-2]), x.labels[:-2]) for x in (q, k, v)]
     if isinstance(mask, Value) and mask.is_tensor:
         ops.append(Value(_shape(mask.shape[:-2]), mask.labels[:-2]))

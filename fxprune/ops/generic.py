@@ -345,21 +345,33 @@ def _reshape(ctx: OpContext) -> tuple:
     return _check(ctx, reshape_labels(ctx, x, ctx.out.shape))
 
 
-def _size_args(ctx: EmitContext, start: int) -> tuple[list, bool]:
-    rest = list(ctx.args[start:])
+def _size_args(args: tuple, kwargs: dict, start: int) -> tuple[list, bool]:
+    rest = list(args[start:])
     if len(rest) == 1 and isinstance(rest[0], (list, tuple)):
         return list(rest[0]), True
-    if not rest and "shape" in ctx.kwargs:
-        return list(ctx.kwargs["shape"]), True
-    if not rest and "size" in ctx.kwargs:
-        return list(ctx.kwargs["size"]), True
+    if not rest and "shape" in kwargs:
+        return list(kwargs["shape"]), True
+    if not rest and "size" in kwargs:
+        return list(kwargs["size"]), True
     return rest, False
 
 
-def _new_sizes(sizes: list, labels: tuple, new_shape: tuple) -> list:
+def _new_sizes(ctx: EmitContext, old: list, new: list, labels: tuple, new_shape: tuple,
+               old_shape: tuple) -> list:
+    """Size arguments for the pruned graph.
+
+    A dimension whose size changes gets its new size as a constant; a dynamic
+    size (an fx node) whose value may change in the pruned graph is pinned to the
+    size the dimension must have; everything else (``-1``, batch sizes read from
+    unpruned tensors) is kept as written.
+    """
     out = []
-    for s, lab, n in zip(sizes, labels, new_shape):
-        if lab is not None and not (isinstance(s, int) and s == -1):
+    for o, s, lab, n, before in zip(old, new, labels, new_shape, old_shape):
+        if isinstance(o, int) and o == -1:
+            out.append(s)
+        elif lab is not None and n != before:
+            out.append(int(n))
+        elif isinstance(o, fx.Node) and ctx.value_changed(o):
             out.append(int(n))
         else:
             out.append(s)
@@ -368,11 +380,12 @@ def _new_sizes(sizes: list, labels: tuple, new_shape: tuple) -> list:
 
 def _emit_sizes(start: int):
     def emit(ctx: EmitContext) -> tuple:
-        sizes, packed = _size_args(ctx, start)
+        sizes, packed = _size_args(ctx.args, ctx.kwargs, start)
+        old, _ = _size_args(ctx.old_args, ctx.old_kwargs, start)
         labels = ctx.out_labels()
         if len(sizes) != len(labels):
             return ctx.node.target, ctx.args, ctx.kwargs
-        new = _new_sizes(sizes, labels, ctx.out_shape())
+        new = _new_sizes(ctx, old, sizes, labels, ctx.out_shape(), ctx.node.meta["fxprune.spec"].shape)
         head = tuple(ctx.args[:start])
         kwargs = {k: v for k, v in ctx.kwargs.items() if k not in ("shape", "size")}
         if packed:
@@ -391,11 +404,13 @@ def _emit_unflatten(ctx: EmitContext) -> tuple:
     x = ctx.args[0]
     dim = ctx.arg(1, "dim")
     sizes = list(ctx.arg(2, "sizes"))
+    old = list(ctx.old_arg(2, "sizes"))
     labels = ctx.out_labels()
     shape = ctx.out_shape()
-    nd_in = len(ctx.new_shape(x))
-    d = normalize_dim(dim, nd_in)
-    new = _new_sizes(sizes, labels[d:d + len(sizes)], shape[d:d + len(sizes)])
+    before = ctx.node.meta["fxprune.spec"].shape
+    d = normalize_dim(dim, len(ctx.new_shape(ctx.node.args[0])))
+    k = slice(d, d + len(sizes))
+    new = _new_sizes(ctx, old, sizes, labels[k], shape[k], before[k])
     return ctx.node.target, (x, dim, tuple(new)), {}
 
 
@@ -599,7 +614,7 @@ def _emit_getitem(ctx: EmitContext) -> tuple:
         lab = xl[d]
         d += 1
         if lab is None:
-            out.append(new)
+            out.append(_pin_changed(ctx, old, new))
             continue
         size = len(lab)
         csum = np.concatenate([[0], np.cumsum(ctx.kept(lab))])
@@ -617,6 +632,16 @@ def _emit_getitem(ctx: EmitContext) -> tuple:
             out.append(conv(old))
     idx = tuple(out) if packed else out[0]
     return ctx.node.target, (x, idx), ctx.kwargs
+
+
+def _pin_changed(ctx: EmitContext, old: Any, new: Any) -> Any:
+    """On a fixed dim, dynamic bounds whose value may change are pinned to their old value."""
+    def pin(o: Any, n: Any) -> Any:
+        return _static(o) if isinstance(o, fx.Node) and ctx.value_changed(o) else n
+
+    if isinstance(old, slice):
+        return slice(pin(old.start, new.start), pin(old.stop, new.stop), pin(old.step, new.step))
+    return pin(old, new)
 
 
 def _static(v: Any) -> Any:

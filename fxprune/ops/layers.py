@@ -71,6 +71,8 @@ def conv_channels(ctx: OpContext, x: Value, w: Value, b: Value | None, groups: i
     per_out = c_out // groups
     for d in range(2, w.ndim):
         ctx.fix(w.labels[d], "kernel dimension")
+    for d in range(2, x.ndim):  # a conv mixes positions: labelled positions cannot be pruned
+        ctx.fix(x.labels[d], "convolved (spatial) dimension")
     xin = x.labels[1]
     if groups == 1:
         ctx.role(w, in_dim, "consumer")
@@ -243,7 +245,10 @@ def per_channel(ctx: OpContext, x: Value, dim: int, params: dict[str, tuple[Valu
         ctx.unify(lab, p.labels[0], f" ({name})")
 
 
-def _bn(ctx: OpContext, x: Value, w, b, rm, rv) -> tuple:
+def _bn(ctx: OpContext, x: Value, w, b, rm, rv, instance: bool = False) -> tuple:
+    if instance:  # statistics over the spatial dims of each channel
+        for d in range(2, x.ndim):
+            ctx.mixing(x.labels[d], "instance normalisation statistics")
     per_channel(ctx, x, 1, {"weight": (w, "scale"), "bias": (b, "bias"),
                             "running_mean": (rm, "bias"), "running_var": (rv, "scale")})
     return x.labels
@@ -253,6 +258,12 @@ def _bn_module(ctx: OpContext) -> tuple:
     x = first_tensor(ctx)
     return _bn(ctx, x, ctx.param("weight"), ctx.param("bias"), ctx.param("running_mean"),
                ctx.param("running_var"))
+
+
+def _in_module(ctx: OpContext) -> tuple:
+    x = first_tensor(ctx)
+    return _bn(ctx, x, ctx.param("weight"), ctx.param("bias"), ctx.param("running_mean"),
+               ctx.param("running_var"), instance=True)
 
 
 def _bn_function(ctx: OpContext) -> tuple:
@@ -269,7 +280,7 @@ def _resize_num_features(m: torch.nn.Module, ctx: EmitContext) -> None:
 BATCH_NORM_MODULE = Rule("norm", _bn_module, resize=_resize_num_features,
                          doc="nn.BatchNorm1d/2d/3d: per-channel, no mixing.")
 BATCH_NORM_FUNCTION = Rule("norm", _bn_function, doc="F.batch_norm.")
-INSTANCE_NORM_MODULE = Rule("norm", _bn_module, resize=_resize_num_features,
+INSTANCE_NORM_MODULE = Rule("norm", _in_module, resize=_resize_num_features,
                             doc="nn.InstanceNorm*: per-channel statistics, no mixing.")
 
 
@@ -332,6 +343,8 @@ RMS_NORM_FUNCTION = Rule("norm", _rms_function, emit=_emit_normalized_shape, doc
 
 
 def _gn(ctx: OpContext, x: Value, groups: int, w: Value | None, b: Value | None) -> tuple:
+    for d in range(2, x.ndim):  # statistics run over the spatial dims too
+        ctx.mixing(x.labels[d], "group normalisation statistics")
     lab = x.labels[1]
     if lab is not None:
         parts = split_labels(ctx.atoms, lab, (groups, x.shape[1] // groups), "inner")
@@ -369,7 +382,7 @@ GROUP_NORM_FUNCTION = Rule("norm", _gn_function, doc="F.group_norm.")
 def _embedding(ctx: OpContext, idx: Value, w: Value) -> tuple:
     ctx.fix(w.labels[0], "embedding rows are indexed by token ids")
     ctx.role(w, 1, "producer")
-    return tuple(None for _ in idx.shape) + (w.labels[1],)
+    return tuple(idx.labels) + (w.labels[1],)
 
 
 def _embedding_module(ctx: OpContext) -> tuple:

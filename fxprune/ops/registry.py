@@ -298,7 +298,10 @@ class EmitContext:
     """What a rule's ``emit``/``resize`` sees when the graph is rewritten.
 
     ``new_shape(x)`` gives the pruned shape of an input value or of the output;
-    ``kept(labels)`` the boolean keep-mask of a labels array.
+    ``kept(labels)`` the boolean keep-mask of a labels array; ``value_changed(n)``
+    tells whether a non-tensor node (a size read, arithmetic on sizes) may
+    compute a different value in the pruned graph.  Arguments are given twice:
+    ``args`` mapped into the new graph, ``old_args`` as in the analysed graph.
     """
 
     node: fx.Node
@@ -310,6 +313,7 @@ class EmitContext:
     labels_of: Callable[[Any], Any]
     kept: Callable[[np.ndarray], np.ndarray]
     module: torch.nn.Module | None = None
+    value_changed: Callable[[Any], bool] = lambda node: False
 
     def out_labels(self) -> Any:
         return self.labels_of(self.node)

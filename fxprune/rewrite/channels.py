@@ -174,19 +174,25 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
     def labels_of(x: Any) -> Any:
         return x.meta.get(meta.CHANNELS) if isinstance(x, fx.Node) else None
 
+    changed = _changed_values(gm, new_shapes)
+
+    def value_changed(n: Any) -> bool:
+        return isinstance(n, fx.Node) and _any(changed.get(n.name, False))
+
     for node in gm.graph.nodes:
         rule = node.meta.get(meta.RULE)
         ectx = None
         if rule is not None and (rule.emit is not None or rule.resize is not None):
             ectx = EmitContext(node, remap(node.args), remap(dict(node.kwargs)), node.args,
-                               dict(node.kwargs), shape_of, labels_of, mask.kept)
+                               dict(node.kwargs), shape_of, labels_of, mask.kept,
+                               value_changed=value_changed)
         if node.op == "call_module" and rule is not None and rule.resize is not None:
             mod = root.get_submodule(str(node.target))
             ectx.module = mod
-            if _io_changed(node, new_shapes):
+            if _io_changed(node, new_shapes, value_changed):
                 rule.resize(mod, ectx)
         if node.op in ("call_function", "call_method") and rule is not None and rule.emit is not None \
-                and _io_changed(node, new_shapes):
+                and _io_changed(node, new_shapes, value_changed):
             target, args, kwargs = rule.emit(ectx)
             op = "call_method" if isinstance(target, str) else "call_function"
             new = graph.create_node(op, target, tuple(args), dict(kwargs), name=node.name)
@@ -204,9 +210,52 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
     return new_gm
 
 
-def _io_changed(node: fx.Node, new_shapes: dict[str, Any]) -> bool:
+def _any(flag: Any) -> bool:
+    return any(_any(f) for f in flag) if isinstance(flag, tuple) else bool(flag)
+
+
+def _changed_values(gm: fx.GraphModule, new_shapes: dict[str, Any]) -> dict[str, Any]:
+    """Which non-tensor nodes may compute a different value in the pruned graph.
+
+    Size reads (``x.size(i)``, ``x.shape``) change exactly where the dims they
+    read change; tuples are tracked per element so ``B, T, C = x.shape`` keeps
+    ``B`` and ``T`` dynamic while ``C`` is known to change; anything computed from
+    a changing value may change.
+    """
+    changed: dict[str, Any] = {}
+    for node in gm.graph.nodes:
+        spec = node.meta.get(meta.SPEC)
+        if node.op in ("placeholder", "get_attr", "output") or _is_tensor_spec(spec):
+            continue
+        inputs: list[fx.Node] = []
+        fx.map_arg((node.args, node.kwargs), inputs.append)
+        tensors = [n for n in inputs if isinstance(n.meta.get(meta.SPEC), TensorSpec)]
+        if tensors:
+            x = tensors[0]
+            diff = tuple(a != b for a, b in zip(x.meta[meta.SPEC].shape, new_shapes[x.name]))
+            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+            if isinstance(spec, int) and isinstance(dim, int) and diff:
+                changed[node.name] = diff[dim]
+            elif isinstance(spec, tuple) and len(spec) == len(diff):
+                changed[node.name] = diff
+            else:
+                changed[node.name] = any(diff) or any(_any(changed.get(n.name, False)) for n in inputs)
+            continue
+        src = node.args[0] if node.args else None
+        idx = node.args[1] if len(node.args) > 1 else None
+        src_flag = changed.get(src.name) if isinstance(src, fx.Node) else None
+        if isinstance(src_flag, tuple) and isinstance(idx, int) and -len(src_flag) <= idx < len(src_flag):
+            changed[node.name] = src_flag[idx]
+        else:
+            changed[node.name] = any(_any(changed.get(n.name, False)) for n in inputs)
+    return changed
+
+
+def _io_changed(node: fx.Node, new_shapes: dict[str, Any], value_changed: Any = None) -> bool:
     def changed(n: fx.Node) -> bool:
         spec = n.meta.get(meta.SPEC)
+        if value_changed is not None and not _is_tensor_spec(spec) and value_changed(n):
+            return True
         return _shape_tuple(spec) != new_shapes.get(n.name)
 
     if changed(node):

@@ -1,0 +1,24 @@
+"""Property-based specifications: the four invariants on generated architectures."""
+from __future__ import annotations
+
+from hypothesis import given, settings
+
+from fxprune.testing import check_pruning
+from fxprune.testing.strategies import architectures
+
+
+@settings(max_examples=settings().max_examples * 3)
+@given(architectures(max_nodes=32))
+def test_invariants_hold_on_generated_architectures(arch):
+    check_pruning(arch.model, arch.example_inputs, plans=2, seed=0)
+
+
+@given(architectures(max_nodes=16, families=frozenset({"attention", "shuffle", "split", "concat",
+                                                       "channels_last_ln", "se", "flatten_linear"})))
+def test_invariants_hold_on_coupling_heavy_architectures(arch):
+    check_pruning(arch.model, arch.example_inputs, plans=2, seed=1, split_policy="inner")
+
+
+@given(architectures(max_nodes=16, families=frozenset({"attention", "shuffle", "conv"})))
+def test_invariants_hold_with_outer_split_policy(arch):
+    check_pruning(arch.model, arch.example_inputs, plans=2, seed=2, split_policy="outer")
