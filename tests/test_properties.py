@@ -1,13 +1,12 @@
 """Property-based specifications: the four invariants on generated architectures."""
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import given
 
 from fxprune.testing import check_pruning
 from fxprune.testing.strategies import architectures
 
 
-@settings(max_examples=settings().max_examples * 3)
 @given(architectures(max_nodes=32))
 def test_invariants_hold_on_generated_architectures(arch):
     check_pruning(arch.model, arch.example_inputs, plans=2, seed=0)
