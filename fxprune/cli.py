@@ -79,23 +79,11 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     from .api import prune
 
     model, inputs = load_model(args.model, args.input_shape)
-    if args.recipe:
-        from .errors import ConfigError
-
-        try:
-            from .recipes import recipe
-        except ImportError as exc:  # pragma: no cover - recipes ship with the package
-            raise ConfigError("recipes are not available in this installation") from exc
-        rec = recipe(args.recipe)
-        result = rec.run(model, inputs)
-        gm = getattr(result, "graph_module", None) or result.best.graph_module
-        print(getattr(result, "report", result))
-    else:
-        result = prune(model, inputs, ratio=args.ratio, scorer=args.scorer,
-                       global_ranking=args.global_ranking, round_to=args.round_to,
-                       ignore=args.ignore or (), strict=args.strict, split_policy=args.split_policy)
-        gm = result.graph_module
-        print(result.report)
+    result = prune(model, inputs, ratio=args.ratio, scorer=args.scorer,
+                   global_ranking=args.global_ranking, round_to=args.round_to,
+                   ignore=args.ignore or (), strict=args.strict, split_policy=args.split_policy)
+    gm = result.graph_module
+    print(result.report)
     if args.out:
         torch.save(gm, args.out)
         print(f"saved the pruned GraphModule to {args.out} (load with torch.load(path, weights_only=False))")
@@ -105,10 +93,13 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
 
 def _cmd_recipes(args: argparse.Namespace) -> int:
-    from .recipes import available_recipes
+    from .recipes import available_recipes, recipe
 
+    if args.name:
+        print(recipe(args.name).to_toml())
+        return 0
     for name in available_recipes():
-        print(name)
+        print(f"{name:<8} {recipe(name).description}")
     return 0
 
 
@@ -138,12 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--global", dest="global_ranking", action="store_true", help="rank channels globally")
     sp.add_argument("--round-to", type=int, default=1, help="keep channel counts multiples of N")
     sp.add_argument("--ignore", nargs="*", help="module names whose output channels are kept")
-    sp.add_argument("--recipe", help="run a recipe by name or path instead of one-shot pruning")
     sp.add_argument("--out", help="save the pruned GraphModule here (torch.save)")
     sp.add_argument("--code", action="store_true", help="print the emitted forward code")
     sp.set_defaults(fn=_cmd_prune)
 
-    sp = sub.add_parser("recipes", help="list the shipped recipes")
+    sp = sub.add_parser("recipes", help="list the shipped recipes, or print one",
+                        description="Recipes run schedules that need your fine-tune and evaluate "
+                                    "callbacks: run them from Python with fxprune.recipe(NAME).run(...).")
+    sp.add_argument("name", nargs="?", help="a recipe name or path to print as TOML")
     sp.set_defaults(fn=_cmd_recipes)
     return p
 
@@ -158,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FxPruneError as exc:
         print(f"fxprune: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

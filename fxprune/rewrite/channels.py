@@ -200,6 +200,11 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
             new = graph.node_copy(node, lambda n: env[n])
         for key in meta.ALL_KEYS:
             new.meta.pop(key, None)
+        if isinstance(new.type, str):
+            # A string annotation (``from __future__ import annotations`` in the model's
+            # source) becomes a global the GraphModule cannot pickle; drop it so the
+            # pruned module can be saved with ``torch.save``.
+            new.type = None
         env[node] = new
     new_gm = fx.GraphModule(root, graph, gm.__class__.__name__)
     new_gm.graph.eliminate_dead_code()
