@@ -161,7 +161,7 @@ def check_pruning(
     plans: int = 3,
     seed: int = 0,
     rtol: float = 1e-4,
-    atol: float = 1e-5,
+    atol: float = 1e-4,
     **analyze_kwargs: Any,
 ) -> CheckSummary:
     """Check the four invariants of fxprune on ``model`` (see the module docstring).
@@ -172,7 +172,9 @@ def check_pruning(
         ratio: the ratio of the scorer-driven plan that is also checked.
         plans: how many random plans to check.
         seed: seed of the random plans.
-        rtol, atol: tolerance of the dead-channel comparison.
+        rtol, atol: tolerance of the dead-channel comparison (float32 sums of a few hundred
+            terms reorder differently once channels are gone: differences of 1e-5 are noise,
+            an indexing bug shows as differences of the order of the activations).
         analyze_kwargs: passed to :func:`fxprune.analyze`.
 
     Raises:
