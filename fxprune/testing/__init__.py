@@ -35,7 +35,8 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The strategies need hypothesis (a test dependency): import them on first use.
     if name in ("architectures", "Arch", "strategies"):
-        from . import strategies
+        import importlib
 
+        strategies = importlib.import_module(f"{__name__}.strategies")
         return strategies if name == "strategies" else getattr(strategies, name)
     raise AttributeError(f"module 'fxprune.testing' has no attribute {name!r}")
