@@ -394,3 +394,18 @@ def test_exports():
     data = json.loads(a.to_json())
     assert len(data["groups"]) == len(a.groups)
     assert data["groups"][0]["members"][0]["index_map"] == [0, 1, 2, 3]
+
+
+def test_whole_head_pruning_on_fused_qkv_with_a_split_override():
+    model, x = zoo.vit()
+    names = [n.name for n in fx.symbolic_trace(model).graph.nodes
+             if n.op == "call_method" and n.target == "reshape"]
+    overrides = {names[0]: 1, names[2]: 1}  # the (B, N, 3, heads, head_dim) reshapes: prune heads
+    analysis = fxprune.analyze(model, x, split_overrides=overrides)
+    heads = analysis.group_of("blocks.0.attn.qkv.weight", 0)[0]
+    assert heads.size == model.blocks[0].attn.num_heads
+    check_pruning(model, x, plans=3, split_overrides=overrides)
+    gm = fxprune.apply(analysis, {heads.id: [1, 2]})
+    assert gm.get_submodule("blocks.0.attn.qkv").out_features == 3 * 2 * 8
+    with pytest.raises(ConfigError, match="not in the graph"):
+        fxprune.analyze(model, x, split_overrides={"no_such_node": 1})

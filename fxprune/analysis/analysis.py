@@ -48,7 +48,9 @@ class AnalysisConfig:
         strict: raise on ops without a rule instead of making them barriers.
         split_policy: which factor of a split channel dim is pruned
             (``inner``: head_dim / channels-per-group; ``outer``: whole heads).
-        split_overrides: per-node policy overrides, by fx node name.
+        split_overrides: per-node policy overrides, by fx node name: ``inner``,
+            ``outer`` or an int picking which varying factor is pruned (``1``
+            prunes whole heads of a fused ``qkv.reshape(B, N, 3, heads, head_dim)``).
         ignore: module or parameter names whose produced channels are kept.
         frontend: ``fx`` (symbolic_trace, the default).
     """

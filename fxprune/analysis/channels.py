@@ -251,6 +251,15 @@ def propagate_channels(
     """
     if split_policy not in ("inner", "outer"):
         raise ConfigError(f"split_policy must be 'inner' or 'outer', got {split_policy!r}")
+    node_names = {n.name for n in gm.graph.nodes}
+    for name, policy in (split_overrides or {}).items():
+        if name not in node_names:
+            close = difflib.get_close_matches(name, sorted(node_names), n=5)
+            raise ConfigError(f"split_overrides names node {name!r}, which is not in the graph"
+                              + (f"; did you mean {close}?" if close else ""))
+        if policy not in ("inner", "outer") and not (isinstance(policy, int) and not isinstance(policy, bool)):
+            raise ConfigError(f"split_overrides[{name!r}] must be 'inner', 'outer' or an int "
+                              f"(which varying factor is pruned), got {policy!r}")
     prop = _Propagator(gm, registry, strict, split_policy, dict(split_overrides or {}))
     prop.run()
     prop.fix_orphans()

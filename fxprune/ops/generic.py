@@ -245,7 +245,9 @@ def split_labels(atoms: Any, labels: np.ndarray, shape: Sequence[int], policy: s
 
     Returns one entry per output dimension.  Labels that depend on one output
     dimension only go to it; otherwise atoms are unified along every other
-    dimension so they depend on the policy's choice only.
+    dimension so they depend on the policy's choice only: ``"inner"`` (the last
+    varying factor), ``"outer"`` (the first) or an int indexing the varying
+    factors (``1`` picks the heads of a fused ``(3, heads, head_dim)`` split).
     """
     shape = tuple(int(s) for s in shape)
     arr = labels.reshape(shape) if shape else labels.reshape(())
@@ -277,7 +279,12 @@ def split_labels(atoms: Any, labels: np.ndarray, shape: Sequence[int], policy: s
     if len(varying) == 1:
         axis = varying[0]
     else:
-        axis = varying[-1] if policy == "inner" else varying[0]
+        if isinstance(policy, int) and not isinstance(policy, bool):
+            if not -len(varying) <= policy < len(varying):
+                raise Unsupported(f"split policy {policy} but only {len(varying)} factors vary")
+            axis = varying[policy]
+        else:
+            axis = varying[-1] if policy == "inner" else varying[0]
         moved = np.moveaxis(arr, axis, 0).reshape(shape[axis], -1)
         for row in moved:
             atoms.unify_all(row)
