@@ -20,7 +20,6 @@ import torch
 import torch.fx as fx
 
 from .analysis.analysis import Analysis, analyze
-from .errors import ConfigError
 from .ops.registry import Registry
 from .report import Report, build_report
 from .rewrite.channels import apply_plan

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 

@@ -6,8 +6,8 @@ shapes of the graph, so they follow the emitted architecture exactly.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import torch
 import torch.fx as fx

@@ -5,7 +5,6 @@ import copy
 import json
 
 import networkx as nx
-import numpy as np
 import pytest
 import torch
 import torch.fx as fx

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 
 import fxprune
-from fxprune.ops import Rule, generic
+from fxprune.ops import generic
 from fxprune.ops.builtin import TABLE
 from fxprune.testing import zoo
 from fxprune.testing.soundness import RuleSoundnessError, check_rules

@@ -13,7 +13,6 @@ This listing is public: external tools verify pruning with it.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -22,7 +21,6 @@ import numpy as np
 import torch.fx as fx
 
 from .. import meta
-from ..ops.registry import iter_label_arrays
 from .channels import ChannelState
 
 __all__ = ["Member", "TensorMember", "Group", "build_groups"]

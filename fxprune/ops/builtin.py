@@ -160,4 +160,4 @@ _reg(L.EMBEDDING_MODULE, nn.Embedding)
 _reg(L.EMBEDDING_FUNCTION, F.embedding)
 
 TABLE = MappingProxyType(dict(_table))
-del _table
+

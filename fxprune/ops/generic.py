@@ -28,7 +28,6 @@ Example:
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import numpy as np

@@ -16,8 +16,6 @@ Example:
 """
 from __future__ import annotations
 
-import math
-from typing import Any
 
 import numpy as np
 import torch
@@ -143,7 +141,6 @@ def _conv_function(transposed: bool):
 
 
 def _resize_conv(m: torch.nn.Module, ctx: EmitContext) -> None:
-    x = ctx.args[0]
     new_in = ctx.new_shape(ctx.node.args[0])[1]
     new_out = ctx.out_shape()[1]
     depthwise = m.groups > 1 and m.in_channels // m.groups == 1 and not getattr(m, "transposed", False)

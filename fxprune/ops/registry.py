@@ -42,16 +42,13 @@ from __future__ import annotations
 import operator
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.fx as fx
 
 from ..analysis.atoms import Atoms
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..analysis.capture import TensorSpec
 
 __all__ = [
     "Rule",

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -232,7 +232,7 @@ def check_pruning(
     result = prune(model, inputs, ratio=ratio, analysis=analysis)
     for a, b in zip(_outputs(result.graph_module, inputs), reference):
         if a.shape != b.shape:
-            _fail(f"shapes: scorer plan changed an output shape", analysis, result.plan)
+            _fail("shapes: scorer plan changed an output shape", analysis, result.plan)
     problem = _unchanged(model, snap)
     if problem:
         raise InvariantError(f"input model mutated: {problem}")
