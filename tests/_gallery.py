@@ -100,7 +100,27 @@ class Transposes(nn.Module):
         return self.b(y).sum(1) + z.sum(), y.size(1)
 
 
+class Implanted(nn.Module):
+    """HAP's implanted convolution (fxprune.rewrite.implant), pointwise and low-rank."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from fxprune.rewrite.implant import ImplantedConv2d
+
+        torch.manual_seed(2)
+        a, b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 6, 3, padding=1)
+        self.a = ImplantedConv2d(a, torch.tensor([0, 2, 3, 5, 7]), torch.tensor([1, 4, 6]), "lowrank", 2)
+        self.b = ImplantedConv2d(b, torch.tensor([1, 2, 4]), torch.tensor([0, 3, 5]), "pointwise")
+        with torch.no_grad():
+            self.b.implant_u.normal_()
+        self.c = nn.Conv2d(6, 2, 1)
+
+    def forward(self, x):
+        return self.c(F.relu(self.b(F.relu(self.a(x)))))
+
+
 GALLERY = {
+    "implanted": (Implanted, lambda: (torch.randn(2, 3, 6, 6),)),
     "functional": (Functional, lambda: (torch.randn(2, 3, 4, 4), torch.randint(0, 10, (2, 5)))),
     "modules": (Modules, lambda: (torch.randint(0, 10, (2, 5)), torch.randn(2, 3, 6, 6))),
     "tensors": (Tensors, lambda: (torch.randn(3, 4),)),

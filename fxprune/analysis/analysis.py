@@ -177,7 +177,7 @@ def analyze(
     config = AnalysisConfig(tuple(leaf_modules), strict, split_policy,
                             tuple(sorted((split_overrides or {}).items())), tuple(ignore), frontend)
     registry = registry if registry is not None else default_registry()
-    gm = trace(model, leaf_modules=config.leaf_modules)
+    gm = trace(model, leaf_modules=tuple(config.leaf_modules) + registry.leaf_types())
     if gm is model:  # a GraphModule given by the user: annotate a shallow copy of its graph
         gm = fx.GraphModule(model, _copy_graph(model.graph), type(model).__name__)
     propagate_shapes(gm, example_inputs)

@@ -159,5 +159,14 @@ _reg(L.GROUP_NORM_FUNCTION, F.group_norm)
 _reg(L.EMBEDDING_MODULE, nn.Embedding)
 _reg(L.EMBEDDING_FUNCTION, F.embedding)
 
+
+def _implanted_conv() -> type:
+    from ..rewrite.implant import ImplantedConv2d
+
+    return ImplantedConv2d
+
+
+_reg(L.IMPLANTED_CONV_MODULE, _implanted_conv())
+
 TABLE = MappingProxyType(dict(_table))
 

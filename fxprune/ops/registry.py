@@ -93,6 +93,7 @@ class Rule:
     resize: Callable[[torch.nn.Module, "EmitContext"], None] | None = None
     macs: Callable[["OpContext"], int] | None = None
     doc: str = ""
+    leaf: bool = False  # a module rule covering the whole module: tracing does not enter it
 
 
 def node_key(node: fx.Node, root: torch.nn.Module) -> Any:
@@ -127,6 +128,11 @@ class Registry:
 
     def keys(self) -> list[Any]:
         return list({**self._base, **self._own}.keys())
+
+    def leaf_types(self) -> tuple[type, ...]:
+        """Module types whose rule covers the whole module (kept as leaves when tracing)."""
+        table = {**self._base, **self._own}
+        return tuple(k for k, r in table.items() if isinstance(k, type) and r.leaf)
 
     def rule_for_key(self, key: Any) -> Rule | None:
         if key in self._own:

@@ -24,7 +24,9 @@ import torch.fx as fx
 
 from ..errors import ConfigError
 from ..report import build_report, count_params
+from ..analysis.capture import propagate_shapes
 from ..rewrite.channels import apply_plan
+from ..rewrite.implant import apply_with_implants, split_bands
 from ..scoring import ScoreContext, SelectionConfig, get_scorer, select_plan
 from .common import (
     Session,
@@ -57,6 +59,12 @@ class OneShotConfig:
         round_to: kept counts are rounded up to a multiple of this.
         num_batches: calibration batches for data-driven scorers.
         analysis_options: keyword arguments of :func:`fxprune.analyze`.
+        implant_ratio: HAP's Neural Implant ``eta``: of the channels below the prune
+            threshold, this top fraction (by score, among dense Conv2d groups) is
+            implanted instead of pruned (0: no implant).
+        implant_kind: ``pointwise`` (1x1 conv, zero-initialised, the authors' code) or
+            ``lowrank`` (truncated-SVD factorisation of the removed filters).
+        implant_rank: rank of ``lowrank`` implants (``None``: full rank).
     """
 
     scorer: Any = "l1"
@@ -69,8 +77,17 @@ class OneShotConfig:
     round_to: int = 1
     num_batches: int | None = None
     analysis_options: Mapping[str, Any] = field(default_factory=frozen_mapping)
+    implant_ratio: float = 0.0
+    implant_kind: str = "pointwise"
+    implant_rank: int | None = None
 
     def __post_init__(self) -> None:
+        from ..rewrite.implant import IMPLANT_KINDS
+
+        if not (isinstance(self.implant_ratio, (int, float)) and 0.0 <= self.implant_ratio <= 1.0):
+            raise ConfigError(f"implant_ratio must be in [0, 1], got {self.implant_ratio!r}")
+        if self.implant_kind not in IMPLANT_KINDS:
+            raise ConfigError(f"implant_kind must be one of {IMPLANT_KINDS}, got {self.implant_kind!r}")
         object.__setattr__(self, "scorer_params", frozen_mapping(self.scorer_params))
         object.__setattr__(self, "analysis_options", frozen_mapping(check_analysis_options(self.analysis_options)))
         self.selection()  # validates ratio, max_ratio, min_channels, round_to, normalize
@@ -111,6 +128,9 @@ def one_shot(
     analysis_options: Mapping[str, Any] | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
+    implant_ratio: float = 0.0,
+    implant_kind: str = "pointwise",
+    implant_rank: int | None = None,
 ) -> History:
     """Prune once with a global ranking capped at ``max_ratio`` per group (HAP).
 
@@ -128,12 +148,17 @@ def one_shot(
         analysis_options: keyword arguments of :func:`fxprune.analyze`.
         checkpoint_dir: save the rounds there; a finished run is returned as saved.
         progress: show progress.
+        implant_ratio, implant_kind, implant_rank: HAP's Neural Implant (see
+            :class:`OneShotConfig`); not combinable with ``rewind_state``.
 
     Returns:
         The :class:`~fxprune.schedules.History` with rounds 0 and 1; round 1 is the result.
     """
     cfg = OneShotConfig(scorer, scorer_params, ratio, max_ratio, global_ranking, normalize,
-                        min_channels, round_to, num_batches, analysis_options)
+                        min_channels, round_to, num_batches, analysis_options, implant_ratio,
+                        implant_kind, implant_rank)
+    if cfg.implant_ratio > 0 and rewind_state is not None:
+        raise ConfigError("rewind_state cannot be combined with implants (implanted layers have new parameters)")
     score_fn = get_scorer(cfg.scorer, **dict(cfg.scorer_params))
     session = Session("one_shot", cfg.fingerprint(rewind=rewind_state is not None), model,
                       tuple(example_inputs) if not isinstance(example_inputs, torch.Tensor)
@@ -149,7 +174,14 @@ def one_shot(
             scores = score_fn(analysis, ScoreContext(model=current, data=data, loss_fn=loss_fn,
                                                      num_batches=cfg.num_batches))
             plan = select_plan(analysis, scores, cfg.selection())
-            gm = apply_plan(analysis, plan)
+            implants: dict[int, list[int]] = {}
+            if cfg.implant_ratio > 0:
+                plan, implants = split_bands(analysis, scores, plan, cfg.implant_ratio)
+                gm = apply_with_implants(analysis, plan, implants, kind=cfg.implant_kind,
+                                         rank=cfg.implant_rank)
+                propagate_shapes(gm, analysis.example_inputs)
+            else:
+                gm = apply_plan(analysis, plan)
             report = build_report(analysis, plan, gm)
             extra: dict[str, Any] = {}
             if rewind_state is not None:
@@ -162,6 +194,7 @@ def one_shot(
             metrics = {"accuracy": session.measure(gm), "params": count_params(gm),
                        "macs": report.macs_after, "channels_removed": removed,
                        "ratio": removed / alive if alive else 0.0, "groups_pruned": len(plan),
+                       "channels_implanted": sum(len(c) for c in implants.values()),
                        "accepted": True}
             session.commit(1, gm, metrics, {"round": 1}, best_round=1, extra=extra)
             session.stop(STOP_DONE, best_round=1)
