@@ -64,7 +64,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis.analysis import analyze
 
     model, inputs = load_model(args.model, args.input_shape)
-    analysis = analyze(model, inputs, strict=args.strict, split_policy=args.split_policy)
+    analysis = analyze(model, inputs, strict=args.strict, split_policy=args.split_policy,
+                       frontend=args.frontend)
     if args.format == "json":
         print(analysis.to_json())
     elif args.format == "dot":
@@ -78,9 +79,12 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     from .api import prune
 
     model, inputs = load_model(args.model, args.input_shape)
+    from .analysis.analysis import analyze
+
+    analysis = analyze(model, inputs, strict=args.strict, split_policy=args.split_policy,
+                       ignore=args.ignore or (), frontend=args.frontend)
     result = prune(model, inputs, ratio=args.ratio, scorer=args.scorer,
-                   global_ranking=args.global_ranking, round_to=args.round_to,
-                   ignore=args.ignore or (), strict=args.strict, split_policy=args.split_policy)
+                   global_ranking=args.global_ranking, round_to=args.round_to, analysis=analysis)
     gm = result.graph_module
     print(result.report)
     if args.out:
@@ -112,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--strict", action="store_true", help="fail on ops without a rule")
         sp.add_argument("--split-policy", choices=["inner", "outer"], default="inner",
                         help="prune head_dim/channels-per-group (inner) or whole heads (outer)")
+        sp.add_argument("--frontend", choices=["fx", "export"], default="fx",
+                        help="capture with torch.fx.symbolic_trace (fx) or torch.export (ATen level)")
 
     sp = sub.add_parser("zoo", help="list the bundled example architectures")
     sp.set_defaults(fn=_cmd_zoo)

@@ -33,6 +33,12 @@ def test_zoo_rules_are_sound(name):
     assert report.nodes_checked > 0
 
 
+@pytest.mark.parametrize("name", ["resnet_basic", "llama", "vit", "convnext", "shufflenet_v2"])
+def test_export_rules_are_sound(name):
+    report = check_rules(*zoo.ZOO[name](), trials=1, frontend="export")
+    assert report.nodes_checked > 0
+
+
 @pytest.mark.parametrize("name", sorted(_gallery.GALLERY))
 def test_gallery_rules_are_sound(name):
     model, x = _gallery_case(name)
@@ -46,6 +52,8 @@ def test_every_builtin_rule_is_exercised():
         seen |= check_rules(*zoo.ZOO[name](), trials=1).rules
     for name in sorted(_gallery.GALLERY):
         seen |= check_rules(*_gallery_case(name), trials=1).rules
+    for name in ("resnet_basic", "llama", "vit"):  # the ATen rules of the torch.export front end
+        seen |= check_rules(*zoo.ZOO[name](), trials=1, frontend="export").rules
     missing = {}
     for key, rule in TABLE.items():
         if id(rule) not in seen:

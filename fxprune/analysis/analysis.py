@@ -32,7 +32,7 @@ import torch.fx as fx
 
 from ..errors import ConfigError
 from ..ops.registry import Registry, default_registry
-from .capture import propagate_shapes, trace
+from .capture import export, propagate_shapes, trace
 from .channels import Barrier, ChannelState, propagate_channels, resolve_ignore
 from .groups import Group, build_groups
 
@@ -52,7 +52,7 @@ class AnalysisConfig:
             ``outer`` or an int picking which varying factor is pruned (``1``
             prunes whole heads of a fused ``qkv.reshape(B, N, 3, heads, head_dim)``).
         ignore: module or parameter names whose produced channels are kept.
-        frontend: ``fx`` (symbolic_trace, the default).
+        frontend: ``fx`` (symbolic_trace, the default) or ``export`` (torch.export).
     """
 
     leaf_modules: tuple[Any, ...] = ()
@@ -164,20 +164,25 @@ def analyze(
         split_overrides: ``{fx node name: policy}`` for individual reshapes.
         ignore: module/parameter names whose output channels must be kept.
         registry: the rule registry (default: :func:`fxprune.ops.default_registry`).
-        frontend: ``fx`` (``torch.fx.symbolic_trace``).
+        frontend: ``fx`` (``torch.fx.symbolic_trace``) or ``export`` (``torch.export``:
+            ATen-level, for models symbolic tracing cannot handle; same rules).
 
     Raises:
         TraceError, ExampleInputError, UnsupportedOpError, ConfigError.
     """
-    if frontend != "fx":
-        raise ConfigError(f"unknown frontend {frontend!r}; available: 'fx'")
+    if frontend not in ("fx", "export"):
+        raise ConfigError(f"unknown frontend {frontend!r}; available: 'fx' (symbolic_trace), "
+                          "'export' (torch.export, ATen level)")
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     example_inputs = tuple(example_inputs)
     config = AnalysisConfig(tuple(leaf_modules), strict, split_policy,
                             tuple(sorted((split_overrides or {}).items())), tuple(ignore), frontend)
     registry = registry if registry is not None else default_registry()
-    gm = trace(model, leaf_modules=tuple(config.leaf_modules) + registry.leaf_types())
+    if frontend == "export":
+        gm = export(model, example_inputs)
+    else:
+        gm = trace(model, leaf_modules=tuple(config.leaf_modules) + registry.leaf_types())
     if gm is model:  # a GraphModule given by the user: annotate a shallow copy of its graph
         gm = fx.GraphModule(model, _copy_graph(model.graph), type(model).__name__)
     propagate_shapes(gm, example_inputs)

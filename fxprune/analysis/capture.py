@@ -38,7 +38,7 @@ from torch._subclasses.fake_tensor import (
 from .. import meta
 from ..errors import ExampleInputError, TraceError
 
-__all__ = ["TensorSpec", "trace", "propagate_shapes", "spec_of", "DEFAULT_LEAF_TYPES"]
+__all__ = ["TensorSpec", "trace", "export", "propagate_shapes", "spec_of", "DEFAULT_LEAF_TYPES"]
 
 #: Module types kept as leaves by default (those torch.fx keeps anyway, plus none).
 DEFAULT_LEAF_TYPES: tuple[type, ...] = ()
@@ -118,6 +118,28 @@ def trace(
         ) from exc
     name = type(model).__name__
     return fx.GraphModule(tracer.root, graph, name)
+
+
+def export(model: torch.nn.Module, example_inputs: Sequence[Any]) -> fx.GraphModule:
+    """Capture ``model`` with ``torch.export`` (ATen level) as a GraphModule.
+
+    For models ``symbolic_trace`` cannot handle.  Parameters become ``get_attr``
+    nodes and ops are ATen overloads, which the registry maps to the same rules
+    as their functional forms.
+
+    Raises:
+        TraceError: quoting the torch.export failure.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TraceError(f"fxprune needs a torch.nn.Module, got {type(model).__name__}")
+    try:
+        program = torch.export.export(model, tuple(example_inputs))
+    except Exception as exc:  # torch.export raises many types; we re-raise one
+        raise TraceError(f"torch.export could not capture {type(model).__name__}: "
+                         f"{type(exc).__name__}: {str(exc)[:2000]}\n"
+                         "Fixes: check the example inputs; make data-dependent control flow use "
+                         "torch.cond, or try frontend='fx' (symbolic_trace).") from exc
+    return program.module()
 
 
 def _fake(mode: FakeTensorMode, value: Any) -> Any:

@@ -168,5 +168,8 @@ def _implanted_conv() -> type:
 
 _reg(L.IMPLANTED_CONV_MODULE, _implanted_conv())
 
+from .aten import ATEN_TABLE  # noqa: E402  (the torch.export front end's keys)
+
+_table.update(ATEN_TABLE)
 TABLE = MappingProxyType(dict(_table))
 

@@ -161,6 +161,7 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
         originals[key] = _fetch(root, qualname)
 
     graph = fx.Graph()
+    graph._codegen = gm.graph._codegen  # e.g. torch.export's pytree in/out handling (immutable)
     env: dict[fx.Node, fx.Node] = {}
 
     def remap(a: Any) -> Any:

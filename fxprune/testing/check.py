@@ -222,9 +222,12 @@ def check_pruning(
                 elif not torch.equal(a, b):
                     _fail(f"dead channels: integer output {k} differs", analysis, plan)
             checked.update(plan)
-        # 4. re-trace and lint
+        # 4. re-capture (with the analysis' front end) and lint
         try:
-            re = fx.symbolic_trace(pruned)
+            if analysis.config.frontend == "export":
+                re = torch.export.export(pruned, inputs).module()
+            else:
+                re = fx.symbolic_trace(pruned)
             re.graph.lint()
         except Exception as exc:  # noqa: BLE001
             _fail(f"re-trace: the pruned module does not re-trace: {exc}", analysis, plan)

@@ -1,0 +1,53 @@
+"""The torch.export front end: ATen graphs, the same rules, the same invariants."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+
+import fxprune
+from fxprune.errors import TraceError
+from fxprune.testing import check_pruning, zoo
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+@pytest.mark.parametrize("name", ["resnet_basic", "shufflenet_v2", "vit", "llama", "densenet", "unet"])
+def test_zoo_invariants_through_export(name):
+    model, x = zoo.ZOO[name]()
+    summary = check_pruning(model, x, plans=1, frontend="export")
+    fx_groups = len(fxprune.analyze(model, x).groups)
+    assert summary.groups == fx_groups  # same coupling as the symbolic_trace front end
+    assert summary.barriers == 0
+
+
+class ShapeBranch(nn.Module):
+    """symbolic_trace cannot branch on a shape; torch.export specialises it."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.a(x))
+        if y.shape[-1] > 4:
+            y = y * 2
+        return self.b(y)
+
+
+def test_export_handles_what_symbolic_trace_cannot():
+    x = (torch.randn(1, 3, 8, 8),)
+    with pytest.raises(TraceError, match="leaf_modules"):
+        fxprune.analyze(ShapeBranch(), x)
+    result = fxprune.prune(ShapeBranch().eval(), x, ratio=0.5, analysis=fxprune.analyze(ShapeBranch().eval(), x, frontend="export"))
+    assert "aten.conv2d" in result.graph_module.code
+    assert result.graph_module(*x).shape == (1, 4, 8, 8)
+    check_pruning(ShapeBranch().eval(), x, plans=2, frontend="export")
+
+
+def test_unknown_frontend():
+    with pytest.raises(fxprune.ConfigError, match="export"):
+        fxprune.analyze(*zoo.lenet5(), frontend="jit")
