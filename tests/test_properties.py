@@ -1,7 +1,7 @@
 """Property-based specifications: the four invariants on generated architectures."""
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 
 from fxprune.testing import check_pruning
 from fxprune.testing.strategies import architectures
@@ -21,3 +21,9 @@ def test_invariants_hold_on_coupling_heavy_architectures(arch):
 @given(architectures(max_nodes=16, families=frozenset({"attention", "shuffle", "conv"})))
 def test_invariants_hold_with_outer_split_policy(arch):
     check_pruning(arch.model, arch.example_inputs, plans=2, seed=2, split_policy="outer")
+
+
+@settings(max_examples=max(5, settings().max_examples // 5))
+@given(architectures(max_nodes=24))
+def test_invariants_hold_through_the_export_front_end(arch):
+    check_pruning(arch.model, arch.example_inputs, plans=1, seed=3, frontend="export")

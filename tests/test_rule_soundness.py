@@ -54,6 +54,7 @@ def test_every_builtin_rule_is_exercised():
         seen |= check_rules(*_gallery_case(name), trials=1).rules
     for name in ("resnet_basic", "llama", "vit"):  # the ATen rules of the torch.export front end
         seen |= check_rules(*zoo.ZOO[name](), trials=1, frontend="export").rules
+    seen |= check_rules(*_gallery_case("tensors"), trials=1, frontend="export").rules
     missing = {}
     for key, rule in TABLE.items():
         if id(rule) not in seen:

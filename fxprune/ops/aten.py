@@ -4,7 +4,7 @@ An exported program's graph calls ``torch.ops.aten`` overloads with parameters
 as ``get_attr`` nodes, i.e. the functional forms fxprune already has rules for.
 This table maps ATen overload packets to those rules; a few ATen ops whose
 argument order differs from the functional API get thin adapters here
-(``batch_norm``, ``embedding``, ``slice``, ``select``).  Nothing else in
+(``batch_norm``, ``embedding``, ``slice``, ``select``, ``split``).  Nothing else in
 fxprune knows about ATen.
 """
 from __future__ import annotations
@@ -91,10 +91,19 @@ def _emit_select(ctx: EmitContext) -> tuple:
     return ctx.node.target, (ctx.args[0], ctx.args[1], new), {}
 
 
+def _emit_split(ctx: EmitContext) -> tuple:
+    target, args, kwargs = g.SPLIT.emit(ctx)
+    if isinstance(args[1], (list, tuple)):  # sizes: aten.split.Tensor takes one int
+        return aten.split_with_sizes.default, args, kwargs
+    return target, args, kwargs
+
+
 BN = Rule("norm", _bn, doc="aten.batch_norm(input, weight, bias, mean, var, ...).")
 EMBEDDING = Rule("embedding", _embedding, doc="aten.embedding(weight, indices).")
 SLICE = Rule("getitem", _slice, emit=_emit_slice, doc="aten.slice(self, dim, start, end, step).")
 SELECT = Rule("getitem", _select, emit=_emit_select, doc="aten.select(self, dim, index).")
+SPLIT = Rule("split", g.SPLIT.propagate, emit=_emit_split,
+             doc="aten.split / split_with_sizes: pruned sections become split_with_sizes.")
 
 
 def _guards(ctx: OpContext) -> None:
@@ -134,7 +143,7 @@ _put(g.TRANSPOSE, "transpose")
 _put(g.MATRIX_T, "t")
 _put(g.CAT, "cat", "concat")
 _put(g.STACK, "stack")
-_put(g.SPLIT, "split", "split_with_sizes")
+_put(SPLIT, "split", "split_with_sizes")
 _put(g.CHUNK, "chunk")
 _put(g.UNBIND, "unbind")
 _put(g.NARROW, "narrow")
