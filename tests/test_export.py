@@ -51,3 +51,26 @@ def test_export_handles_what_symbolic_trace_cannot():
 def test_unknown_frontend():
     with pytest.raises(fxprune.ConfigError, match="export"):
         fxprune.analyze(*zoo.lenet5(), frontend="jit")
+
+
+class EvenSplit(nn.Module):
+    """Regression: aten.split.Tensor takes one int; uneven pruned sections need split_with_sizes."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 14, 1)
+        self.b = nn.Conv2d(7, 5, 1)
+        self.c = nn.Conv2d(12, 2, 1)
+
+    def forward(self, x):
+        p, q = torch.split(self.a(x), 7, dim=1)
+        return self.c(torch.cat([p, self.b(torch.relu(q))], 1))
+
+
+def test_uneven_split_through_export():
+    model, x = EvenSplit().eval(), (torch.randn(2, 3, 4, 4),)
+    analysis = fxprune.analyze(model, x, frontend="export")
+    g = analysis.group_of("a.weight", 0)[0]
+    gm = fxprune.apply(analysis, {g.id: [0, 1, 9]})  # 5 + 6 channels left
+    assert "split_with_sizes" in gm.code
+    check_pruning(model, x, plans=4, frontend="export")
