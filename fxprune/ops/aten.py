@@ -54,16 +54,7 @@ def _emit_slice(ctx: EmitContext) -> tuple:
     lab = xl[dim]
     if lab is None:
         return ctx.node.target, ctx.args, ctx.kwargs
-    size = len(lab)
-    csum = np.concatenate([[0], np.cumsum(ctx.kept(lab))])
-
-    def conv(v: Any) -> Any:
-        v = g._static(v)
-        if v is None:
-            return None
-        v = max(0, min(size, v + size if v < 0 else v))
-        return int(csum[v])
-
+    conv = g.new_bound(ctx, lab)
     start = conv(ctx.old_arg(2, "start", None))
     end = conv(ctx.old_arg(3, "end", None))
     return ctx.node.target, (ctx.args[0], ctx.arg(1, "dim", 0), start, end), {}

@@ -28,7 +28,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch.fx as fx
@@ -75,6 +75,7 @@ __all__ = [
     "METADATA",
     "NARROW",
     "split_labels",
+    "new_bound",
     "reshape_labels",
     "broadcast_labels",
     "first_tensor",
@@ -622,22 +623,32 @@ def _emit_getitem(ctx: EmitContext) -> tuple:
         if lab is None:
             out.append(_pin_changed(ctx, old, new))
             continue
-        size = len(lab)
-        csum = np.concatenate([[0], np.cumsum(ctx.kept(lab))])
-
-        def conv(v: Any) -> Any:
-            v = _static(v)
-            if v is None:
-                return None
-            v = max(0, min(size, v + size if v < 0 else v))
-            return int(csum[v])
-
+        conv = new_bound(ctx, lab)
         if isinstance(old, slice):
             out.append(slice(conv(old.start), conv(old.stop), None))
         else:
             out.append(conv(old))
     idx = tuple(out) if packed else out[0]
     return ctx.node.target, (x, idx), ctx.kwargs
+
+
+def new_bound(ctx: EmitContext, lab: np.ndarray) -> Callable[[Any], Any]:
+    """Maps an index or slice bound along a labelled dim to the pruned dim.
+
+    The kept indices stay in order, so bound ``v`` becomes the number of kept
+    indices before it (negative bounds count from the end; ``None`` stays).
+    """
+    size = len(lab)
+    csum = np.concatenate([[0], np.cumsum(ctx.kept(lab))])
+
+    def conv(v: Any) -> Any:
+        v = _static(v)
+        if v is None:
+            return None
+        v = max(0, min(size, v + size if v < 0 else v))
+        return int(csum[v])
+
+    return conv
 
 
 def _pin_changed(ctx: EmitContext, old: Any, new: Any) -> Any:
@@ -677,10 +688,10 @@ def _emit_narrow(ctx: EmitContext) -> tuple:
     if lab is None:
         return ctx.node.target, ctx.args, ctx.kwargs
     start, length = _static(ctx.old_arg(2, "start")), _static(ctx.old_arg(3, "length"))
+    conv = new_bound(ctx, lab)
     start = start % len(lab) if start < 0 else start
-    csum = np.concatenate([[0], np.cumsum(ctx.kept(lab))])
-    new_start = int(csum[start])
-    new_len = int(csum[start + length]) - new_start
+    new_start = conv(start)
+    new_len = conv(start + length) - new_start
     return ctx.node.target, (ctx.args[0], ctx.arg(1, "dim"), new_start, new_len), {}
 
 
