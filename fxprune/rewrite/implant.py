@@ -168,12 +168,12 @@ def apply_with_implants(analysis: Analysis, remove: Mapping[int, Sequence[int]],
         if gid not in by_id:
             raise PlanError(f"implant plan names unknown group {gid}")
         g = by_id[gid]
+        if not implantable(analysis, g):
+            raise PlanError(f"group {gid}: its producers ({', '.join(m.param for m in g.producers())}) "
+                            "are not all dense Conv2d weights; only Conv2d layers can take an implant")
+        nodes = {n.name: n for n in analysis.graph_module.graph.nodes}
         for m in g.producers():
-            node = next(n for n in analysis.graph_module.graph.nodes if n.name == m.node)
-            conv = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
-            if not (isinstance(conv, nn.Conv2d) and m.param.endswith(".weight") and m.dim == 0):
-                raise PlanError(f"group {gid}: producer {m.param} is not a Conv2d weight; "
-                                "only Conv2d layers can take an implant")
+            node = nodes[m.node]
             original = m.indices(chans)
             survivors = kept[m.param][0]
             pos = original if survivors is None else np.searchsorted(survivors, original)
