@@ -10,6 +10,7 @@ __all__ = [
     "PlanError",
     "RewriteError",
     "RecipeError",
+    "RegistrationError",
 ]
 
 
@@ -43,3 +44,7 @@ class RewriteError(FxPruneError):
 
 class RecipeError(FxPruneError, ValueError):
     """A recipe file is unknown or invalid."""
+
+
+class RegistrationError(FxPruneError, LookupError):
+    """A rule's keys name an op that does not exist (raised when the rule is built)."""

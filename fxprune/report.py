@@ -9,14 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-import torch
 import torch.fx as fx
 
-from . import meta
+from . import ir
 from .analysis.analysis import Analysis
-from .analysis.atoms import Atoms
-from .analysis.capture import TensorSpec, propagate_shapes
-from .ops.registry import OpContext, Registry, Value
+from .analysis.capture import propagate_shapes
+from .analysis.cost import count_macs, count_params
 
 __all__ = ["GroupDecision", "Report", "count_params", "count_macs", "build_report"]
 
@@ -81,38 +79,6 @@ class Report:
         return "\n".join(lines)
 
 
-def count_params(module: torch.nn.Module) -> int:
-    """Number of parameter elements (shared parameters counted once)."""
-    return sum(p.numel() for p in module.parameters())
-
-
-def count_macs(gm: fx.GraphModule, registry: Registry) -> int:
-    """Multiply-accumulates of one forward, from the rules' ``macs`` and the graph's shapes.
-
-    Requires :data:`fxprune.meta.SPEC` on every node.
-    """
-    total = 0
-    atoms = Atoms()
-    for node in gm.graph.nodes:
-        if node.op not in ("call_module", "call_function", "call_method"):
-            continue
-        rule = registry.lookup(node, gm)
-        if rule is None or rule.macs is None:
-            continue
-        wrap = lambda a: fx.node.map_aggregate(
-            a, lambda x: Value(x.meta.get(meta.SPEC), None, x) if isinstance(x, fx.Node) else x)
-        params: dict[str, Value | None] = {}
-        module = None
-        if node.op == "call_module":
-            module = gm.get_submodule(str(node.target))
-            for name, t in module.named_parameters(recurse=False):
-                params[name] = Value(TensorSpec(tuple(t.shape), t.dtype), None, None, name)
-        ctx = OpContext(node, tuple(wrap(node.args)), dict(wrap(dict(node.kwargs))),
-                        node.meta.get(meta.SPEC), atoms, module, params)
-        total += int(rule.macs(ctx))
-    return total
-
-
 def build_report(analysis: Analysis, plan: Mapping[int, Sequence[int]], pruned: fx.GraphModule,
                  notes: Sequence[str] = ()) -> Report:
     """The report of applying ``plan`` to ``analysis`` (``pruned`` has SPEC meta)."""
@@ -123,7 +89,7 @@ def build_report(analysis: Analysis, plan: Mapping[int, Sequence[int]], pruned: 
         note = "mixing" if g.mixing else ""
         decisions.append(GroupDecision(g.id, g.size, removed, len(g.fixed),
                                        tuple(m.param for m in g.producers()), note))
-    if any(n.meta.get(meta.SPEC) is None for n in pruned.graph.nodes if n.op != "output"):
+    if any(n.meta.get(ir.SPEC) is None for n in pruned.graph.nodes if n.op != "output"):
         propagate_shapes(pruned, analysis.example_inputs)
     return Report(
         params_before=count_params(before_gm),

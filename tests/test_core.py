@@ -169,7 +169,7 @@ def test_strict_mode_names_the_op_and_the_fix():
 
 def test_registering_a_rule_lifts_the_barrier():
     reg = fxprune.default_registry()
-    reg.register(torch.fft.fft, rule=fxprune.ops.generic.UNARY)
+    reg.register(torch.fft.fft, rule=fxprune.ops.UNARY)
     analysis = fxprune.analyze(WithWeird(), (torch.randn(1, 3, 4, 4),), registry=reg)
     assert not analysis.barriers
     # and the default registry is untouched (no global state)

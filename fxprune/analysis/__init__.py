@@ -1,6 +1,7 @@
 """Analysis stage: capture, shape propagation, channel propagation, coupling groups."""
 from .analysis import Analysis, AnalysisConfig, analyze
-from .capture import TensorSpec, propagate_shapes, trace
+from ..ir import TensorSpec
+from .capture import propagate_shapes, trace
 from .channels import Barrier, ChannelState, propagate_channels
 from .groups import Group, Member, TensorMember, build_groups
 

@@ -31,7 +31,8 @@ import torch
 import torch.fx as fx
 
 from ..errors import ConfigError
-from ..ops.registry import Registry, default_registry
+from ..ops.builtin import default_registry
+from ..ops.registry import Registry
 from .capture import export, propagate_shapes, trace
 from .channels import Barrier, ChannelState, propagate_channels, resolve_ignore
 from .groups import Group, build_groups

@@ -9,21 +9,20 @@ Two steps, both free of real compute:
   so no weights are read and a model built on the ``meta`` device can be analysed.
   Parameters and buffers are swapped for fake copies while each module runs, so
   in-place updates (BatchNorm running statistics in train mode) never touch the
-  user's model.  The result is stored under :data:`fxprune.meta.SPEC`.
+  user's model.  The result is stored under :data:`fxprune.ir.SPEC`.
 
 Example:
     >>> import torch, torch.nn as nn
     >>> from fxprune.analysis.capture import trace, propagate_shapes
-    >>> from fxprune import meta
+    >>> from fxprune import ir
     >>> gm = trace(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()))
     >>> propagate_shapes(gm, (torch.randn(1, 3, 8, 8),))
-    >>> [tuple(n.meta[meta.SPEC].shape) for n in gm.graph.nodes if n.op == "call_module"]
+    >>> [tuple(n.meta[ir.SPEC].shape) for n in gm.graph.nodes if n.op == "call_module"]
     [(1, 8, 6, 6), (1, 8, 6, 6)]
 """
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -35,31 +34,14 @@ from torch._subclasses.fake_tensor import (
     unset_fake_temporarily,
 )
 
-from .. import meta
+from .. import ir
+from ..ir import TensorSpec
 from ..errors import ExampleInputError, TraceError
 
-__all__ = ["TensorSpec", "trace", "export", "propagate_shapes", "spec_of", "DEFAULT_LEAF_TYPES"]
+__all__ = ["trace", "export", "propagate_shapes", "spec_of", "DEFAULT_LEAF_TYPES"]
 
 #: Module types kept as leaves by default (those torch.fx keeps anyway, plus none).
 DEFAULT_LEAF_TYPES: tuple[type, ...] = ()
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Shape and dtype of one tensor value in the graph."""
-
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def numel(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
 
 
 class _LeafTracer(fx.Tracer):
@@ -226,12 +208,12 @@ class _FakeProp(fx.Interpreter):
                 "Check the number, shapes and dtypes of example_inputs: they must be a tuple "
                 "of the positional arguments of model.forward."
             ) from exc
-        n.meta[meta.SPEC] = spec_of(result)
+        n.meta[ir.SPEC] = spec_of(result)
         return result
 
 
 def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> None:
-    """Annotate every node with :data:`fxprune.meta.SPEC` using fake tensors.
+    """Annotate every node with :data:`fxprune.ir.SPEC` using fake tensors.
 
     Example inputs may be real, fake or meta tensors; only their shapes and dtypes
     are used.  Inputs are moved to the device of the model's parameters when the

@@ -8,8 +8,8 @@ rule, and patterns a rule cannot map exactly, become *barriers*: their inputs'
 channels are fixed and their outputs' dimensions are fixed.  The model's
 outputs are fixed too, so output shapes never change.
 
-Results are stored on nodes under :data:`fxprune.meta.CHANNELS`,
-:data:`fxprune.meta.RULE` and :data:`fxprune.meta.BARRIER`, and summarised in
+Results are stored on nodes under :data:`fxprune.ir.CHANNELS`,
+:data:`fxprune.ir.RULE` and :data:`fxprune.ir.BARRIER`, and summarised in
 a :class:`ChannelState`.
 """
 from __future__ import annotations
@@ -22,19 +22,11 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from .. import meta
+from .. import ir
 from ..errors import ConfigError, UnsupportedOpError
-from ..ops.registry import (
-    OpContext,
-    Registry,
-    Unsupported,
-    Value,
-    describe_key,
-    iter_label_arrays,
-    node_key,
-)
-from .atoms import Atoms
-from .capture import TensorSpec
+from ..ir import Atoms, Role, TensorSpec, fixed_labels, iter_label_arrays
+from ..ops.context import OpContext, Unsupported, Value
+from ..ops.registry import Method, Registry, describe_key, node_key
 
 __all__ = ["Barrier", "ChannelState", "propagate_channels"]
 
@@ -57,7 +49,7 @@ class ChannelState:
     param_labels: dict[str, tuple]
     param_specs: dict[str, TensorSpec]
     param_nodes: dict[str, str]
-    roles: dict[tuple[str, int], str]
+    roles: dict[tuple[str, int], Role]
     barriers: list[Barrier] = field(default_factory=list)
 
 
@@ -67,14 +59,6 @@ def _spec_has_tensor(spec: Any) -> bool:
     if isinstance(spec, (tuple, list)):
         return any(_spec_has_tensor(s) for s in spec)
     return False
-
-
-def _fixed_labels(spec: Any) -> Any:
-    if isinstance(spec, TensorSpec):
-        return tuple(None for _ in spec.shape)
-    if isinstance(spec, (tuple, list)):
-        return tuple(_fixed_labels(s) for s in spec)
-    return None
 
 
 def _validate(labels: Any, spec: Any) -> bool:
@@ -103,7 +87,7 @@ class _Propagator:
         self.param_labels: dict[str, tuple] = {}
         self.param_specs: dict[str, TensorSpec] = {}
         self.param_nodes: dict[str, str] = {}
-        self.roles: dict[tuple[str, int], str] = {}
+        self.roles: dict[tuple[str, int], Role] = {}
         self.barriers: list[Barrier] = []
         self._by_id: dict[int, str] = {}
 
@@ -131,7 +115,7 @@ class _Propagator:
     # -- values ------------------------------------------------------------
     def value_of(self, n: fx.Node) -> Value:
         param = str(n.target) if n.op == "get_attr" and str(n.target) in self.param_labels else None
-        return Value(n.meta.get(meta.SPEC), n.meta.get(meta.CHANNELS), n, param)
+        return Value(n.meta.get(ir.SPEC), n.meta.get(ir.CHANNELS), n, param)
 
     def wrap(self, arg: Any) -> Any:
         return fx.node.map_aggregate(arg, lambda a: self.value_of(a) if isinstance(a, fx.Node) else a)
@@ -143,9 +127,9 @@ class _Propagator:
         for v in values:
             for arr in iter_label_arrays(v.labels if isinstance(v, Value) else None):
                 self.atoms.fix(arr, why)
-        node.meta[meta.CHANNELS] = _fixed_labels(node.meta.get(meta.SPEC))
-        node.meta[meta.RULE] = None
-        node.meta[meta.BARRIER] = reason
+        node.meta[ir.CHANNELS] = fixed_labels(node.meta.get(ir.SPEC))
+        node.meta[ir.RULE] = None
+        node.meta[ir.BARRIER] = reason
         self.barriers.append(Barrier(node.name, op, reason, hint))
 
     def describe(self, node: fx.Node) -> str:
@@ -159,17 +143,17 @@ class _Propagator:
     # -- the pass --------------------------------------------------------------
     def run(self) -> None:
         for node in self.gm.graph.nodes:
-            spec = node.meta.get(meta.SPEC)
+            spec = node.meta.get(ir.SPEC)
             if node.op == "placeholder":
-                node.meta[meta.CHANNELS] = _fixed_labels(spec)
+                node.meta[ir.CHANNELS] = fixed_labels(spec)
             elif node.op == "get_attr":
                 attr = self.gm
                 for part in str(node.target).split("."):
                     attr = getattr(attr, part)
                 if isinstance(attr, torch.Tensor):
-                    node.meta[meta.CHANNELS] = self.param_value(str(node.target), attr, node).labels
+                    node.meta[ir.CHANNELS] = self.param_value(str(node.target), attr, node).labels
                 else:
-                    node.meta[meta.CHANNELS] = None
+                    node.meta[ir.CHANNELS] = None
             elif node.op == "output":
                 for v in self._flat_values(self.wrap(node.args)):
                     for arr in iter_label_arrays(v.labels):
@@ -185,25 +169,24 @@ class _Propagator:
         params = self.module_params(node, module) if module is not None else {}
         has_tensor_in = any(v.is_tensor or _spec_has_tensor(v.spec) for v in inputs) or bool(params)
         if not has_tensor_in and not _spec_has_tensor(spec):
-            node.meta[meta.CHANNELS] = None
-            node.meta[meta.RULE] = None
+            node.meta[ir.CHANNELS] = None
+            node.meta[ir.RULE] = None
             return
-        rule = self.registry.lookup(node, self.gm)
+        key = node_key(node, self.gm)
+        hit = self.registry.match(key)
         everything = inputs + [p for p in params.values() if p is not None]
-        if rule is None:
-            key = node_key(node, self.gm)
-            hint = (f"register a rule: reg = fxprune.ops.default_registry(); "
-                    f"reg.register({describe_key(key)}, rule=fxprune.ops.generic.UNARY or your own Rule); "
-                    f"then pass registry=reg")
+        if hit is None:
+            hint = _registration_hint(key)
             if self.strict:
                 raise UnsupportedOpError(
                     f"node '{node.name}' calls {describe_key(key)}, which has no channel rule "
                     f"(strict=True). To fix: {hint}. Without strict, its channels become a barrier.")
             self.barrier(node, "no channel rule for this op", hint, everything)
             return
+        rule = hit.rule
         policy = self.split_overrides.get(node.name, self.split_policy)
-        ctx = OpContext(node, tuple(args), dict(kwargs), spec, self.atoms, module, params,
-                        self.roles, policy)
+        ctx = OpContext(node=node, args=tuple(args), kwargs=dict(kwargs), out=spec, atoms=self.atoms,
+                        module=module, params=params, roles=self.roles, split_policy=policy)
         try:
             labels = rule.propagate(ctx)
         except Unsupported as exc:
@@ -213,19 +196,25 @@ class _Propagator:
                     f"map this use exactly: {exc} (strict=True)") from exc
             self.barrier(node, f"{rule.family} rule: {exc}", "", everything)
             return
+        except Exception as exc:  # a rule bug must never become a silent wrong result
+            if self.strict:
+                raise
+            self.barrier(node, f"{rule.family} rule failed with {type(exc).__name__}: {exc} "
+                               f"(an fxprune bug; please report)", "", everything)
+            return
         if not _validate(labels, spec):
             self.barrier(node, f"{rule.family} rule returned labels that do not fit the output "
                                f"(an fxprune bug; please report)", "", everything)
             return
-        node.meta[meta.CHANNELS] = labels
-        node.meta[meta.RULE] = rule
+        node.meta[ir.CHANNELS] = labels
+        node.meta[ir.RULE] = rule
 
     def fix_orphans(self) -> None:
         arrays = []
         for node in self.gm.graph.nodes:
             if node.op in ("get_attr",):
                 continue
-            arrays.extend(iter_label_arrays(node.meta.get(meta.CHANNELS)))
+            arrays.extend(iter_label_arrays(node.meta.get(ir.CHANNELS)))
         live = np.zeros(len(self.atoms), dtype=bool)
         if arrays:
             live[self.atoms.find(np.concatenate(arrays))] = True
@@ -234,6 +223,13 @@ class _Propagator:
                 dead = ~live[self.atoms.find(lab)]
                 if dead.any():
                     self.atoms.fix(lab[dead], f"parameter '{name}' dim {d} is not a channel of any activation")
+
+
+def _registration_hint(key: Any) -> str:
+    expr = f"fxprune.ops.Method({key.name!r})" if isinstance(key, Method) else describe_key(key)
+    return (f"write a Rule for it and register it: reg = fxprune.ops.default_registry(); "
+            f"reg.register({expr}, rule=fxprune.ops.Rule('my_op', propagate)); then pass registry=reg "
+            f"(only an elementwise, shape-preserving op may reuse rule=fxprune.ops.UNARY; see docs/rules.md)")
 
 
 def propagate_channels(
@@ -246,7 +242,7 @@ def propagate_channels(
 ) -> ChannelState:
     """Run the channel rules over a shape-annotated GraphModule.
 
-    Requires :data:`fxprune.meta.SPEC` on every node (see
+    Requires :data:`fxprune.ir.SPEC` on every node (see
     :func:`fxprune.analysis.capture.propagate_shapes`).
     """
     if split_policy not in ("inner", "outer"):
@@ -284,6 +280,6 @@ def resolve_ignore(state: ChannelState, model_names: Iterable[str], ignore: Iter
         for p in hits:
             labels = state.param_labels[p]
             dims = [d for d in range(len(labels))
-                    if state.roles.get((p, d)) in ("producer", "bias", "scale")]
+                    if state.roles.get((p, d)) in (Role.PRODUCER, Role.BIAS, Role.SCALE)]
             for d in dims or range(len(labels)):
                 state.atoms.fix(labels[d], f"ignored by the user ({entry})")

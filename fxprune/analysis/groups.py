@@ -20,7 +20,7 @@ import networkx as nx
 import numpy as np
 import torch.fx as fx
 
-from .. import meta
+from .. import ir
 from .channels import ChannelState
 
 __all__ = ["Member", "TensorMember", "Group", "build_groups"]
@@ -157,7 +157,7 @@ def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
     for node in gm.graph.nodes:
         if node.op in ("placeholder", "get_attr", "output"):
             continue
-        labels = node.meta.get(meta.CHANNELS)
+        labels = node.meta.get(ir.CHANNELS)
         if not isinstance(labels, tuple) or not all(l is None or isinstance(l, np.ndarray) for l in labels):
             continue
         for d, lab in enumerate(labels):

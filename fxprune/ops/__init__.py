@@ -1,25 +1,45 @@
-"""Op knowledge: the rule registry and the built-in rules (see :mod:`fxprune.ops.registry`)."""
-from . import generic, layers
-from .registry import (
-    EmitContext,
-    Method,
-    OpContext,
-    Registry,
-    Rule,
-    Unsupported,
-    Value,
-    default_registry,
-)
+"""Op knowledge: the rule registry and the built-in rules.
+
+Every rule is declared once, in its family module, with every key it is
+registered under (see :mod:`fxprune.ops.registry`); :mod:`fxprune.ops.builtin`
+collects them.  ``fxprune.ops`` imports only the floor (:mod:`fxprune.ir`,
+:mod:`fxprune.errors`, :mod:`fxprune.modules`).
+
+Example:
+    >>> import torch, fxprune.ops as ops
+    >>> ops.default_registry().rule_for_key(torch.nn.functional.gelu) is ops.UNARY
+    True
+"""
+from .concat import CAT, CHUNK, SPLIT, SPLIT_ATEN, STACK, UNBIND
+from .context import EmitContext, OpContext, Unsupported, Value, first_tensor
+from .conv import CONV_FUNCTION, CONV_MODULE, CONV_TRANSPOSE_FUNCTION, CONV_TRANSPOSE_MODULE
+from .elementwise import (ELEMENTWISE, ELEMENTWISE_BIAS, ELEMENTWISE_SCALE, LIKE, PRELU_FUNCTION, PRELU_MODULE,
+                          UNARY, WHERE)
+from .embedding import EMBEDDING_ATEN, EMBEDDING_FUNCTION, EMBEDDING_MODULE
+from .implant import IMPLANTED_CONV_MODULE
+from .indexing import ATTRIBUTE, GETITEM, GUARDS, METADATA, NARROW, SELECT, SLICE
+from .layout import (EXPAND, EXPAND_AS, MATRIX_T, PERMUTE, REPEAT, RESHAPE, TRANSPOSE, UNFLATTEN,
+                     UNFLATTEN_MODULE, VIEW)
+from .linear import LINEAR_FUNCTION, LINEAR_MODULE
+from .matmul import MATMUL, SDPA
+from .norm import (BATCH_NORM_ATEN, BATCH_NORM_FUNCTION, BATCH_NORM_MODULE, GROUP_NORM_FUNCTION,
+                   GROUP_NORM_MODULE, INSTANCE_NORM_ATEN, INSTANCE_NORM_MODULE, LAYER_NORM_FUNCTION, LAYER_NORM_MODULE,
+                   RMS_NORM_FUNCTION, RMS_NORM_MODULE)
+from .reduce import NORM_REDUCE, REDUCE_MIXING, REDUCE_SUM, REDUCE_TUPLE, SOFTMAX, SOFTMAX_MODULE
+from .builtin import default_registry
+from .registry import Implant, Keys, Match, Method, Registry, Rule, describe_key, node_key
+from .spatial import SPATIAL
 
 __all__ = [
-    "EmitContext",
-    "Method",
-    "OpContext",
-    "Registry",
-    "Rule",
-    "Unsupported",
-    "Value",
-    "default_registry",
-    "generic",
-    "layers",
+    "ATTRIBUTE", "BATCH_NORM_ATEN", "BATCH_NORM_FUNCTION", "BATCH_NORM_MODULE", "CAT", "CHUNK",
+    "CONV_FUNCTION", "CONV_MODULE", "CONV_TRANSPOSE_FUNCTION", "CONV_TRANSPOSE_MODULE", "ELEMENTWISE",
+    "ELEMENTWISE_BIAS", "ELEMENTWISE_SCALE", "EMBEDDING_ATEN", "EMBEDDING_FUNCTION", "EMBEDDING_MODULE",
+    "EXPAND", "EXPAND_AS", "EmitContext", "GETITEM", "GROUP_NORM_FUNCTION", "GROUP_NORM_MODULE", "GUARDS",
+    "IMPLANTED_CONV_MODULE", "Implant", "INSTANCE_NORM_ATEN", "INSTANCE_NORM_MODULE", "Keys", "LAYER_NORM_FUNCTION", "LAYER_NORM_MODULE",
+    "LIKE", "LINEAR_FUNCTION", "LINEAR_MODULE", "MATMUL", "MATRIX_T", "METADATA", "Match", "Method",
+    "NARROW", "NORM_REDUCE", "OpContext", "PERMUTE", "PRELU_FUNCTION", "PRELU_MODULE", "REDUCE_MIXING", "REDUCE_SUM",
+    "REDUCE_TUPLE", "REPEAT", "RESHAPE", "RMS_NORM_FUNCTION", "RMS_NORM_MODULE", "Registry", "Rule",
+    "SDPA", "SELECT", "SLICE", "SOFTMAX", "SOFTMAX_MODULE", "SPATIAL", "SPLIT", "SPLIT_ATEN", "STACK",
+    "TRANSPOSE", "UNARY", "UNBIND", "UNFLATTEN", "UNFLATTEN_MODULE", "Unsupported", "VIEW", "Value", "WHERE",
+    "default_registry", "describe_key", "first_tensor", "node_key",
 ]

@@ -3,10 +3,11 @@
 A :class:`Rule` says, for one op family:
 
 * ``propagate`` -- how channel labels map from inputs (and parameters) to
-  outputs, like a JAX batching rule.  It receives an :class:`OpContext` whose
-  tensor arguments are :class:`Value` objects carrying per-dimension labels, and
-  returns the output's labels.  It declares where channels sit in parameters by
-  unifying a parameter's dimension labels with a tensor's and tagging the role.
+  outputs, like a JAX batching rule.  It receives an
+  :class:`~fxprune.ops.context.OpContext` whose tensor arguments carry
+  per-dimension labels, and returns the output's labels.  It declares where
+  channels sit in parameters by unifying a parameter's dimension labels with a
+  tensor's and tagging the :class:`~fxprune.ir.Role`.
 * ``emit`` -- for ``call_function``/``call_method`` nodes, how to rewrite the
   node's constant arguments once channels are removed (view sizes, split sizes,
   slice bounds).  ``None`` means the arguments never change.
@@ -14,66 +15,74 @@ A :class:`Rule` says, for one op family:
   new sizes (``in_channels``, ``num_features``...).  Parameters are sliced
   generically from their labels; no rule slices tensors itself.
 * ``macs`` -- multiply-accumulates of one call, from shapes, for the report.
+* ``implant`` -- optional: how a module of this family is replaced by HAP's
+  Neural Implant (:class:`Implant`).
+* ``keys`` -- every registry key the rule is registered under, named at once
+  in one :class:`Keys` record: torch functions, ``torch.nn.functional``
+  functions, Tensor methods, ``operator`` functions, module types and ATen
+  overload packets (the ``torch.export`` front end).  Names are resolved when
+  the rule is built, so a misspelt name fails at import; a name ending in
+  ``?`` is optional (absent from some torch versions).
 
-Rules are registered under keys: the function object for ``call_function``
-(``torch.add``, ``operator.add``, ``F.conv2d``), :class:`Method` for
-``call_method`` (``Method("view")``), the module class for ``call_module``
-(looked up along the MRO, so subclasses inherit their base's rule), and ATen
-overload packets for the ``torch.export`` front end.  Families share generic
-rules (see :mod:`fxprune.ops.generic`).
+The built-in rules live next to their registration in the family modules of
+:mod:`fxprune.ops` (``elementwise``, ``reduce``, ``layout``, ``indexing``,
+``concat``, ``matmul``, ``spatial``, ``conv``, ``linear``, ``norm``,
+``embedding``, ``implant``); :mod:`fxprune.ops.builtin` collects them into
+one immutable table and rejects a key claimed by two rules.
 
 A node whose key has no rule is a *barrier*: its channels are fixed and the
-report names it.  The built-in table is immutable; :func:`default_registry`
-returns a fresh, extendable :class:`Registry`, so there is no global state.
+report names it.  Module types are looked up along the MRO only while no class
+on the way overrides ``forward`` (or a ``*_forward`` helper): a subclass with
+its own forward never inherits its base class's rule.
+:func:`default_registry` returns a fresh, extendable :class:`Registry`, so
+there is no global state.
 
 Example -- registering a rule for a custom activation module:
     >>> import torch.nn as nn
-    >>> from fxprune.ops import default_registry, generic
+    >>> from fxprune.ops import Keys, UNARY, default_registry
     >>> class MyAct(nn.Module):
     ...     def forward(self, x):
     ...         return x.clamp(min=0)
     >>> reg = default_registry()
-    >>> reg.register(MyAct, rule=generic.UNARY)
+    >>> reg.register(UNARY.with_keys(Keys(modules=(MyAct,))))
     >>> reg.rule_for_key(MyAct).family
     'unary'
+    >>> class StdConv(nn.Conv2d):            # its own forward: no inherited rule
+    ...     def forward(self, x):
+    ...         return super().forward(x - x.mean())
+    >>> reg.rule_for_key(StdConv) is None, reg.rule_for_key(nn.Conv2d).family
+    (True, 'conv')
 """
 from __future__ import annotations
 
+import builtins
+import dataclasses
+import functools
 import operator
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-import numpy as np
 import torch
 import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
 
-from ..analysis.atoms import Atoms
+from ..errors import RegistrationError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .context import EmitContext, OpContext
 
 __all__ = [
-    "Rule",
+    "Implant",
+    "Keys",
+    "Match",
     "Method",
     "Registry",
-    "Value",
-    "OpContext",
-    "EmitContext",
-    "Unsupported",
+    "Rule",
+    "describe_key",
     "node_key",
-    "default_registry",
-    "ROLES",
 ]
-
-#: Roles of a parameter dimension within a group.
-#: ``producer``: rows that create the channel (conv/linear output, embedding dim);
-#: ``consumer``: columns that read it; ``bias``: additive per-channel values
-#: (biases, norm shifts, running means); ``scale``: multiplicative per-channel
-#: values (norm weights, running variances, layer scales); ``coupled``: any other
-#: tensor whose dimension is tied to the channel.
-ROLES = ("producer", "consumer", "bias", "scale", "coupled")
-
-
-class Unsupported(Exception):
-    """Raised by a rule for a pattern it cannot map exactly; the node becomes a barrier."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,99 @@ class Method:
     """Registry key for ``call_method`` nodes, e.g. ``Method("view")``."""
 
     name: str
+
+
+_NAMESPACES: dict[str, Any] = {
+    "torch": torch,
+    "functional": F,
+    "operators": operator,
+    "builtins": builtins,
+    "modules": nn,
+}
+
+
+def _resolve_attr(space: str, name: str) -> Any:
+    optional = name.endswith("?")
+    name = name.rstrip("?")
+    if space == "methods":
+        if hasattr(torch.Tensor, name):
+            return Method(name)
+    elif space == "aten":
+        packet = getattr(torch.ops.aten, name, None) if hasattr(torch.ops.aten, name) else None
+        if packet is not None:
+            return packet
+    else:
+        obj = getattr(_NAMESPACES[space], name, None)
+        if obj is not None:
+            return obj
+    if optional:
+        return None
+    where = {"methods": "torch.Tensor", "aten": "torch.ops.aten", "functional": "torch.nn.functional",
+             "modules": "torch.nn", "operators": "operator"}.get(space, space)
+    raise RegistrationError(f"{where} has no attribute {name!r} (mark it optional with a trailing '?' if "
+                    f"it exists only in some torch versions)")
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Every key of one rule, named at once (resolved when built; see the module docstring).
+
+    Attributes:
+        torch: names in ``torch`` (``"relu"`` for ``torch.relu``).
+        functional: names in ``torch.nn.functional``.
+        methods: Tensor method names (``"view"`` for ``x.view(...)``).
+        operators: names in :mod:`operator` (``"add"`` for ``a + b``).
+        builtins: names in :mod:`builtins` (``"getattr"``, ``"len"``).
+        modules: module classes, or names in ``torch.nn``.
+        aten: ATen overload packets, by name in ``torch.ops.aten``.
+        functions: any other callables (your own functions).
+    """
+
+    torch: tuple[str, ...] = ()
+    functional: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    operators: tuple[str, ...] = ()
+    builtins: tuple[str, ...] = ()
+    modules: tuple[type | str, ...] = ()
+    aten: tuple[str, ...] = ()
+    functions: tuple[Callable[..., Any], ...] = ()
+    resolved: tuple[Any, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        out: list[Any] = []
+        for space in ("torch", "functional", "methods", "operators", "builtins", "aten"):
+            names = getattr(self, space)
+            if isinstance(names, str):
+                raise RegistrationError(f"Keys({space}=...) takes a tuple of names, got the string {names!r}")
+            out.extend(_resolve_attr(space, n) for n in names)
+        for m in self.modules:
+            out.append(_resolve_attr("modules", m) if isinstance(m, str) else m)
+        out.extend(self.functions)
+        resolved = tuple(dict.fromkeys(k for k in out if k is not None))
+        bad = [k for k in resolved if isinstance(k, type) and not issubclass(k, nn.Module)]
+        if bad:
+            raise RegistrationError(f"Keys(modules=...) takes nn.Module classes, got {bad}")
+        object.__setattr__(self, "resolved", resolved)
+
+    def __iter__(self):
+        return iter(self.resolved)
+
+    def __len__(self) -> int:
+        return len(self.resolved)
+
+
+@dataclass(frozen=True)
+class Implant:
+    """A module rule's capability to take HAP's Neural Implant (see :mod:`fxprune.rewrite.implant`).
+
+    Attributes:
+        accepts: ``accepts(module) -> bool``: whether this module can be implanted.
+        build: ``build(module, kept_pos, implant_pos, kind, rank) -> nn.Module``: the
+            implanted replacement, producing every original output channel.
+    """
+
+    accepts: Callable[[torch.nn.Module], bool]
+    build: Callable[..., torch.nn.Module]
 
 
 @dataclass(frozen=True)
@@ -94,10 +196,24 @@ class Rule:
     macs: Callable[["OpContext"], int] | None = None
     doc: str = ""
     leaf: bool = False  # a module rule covering the whole module: tracing does not enter it
+    keys: Keys = field(default_factory=Keys)
+    implant: Implant | None = None
+
+    def with_keys(self, keys: Keys) -> "Rule":
+        """The same rule registered under other keys (for your own ops)."""
+        return dataclasses.replace(self, keys=keys)
+
+
+@dataclass(frozen=True)
+class Match:
+    """A registry hit: the key that matched and its rule."""
+
+    key: Any
+    rule: Rule
 
 
 def node_key(node: fx.Node, root: torch.nn.Module) -> Any:
-    """The registry key of an fx node (see :class:`Registry`)."""
+    """The registry key of an fx node (function, :class:`Method`, module type or ATen overload)."""
     if node.op == "call_function":
         return node.target
     if node.op == "call_method":
@@ -107,6 +223,16 @@ def node_key(node: fx.Node, root: torch.nn.Module) -> Any:
     return None
 
 
+def _overrides_forward(cls: type, base: type) -> bool:
+    """Whether a class between ``cls`` and ``base`` in the MRO defines its own forward."""
+    for klass in cls.__mro__:
+        if klass is base:
+            return False
+        if any(name == "forward" or name.endswith("_forward") for name in vars(klass)):
+            return True
+    return False
+
+
 class Registry:
     """A mutable table of rules layered over an immutable base table."""
 
@@ -114,10 +240,19 @@ class Registry:
         self._base: Mapping[Any, Rule] = base if base is not None else MappingProxyType({})
         self._own: dict[Any, Rule] = {}
 
-    def register(self, *keys: Any, rule: Rule) -> None:
-        """Register ``rule`` for each key (function, :class:`Method`, module type, ATen op)."""
+    def register(self, *keys: Any, rule: Rule | None = None) -> None:
+        """Register a rule: ``register(rule)`` under ``rule.keys``, or ``register(*keys, rule=rule)``.
+
+        A key given explicitly may be a function, a :class:`Method`, a module
+        type or an ATen overload (packet); later registrations override earlier
+        ones and the built-in table.
+        """
+        if rule is None and len(keys) == 1 and isinstance(keys[0], Rule):
+            rule, keys = keys[0], tuple(keys[0].keys)
         if not isinstance(rule, Rule):
             raise TypeError(f"rule must be an fxprune Rule, got {type(rule).__name__}")
+        if not keys:
+            raise TypeError("register() needs keys: pass them, or a Rule whose keys= names them")
         for key in keys:
             self._own[key] = rule
 
@@ -129,227 +264,78 @@ class Registry:
     def keys(self) -> list[Any]:
         return list({**self._base, **self._own}.keys())
 
+    def items(self) -> list[tuple[Any, Rule]]:
+        return list({**self._base, **self._own}.items())
+
     def leaf_types(self) -> tuple[type, ...]:
         """Module types whose rule covers the whole module (kept as leaves when tracing)."""
-        table = {**self._base, **self._own}
-        return tuple(k for k, r in table.items() if isinstance(k, type) and r.leaf)
+        return tuple(k for k, r in self.items() if isinstance(k, type) and r.leaf)
 
-    def rule_for_key(self, key: Any) -> Rule | None:
-        if key in self._own:
-            return self._own[key]
-        if key in self._base:
-            return self._base[key]
+    def _get(self, key: Any) -> Rule | None:
+        try:
+            if key in self._own:
+                return self._own[key]
+            return self._base.get(key)
+        except TypeError:  # an unhashable target
+            return None
+
+    def match(self, key: Any) -> Match | None:
+        """The registered key and rule for ``key`` (MRO for module types, packet for ATen overloads)."""
+        rule = self._get(key)
+        if rule is not None:
+            return Match(key, rule)
         if isinstance(key, type):
             for base in key.__mro__[1:]:
-                if base in self._own:
-                    return self._own[base]
-                if base in self._base:
-                    return self._base[base]
+                rule = self._get(base)
+                if rule is not None:
+                    return None if _overrides_forward(key, base) else Match(base, rule)
+            return None
         packet = getattr(key, "overloadpacket", None)
         if packet is not None:
-            return self.rule_for_key(packet)
+            rule = self._get(packet)
+            return None if rule is None else Match(packet, rule)
         return None
+
+    def rule_for_key(self, key: Any) -> Rule | None:
+        hit = self.match(key)
+        return None if hit is None else hit.rule
 
     def lookup(self, node: fx.Node, root: torch.nn.Module) -> Rule | None:
         """The rule for ``node``, or ``None`` (the node is then a barrier)."""
         return self.rule_for_key(node_key(node, root))
 
 
-def default_registry() -> Registry:
-    """A fresh registry holding every built-in rule; extend it freely."""
-    from . import builtin
-
-    return Registry(builtin.TABLE)
+@functools.lru_cache(maxsize=1)
+def _public_names() -> dict[int, str]:
+    """``id(object) -> qualified name`` for the public callables of torch, F, operator and builtins."""
+    names: dict[int, str] = {}
+    for prefix, space in (("builtins.", builtins), ("operator.", operator), ("torch.", torch),
+                          ("torch.nn.functional.", F)):
+        for name, obj in vars(space).items():
+            if not name.startswith("_") and callable(obj):
+                names.setdefault(id(obj), prefix + name)
+    return names
 
 
 def describe_key(key: Any) -> str:
-    """A readable name for a registry key (for error messages)."""
+    """A readable, valid-Python name for a registry key (for error messages).
+
+    Example:
+        >>> import torch
+        >>> describe_key(torch.relu), describe_key(Method("view")), describe_key(torch.ops.aten.relu.default)
+        ('torch.relu', 'torch.Tensor.view', 'torch.ops.aten.relu')
+    """
     if isinstance(key, Method):
-        return f"Tensor.{key.name}"
+        return f"torch.Tensor.{key.name}"
     if isinstance(key, type):
         return f"{key.__module__}.{key.__qualname__}"
-    mod = getattr(key, "__module__", None)
+    if isinstance(key, (torch._ops.OpOverloadPacket, torch._ops.OpOverload)):
+        packet = getattr(key, "overloadpacket", key)
+        ns, _, name = packet._qualified_op_name.partition("::")
+        return f"torch.ops.{ns}.{name}"
+    known = _public_names().get(id(key))
+    if known is not None:
+        return known.removeprefix("builtins.")
     name = getattr(key, "__qualname__", None) or getattr(key, "__name__", None) or str(key)
-    if key in vars(operator).values():
-        return f"operator.{name}"
+    mod = getattr(key, "__module__", None)
     return f"{mod}.{name}" if mod else str(name)
-
-
-@dataclass
-class Value:
-    """A node argument as rules see it.
-
-    ``labels`` is a tuple with one entry per dimension (``None`` or an atom-id
-    array) for tensors, a tuple of such tuples for tuple outputs, and ``None`` for
-    non-tensors.  ``param`` is the qualified name when the value is a parameter,
-    buffer or constant tensor of the model.
-    """
-
-    spec: Any
-    labels: Any
-    node: fx.Node | None = None
-    param: str | None = None
-
-    @property
-    def is_tensor(self) -> bool:
-        from ..analysis.capture import TensorSpec
-
-        return isinstance(self.spec, TensorSpec)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.spec.shape
-
-    @property
-    def ndim(self) -> int:
-        return len(self.spec.shape)
-
-
-@dataclass
-class OpContext:
-    """What a rule's ``propagate`` sees for one node."""
-
-    node: fx.Node
-    args: tuple
-    kwargs: dict
-    out: Any
-    atoms: Atoms
-    module: torch.nn.Module | None = None
-    params: dict[str, Value | None] = field(default_factory=dict)
-    roles: dict[tuple[str, int], str] = field(default_factory=dict)
-    split_policy: str = "inner"
-
-    # -- argument access -------------------------------------------------
-    def arg(self, index: int, name: str | None = None, default: Any = None) -> Any:
-        """Positional argument ``index`` or keyword ``name``."""
-        if index < len(self.args):
-            return self.args[index]
-        if name is not None and name in self.kwargs:
-            return self.kwargs[name]
-        return default
-
-    def param(self, name: str) -> Value | None:
-        """A parameter/buffer of the called module (``None`` if absent, e.g. no bias)."""
-        return self.params.get(name)
-
-    @property
-    def out_labels_fixed(self) -> tuple:
-        return tuple(None for _ in self.out.shape)
-
-    # -- label algebra -----------------------------------------------------
-    def fresh(self, n: int) -> np.ndarray:
-        return self.atoms.fresh(n)
-
-    def unify(self, a: np.ndarray | None, b: np.ndarray | None, what: str = "") -> np.ndarray | None:
-        """Unify two dimension labels; a fixed (``None``) side fixes the other.
-
-        Returns the labels to use for the result (``a`` if present, else ``b``).
-        """
-        if a is None and b is None:
-            return None
-        if a is None or b is None:
-            present = a if a is not None else b
-            self.atoms.fix(present, f"{self.describe()}: tied to a fixed-size dimension{what}")
-            return present
-        if len(a) != len(b):
-            raise Unsupported(f"cannot tie dimensions of sizes {len(a)} and {len(b)}")
-        self.atoms.unify(a, b)
-        return a
-
-    def fix(self, labels: np.ndarray | None, why: str) -> None:
-        if labels is not None:
-            self.atoms.fix(labels, f"{self.describe()}: {why}")
-
-    def fix_value(self, value: Any, why: str) -> None:
-        """Fix every labelled dimension of a value (tensor or nested tuple)."""
-        for arr in iter_label_arrays(value.labels if isinstance(value, Value) else value):
-            self.fix(arr, why)
-
-    def mixing(self, labels: np.ndarray | None, why: str) -> None:
-        if labels is not None:
-            self.atoms.mark_mixing(labels, f"{self.describe()}: {why}")
-
-    def role(self, value: Value | None, dim: int, role: str) -> None:
-        """Declare the role of a parameter's dimension (see :data:`ROLES`)."""
-        if value is None or value.param is None:
-            return
-        if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}; roles are {ROLES}")
-        self.roles.setdefault((value.param, dim % value.ndim), role)
-
-    def describe(self) -> str:
-        t = self.node.target
-        name = getattr(t, "__name__", None) or str(t)
-        if self.module is not None:
-            name = type(self.module).__name__
-        return f"node '{self.node.name}' ({name})"
-
-
-def iter_label_arrays(labels: Any) -> Iterable[np.ndarray]:
-    """All atom arrays inside a (possibly nested) labels structure."""
-    if labels is None:
-        return
-    if isinstance(labels, np.ndarray):
-        yield labels
-        return
-    for item in labels:
-        yield from iter_label_arrays(item)
-
-
-@dataclass
-class EmitContext:
-    """What a rule's ``emit``/``resize`` sees when the graph is rewritten.
-
-    ``new_shape(x)`` gives the pruned shape of an input value or of the output;
-    ``kept(labels)`` the boolean keep-mask of a labels array; ``value_changed(n)``
-    tells whether a non-tensor node (a size read, arithmetic on sizes) may
-    compute a different value in the pruned graph.  Arguments are given twice:
-    ``args`` mapped into the new graph, ``old_args`` as in the analysed graph.
-    """
-
-    node: fx.Node
-    args: tuple
-    kwargs: dict
-    old_args: tuple
-    old_kwargs: dict
-    new_shape: Callable[[Any], tuple[int, ...]]
-    labels_of: Callable[[Any], Any]
-    kept: Callable[[np.ndarray], np.ndarray]
-    module: torch.nn.Module | None = None
-    value_changed: Callable[[Any], bool] = lambda node: False
-
-    def out_labels(self) -> Any:
-        return self.labels_of(self.node)
-
-    def out_shape(self) -> Any:
-        return self.new_shape(self.node)
-
-    def arg(self, index: int, name: str | None = None, default: Any = None) -> Any:
-        if index < len(self.args):
-            return self.args[index]
-        if name is not None and name in self.kwargs:
-            return self.kwargs[name]
-        return default
-
-    def old_arg(self, index: int, name: str | None = None, default: Any = None) -> Any:
-        if index < len(self.old_args):
-            return self.old_args[index]
-        if name is not None and name in self.old_kwargs:
-            return self.old_kwargs[name]
-        return default
-
-
-def normalize_dim(dim: int, ndim: int) -> int:
-    if ndim == 0:
-        return 0
-    if not -ndim <= dim < ndim:
-        raise Unsupported(f"dimension {dim} out of range for a {ndim}-d tensor")
-    return dim % ndim
-
-
-def dims_arg(value: Any) -> Sequence[int] | None:
-    if value is None:
-        return None
-    if isinstance(value, int):
-        return (value,)
-    return tuple(value)

@@ -24,11 +24,12 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from .. import meta
+from .. import ir
 from ..analysis.analysis import Analysis
-from ..analysis.capture import TensorSpec, propagate_shapes
+from ..analysis.capture import propagate_shapes
+from ..ir import TensorSpec
 from ..errors import PlanError, RewriteError
-from ..ops.registry import EmitContext
+from ..ops.context import EmitContext
 
 __all__ = ["apply_plan", "KeepMask", "kept_indices"]
 
@@ -144,7 +145,7 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
     mask = KeepMask(analysis, plan)
     new_shapes: dict[str, Any] = {}
     for node in gm.graph.nodes:
-        new_shapes[node.name] = _new_shape(node.meta.get(meta.SPEC), node.meta.get(meta.CHANNELS), mask)
+        new_shapes[node.name] = _new_shape(node.meta.get(ir.SPEC), node.meta.get(ir.CHANNELS), mask)
 
     root = _copy_root(gm)
     originals: dict[int, torch.Tensor] = {}
@@ -173,7 +174,7 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
         raise TypeError("new_shape takes an fx node of the original graph")
 
     def labels_of(x: Any) -> Any:
-        return x.meta.get(meta.CHANNELS) if isinstance(x, fx.Node) else None
+        return x.meta.get(ir.CHANNELS) if isinstance(x, fx.Node) else None
 
     changed = _changed_values(gm, new_shapes)
 
@@ -181,7 +182,7 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
         return isinstance(n, fx.Node) and _any(changed.get(n.name, False))
 
     for node in gm.graph.nodes:
-        rule = node.meta.get(meta.RULE)
+        rule = node.meta.get(ir.RULE)
         ectx = None
         if rule is not None and (rule.emit is not None or rule.resize is not None):
             ectx = EmitContext(node, remap(node.args), remap(dict(node.kwargs)), node.args,
@@ -199,7 +200,7 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
             new = graph.create_node(op, target, tuple(args), dict(kwargs), name=node.name)
         else:
             new = graph.node_copy(node, lambda n: env[n])
-        for key in meta.ALL_KEYS:
+        for key in ir.ALL_KEYS:
             new.meta.pop(key, None)
         if isinstance(new.type, str):
             # A string annotation (``from __future__ import annotations`` in the model's
@@ -230,15 +231,15 @@ def _changed_values(gm: fx.GraphModule, new_shapes: dict[str, Any]) -> dict[str,
     """
     changed: dict[str, Any] = {}
     for node in gm.graph.nodes:
-        spec = node.meta.get(meta.SPEC)
+        spec = node.meta.get(ir.SPEC)
         if node.op in ("placeholder", "get_attr", "output") or _is_tensor_spec(spec):
             continue
         inputs: list[fx.Node] = []
         fx.map_arg((node.args, node.kwargs), inputs.append)
-        tensors = [n for n in inputs if isinstance(n.meta.get(meta.SPEC), TensorSpec)]
+        tensors = [n for n in inputs if isinstance(n.meta.get(ir.SPEC), TensorSpec)]
         if tensors:
             x = tensors[0]
-            diff = tuple(a != b for a, b in zip(x.meta[meta.SPEC].shape, new_shapes[x.name]))
+            diff = tuple(a != b for a, b in zip(x.meta[ir.SPEC].shape, new_shapes[x.name]))
             dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
             if isinstance(spec, int) and isinstance(dim, int) and diff:
                 changed[node.name] = diff[dim]
@@ -259,7 +260,7 @@ def _changed_values(gm: fx.GraphModule, new_shapes: dict[str, Any]) -> dict[str,
 
 def _io_changed(node: fx.Node, new_shapes: dict[str, Any], value_changed: Any = None) -> bool:
     def changed(n: fx.Node) -> bool:
-        spec = n.meta.get(meta.SPEC)
+        spec = n.meta.get(ir.SPEC)
         if value_changed is not None and not _is_tensor_spec(spec) and value_changed(n):
             return True
         return _shape_tuple(spec) != new_shapes.get(n.name)
@@ -322,11 +323,11 @@ def _verify(analysis: Analysis, new_gm: fx.GraphModule, predicted: dict[str, Any
         raise RewriteError(f"the pruned graph does not run on the example inputs: {exc}\n"
                            "This is an fxprune bug; please report it with the model.") from exc
     tensor_nodes = {n.name for n in analysis.graph_module.graph.nodes
-                    if _is_tensor_spec(n.meta.get(meta.SPEC))}
+                    if _is_tensor_spec(n.meta.get(ir.SPEC))}
     for node in new_gm.graph.nodes:
         if node.name not in predicted or node.name not in tensor_nodes:
             continue
-        got = _shape_tuple(node.meta.get(meta.SPEC))
+        got = _shape_tuple(node.meta.get(ir.SPEC))
         want = predicted[node.name]
         if got != want:
             raise RewriteError(f"node '{node.name}': pruned shape {got} differs from the "

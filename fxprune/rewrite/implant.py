@@ -29,97 +29,39 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
-from torch import nn
 
 from ..analysis.analysis import Analysis
 from ..analysis.groups import Group
 from ..errors import ConfigError, PlanError
+from ..modules import IMPLANT_KINDS, ImplantedConv2d
 from .channels import apply_plan, kept_indices
 
 __all__ = ["ImplantedConv2d", "apply_with_implants", "implantable", "split_bands", "IMPLANT_KINDS"]
 
-IMPLANT_KINDS = ("pointwise", "lowrank")
 
-
-class ImplantedConv2d(nn.Module):
-    """A Conv2d whose channels ``implant_pos`` come from a cheap implant.
-
-    Attributes:
-        weight: ``[len(kept_pos), in/groups, kh, kw]``, the original filters kept.
-        bias: ``[out_channels]`` or ``None`` (all positions).
-        implant_v: ``lowrank``: ``[rank, in, kh, kw]``; ``pointwise``: ``None``.
-        implant_u: ``[len(implant_pos), rank or in, 1, 1]``.
-        kept_pos, implant_pos: output positions of the two parts (buffers);
-        order: the permutation putting ``[kept..., implanted...]`` back in place.
-    """
-
-    def __init__(self, conv: nn.Conv2d, kept_pos: torch.Tensor, implant_pos: torch.Tensor,
-                 kind: str, rank: int | None = None) -> None:
-        super().__init__()
-        if kind not in IMPLANT_KINDS:
-            raise ConfigError(f"implant kind must be one of {IMPLANT_KINDS}, got {kind!r}")
-        if conv.groups != 1 or tuple(conv.dilation) != (1, 1):
-            raise ConfigError("implants need a dense (groups=1, dilation=1) Conv2d")
-        self.kind = kind
-        self.in_channels = conv.in_channels
-        self.out_channels = conv.out_channels
-        self.stride, self.padding = conv.stride, conv.padding
-        self.kernel_size = conv.kernel_size
-        w = conv.weight.detach()
-        self.register_buffer("kept_pos", kept_pos.clone().long())
-        self.register_buffer("implant_pos", implant_pos.clone().long())
-        self.register_buffer("order", torch.argsort(torch.cat([self.kept_pos, self.implant_pos])))
-        self.weight = nn.Parameter(w[kept_pos].clone())
-        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone())
-        removed = w[implant_pos]  # [I, in, kh, kw]
-        if kind == "pointwise":
-            self.implant_v = None
-            self.implant_u = nn.Parameter(torch.zeros(len(implant_pos), conv.in_channels, 1, 1,
-                                                      dtype=w.dtype, device=w.device))
-        else:
-            flat = removed.reshape(len(implant_pos), -1).double()
-            full = min(flat.shape)
-            r = full if rank is None else max(1, min(int(rank), full))
-            u, s, vh = torch.linalg.svd(flat, full_matrices=False)
-            self.implant_v = nn.Parameter((vh[:r] * s[:r, None]).reshape(r, *removed.shape[1:]).to(w.dtype))
-            self.implant_u = nn.Parameter(u[:, :r].reshape(len(implant_pos), r, 1, 1).to(w.dtype))
-
-    def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={tuple(self.kernel_size)}, "
-                f"stride={tuple(self.stride)}, kind={self.kind}, kept={len(self.kept_pos)}, "
-                f"implanted={len(self.implant_pos)}"
-                + (f", rank={self.implant_v.shape[0]}" if self.implant_v is not None else ""))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        main = F.conv2d(x, self.weight, None, self.stride, self.padding)
-        if self.implant_v is None:
-            imp = F.conv2d(x, self.implant_u, None, self.stride, 0)
-        else:
-            imp = F.conv2d(F.conv2d(x, self.implant_v, None, self.stride, self.padding), self.implant_u)
-        # channels [kept..., implanted...] back into their original positions
-        out = torch.cat([main, imp], 1).index_select(1, self.order)
-        if self.bias is not None:
-            out = out + self.bias.view(1, -1, 1, 1)
-        return out
+def _implant_rule(analysis: Analysis, node_name: str) -> Any:
+    """The producer node's rule if its module can take an implant (its ``Rule.implant``), else None."""
+    gm = analysis.graph_module
+    node = next((n for n in gm.graph.nodes if n.name == node_name), None)
+    if node is None or node.op != "call_module":
+        return None
+    rule = analysis.registry.lookup(node, gm)
+    if rule is None or rule.implant is None or not rule.implant.accepts(gm.get_submodule(str(node.target))):
+        return None
+    return rule
 
 
 def implantable(analysis: Analysis, group: Group) -> bool:
-    """Whether every producer of ``group`` is a dense Conv2d weight (so channels can be implanted)."""
-    nodes = {n.name: n for n in analysis.graph_module.graph.nodes}
-    for m in group.producers():
-        node = nodes.get(m.node)
-        if node is None or node.op != "call_module" or m.dim != 0 or not m.param.endswith(".weight"):
-            return False
-        mod = analysis.graph_module.get_submodule(str(node.target))
-        if type(mod) is not nn.Conv2d or mod.groups != 1 or tuple(mod.dilation) != (1, 1):
-            return False
-    return bool(group.producers())
+    """Whether every producer of ``group`` is the weight of a module whose rule can implant it."""
+    producers = group.producers()
+    return bool(producers) and all(
+        m.dim == 0 and m.param.endswith(".weight") and _implant_rule(analysis, m.node) is not None
+        for m in producers)
 
 
 def split_bands(analysis: Analysis, scores: Mapping[int, np.ndarray], below: Mapping[int, Sequence[int]],
@@ -152,9 +94,9 @@ def apply_with_implants(analysis: Analysis, remove: Mapping[int, Sequence[int]],
                         rank: int | None = None) -> fx.GraphModule:
     """Prune ``remove`` and implant ``implant`` (both ``{group id: group channels}``).
 
-    Every Conv2d producer of an implanted group channel gets an
-    :class:`ImplantedConv2d`; channels whose producers are not dense Conv2d
-    modules cannot be implanted and raise :class:`~fxprune.errors.PlanError`.
+    Every producer of an implanted group channel is replaced by its rule's
+    implant (``Rule.implant``: an :class:`ImplantedConv2d` for a dense Conv2d);
+    channels whose producers cannot take one raise :class:`~fxprune.errors.PlanError`.
     """
     by_id = {g.id: g for g in analysis.groups}
     for gid, chans in implant.items():
@@ -170,19 +112,19 @@ def apply_with_implants(analysis: Analysis, remove: Mapping[int, Sequence[int]],
         g = by_id[gid]
         if not implantable(analysis, g):
             raise PlanError(f"group {gid}: its producers ({', '.join(m.param for m in g.producers())}) "
-                            "are not all dense Conv2d weights; only Conv2d layers can take an implant")
+                            "are not all layers whose rule can take an implant (dense Conv2d)")
         nodes = {n.name: n for n in analysis.graph_module.graph.nodes}
         for m in g.producers():
-            node = nodes[m.node]
             original = m.indices(chans)
             survivors = kept[m.param][0]
             pos = original if survivors is None else np.searchsorted(survivors, original)
-            per_module.setdefault(str(node.target), set()).update(int(p) for p in pos)
-    for target, positions in per_module.items():
+            per_module.setdefault(str(nodes[m.node].target), (_implant_rule(analysis, m.node), set()))[1].update(
+                int(p) for p in pos)
+    for target, (rule, positions) in per_module.items():
         conv = gm.get_submodule(target)
         imp = torch.as_tensor(sorted(positions), dtype=torch.long)
         keep = torch.as_tensor([p for p in range(conv.out_channels) if p not in positions], dtype=torch.long)
-        new = ImplantedConv2d(conv, keep, imp, kind, rank)
+        new = rule.implant.build(conv, keep, imp, kind, rank)
         parent_name, _, child = target.rpartition(".")
         parent = gm.get_submodule(parent_name) if parent_name else gm
         setattr(parent, child, new)

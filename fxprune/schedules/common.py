@@ -27,13 +27,9 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from .. import meta
 from ..analysis.analysis import Analysis, analyze
-from ..analysis.atoms import Atoms
-from ..analysis.capture import TensorSpec
 from ..errors import ConfigError
-from ..ops.registry import OpContext, Value
-from ..report import count_macs, count_params
+from ..analysis.cost import count_macs, count_params, node_macs
 from ..rewrite.channels import apply_plan, kept_indices
 from ..scoring.select import GroupInfo, _take
 from .checkpoint import CheckpointStore
@@ -140,24 +136,6 @@ def _producer_params(analysis: Analysis, group: Any) -> int:
     return total
 
 
-def _node_macs(gm: fx.GraphModule, analysis: Analysis, node: fx.Node) -> int:
-    """MACs of one node, the way :func:`fxprune.report.count_macs` counts them."""
-    rule = analysis.registry.lookup(node, gm)
-    if rule is None or rule.macs is None:
-        return 0
-    wrap = lambda a: fx.node.map_aggregate(  # noqa: E731
-        a, lambda x: Value(x.meta.get(meta.SPEC), None, x) if isinstance(x, fx.Node) else x)
-    params: dict[str, Value | None] = {}
-    module = None
-    if node.op == "call_module":
-        module = gm.get_submodule(str(node.target))
-        for name, t in module.named_parameters(recurse=False):
-            params[name] = Value(TensorSpec(tuple(t.shape), t.dtype), None, None, name)
-    ctx = OpContext(node, tuple(wrap(node.args)), dict(wrap(dict(node.kwargs))),
-                    node.meta.get(meta.SPEC), Atoms(), module, params)
-    return int(rule.macs(ctx))
-
-
 def group_shares(analysis: Analysis, by: str = "params") -> dict[int, float]:
     """Each group's share of the alive prunable layers (shares sum to 1).
 
@@ -184,7 +162,7 @@ def group_shares(analysis: Analysis, by: str = "params") -> dict[int, float]:
                     names.add(n.name)
             for name in names:
                 if name not in cache:
-                    cache[name] = _node_macs(gm, analysis, nodes[name])
+                    cache[name] = node_macs(gm, nodes[name], analysis.registry)
             weights[g.id] = float(sum(cache[n] for n in names))
     if by == "params" or not sum(weights.values()):
         weights = {g.id: float(_producer_params(analysis, g)) for g in analysis.groups}

@@ -34,9 +34,11 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from .. import meta
+from .. import ir
 from ..analysis.analysis import Analysis, analyze
-from ..ops.registry import EmitContext, iter_label_arrays, node_key
+from ..ir import iter_label_arrays
+from ..ops.context import EmitContext
+from ..ops.registry import node_key
 
 __all__ = ["RuleSoundnessError", "SoundnessReport", "check_rules"]
 
@@ -47,13 +49,25 @@ class RuleSoundnessError(AssertionError):
 
 @dataclass(frozen=True)
 class SoundnessReport:
-    """What :func:`check_rules` exercised: rule families and registry keys, with node counts."""
+    """What :func:`check_rules` exercised.
+
+    Attributes:
+        families: rule family -> nodes handled by a rule of it.
+        keys: registry key -> nodes it matched (the key as registered: the base
+            class for an inheriting module, the packet for an ATen overload).
+        checked_keys: registry key -> nodes whose rule was actually checked
+            (some channel could be removed there).
+        rules: ids of the rules used.
+        nodes_checked: node checks run (``trials`` per node with channels).
+        max_abs_diff: the largest sliced-vs-masked difference seen.
+    """
 
     families: dict[str, int]
     keys: dict[Any, int]
     rules: frozenset[int] = field(default_factory=frozenset)
     nodes_checked: int = 0
     max_abs_diff: float = 0.0
+    checked_keys: dict[Any, int] = field(default_factory=dict)
 
 
 class _Recorder(fx.Interpreter):
@@ -100,7 +114,7 @@ class _Local:
     def mask(self, t: Any, labels: Any) -> Any:
         if isinstance(t, (tuple, list)) and isinstance(labels, tuple) and len(labels) == len(t):
             return type(t)(self.mask(x, l) for x, l in zip(t, labels))
-        if not isinstance(t, torch.Tensor) or not isinstance(labels, tuple) or not t.is_floating_point():
+        if not isinstance(t, torch.Tensor) or not isinstance(labels, tuple):
             return t
         out = t.clone()
         for d, lab in enumerate(labels):
@@ -112,7 +126,7 @@ class _Local:
 
 
 def _labels_of(node: fx.Node) -> Any:
-    return node.meta.get(meta.CHANNELS)
+    return node.meta.get(ir.CHANNELS)
 
 
 def _map_args(args: Any, values: dict[str, Any], fn: Any) -> Any:
@@ -164,19 +178,24 @@ def check_rules(
     rng = np.random.default_rng(seed)
     families: Counter = Counter()
     keys: Counter = Counter()
+    checked_keys: Counter = Counter()
     rule_ids: set[int] = set()
     checked = 0
     worst = 0.0
     for node in gm.graph.nodes:
-        rule = node.meta.get(meta.RULE)
+        rule = node.meta.get(ir.RULE)
         if rule is None or node.op not in ("call_module", "call_function", "call_method"):
             continue
         rule_ids.add(id(rule))
         families[rule.family] += 1
-        keys[node_key(node, gm)] += 1
+        hit = analysis.registry.match(node_key(node, gm))
+        key = hit.key if hit is not None else node_key(node, gm)
+        keys[key] += 1
         out_val = rec.values.get(node.name)
         outs = _flatten_out(out_val, _labels_of(node))
         if not outs:
+            if _labels_of(node) is None:  # no tensor out: the rule's claim (no channels flow) holds
+                checked_keys[key] += 1
             continue
         module = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
         param_labels = {}
@@ -216,7 +235,8 @@ def check_rules(
                                rtol, atol, values_checked)
             worst = max(worst, diff)
             checked += 1
-    return SoundnessReport(dict(families), dict(keys), frozenset(rule_ids), checked, worst)
+            checked_keys[key] += 1
+    return SoundnessReport(dict(families), dict(keys), frozenset(rule_ids), checked, worst, dict(checked_keys))
 
 
 def _check_node(node: fx.Node, rule: Any, module: torch.nn.Module | None, param_labels: dict,
@@ -231,7 +251,7 @@ def _check_node(node: fx.Node, rule: Any, module: torch.nn.Module | None, param_
     masked_kwargs = _map_args(dict(node.kwargs), values, lambda n: local.mask(value(n), _labels_of(n)))
 
     def shape_of(n: fx.Node) -> Any:
-        spec = n.meta.get(meta.SPEC)
+        spec = n.meta.get(ir.SPEC)
         labels = _labels_of(n)
 
         def one(s: Any, l: Any) -> Any:

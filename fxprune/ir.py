@@ -1,0 +1,275 @@
+"""The ground floor: fxprune's IR value types.  Imports nothing from fxprune.
+
+Every other part of fxprune speaks in these types:
+
+* :class:`TensorSpec` -- the shape and dtype of one tensor value of the graph;
+* channel *labels* -- per tensor dimension, ``None`` (a fixed dimension: batch,
+  spatial, the model's inputs) or an ``int64`` array of *atom* ids, one per
+  index (ids may repeat: a flattened channel owns several indices);
+* :class:`Atoms` -- the union-find over atoms, with per-atom flags (``fixed``:
+  may not be pruned; ``mixing``: flows through a channel-mixing op);
+* :class:`Role` -- the role a parameter dimension plays in a group;
+* the ``node.meta`` keys through which passes communicate (:data:`SPEC`,
+  :data:`CHANNELS`, :data:`RULE`, :data:`BARRIER`; all in :data:`ALL_KEYS`).
+
+Every prunable channel index in the model is an *atom*.  A parameter's
+dimension gets fresh atoms, one per index; tensors carry the atoms of the
+parameter dims they were computed from.  When an op forces two channel indices
+to be removed together (a residual add, a matmul's contraction, a depthwise
+conv) their atoms are *unified*.  The roots of the union-find are then the
+independent pruning units.  Flags live on atoms, not roots, so unions never
+need to merge them: the flags of a root are the OR of its atoms' flags.
+
+Example:
+    >>> import numpy as np
+    >>> a = Atoms()
+    >>> x, y = a.fresh(3), a.fresh(3)
+    >>> a.unify(x, y)
+    >>> bool((a.find(x) == a.find(y)).all())
+    True
+    >>> a.fix(x[:1], "output")
+    >>> sorted(a.fixed_roots()) == [int(a.find(x[:1])[0])]
+    True
+    >>> Role("producer") is Role.PRODUCER, f"{Role.SCALE:<6}|"
+    (True, 'scale |')
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+__all__ = [
+    "ALL_KEYS",
+    "Atoms",
+    "BARRIER",
+    "CHANNELS",
+    "Labels",
+    "RULE",
+    "Role",
+    "SPEC",
+    "TensorSpec",
+    "fixed_labels",
+    "iter_label_arrays",
+]
+
+# ---------------------------------------------------------------------------
+# node.meta keys
+# ---------------------------------------------------------------------------
+#: :class:`TensorSpec`, a tuple of them for multi-output nodes, or the plain
+#: Python value for non-tensor nodes (ints from ``x.size(1)``).
+SPEC = "fxprune.spec"
+#: the node's channel labels: one entry per output dim (see the module docstring),
+#: a tuple of such tuples for tuple outputs, ``None`` for non-tensors.
+CHANNELS = "fxprune.channels"
+#: the ``fxprune.ops.Rule`` that handled the node, or ``None`` (a barrier).
+RULE = "fxprune.rule"
+#: a string naming why the node made its channels a barrier.
+BARRIER = "fxprune.barrier"
+#: every key fxprune writes; no pass writes any other key.
+ALL_KEYS = (SPEC, CHANNELS, RULE, BARRIER)
+
+
+# ---------------------------------------------------------------------------
+# values
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TensorSpec:
+    """Shape and dtype of one tensor value in the graph."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype = torch.float32
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+#: Per-dimension channel labels of one tensor: ``None`` for a dimension whose
+#: size is fixed, else an int64 array of atom ids, one per index.
+Labels = tuple  # tuple[np.ndarray | None, ...]
+
+
+def iter_label_arrays(labels: Any) -> Iterator[np.ndarray]:
+    """All atom arrays inside a (possibly nested) labels structure."""
+    if labels is None:
+        return
+    if isinstance(labels, np.ndarray):
+        yield labels
+        return
+    for item in labels:
+        yield from iter_label_arrays(item)
+
+
+def fixed_labels(spec: Any) -> Any:
+    """Labels with every dimension fixed, shaped like ``spec`` (nested tuples of specs)."""
+    if isinstance(spec, TensorSpec):
+        return tuple(None for _ in spec.shape)
+    if isinstance(spec, (tuple, list)):
+        return tuple(fixed_labels(s) for s in spec)
+    return None
+
+
+class Role(str, enum.Enum):
+    """The role of a parameter dimension within a group.
+
+    ``producer``: rows that create the channel (conv/linear output, embedding
+    dim); ``consumer``: columns that read it; ``bias``: additive per-channel
+    values (biases, norm shifts, running means); ``scale``: multiplicative
+    per-channel values (norm weights, running variances, layer scales);
+    ``coupled``: any other tensor whose dimension is tied to the channel.
+    """
+
+    PRODUCER = "producer"
+    BIAS = "bias"
+    SCALE = "scale"
+    COUPLED = "coupled"
+    CONSUMER = "consumer"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    @property
+    def rank(self) -> int:
+        """Listing order within a group: producers first, consumers last."""
+        return tuple(Role).index(self)
+
+
+# ---------------------------------------------------------------------------
+# atoms
+# ---------------------------------------------------------------------------
+class Atoms:
+    """A growable union-find over integer atoms with per-atom flags."""
+
+    def __init__(self) -> None:
+        self._parent = np.zeros(1024, dtype=np.int64)
+        self._fixed = np.zeros(1024, dtype=bool)
+        self._mixing = np.zeros(1024, dtype=bool)
+        self._fix_reason = np.full(1024, -1, dtype=np.int64)
+        self._mix_reason = np.full(1024, -1, dtype=np.int64)
+        self._reasons: list[str] = []
+        self._reason_ids: dict[str, int] = {}
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _grow(self, need: int) -> None:
+        cap = len(self._parent)
+        if need <= cap:
+            return
+        new = max(need, 2 * cap)
+        for name, fill in (("_parent", 0), ("_fixed", False), ("_mixing", False),
+                           ("_fix_reason", -1), ("_mix_reason", -1)):
+            old = getattr(self, name)
+            arr = np.full(new, fill, dtype=old.dtype)
+            arr[:cap] = old
+            setattr(self, name, arr)
+
+    def fresh(self, n: int) -> np.ndarray:
+        """Allocate ``n`` new atoms, each its own root."""
+        self._grow(self._n + n)
+        ids = np.arange(self._n, self._n + n, dtype=np.int64)
+        self._parent[ids] = ids
+        self._n += n
+        return ids
+
+    def find(self, ids: np.ndarray) -> np.ndarray:
+        """Roots of ``ids`` (vectorised, with path compression)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        r = self._parent[ids]
+        while True:
+            p = self._parent[r]
+            if np.array_equal(p, r):
+                break
+            r = p
+        self._parent[ids] = r
+        return r
+
+    def unify(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Unify ``a[i]`` with ``b[i]`` for every i (arrays of equal length)."""
+        a = np.asarray(a, dtype=np.int64)
+        b = np.asarray(b, dtype=np.int64)
+        if a.shape != b.shape:
+            raise ValueError(f"cannot unify label arrays of shapes {a.shape} and {b.shape}")
+        while True:
+            ra, rb = self.find(a), self.find(b)
+            m = ra != rb
+            if not m.any():
+                return
+            lo = np.minimum(ra[m], rb[m])
+            hi = np.maximum(ra[m], rb[m])
+            # Duplicate ``hi`` entries keep only one assignment; the loop repeats
+            # until every pair agrees, each pass strictly lowering some root.
+            self._parent[hi] = lo
+
+    def unify_all(self, ids: np.ndarray) -> None:
+        """Unify every atom in ``ids`` with every other."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if ids.size > 1:
+            self.unify(ids[1:], np.full(ids.size - 1, ids[0], dtype=np.int64))
+
+    def _reason_id(self, reason: str) -> int:
+        if reason not in self._reason_ids:
+            self._reason_ids[reason] = len(self._reasons)
+            self._reasons.append(reason)
+        return self._reason_ids[reason]
+
+    def _flag(self, flags: np.ndarray, reasons: np.ndarray, ids: np.ndarray, reason: str) -> None:
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if ids.size == 0:
+            return
+        rid = self._reason_id(reason)
+        fresh = ids[reasons[ids] < 0]
+        reasons[fresh] = rid
+        flags[ids] = True
+
+    def fix(self, ids: np.ndarray, reason: str) -> None:
+        """Mark atoms as not prunable (a barrier), remembering why."""
+        self._flag(self._fixed, self._fix_reason, ids, reason)
+
+    def mark_mixing(self, ids: np.ndarray, reason: str) -> None:
+        """Mark atoms as flowing through a channel-mixing op (norm statistics, mean)."""
+        self._flag(self._mixing, self._mix_reason, ids, reason)
+
+    def roots(self) -> np.ndarray:
+        """The root of every atom allocated so far."""
+        return self.find(np.arange(self._n, dtype=np.int64))
+
+    def _root_flags(self, flags: np.ndarray, reasons: np.ndarray) -> dict[int, str]:
+        roots = self.roots()
+        sel = flags[: self._n]
+        out: dict[int, str] = {}
+        for r, why in zip(roots[sel].tolist(), reasons[: self._n][sel].tolist()):
+            if r not in out:
+                out[r] = self._reasons[why] if why >= 0 else "unknown"
+        return out
+
+    def fixed_roots(self) -> dict[int, str]:
+        """Roots that may not be pruned, each with the first reason recorded."""
+        return self._root_flags(self._fixed, self._fix_reason)
+
+    def mixing_roots(self) -> dict[int, str]:
+        """Roots that pass through a channel-mixing op, each with its reason."""
+        return self._root_flags(self._mixing, self._mix_reason)
+
+    def root_masks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(roots, fixed, mixing)``: every atom's root, and boolean masks over roots."""
+        roots = self.roots()
+        fixed = np.zeros(len(roots), dtype=bool)
+        mixing = np.zeros(len(roots), dtype=bool)
+        fixed[roots[self._fixed[: self._n]]] = True
+        mixing[roots[self._mixing[: self._n]]] = True
+        return roots, fixed, mixing

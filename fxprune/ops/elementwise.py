@@ -1,0 +1,198 @@
+"""Shape-preserving and broadcasting elementwise ops: activations, casts, arithmetic, ``where``.
+
+Broadcasting ties the labels of equal-size dimensions together; a fixed
+dimension tied to a labelled one fixes it; a labelled size-1 dimension
+broadcast to many is fixed.
+
+Example:
+    >>> import torch, fxprune
+    >>> m = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.GELU(), torch.nn.Linear(4, 1))
+    >>> [m.role for m in fxprune.analyze(m, (torch.randn(2, 3),)).groups[0].members]
+    [<Role.PRODUCER: 'producer'>, <Role.BIAS: 'bias'>, <Role.CONSUMER: 'consumer'>]
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..ir import Role
+from .context import EmitContext, OpContext, Unsupported, Value, first_tensor, tensor_values
+from .registry import Keys, Rule
+
+__all__ = [
+    "ELEMENTWISE",
+    "ELEMENTWISE_BIAS",
+    "ELEMENTWISE_SCALE",
+    "LIKE",
+    "PRELU_FUNCTION",
+    "PRELU_MODULE",
+    "RULES",
+    "UNARY",
+    "WHERE",
+    "broadcast_labels",
+]
+
+
+def broadcast_labels(ctx: OpContext, values: Sequence[Value], out_shape: Sequence[int],
+                     role: Role = Role.COUPLED) -> tuple:
+    """Labels of a broadcasting elementwise result; ties equal-size dimensions."""
+    nd = len(out_shape)
+    result: list[Any] = []
+    for d in range(nd):
+        size = out_shape[d]
+        present: list[np.ndarray] = []
+        fixed = False
+        for v in values:
+            k = d - (nd - v.ndim)
+            if k < 0:
+                continue
+            lab = v.labels[k]
+            if v.shape[k] == size and (size != 1 or lab is not None):
+                if lab is None:
+                    fixed = True
+                else:
+                    present.append(lab)
+                    ctx.role(v, k, role)
+            elif lab is not None:  # a labelled size-1 dim broadcast to many
+                ctx.fix(lab, "a one-channel dimension is broadcast")
+        if not present:
+            result.append(None)
+            continue
+        base = present[0]
+        for other in present[1:]:
+            ctx.unify(base, other)
+        if fixed:
+            ctx.fix(base, "tied by broadcasting to a fixed-size dimension")
+        result.append(base)
+    return tuple(result)
+
+
+# ---------------------------------------------------------------------------
+# unary
+
+
+def _unary(ctx: OpContext) -> tuple:
+    x = first_tensor(ctx)
+    if tuple(x.shape) != tuple(ctx.out.shape):
+        raise Unsupported("a shape-preserving rule saw the shape change")
+    return x.labels
+
+
+_UNARY_MATH = ("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "exp", "exp2", "log", "log1p", "expm1",
+               "abs", "neg", "sqrt", "rsqrt", "sin", "cos", "erf", "square", "reciprocal", "clamp",
+               "clip", "sign", "floor", "ceil", "round", "logical_not", "nan_to_num", "clone",
+               "detach", "clamp_min", "clamp_max")
+
+UNARY = Rule(
+    "unary", _unary, doc="Shape-preserving ops: activations, dropout, casts, identity.",
+    keys=Keys(
+        torch=_UNARY_MATH,
+        functional=("relu", "relu6", "gelu", "silu", "hardswish", "hardsigmoid", "leaky_relu", "elu", "selu", "celu", "mish", "softplus", "softsign", "hardtanh",
+                    "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "tanhshrink",
+                    "logsigmoid"),
+        methods=_UNARY_MATH + ("contiguous", "float", "half", "double", "bfloat16", "to", "type",
+                               "type_as", "cpu", "cuda", "requires_grad_"),
+        operators=("neg", "pos", "invert"),
+        modules=("ReLU", "ReLU6", "GELU", "SiLU", "Hardswish", "Hardsigmoid", "Sigmoid", "Tanh",
+                 "LeakyReLU", "ELU", "SELU", "CELU", "Mish", "Softplus", "Softsign", "Hardtanh",
+                 "Identity", "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout",
+                 "Tanhshrink", "LogSigmoid"),
+        aten=("relu", "relu_", "hardtanh", "hardtanh_", "gelu", "silu", "silu_", "hardswish",
+              "hardswish_", "hardsigmoid", "hardsigmoid_", "sigmoid", "sigmoid_", "tanh", "dropout",
+              "contiguous", "clone", "rsqrt", "sqrt", "neg", "exp", "exp2", "log", "log1p", "expm1", "abs",
+              "detach", "leaky_relu", "leaky_relu_", "elu", "mish", "softplus", "to", "type_as",
+              "clamp", "clamp_min", "clamp_max",
+              "sin", "cos", "erf", "reciprocal", "sign", "floor", "ceil", "round", "logical_not",
+              "nan_to_num", "celu", "bitwise_not", "positive", "clip", "alpha_dropout",
+              "feature_dropout", "log_sigmoid", "relu6", "selu", "square"),
+    ))
+
+
+def _like(ctx: OpContext) -> tuple:
+    x = first_tensor(ctx)
+    if tuple(x.shape) != tuple(ctx.out.shape):
+        return tuple(None for _ in ctx.out.shape)
+    # A fresh tensor shaped like x: its channels follow x's, nothing reads x's values.
+    return x.labels
+
+
+LIKE = Rule("like", _like, doc="zeros_like / ones_like / empty_like: labels follow the template.",
+            keys=Keys(torch=("zeros_like", "ones_like", "empty_like", "full_like", "rand_like",
+                             "randn_like"),
+                      aten=("zeros_like", "ones_like", "empty_like", "full_like", "rand_like",
+                            "randn_like")))
+
+
+def _prelu_module(ctx: OpContext) -> tuple:
+    x = first_tensor(ctx)
+    w = ctx.param("weight")
+    if w.shape[0] > 1:
+        ctx.role(w, 0, Role.SCALE)
+        ctx.unify(x.labels[1], w.labels[0])
+    else:
+        ctx.fix(w.labels[0], "shared PReLU slope")
+    return x.labels
+
+
+def _prelu_aten(ctx: OpContext) -> tuple:
+    return _prelu_module(ctx.replace(params={"weight": ctx.arg(1)}))
+
+
+def _resize_prelu(m: Any, ctx: EmitContext) -> None:
+    if m.num_parameters > 1:
+        m.num_parameters = ctx.out_shape()[1]
+
+
+PRELU_MODULE = Rule("unary", _prelu_module, resize=_resize_prelu, doc="nn.PReLU (per-channel slopes).",
+                    keys=Keys(modules=("PReLU",)))
+PRELU_FUNCTION = Rule("unary", _prelu_aten, doc="F.prelu(x, weight) / aten.prelu.",
+                      keys=Keys(functional=("prelu",), aten=("prelu",)))
+
+
+# ---------------------------------------------------------------------------
+# broadcasting arithmetic
+
+
+def _elementwise(role: Role):
+    def propagate(ctx: OpContext) -> tuple:
+        return broadcast_labels(ctx, tensor_values(ctx), ctx.out.shape, role)
+
+    return propagate
+
+
+ELEMENTWISE_BIAS = Rule(
+    "elementwise", _elementwise(Role.BIAS),
+    doc="Broadcasting add/subtract; parameters involved are biases.",
+    keys=Keys(operators=("add", "sub", "iadd", "isub"), torch=("add", "sub", "subtract"),
+              methods=("add", "sub", "add_", "sub_", "subtract", "__add__", "__sub__", "__radd__",
+                       "__rsub__"),
+              aten=("add", "add_", "sub", "sub_", "rsub", "subtract")))
+
+ELEMENTWISE_SCALE = Rule(
+    "elementwise", _elementwise(Role.SCALE),
+    doc="Broadcasting multiply/divide; parameters involved are scales.",
+    keys=Keys(operators=("mul", "truediv", "imul", "itruediv"),
+              torch=("mul", "div", "multiply", "divide", "true_divide"),
+              methods=("mul", "div", "mul_", "div_", "multiply", "divide", "__mul__", "__truediv__",
+                       "__rmul__", "__rtruediv__"),
+              aten=("mul", "mul_", "div", "div_", "multiply", "divide", "true_divide")))
+
+_BINARY = ("pow", "maximum", "minimum", "fmod", "remainder", "eq", "ne", "lt", "le", "gt", "ge",
+           "lerp", "addcmul", "addcdiv")
+
+ELEMENTWISE = Rule(
+    "elementwise", _elementwise(Role.COUPLED),
+    doc="Broadcasting n-ary arithmetic and comparisons; ties channels of equal-size dims.",
+    keys=Keys(operators=("pow", "floordiv", "mod", "eq", "ne", "lt", "le", "gt", "ge", "and_", "or_"),
+              torch=_BINARY + ("logical_and", "logical_or", "atan2", "hypot"),
+              methods=_BINARY + ("__pow__", "__rpow__"),
+              aten=_BINARY + ("logical_and", "logical_or", "atan2", "hypot", "floor_divide", "__and__",
+                              "__or__")))
+
+WHERE = Rule("elementwise", _elementwise(Role.COUPLED),
+             doc="where / masked_fill: the condition broadcasts like any operand.",
+             keys=Keys(torch=("where", "masked_fill"), methods=("where", "masked_fill"),
+                       aten=("where", "masked_fill")))
+
+RULES = (UNARY, LIKE, PRELU_MODULE, PRELU_FUNCTION, ELEMENTWISE_BIAS, ELEMENTWISE_SCALE, ELEMENTWISE, WHERE)

@@ -1,0 +1,102 @@
+"""Contractions: ``matmul``/``bmm``/``@`` and ``F.scaled_dot_product_attention``.
+
+A contraction ties the contracted dims of both operands (one channel space);
+batch dims broadcast like elementwise ops.  For attention, ``q [..., L, E]``,
+``k [..., S, E]``, ``v [..., S, Ev]`` -> ``[..., L, Ev]``: ``E`` of q and k is
+one contraction space, ``S`` of k and v another (mixing: the softmax runs over
+it).  The default softmax scale is ``1/sqrt(E)``; when pruning shrinks ``E``
+the emitted call pins the original scale so the function of the remaining
+channels is unchanged.
+
+Example:
+    >>> import torch, fxprune
+    >>> class M(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.q, self.k = torch.nn.Linear(4, 6), torch.nn.Linear(4, 6)
+    ...     def forward(self, x):
+    ...         return self.q(x) @ self.k(x).transpose(-1, -2)
+    >>> [m.param for m in fxprune.analyze(M(), (torch.randn(1, 3, 4),)).groups[0].members]
+    ['q.weight', 'q.bias', 'k.weight', 'k.bias']
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .context import EmitContext, OpContext, Unsupported, Value, check_labels
+from .elementwise import broadcast_labels
+from .registry import Keys, Rule
+
+__all__ = ["MATMUL", "RULES", "SDPA"]
+
+
+def _matmul(ctx: OpContext) -> tuple:
+    a = ctx.arg(0)
+    b = ctx.arg(1, "other") if ctx.arg(1, "other") is not None else ctx.arg(1, "mat2")
+    if not (isinstance(a, Value) and isinstance(b, Value)) or a.ndim < 2 or b.ndim < 2:
+        raise Unsupported("matmul with a 1-d operand")
+    ctx.unify(a.labels[-1], b.labels[-2], " (matmul contraction)")
+    batch = broadcast_labels(ctx, [a.part(slice(None, -2)), b.part(slice(None, -2))], ctx.out.shape[:-2])
+    return check_labels(ctx, tuple(batch) + (a.labels[-2], b.labels[-1]))
+
+
+def _macs_matmul(ctx: OpContext) -> int:
+    a = ctx.arg(0)
+    return int(np.prod(ctx.out.shape)) * int(a.shape[-1])
+
+
+MATMUL = Rule("matmul", _matmul, macs=_macs_matmul,
+              doc="matmul/bmm/@: contraction dims tied, batch dims broadcast.",
+              keys=Keys(torch=("matmul", "bmm"), operators=("matmul",),
+                        methods=("matmul", "bmm", "__matmul__"), aten=("matmul", "bmm")))
+
+
+def _sdpa(ctx: OpContext) -> tuple:
+    q, k, v = ctx.arg(0, "query"), ctx.arg(1, "key"), ctx.arg(2, "value")
+    mask = ctx.arg(3, "attn_mask")
+    if ctx.kwargs.get("enable_gqa"):
+        raise Unsupported("enable_gqa")
+    if q.ndim < 2 or k.ndim < 2 or v.ndim < 2:
+        raise Unsupported("attention over 1-d tensors")
+    ctx.unify(q.labels[-1], k.labels[-1], " (attention q.k contraction)")
+    ctx.unify(k.labels[-2], v.labels[-2], " (attention key/value positions)")
+    ctx.mixing(k.labels[-2], "softmax over key positions")
+    ops = [x.part(slice(None, -2)) for x in (q, k, v)]
+    if isinstance(mask, Value) and mask.is_tensor:
+        ops.append(mask.part(slice(None, -2)))
+        if mask.labels[-1] is not None or mask.labels[-2] is not None:
+            raise Unsupported("attention mask with channel labels")
+    batch = broadcast_labels(ctx, ops, ctx.out.shape[:-2])
+    return tuple(batch) + (q.labels[-2], v.labels[-1])
+
+
+def _emit_sdpa(ctx: EmitContext) -> tuple:
+    qnode = ctx.node.args[0]
+    old_e = ctx.old_shape(qnode)[-1]
+    new_e = ctx.new_shape(qnode)[-1]
+    scale = ctx.old_arg(6, "scale")
+    if new_e == old_e or scale is not None:
+        return ctx.node.target, ctx.args, ctx.kwargs
+    kwargs = dict(ctx.kwargs)
+    args = list(ctx.args)
+    if len(args) > 6:
+        args[6] = 1.0 / math.sqrt(old_e)
+    else:
+        kwargs["scale"] = 1.0 / math.sqrt(old_e)
+    return ctx.node.target, tuple(args), kwargs
+
+
+def _macs_sdpa(ctx: OpContext) -> int:
+    q, k, v = ctx.arg(0, "query"), ctx.arg(1, "key"), ctx.arg(2, "value")
+    batch = int(np.prod(ctx.out.shape[:-2]))
+    return batch * q.shape[-2] * k.shape[-2] * (q.shape[-1] + v.shape[-1])
+
+
+SDPA = Rule("attention", _sdpa, emit=_emit_sdpa, macs=_macs_sdpa,
+            doc="F.scaled_dot_product_attention: heads coupled, scale pinned when E shrinks.",
+            keys=Keys(functional=("scaled_dot_product_attention",),
+                      aten=("scaled_dot_product_attention",)))
+
+RULES = (MATMUL, SDPA)
