@@ -46,6 +46,7 @@ __all__ = [
     "ALL_KEYS",
     "Atoms",
     "BARRIER",
+    "KeepMask",
     "CHANNELS",
     "Labels",
     "RULE",
@@ -273,3 +274,73 @@ class Atoms:
         fixed[roots[self._fixed[: self._n]]] = True
         mixing[roots[self._mixing[: self._n]]] = True
         return roots, fixed, mixing
+
+
+# ---------------------------------------------------------------------------
+# keep masks
+# ---------------------------------------------------------------------------
+class KeepMask:
+    """Which atoms survive a removal: a flag per union-find root, read through ``roots``.
+
+    Shared by the rewrite (slicing parameters, predicting shapes) and the
+    checkers (slicing and zero-masking values).
+
+    Example:
+        >>> import numpy as np, torch
+        >>> mask = KeepMask(np.arange(3), np.array([False, True, False]))
+        >>> labels = (None, np.arange(3))
+        >>> mask.kept(labels[1]).tolist(), mask.shape(TensorSpec((2, 3)), labels)
+        ([True, False, True], (2, 2))
+        >>> mask.slice(torch.ones(2, 3), labels).shape, mask.mask(torch.ones(2, 3), labels)[0].tolist()
+        (torch.Size([2, 2]), [1.0, 0.0, 1.0])
+    """
+
+    def __init__(self, roots: np.ndarray, removed: np.ndarray) -> None:
+        self.roots = roots
+        self.removed = removed
+
+    def kept(self, labels: np.ndarray) -> np.ndarray:
+        """The boolean keep-mask of a labels array."""
+        return ~self.removed[self.roots[labels]]
+
+    def shape(self, spec: Any, labels: Any) -> Any:
+        """The pruned shape of a (possibly nested) spec; non-tensor values are returned as they are."""
+        if isinstance(spec, TensorSpec):
+            return tuple(s if lab is None else int(self.kept(lab).sum())
+                         for s, lab in zip(spec.shape, labels or (None,) * len(spec.shape)))
+        if isinstance(spec, (tuple, list)):
+            labs = labels if isinstance(labels, tuple) else (None,) * len(spec)
+            return tuple(self.shape(s, lab) for s, lab in zip(spec, labs))
+        return spec
+
+    def _dims(self, t: Any, labels: Any) -> Iterator[tuple[int, np.ndarray]]:
+        if isinstance(t, torch.Tensor) and isinstance(labels, tuple):
+            for d, lab in enumerate(labels):
+                if isinstance(lab, np.ndarray):
+                    keep = self.kept(lab)
+                    if not keep.all():
+                        yield d, keep
+
+    def slice(self, t: Any, labels: Any) -> Any:
+        """``t`` with the removed indices of its labelled dims dropped (nested tuples follow their labels)."""
+        if isinstance(t, (tuple, list)) and isinstance(labels, tuple) and len(labels) == len(t):
+            return type(t)(self.slice(x, lab) for x, lab in zip(t, labels))
+        for d, keep in self._dims(t, labels):
+            n = int(keep.sum())
+            if t.device.type == "meta":
+                t = t.narrow(d, 0, n)
+            else:
+                t = t.index_select(d, torch.as_tensor(np.nonzero(keep)[0], dtype=torch.long, device=t.device))
+        return t
+
+    def mask(self, t: Any, labels: Any) -> Any:
+        """A copy of ``t`` with the removed indices of its labelled dims set to zero."""
+        if isinstance(t, (tuple, list)) and isinstance(labels, tuple) and len(labels) == len(t):
+            return type(t)(self.mask(x, lab) for x, lab in zip(t, labels))
+        dims = list(self._dims(t, labels))
+        if not dims:
+            return t
+        t = t.clone()
+        for d, keep in dims:
+            t.index_fill_(d, torch.as_tensor(np.nonzero(~keep)[0], dtype=torch.long, device=t.device), 0)
+        return t

@@ -1,4 +1,8 @@
-"""nn modules that fxprune's rewrites emit (a floor below :mod:`fxprune.rewrite`; imports only torch).
+"""nn modules that fxprune's rewrites emit, and the dotted-path attribute helpers (a floor below the stages).
+
+Imports only torch and :mod:`fxprune.errors`.  :func:`get_attr` and
+:func:`set_attr` are the one place that walks a qualified name
+(``"layer1.0.conv1.weight"``) through a module tree.
 
 :class:`ImplantedConv2d` is HAP's Neural Implant for a ``Conv2d``: some output
 channels keep their original k x k filters, the others are produced by a cheap
@@ -14,8 +18,13 @@ Example:
     >>> x = torch.randn(1, 3, 5, 5)
     >>> torch.allclose(m(x), conv(x), atol=1e-5)   # full rank: exact
     True
+    >>> net = torch.nn.Sequential(conv)
+    >>> get_attr(net, "0.weight") is conv.weight
+    True
 """
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +32,7 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["IMPLANT_KINDS", "ImplantedConv2d"]
+__all__ = ["IMPLANT_KINDS", "ImplantedConv2d", "get_attr", "set_attr"]
 
 IMPLANT_KINDS = ("pointwise", "lowrank")
 
@@ -88,3 +97,25 @@ class ImplantedConv2d(nn.Module):
         if self.bias is not None:
             out = out + self.bias.view(1, -1, 1, 1)
         return out
+
+
+def _owner(root: nn.Module, qualname: str) -> tuple[nn.Module, str]:
+    path, _, name = qualname.rpartition(".")
+    return (root.get_submodule(path) if path else root), name
+
+
+def get_attr(root: nn.Module, qualname: str) -> Any:
+    """The attribute at a dotted path: a parameter, buffer, plain tensor attribute or submodule."""
+    owner, name = _owner(root, qualname)
+    return getattr(owner, name)
+
+
+def set_attr(root: nn.Module, qualname: str, value: Any) -> None:
+    """Set the attribute at a dotted path, keeping its kind (parameter, buffer, submodule or plain)."""
+    owner, name = _owner(root, qualname)
+    if name in owner._parameters:
+        owner._parameters[name] = value
+    elif name in owner._buffers:
+        owner._buffers[name] = value
+    else:
+        setattr(owner, name, value)

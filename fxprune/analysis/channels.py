@@ -25,6 +25,7 @@ import torch.fx as fx
 from .. import ir
 from ..errors import ConfigError, UnsupportedOpError
 from ..ir import Atoms, Role, TensorSpec, fixed_labels, iter_label_arrays
+from ..modules import get_attr
 from ..ops.context import OpContext, Unsupported, Value
 from ..ops.registry import Method, Registry, describe_key, node_key
 
@@ -147,9 +148,7 @@ class _Propagator:
             if node.op == "placeholder":
                 node.meta[ir.CHANNELS] = fixed_labels(spec)
             elif node.op == "get_attr":
-                attr = self.gm
-                for part in str(node.target).split("."):
-                    attr = getattr(attr, part)
+                attr = get_attr(self.gm, str(node.target))
                 if isinstance(attr, torch.Tensor):
                     node.meta[ir.CHANNELS] = self.param_value(str(node.target), attr, node).labels
                 else:

@@ -23,7 +23,33 @@ import torch.fx as fx
 from .. import ir
 from .channels import ChannelState
 
-__all__ = ["Member", "TensorMember", "Group", "build_groups"]
+__all__ = ["Member", "TensorMember", "Group", "build_groups", "take_channels"]
+
+
+def take_channels(order: Iterable[int], n: int, counts: np.ndarray) -> list[int]:
+    """The first ``n`` channels of ``order`` whose removal leaves every member with an index.
+
+    ``counts[k, c]`` is how many indices of member ``k`` channel ``c`` owns (see
+    :meth:`Group.member_counts`); a channel that would empty a member (the last
+    channel of a concat input) is skipped.
+
+    Example:
+        >>> import numpy as np
+        >>> take_channels([2, 0, 1], 2, np.array([[1, 1, 1], [0, 0, 1]]))   # member 1 owns only channel 2
+        [0, 1]
+    """
+    left = counts.sum(1).copy()
+    had = left > 0
+    out: list[int] = []
+    for c in order:
+        if len(out) >= n:
+            break
+        after = left - counts[:, c]
+        if ((after <= 0) & had).any():
+            continue
+        left = after
+        out.append(int(c))
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,6 +135,10 @@ class Group:
             idx = np.asarray(m.index_map, dtype=np.int64)
             out[k] = np.bincount(idx[idx >= 0], minlength=self.size)[: self.size]
         return out
+
+    def take(self, order: Iterable[int], n: int) -> list[int]:
+        """The first ``n`` channels of ``order`` that leave every member non-empty (:func:`take_channels`)."""
+        return take_channels(order, n, self.member_counts())
 
     def emptied_member(self, channels: Iterable[int]) -> Member | None:
         """The first member that removing ``channels`` would leave without indices."""

@@ -27,45 +27,47 @@ import torch.fx as fx
 from .. import ir
 from ..analysis.analysis import Analysis
 from ..analysis.capture import propagate_shapes
-from ..ir import TensorSpec
+from ..ir import KeepMask, TensorSpec
 from ..errors import PlanError, RewriteError
+from ..modules import get_attr, set_attr
 from ..ops.context import EmitContext
 
-__all__ = ["apply_plan", "KeepMask", "kept_indices"]
+__all__ = ["apply_plan", "kept_indices", "plan_mask"]
 
 
-class KeepMask:
-    """Which atoms survive a plan (indexed through the union-find roots)."""
+def plan_mask(analysis: Analysis, plan: Mapping[int, Sequence[int]]) -> KeepMask:
+    """The :class:`~fxprune.ir.KeepMask` of a plan, after checking the plan against the groups.
 
-    def __init__(self, analysis: Analysis, plan: Mapping[int, Sequence[int]]) -> None:
-        self.roots = analysis.state.atoms.roots()
-        self.removed = np.zeros(len(self.roots), dtype=bool)
-        by_id = {g.id: g for g in analysis.groups}
-        for gid, chans in plan.items():
-            if gid not in by_id:
-                raise PlanError(f"plan names group {gid}, but the analysis has groups "
-                                f"0..{len(analysis.groups) - 1}")
-            g = by_id[gid]
-            chans = sorted({int(c) for c in chans})
-            if not chans:
-                continue
-            bad = [c for c in chans if not 0 <= c < g.size]
-            if bad:
-                raise PlanError(f"group {gid} has channels 0..{g.size - 1}; plan removes {bad[:5]}")
-            fixed = [c for c in chans if c in g.fixed]
-            if fixed:
-                raise PlanError(f"group {gid}: channels {fixed[:5]} are fixed "
-                                f"({'; '.join(g.fixed_reasons[:2])})")
-            if len(chans) >= g.size:
-                raise PlanError(f"group {gid}: a plan may not remove all {g.size} channels")
-            emptied = g.emptied_member(chans)
-            if emptied is not None:
-                raise PlanError(f"group {gid}: the plan removes every channel of "
-                                f"{emptied.param} (dim {emptied.dim}); keep at least one")
-            self.removed[np.asarray([g.roots[c] for c in chans], dtype=np.int64)] = True
-
-    def kept(self, labels: np.ndarray) -> np.ndarray:
-        return ~self.removed[self.roots[labels]]
+    Raises:
+        PlanError: the plan names unknown or fixed channels, removes a whole group, or
+            empties a member.
+    """
+    roots = analysis.state.atoms.roots()
+    removed = np.zeros(len(roots), dtype=bool)
+    by_id = {g.id: g for g in analysis.groups}
+    for gid, chans in plan.items():
+        if gid not in by_id:
+            raise PlanError(f"plan names group {gid}, but the analysis has groups "
+                            f"0..{len(analysis.groups) - 1}")
+        g = by_id[gid]
+        chans = sorted({int(c) for c in chans})
+        if not chans:
+            continue
+        bad = [c for c in chans if not 0 <= c < g.size]
+        if bad:
+            raise PlanError(f"group {gid} has channels 0..{g.size - 1}; plan removes {bad[:5]}")
+        fixed = [c for c in chans if c in g.fixed]
+        if fixed:
+            raise PlanError(f"group {gid}: channels {fixed[:5]} are fixed "
+                            f"({'; '.join(g.fixed_reasons[:2])})")
+        if len(chans) >= g.size:
+            raise PlanError(f"group {gid}: a plan may not remove all {g.size} channels")
+        emptied = g.emptied_member(chans)
+        if emptied is not None:
+            raise PlanError(f"group {gid}: the plan removes every channel of "
+                            f"{emptied.param} (dim {emptied.dim}); keep at least one")
+        removed[np.asarray([g.roots[c] for c in chans], dtype=np.int64)] = True
+    return KeepMask(roots, removed)
 
 
 def kept_indices(analysis: Analysis, plan: Mapping[int, Sequence[int]]) -> dict[str, tuple]:
@@ -82,7 +84,7 @@ def kept_indices(analysis: Analysis, plan: Mapping[int, Sequence[int]]) -> dict[
         >>> kept_indices(a, {0: [1, 2]})["0.weight"]
         (array([0, 3]), None)
     """
-    mask = KeepMask(analysis, plan)
+    mask = plan_mask(analysis, plan)
     out: dict[str, tuple] = {}
     for name, labels in analysis.state.param_labels.items():
         dims = []
@@ -93,44 +95,12 @@ def kept_indices(analysis: Analysis, plan: Mapping[int, Sequence[int]]) -> dict[
     return out
 
 
-def _new_shape(spec: Any, labels: Any, mask: KeepMask) -> Any:
-    if isinstance(spec, TensorSpec):
-        return tuple(s if lab is None else int(mask.kept(lab).sum())
-                     for s, lab in zip(spec.shape, labels or (None,) * len(spec.shape)))
-    if isinstance(spec, (tuple, list)):
-        labs = labels if isinstance(labels, tuple) else (None,) * len(spec)
-        return tuple(_new_shape(s, l, mask) for s, l in zip(spec, labs))
-    return spec
-
-
-def _slice_tensor(t: torch.Tensor, labels: tuple, mask: KeepMask) -> torch.Tensor | None:
-    out = t
-    changed = False
-    for d, lab in enumerate(labels):
-        keep = mask.kept(lab)
-        if keep.all():
-            continue
-        idx = torch.as_tensor(np.nonzero(keep)[0], dtype=torch.long, device=t.device)
-        out = out.index_select(d, idx) if t.device.type != "meta" else out.narrow(d, 0, len(idx))
-        changed = True
-    return out if changed else None
-
-
-def _set_attr(root: torch.nn.Module, qualname: str, value: torch.Tensor, like: torch.Tensor) -> None:
-    *path, name = qualname.split(".")
-    mod = root
-    for p in path:
-        mod = getattr(mod, p)
+def _fresh_like(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A new tensor holding ``value``, a Parameter (same requires_grad) if ``like`` is one."""
+    value = value.detach().clone()
     if isinstance(like, torch.nn.Parameter):
-        value = torch.nn.Parameter(value.detach().clone(), requires_grad=like.requires_grad)
-    else:
-        value = value.detach().clone()
-    if name in mod._parameters:
-        mod._parameters[name] = value
-    elif name in mod._buffers:
-        mod._buffers[name] = value
-    else:
-        setattr(mod, name, value)
+        return torch.nn.Parameter(value, requires_grad=like.requires_grad)
+    return value
 
 
 def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
@@ -142,24 +112,24 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
         RewriteError: the rewritten graph's shapes differ from the prediction.
     """
     gm = analysis.graph_module
-    mask = KeepMask(analysis, plan)
+    mask = plan_mask(analysis, plan)
     new_shapes: dict[str, Any] = {}
     for node in gm.graph.nodes:
-        new_shapes[node.name] = _new_shape(node.meta.get(ir.SPEC), node.meta.get(ir.CHANNELS), mask)
+        new_shapes[node.name] = mask.shape(node.meta.get(ir.SPEC), node.meta.get(ir.CHANNELS))
 
     root = _copy_root(gm)
     originals: dict[int, torch.Tensor] = {}
     for qualname, labels in analysis.state.param_labels.items():
-        t = _fetch(gm, qualname)
-        sliced = _slice_tensor(t, labels, mask)
-        if sliced is None:
+        t = get_attr(gm, qualname)
+        sliced = mask.slice(t, labels)
+        if sliced is t:
             continue
         key = id(t)
         if key in originals:  # tied weights stay tied
-            _set_attr_obj(root, qualname, originals[key])
+            set_attr(root, qualname, originals[key])
             continue
-        _set_attr(root, qualname, sliced, t)
-        originals[key] = _fetch(root, qualname)
+        originals[key] = _fresh_like(sliced, t)
+        set_attr(root, qualname, originals[key])
 
     graph = fx.Graph()
     graph._codegen = gm.graph._codegen  # e.g. torch.export's pytree in/out handling (immutable)
@@ -278,26 +248,6 @@ def _shape_tuple(spec: Any) -> Any:
     if isinstance(spec, (tuple, list)):
         return tuple(_shape_tuple(s) for s in spec)
     return spec
-
-
-def _fetch(mod: torch.nn.Module, qualname: str) -> Any:
-    obj = mod
-    for p in qualname.split("."):
-        obj = getattr(obj, p)
-    return obj
-
-
-def _set_attr_obj(root: torch.nn.Module, qualname: str, value: Any) -> None:
-    *path, name = qualname.split(".")
-    mod = root
-    for p in path:
-        mod = getattr(mod, p)
-    if name in mod._parameters:
-        mod._parameters[name] = value
-    elif name in mod._buffers:
-        mod._buffers[name] = value
-    else:
-        setattr(mod, name, value)
 
 
 def _copy_root(gm: fx.GraphModule) -> torch.nn.Module:

@@ -38,7 +38,7 @@ import torch.fx as fx
 from ..analysis.analysis import Analysis
 from ..analysis.groups import Group
 from ..errors import ConfigError, PlanError
-from ..modules import IMPLANT_KINDS, ImplantedConv2d
+from ..modules import IMPLANT_KINDS, ImplantedConv2d, set_attr
 from .channels import apply_plan, kept_indices
 
 __all__ = ["ImplantedConv2d", "apply_with_implants", "implantable", "split_bands", "IMPLANT_KINDS"]
@@ -125,8 +125,6 @@ def apply_with_implants(analysis: Analysis, remove: Mapping[int, Sequence[int]],
         imp = torch.as_tensor(sorted(positions), dtype=torch.long)
         keep = torch.as_tensor([p for p in range(conv.out_channels) if p not in positions], dtype=torch.long)
         new = rule.implant.build(conv, keep, imp, kind, rank)
-        parent_name, _, child = target.rpartition(".")
-        parent = gm.get_submodule(parent_name) if parent_name else gm
-        setattr(parent, child, new)
+        set_attr(gm, target, new)
     gm.recompile()
     return gm

@@ -24,16 +24,10 @@ import numpy as np
 import torch
 
 from ..analysis.analysis import Analysis
+from ..modules import get_attr
 from .base import ScoreContext, aggregate_members, member_selection
 
 __all__ = ["MagnitudeScorer"]
-
-
-def _fetch(model: torch.nn.Module, qualname: str) -> torch.Tensor:
-    obj = model
-    for p in qualname.split("."):
-        obj = getattr(obj, p)
-    return obj
 
 
 @dataclass(frozen=True)
@@ -57,7 +51,7 @@ class MagnitudeScorer:
             for m in member_selection(g, self.roles):
                 key = (m.param, m.dim)
                 if key not in cache:
-                    t = _fetch(gm, m.param).detach()
+                    t = get_attr(gm, m.param).detach()
                     if t.device.type == "meta":
                         cache[key] = np.zeros(t.shape[m.dim])
                     else:

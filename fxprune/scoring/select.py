@@ -29,6 +29,7 @@ from typing import Mapping
 import numpy as np
 
 from ..analysis.analysis import Analysis
+from ..analysis.groups import take_channels
 from ..errors import ConfigError
 
 __all__ = ["SelectionConfig", "GroupInfo", "choose", "select_plan"]
@@ -79,19 +80,7 @@ def _remove_count(size: int, n_fixed: int, want: int, cfg: SelectionConfig) -> i
 
 
 def _take(order: list[int], n: int, info: GroupInfo) -> list[int]:
-    """The first ``n`` channels of ``order`` that leave every member non-empty."""
-    left = info.counts.sum(1).copy()
-    had = left > 0
-    out: list[int] = []
-    for c in order:
-        if len(out) >= n:
-            break
-        after = left - info.counts[:, c]
-        if ((after <= 0) & had).any():
-            continue
-        left = after
-        out.append(c)
-    return out
+    return take_channels(order, n, info.counts)
 
 
 def choose(scores: Mapping[int, np.ndarray], groups: Mapping[int, GroupInfo],

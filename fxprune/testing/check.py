@@ -35,6 +35,7 @@ import torch.fx as fx
 from ..analysis.analysis import Analysis, analyze
 from ..api import apply, prune
 from ..errors import FxPruneError
+from ..modules import get_attr
 
 __all__ = ["InvariantError", "CheckSummary", "check_pruning", "mask_original", "random_plan"]
 
@@ -61,13 +62,6 @@ def _outputs(module: torch.nn.Module, inputs: Sequence[Any]) -> list[torch.Tenso
     flat: list[torch.Tensor] = []
     fx.node.map_aggregate(out, lambda v: flat.append(v) if isinstance(v, torch.Tensor) else None)
     return flat
-
-
-def _fetch(mod: torch.nn.Module, name: str) -> torch.Tensor:
-    obj: Any = mod
-    for p in name.split("."):
-        obj = getattr(obj, p)
-    return obj
 
 
 def _snapshot(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], str, bool]:
@@ -105,17 +99,7 @@ def random_plan(analysis: Analysis, rng: np.random.Generator, *, include_mixing:
         n = int(rng.integers(0, limit + 1))
         if not n:
             continue
-        counts = g.member_counts()
-        left = counts.sum(1)
-        chosen = []
-        for c in rng.permutation(prunable).tolist():
-            if len(chosen) >= n:
-                break
-            after = left - counts[:, c]
-            if ((after <= 0) & (left > 0)).any():
-                continue
-            left = after
-            chosen.append(c)
+        chosen = g.take(rng.permutation(prunable).tolist(), n)
         if chosen:
             plan[g.id] = sorted(chosen)
     return plan
@@ -138,7 +122,7 @@ def mask_original(analysis: Analysis, plan: Mapping[int, Sequence[int]]) -> fx.G
                     continue
                 idx = m.indices(chans)
                 if len(idx):
-                    t = _fetch(masked, m.param)
+                    t = get_attr(masked, m.param)
                     t.index_fill_(m.dim, torch.as_tensor(idx, dtype=torch.long), 0.0)
     return masked
 

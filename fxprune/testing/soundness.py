@@ -36,7 +36,8 @@ import torch.fx as fx
 
 from .. import ir
 from ..analysis.analysis import Analysis, analyze
-from ..ir import iter_label_arrays
+from ..ir import KeepMask, iter_label_arrays
+from ..modules import set_attr
 from ..ops.context import EmitContext
 from ..ops.registry import node_key
 
@@ -78,50 +79,6 @@ class _Recorder(fx.Interpreter):
     def run_node(self, n: fx.Node) -> Any:
         out = super().run_node(n)
         self.values[n.name] = out
-        return out
-
-
-def _fetch(mod: torch.nn.Module, name: str) -> Any:
-    obj: Any = mod
-    for p in name.split("."):
-        obj = getattr(obj, p)
-    return obj
-
-
-class _Local:
-    """Slicing and masking helpers for one node and one removal set."""
-
-    def __init__(self, roots: np.ndarray, removed: np.ndarray) -> None:
-        self.roots = roots
-        self.removed = removed
-
-    def kept(self, lab: np.ndarray) -> np.ndarray:
-        return ~self.removed[self.roots[lab]]
-
-    def slice(self, t: Any, labels: Any) -> Any:
-        if isinstance(t, (tuple, list)) and isinstance(labels, tuple) and len(labels) == len(t):
-            return type(t)(self.slice(x, l) for x, l in zip(t, labels))
-        if not isinstance(t, torch.Tensor) or not isinstance(labels, tuple):
-            return t
-        out = t
-        for d, lab in enumerate(labels):
-            if isinstance(lab, np.ndarray):
-                keep = self.kept(lab)
-                if not keep.all():
-                    out = out.index_select(d, torch.as_tensor(np.nonzero(keep)[0], dtype=torch.long))
-        return out
-
-    def mask(self, t: Any, labels: Any) -> Any:
-        if isinstance(t, (tuple, list)) and isinstance(labels, tuple) and len(labels) == len(t):
-            return type(t)(self.mask(x, l) for x, l in zip(t, labels))
-        if not isinstance(t, torch.Tensor) or not isinstance(labels, tuple):
-            return t
-        out = t.clone()
-        for d, lab in enumerate(labels):
-            if isinstance(lab, np.ndarray):
-                drop = ~self.kept(lab)
-                if drop.any():
-                    out.index_fill_(d, torch.as_tensor(np.nonzero(drop)[0], dtype=torch.long), 0.0)
         return out
 
 
@@ -231,7 +188,7 @@ def check_rules(
             for lab in arrays:
                 if removed[roots[lab]].all():
                     removed[roots[lab[0]]] = False
-            diff = _check_node(node, rule, module, param_labels, rec.values, _Local(roots, removed),
+            diff = _check_node(node, rule, module, param_labels, rec.values, KeepMask(roots, removed),
                                rtol, atol, values_checked)
             worst = max(worst, diff)
             checked += 1
@@ -240,7 +197,7 @@ def check_rules(
 
 
 def _check_node(node: fx.Node, rule: Any, module: torch.nn.Module | None, param_labels: dict,
-                values: dict[str, Any], local: _Local, rtol: float, atol: float,
+                values: dict[str, Any], local: KeepMask, rtol: float, atol: float,
                 compare_values: bool = True) -> float:
     def value(n: fx.Node) -> Any:
         return values[n.name]
@@ -251,19 +208,7 @@ def _check_node(node: fx.Node, rule: Any, module: torch.nn.Module | None, param_
     masked_kwargs = _map_args(dict(node.kwargs), values, lambda n: local.mask(value(n), _labels_of(n)))
 
     def shape_of(n: fx.Node) -> Any:
-        spec = n.meta.get(ir.SPEC)
-        labels = _labels_of(n)
-
-        def one(s: Any, l: Any) -> Any:
-            return tuple(size if lab is None else int(local.kept(lab).sum())
-                         for size, lab in zip(s.shape, l or (None,) * len(s.shape)))
-
-        if hasattr(spec, "shape"):
-            return one(spec, labels)
-        if isinstance(spec, tuple):
-            return tuple(one(s, l) if hasattr(s, "shape") else s
-                         for s, l in zip(spec, labels or (None,) * len(spec)))
-        return spec
+        return local.shape(n.meta.get(ir.SPEC), _labels_of(n))
 
     ectx = EmitContext(node, sliced_args, sliced_kwargs, node.args, dict(node.kwargs), shape_of,
                        _labels_of, local.kept)
@@ -273,8 +218,8 @@ def _check_node(node: fx.Node, rule: Any, module: torch.nn.Module | None, param_
             big = copy.deepcopy(module)
             for pname, labs in param_labels.items():
                 t = getattr(module, pname)
-                setattr_tensor(small, pname, local.slice(t, labs))
-                setattr_tensor(big, pname, local.mask(t, labs))
+                set_attr(small, pname, _frozen(local.slice(t, labs), t))
+                set_attr(big, pname, _frozen(local.mask(t, labs), t))
             if rule.resize is not None:
                 ectx.module = small
                 rule.resize(small, ectx)
@@ -309,13 +254,8 @@ def _check_node(node: fx.Node, rule: Any, module: torch.nn.Module | None, param_
     return diff
 
 
-def setattr_tensor(module: torch.nn.Module, name: str, value: torch.Tensor) -> None:
-    if name in module._parameters:
-        module._parameters[name] = torch.nn.Parameter(value, requires_grad=False)
-    elif name in module._buffers:
-        module._buffers[name] = value
-    else:
-        setattr(module, name, value)
+def _frozen(value: torch.Tensor, like: Any) -> torch.Tensor:
+    return torch.nn.Parameter(value, requires_grad=False) if isinstance(like, torch.nn.Parameter) else value
 
 
 def _call(op: str, target: Any, args: Any, kwargs: Any) -> Any:
