@@ -21,6 +21,7 @@ import numpy as np
 import torch.fx as fx
 
 from .. import ir
+from ..ir import Role
 from .channels import ChannelState
 
 __all__ = ["Member", "TensorMember", "Group", "build_groups", "take_channels"]
@@ -67,7 +68,7 @@ class Member:
     node: str
     param: str
     dim: int
-    role: str
+    role: Role
     index_map: tuple[int, ...]
 
     @property
@@ -126,7 +127,7 @@ class Group:
         return tuple(c for c in range(self.size) if c not in self.fixed)
 
     def producers(self) -> tuple[Member, ...]:
-        return tuple(m for m in self.members if m.role == "producer")
+        return tuple(m for m in self.members if m.role is Role.PRODUCER)
 
     def member_counts(self) -> np.ndarray:
         """``counts[k, c]``: how many indices of member ``k`` channel ``c`` owns."""
@@ -201,7 +202,7 @@ def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
     for i, (kind, name, d, r) in enumerate(spaces):
         attrs: dict[str, Any] = {"kind": kind, "name": name, "dim": d, "size": int(len(r))}
         if kind == "param":
-            attrs["role"] = state.roles.get((name, d), "coupled")
+            attrs["role"] = str(state.roles.get((name, d), Role.COUPLED))
             attrs["node"] = state.param_nodes.get(name, "")
         graph.add_node(_space_id(kind, name, d), **attrs)
     if spaces:
@@ -229,9 +230,8 @@ def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
         tensors = [index[c] for c in comp if index[c][0] == "tensor"]
         if not params:
             continue
-        rank = {"producer": 0, "bias": 1, "scale": 2, "coupled": 3, "consumer": 4}
         params.sort(key=lambda s: (order.get(state.param_nodes.get(s[1], ""), 0),
-                                   rank.get(state.roles.get((s[1], s[2]), "coupled"), 3), s[1], s[2]))
+                                   state.roles.get((s[1], s[2]), Role.COUPLED).rank, s[1], s[2]))
         tensors.sort(key=lambda s: (order.get(s[1], 0), s[2]))
         all_roots = np.concatenate([s[3] for s in params])
         _, first_idx = np.unique(all_roots, return_index=True)
@@ -246,7 +246,7 @@ def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
         members = []
         for kind, name, d, r in params:
             members.append(Member(state.param_nodes.get(name, ""), name, d,
-                                  state.roles.get((name, d), "coupled"), tuple(lookup[r].tolist())))
+                                  state.roles.get((name, d), Role.COUPLED), tuple(lookup[r].tolist())))
         tmembers = []
         for kind, name, d, r in tensors:
             ok = r <= lookup.size - 1

@@ -155,9 +155,9 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
         rule = node.meta.get(ir.RULE)
         ectx = None
         if rule is not None and (rule.emit is not None or rule.resize is not None):
-            ectx = EmitContext(node, remap(node.args), remap(dict(node.kwargs)), node.args,
-                               dict(node.kwargs), shape_of, labels_of, mask.kept,
-                               value_changed=value_changed)
+            ectx = EmitContext(node=node, args=remap(node.args), kwargs=remap(dict(node.kwargs)),
+                               old_args=node.args, old_kwargs=dict(node.kwargs), new_shape=shape_of,
+                               labels_of=labels_of, kept=mask.kept, value_changed=value_changed)
         if node.op == "call_module" and rule is not None and rule.resize is not None:
             mod = root.get_submodule(str(node.target))
             ectx.module = mod

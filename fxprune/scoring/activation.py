@@ -55,6 +55,7 @@ import torch.fx as fx
 
 from ..analysis.analysis import Analysis
 from ..analysis.groups import Group, TensorMember
+from ..ir import Role
 from ..errors import ConfigError
 from .base import AGGREGATIONS, ScoreContext
 from .calibration import (Accumulator, Batch, iter_batches, num_batches_of, progress, record_activations,
@@ -89,7 +90,7 @@ def read_tensors(analysis: Analysis, group: Group) -> list[tuple[TensorMember, f
 
     chosen: dict[tuple[str, int], TensorMember] = {}
     for m in group.members:
-        if m.role != "consumer" or m.node not in nodes:
+        if m.role is not Role.CONSUMER or m.node not in nodes:
             continue
         # walk from the parameter's node through weight-only nodes (get_attr -> transpose ...)
         # to the ops that combine it with activations; their activation inputs are read.

@@ -10,13 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
+import torch
+
 import numpy as np
 
 from ..analysis.analysis import Analysis
 from ..analysis.groups import Group, Member
 from ..errors import ConfigError
+from ..ir import Role
 
-__all__ = ["Scorer", "ScoreContext", "aggregate_members", "AGGREGATIONS", "member_selection"]
+__all__ = ["AGGREGATIONS", "Key", "ScoreContext", "Scorer", "aggregate_members", "check_roles", "member_keys",
+           "member_selection", "slice_sums"]
+
+#: a scored parameter dimension: ``(qualified parameter name, dim)``
+Key = tuple[str, int]
 
 AGGREGATIONS = ("sum", "mean", "max")
 
@@ -80,3 +87,34 @@ def aggregate_members(group: Group, per_member: Mapping[int, np.ndarray], how: s
     if how == "mean":
         return stack.mean(0)
     return stack.max(0)
+
+
+def slice_sums(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Float64 sums of ``t`` over every dim but ``dim`` (one value per index along ``dim``)."""
+    return t.detach().to(torch.float64).movedim(dim, 0).reshape(t.shape[dim], -1).sum(1)
+
+
+def check_roles(roles: Any, aggregate: str) -> tuple[Role, ...]:
+    """``roles`` as a tuple of :class:`~fxprune.ir.Role` (one name is accepted); checks ``aggregate`` too."""
+    roles = (roles,) if isinstance(roles, str) else tuple(roles)
+    known = {r.value for r in Role}
+    if not roles or set(roles) - known:
+        raise ConfigError(f"roles must be a non-empty subset of {sorted(known)}, got {roles!r}")
+    roles = tuple(Role(r) for r in roles)
+    if aggregate not in AGGREGATIONS:
+        raise ConfigError(f"unknown aggregation {aggregate!r}; choose one of {AGGREGATIONS}")
+    return roles
+
+
+def member_keys(analysis: Analysis, roles: Sequence[str]) -> tuple[dict[int, list[tuple[int, Key]]], list[Key]]:
+    """Per group, the (member position, (param, dim)) pairs scored; and the distinct keys."""
+    per_group: dict[int, list[tuple[int, Key]]] = {}
+    keys: dict[Key, None] = {}
+    for g in analysis.groups:
+        rows = []
+        for m in member_selection(g, roles):
+            key = (m.param, m.dim)
+            rows.append((g.members.index(m), key))
+            keys.setdefault(key)
+        per_group[g.id] = rows
+    return per_group, list(keys)

@@ -62,47 +62,15 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..analysis.analysis import Analysis
 from ..errors import ConfigError
-from .base import AGGREGATIONS, ScoreContext, aggregate_members, member_selection
+from .base import Key, ScoreContext, aggregate_members, check_roles, member_keys, slice_sums
 from .calibration import (Accumulator, batch_loss, distributed_rank, iter_batches,
                           model_device, num_batches_of, private_state, progress, require_data)
 
-__all__ = ["HessianScorer", "exact_channel_hessian_traces", "slice_sums", "weight_factor"]
-
-Key = tuple[str, int]
-
-
-def slice_sums(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Float64 sums of ``t`` over every dim but ``dim`` (one value per index along ``dim``)."""
-    return t.detach().to(torch.float64).movedim(dim, 0).reshape(t.shape[dim], -1).sum(1)
-
+__all__ = ["HessianScorer", "exact_channel_hessian_traces", "weight_factor"]
 
 def _rademacher(like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     v = torch.randint(0, 2, tuple(like.shape), generator=gen).to(like.dtype).mul_(2).sub_(1)
     return v.to(like.device)
-
-
-def _check_roles(roles: Any, aggregate: str) -> tuple[str, ...]:
-    roles = (roles,) if isinstance(roles, str) else tuple(roles)
-    known = {"producer", "consumer", "bias", "scale", "coupled"}
-    if not roles or set(roles) - known:
-        raise ConfigError(f"roles must be a non-empty subset of {sorted(known)}, got {roles!r}")
-    if aggregate not in AGGREGATIONS:
-        raise ConfigError(f"unknown aggregation {aggregate!r}; choose one of {AGGREGATIONS}")
-    return roles
-
-
-def _chosen(analysis: Analysis, roles: Sequence[str]) -> tuple[dict[int, list[tuple[int, Key]]], list[Key]]:
-    """Per group, the (member position, (param, dim)) pairs scored; and the distinct keys."""
-    per_group: dict[int, list[tuple[int, Key]]] = {}
-    keys: dict[Key, None] = {}
-    for g in analysis.groups:
-        rows = []
-        for m in member_selection(g, roles):
-            key = (m.param, m.dim)
-            rows.append((g.members.index(m), key))
-            keys.setdefault(key)
-        per_group[g.id] = rows
-    return per_group, list(keys)
 
 
 def weight_factor(w: torch.Tensor, dim: int) -> np.ndarray:
@@ -135,12 +103,12 @@ class HessianScorer:
             raise ConfigError(f"n_probes must be a positive int, got {self.n_probes!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed must be an int, got {self.seed!r}")
-        object.__setattr__(self, "roles", _check_roles(self.roles, self.aggregate))
+        object.__setattr__(self, "roles", check_roles(self.roles, self.aggregate))
 
     def traces(self, analysis: Analysis, ctx: ScoreContext) -> dict[Key, np.ndarray]:
         """``{(param, dim): Hutchinson trace of each slice's diagonal Hessian block}``."""
         require_data(self.name, ctx.data, ctx.loss_fn, need_loss=True)
-        _, keys = _chosen(analysis, self.roles)
+        _, keys = member_keys(analysis, self.roles)
         return self._traces(analysis, ctx, keys)
 
     def _traces(self, analysis: Analysis, ctx: ScoreContext, keys: list[Key]) -> dict[Key, np.ndarray]:
@@ -192,7 +160,7 @@ class HessianScorer:
 
     def __call__(self, analysis: Analysis, ctx: ScoreContext) -> dict[int, np.ndarray]:
         require_data(self.name, ctx.data, ctx.loss_fn, need_loss=True)
-        per_group, keys = _chosen(analysis, self.roles)
+        per_group, keys = member_keys(analysis, self.roles)
         traces = self._traces(analysis, ctx, keys)
         gm = analysis.graph_module
         params = dict(gm.named_parameters())

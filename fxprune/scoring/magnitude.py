@@ -25,7 +25,8 @@ import torch
 
 from ..analysis.analysis import Analysis
 from ..modules import get_attr
-from .base import ScoreContext, aggregate_members, member_selection
+from ..errors import ConfigError
+from .base import Key, ScoreContext, aggregate_members, check_roles, member_keys, slice_sums
 
 __all__ = ["MagnitudeScorer"]
 
@@ -38,26 +39,24 @@ class MagnitudeScorer:
     roles: tuple[str, ...] = ("producer",)
     aggregate: str = "sum"
 
+    def __post_init__(self) -> None:
+        if self.p not in (1, 2):
+            raise ConfigError(f"p must be 1 (L1) or 2 (squared L2), got {self.p!r}")
+        object.__setattr__(self, "roles", check_roles(self.roles, self.aggregate))
+
     @property
     def name(self) -> str:
         return f"l{self.p}"
 
     def __call__(self, analysis: Analysis, ctx: ScoreContext) -> dict[int, np.ndarray]:
-        gm = analysis.graph_module
-        cache: dict[tuple[str, int], np.ndarray] = {}
-        out: dict[int, np.ndarray] = {}
-        for g in analysis.groups:
-            per_member = {}
-            for m in member_selection(g, self.roles):
-                key = (m.param, m.dim)
-                if key not in cache:
-                    t = get_attr(gm, m.param).detach()
-                    if t.device.type == "meta":
-                        cache[key] = np.zeros(t.shape[m.dim])
-                    else:
-                        t = t.to(torch.float64).movedim(m.dim, 0).reshape(t.shape[m.dim], -1)
-                        v = t.abs().sum(1) if self.p == 1 else (t * t).sum(1)
-                        cache[key] = v.numpy()
-                per_member[g.members.index(m)] = cache[key]
-            out[g.id] = aggregate_members(g, per_member, self.aggregate)
-        return out
+        per_group, keys = member_keys(analysis, self.roles)
+        norms: dict[Key, np.ndarray] = {}
+        for name, dim in keys:
+            t = get_attr(analysis.graph_module, name).detach()
+            if t.device.type == "meta":
+                norms[(name, dim)] = np.zeros(t.shape[dim])
+                continue
+            t = t.to(torch.float64)
+            norms[(name, dim)] = slice_sums(t.abs() if self.p == 1 else t * t, dim).cpu().numpy()
+        return {g.id: aggregate_members(g, {pos: norms[k] for pos, k in per_group[g.id]}, self.aggregate)
+                for g in analysis.groups}

@@ -40,10 +40,9 @@ import numpy as np
 import torch
 
 from ..analysis.analysis import Analysis
-from .base import ScoreContext, aggregate_members
+from .base import ScoreContext, aggregate_members, check_roles, member_keys, slice_sums
 from .calibration import (Accumulator, batch_loss, iter_batches, model_device, num_batches_of,
                           private_state, progress, require_data)
-from .hessian import _check_roles, _chosen, slice_sums
 
 __all__ = ["TaylorScorer"]
 
@@ -64,11 +63,11 @@ class TaylorScorer:
     name = "taylor"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "roles", _check_roles(self.roles, self.aggregate))
+        object.__setattr__(self, "roles", check_roles(self.roles, self.aggregate))
 
     def __call__(self, analysis: Analysis, ctx: ScoreContext) -> dict[int, np.ndarray]:
         require_data(self.name, ctx.data, ctx.loss_fn, need_loss=True)
-        per_group, keys = _chosen(analysis, self.roles)
+        per_group, keys = member_keys(analysis, self.roles)
         gm = analysis.graph_module
         names = list(dict.fromkeys(p for p, _ in keys))
         state = private_state(gm, grad=names)

@@ -35,6 +35,7 @@ import torch.fx as fx
 from ..analysis.analysis import Analysis, analyze
 from ..api import apply, prune
 from ..errors import FxPruneError
+from ..ir import Role
 from ..modules import get_attr
 
 __all__ = ["InvariantError", "CheckSummary", "check_pruning", "mask_original", "random_plan"]
@@ -118,7 +119,7 @@ def mask_original(analysis: Analysis, plan: Mapping[int, Sequence[int]]) -> fx.G
         for gid, chans in plan.items():
             g = by_id[gid]
             for m in g.members:
-                if m.role == "scale":
+                if m.role is Role.SCALE:
                     continue
                 idx = m.indices(chans)
                 if len(idx):

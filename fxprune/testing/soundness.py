@@ -210,8 +210,8 @@ def _check_node(node: fx.Node, rule: Any, module: torch.nn.Module | None, param_
     def shape_of(n: fx.Node) -> Any:
         return local.shape(n.meta.get(ir.SPEC), _labels_of(n))
 
-    ectx = EmitContext(node, sliced_args, sliced_kwargs, node.args, dict(node.kwargs), shape_of,
-                       _labels_of, local.kept)
+    ectx = EmitContext(node=node, args=sliced_args, kwargs=sliced_kwargs, old_args=node.args,
+                       old_kwargs=dict(node.kwargs), new_shape=shape_of, labels_of=_labels_of, kept=local.kept)
     with torch.no_grad():
         if module is not None:
             small = copy.deepcopy(module)
