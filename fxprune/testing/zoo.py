@@ -154,7 +154,26 @@ def _finish(model: nn.Module, perturb: bool) -> nn.Module:
 # --------------------------------------------------------------------------- #
 
 
-class BasicBlock(nn.Module):
+def _projection(in_planes: int, out_planes: int, stride: int) -> nn.Module | None:
+    """torchvision's ``downsample``: a strided 1x1 conv + BN when the shape changes, else None."""
+    if stride == 1 and in_planes == out_planes:
+        return None
+    return nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False), nn.BatchNorm2d(out_planes))
+
+
+class _ResidualUnit(nn.Module):
+    """``relu(branch(x) + identity)``, the identity projected by ``downsample`` when set."""
+
+    def _branch(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self._branch(x)
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+class BasicBlock(_ResidualUnit):
     """ResNet basic block: 3x3 conv-BN-ReLU, 3x3 conv-BN, residual add, ReLU."""
 
     expansion: int = 1
@@ -166,55 +185,32 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        out_planes = planes * self.expansion
-        self.downsample: nn.Module | None = None
-        if stride != 1 or in_planes != out_planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_planes),
-            )
+        self.downsample = _projection(in_planes, planes * self.expansion, stride)
 
-    def forward(self, x: Tensor) -> Tensor:
-        identity = x
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        out = out + identity
-        return self.relu(out)
+    def _branch(self, x: Tensor) -> Tensor:
+        return self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_ResidualUnit):
     """ResNet bottleneck block: 1x1 reduce, 3x3 (strided), 1x1 expand (x4)."""
 
     expansion: int = 4
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
-        out_planes = planes * self.expansion
         self.conv1 = nn.Conv2d(in_planes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, out_planes, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_planes)
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or in_planes != out_planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_planes),
-            )
+        self.downsample = _projection(in_planes, planes * self.expansion, stride)
 
-    def forward(self, x: Tensor) -> Tensor:
-        identity = x
+    def _branch(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        out = out + identity
-        return self.relu(out)
+        return self.bn3(self.conv3(out))
 
 
 class ResNet(nn.Module):
@@ -842,22 +838,16 @@ class SeparateQKVAttention(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
         super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.k = nn.Linear(dim, dim, bias=qkv_bias)
-        self.v = nn.Linear(dim, dim, bias=qkv_bias)
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.q, self.k, self.v = (nn.Linear(dim, dim, bias=qkv_bias) for _ in range(3))
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        B, N, C = x.shape
-        H, D = self.num_heads, self.head_dim
-        q = self.q(x).view(B, N, H, D).transpose(1, 2)
-        k = self.k(x).view(B, N, H, D).transpose(1, 2)
-        v = self.v(x).view(B, N, H, D).transpose(1, 2)
+        B, N, _ = x.shape
+        q, k, v = (lin(x).view(B, N, self.num_heads, self.head_dim).transpose(1, 2)
+                   for lin in (self.q, self.k, self.v))
         x = F.scaled_dot_product_attention(q, k, v)
-        x = x.transpose(1, 2).reshape(B, N, -1)
-        return self.proj(x)
+        return self.proj(x.transpose(1, 2).reshape(B, N, -1))
 
 
 class Mlp(nn.Module):
@@ -873,38 +863,38 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class ViTBlock(nn.Module):
-    """Pre-norm transformer encoder block: x + attn(LN(x)); x + mlp(LN(x))."""
+class PreNormResidual(nn.Module):
+    """A pre-norm transformer block: ``x + attn(norm_a(x))`` then ``x + mlp(norm_b(x))``.
+
+    Subclasses name the four parts as their reference implementation does
+    (``PARTS``), so parameter names match timm / Hugging Face layouts.
+    """
+
+    PARTS: tuple[str, str, str, str] = ("norm1", "attn", "norm2", "mlp")
+
+    def forward(self, x: Tensor) -> Tensor:
+        norm_a, attn, norm_b, mlp = (getattr(self, name) for name in self.PARTS)
+        x = x + attn(norm_a(x))
+        return x + mlp(norm_b(x))
+
+
+class ViTBlock(PreNormResidual):
+    """Pre-norm transformer encoder block (timm naming)."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, separate_qkv: bool = False) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        attn_cls = SeparateQKVAttention if separate_qkv else Attention
-        self.attn = attn_cls(dim, num_heads)
+        self.attn = (SeparateQKVAttention if separate_qkv else Attention)(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x))
-        x = x + self.mlp(self.norm2(x))
-        return x
 
 
 class VisionTransformer(nn.Module):
     """ViT: conv patch embedding, cls token, learned pos-embed, encoder, cls head."""
 
-    def __init__(
-        self,
-        img_size: int = 32,
-        patch_size: int = 8,
-        in_chans: int = 3,
-        embed_dim: int = 32,
-        depth: int = 2,
-        num_heads: int = 4,
-        mlp_ratio: float = 4.0,
-        num_classes: int = 10,
-        separate_qkv: bool = False,
-    ) -> None:
+    def __init__(self, img_size: int = 32, patch_size: int = 8, in_chans: int = 3, embed_dim: int = 32,
+                 depth: int = 2, num_heads: int = 4, mlp_ratio: float = 4.0, num_classes: int = 10,
+                 separate_qkv: bool = False) -> None:
         super().__init__()
         num_patches = (img_size // patch_size) ** 2
         self.patch_embed = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
@@ -1022,46 +1012,26 @@ class LlamaMLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
-class LlamaBlock(nn.Module):
-    """Llama decoder layer: pre-RMSNorm attention and SwiGLU MLP with residuals."""
+class LlamaBlock(PreNormResidual):
+    """Llama decoder layer: pre-RMSNorm attention and SwiGLU MLP with residuals (Hugging Face naming)."""
 
-    def __init__(
-        self,
-        dim: int,
-        n_heads: int,
-        n_kv_heads: int,
-        intermediate_size: int,
-        max_seq_len: int,
-        norm_eps: float = 1e-5,
-        rope_theta: float = 10000.0,
-    ) -> None:
+    PARTS = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
+
+    def __init__(self, dim: int, n_heads: int, n_kv_heads: int, intermediate_size: int, max_seq_len: int,
+                 norm_eps: float = 1e-5, rope_theta: float = 10000.0) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(dim, norm_eps)
         self.self_attn = LlamaAttention(dim, n_heads, n_kv_heads, max_seq_len, rope_theta)
         self.post_attention_layernorm = RMSNorm(dim, norm_eps)
         self.mlp = LlamaMLP(dim, intermediate_size)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x))
-        x = x + self.mlp(self.post_attention_layernorm(x))
-        return x
-
 
 class Llama(nn.Module):
     """Llama-style decoder-only language model returning logits [B, T, vocab]."""
 
-    def __init__(
-        self,
-        vocab_size: int = 64,
-        dim: int = 32,
-        n_layers: int = 2,
-        n_heads: int = 4,
-        n_kv_heads: int = 2,
-        intermediate_size: int = 64,
-        max_seq_len: int = 32,
-        norm_eps: float = 1e-5,
-        rope_theta: float = 10000.0,
-    ) -> None:
+    def __init__(self, vocab_size: int = 64, dim: int = 32, n_layers: int = 2, n_heads: int = 4,
+                 n_kv_heads: int = 2, intermediate_size: int = 64, max_seq_len: int = 32,
+                 norm_eps: float = 1e-5, rope_theta: float = 10000.0) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(vocab_size, dim)
         self.layers = nn.ModuleList(
@@ -1119,72 +1089,33 @@ def _image(batch: int = 1, chans: int = 3, size: int = 32) -> tuple[Tensor, ...]
     return (torch.randn(batch, chans, size, size),)
 
 
-def resnet_basic(perturb_norms: bool = True) -> ModelAndInputs:
-    """ResNet-18-shaped BasicBlock ResNet (layers 2-2-2-2, widths 8-64); 1x3x32x32."""
-    torch.manual_seed(0)
-    model = ResNet(BasicBlock, (2, 2, 2, 2), widths=(8, 16, 32, 64))
-    return _finish(model, perturb_norms), _image()
+def _vision(build: Callable[[], nn.Module], doc: str, **image: int) -> Callable[..., ModelAndInputs]:
+    """A zoo factory: seed 0, build, perturb norms, and an image batch (``_image(**image)``)."""
+
+    def factory(perturb_norms: bool = True) -> ModelAndInputs:
+        torch.manual_seed(0)
+        return _finish(build(), perturb_norms), _image(**image)
+
+    factory.__doc__ = doc
+    return factory
 
 
-def resnet_bottleneck(perturb_norms: bool = True) -> ModelAndInputs:
-    """Bottleneck ResNet (layers 1-2-1-1, widths 8-32, expansion 4); 1x3x32x32."""
-    torch.manual_seed(0)
-    model = ResNet(Bottleneck, (1, 2, 1, 1), widths=(8, 16, 24, 32))
-    return _finish(model, perturb_norms), _image()
-
-
-def mobilenet_v2(perturb_norms: bool = True) -> ModelAndInputs:
-    """Small MobileNetV2; input 1x3x32x32."""
-    torch.manual_seed(0)
-    return _finish(MobileNetV2(), perturb_norms), _image()
-
-
-def mobilenet_v3(perturb_norms: bool = True) -> ModelAndInputs:
-    """Small MobileNetV3-small; input 1x3x32x32."""
-    torch.manual_seed(0)
-    return _finish(MobileNetV3(), perturb_norms), _image()
-
-
-def densenet(perturb_norms: bool = True) -> ModelAndInputs:
-    """DenseNet-BC, 3 blocks x 3 layers, growth 8; input 1x3x32x32."""
-    torch.manual_seed(0)
-    return _finish(DenseNet(), perturb_norms), _image()
-
-
-def inception(perturb_norms: bool = True) -> ModelAndInputs:
-    """Small Inception-v1 with three Inception blocks; input 1x3x32x32."""
-    torch.manual_seed(0)
-    return _finish(InceptionV1(), perturb_norms), _image()
-
-
-def shufflenet_v2(perturb_norms: bool = True) -> ModelAndInputs:
-    """Small ShuffleNetV2 (repeats 2-3-2, channels 8-16-32-64-128); input 2x3x64x64."""
-    torch.manual_seed(0)
-    return _finish(ShuffleNetV2(), perturb_norms), _image(batch=2, size=64)
-
-
-def unet(perturb_norms: bool = True) -> ModelAndInputs:
-    """Two-level UNet, base width 8, 2 classes; input 1x3x32x32 -> 1x2x32x32."""
-    torch.manual_seed(0)
-    return _finish(UNet(), perturb_norms), _image()
-
-
-def convnext(perturb_norms: bool = True) -> ModelAndInputs:
-    """Small ConvNeXt (depths 1-1-2-1, dims 8-16-32-32); input 1x3x32x32."""
-    torch.manual_seed(0)
-    return _finish(ConvNeXt(), perturb_norms), _image()
-
-
-def vit(perturb_norms: bool = True) -> ModelAndInputs:
-    """ViT (dim 32, depth 2, 4 heads, patch 8) with fused qkv; input 2x3x32x32."""
-    torch.manual_seed(0)
-    return _finish(VisionTransformer(), perturb_norms), _image(batch=2)
-
-
-def vit_separate_qkv(perturb_norms: bool = True) -> ModelAndInputs:
-    """ViT with separate q/k/v Linears and SDPA; input 2x3x32x32."""
-    torch.manual_seed(0)
-    return _finish(VisionTransformer(separate_qkv=True), perturb_norms), _image(batch=2)
+resnet_basic = _vision(lambda: ResNet(BasicBlock, (2, 2, 2, 2), widths=(8, 16, 32, 64)),
+                       "ResNet-18-shaped BasicBlock ResNet (layers 2-2-2-2, widths 8-64); 1x3x32x32.")
+resnet_bottleneck = _vision(lambda: ResNet(Bottleneck, (1, 2, 1, 1), widths=(8, 16, 24, 32)),
+                            "Bottleneck ResNet (layers 1-2-1-1, widths 8-32, expansion 4); 1x3x32x32.")
+mobilenet_v2 = _vision(MobileNetV2, "Small MobileNetV2; input 1x3x32x32.")
+mobilenet_v3 = _vision(MobileNetV3, "Small MobileNetV3-small; input 1x3x32x32.")
+densenet = _vision(DenseNet, "DenseNet-BC, 3 blocks x 3 layers, growth 8; input 1x3x32x32.")
+inception = _vision(InceptionV1, "Small Inception-v1 with three Inception blocks; input 1x3x32x32.")
+shufflenet_v2 = _vision(ShuffleNetV2, "Small ShuffleNetV2 (repeats 2-3-2, channels 8-16-32-64-128); input 2x3x64x64.",
+                        batch=2, size=64)
+unet = _vision(UNet, "Two-level UNet, base width 8, 2 classes; input 1x3x32x32 -> 1x2x32x32.")
+convnext = _vision(ConvNeXt, "Small ConvNeXt (depths 1-1-2-1, dims 8-16-32-32); input 1x3x32x32.")
+vit = _vision(VisionTransformer, "ViT (dim 32, depth 2, 4 heads, patch 8) with fused qkv; input 2x3x32x32.", batch=2)
+vit_separate_qkv = _vision(lambda: VisionTransformer(separate_qkv=True),
+                           "ViT with separate q/k/v Linears and SDPA; input 2x3x32x32.", batch=2)
+lenet5 = _vision(LeNet5, "LeNet-5; input 2x1x28x28.", batch=2, chans=1, size=28)
 
 
 def llama(perturb_norms: bool = True) -> ModelAndInputs:
@@ -1193,12 +1124,6 @@ def llama(perturb_norms: bool = True) -> ModelAndInputs:
     model = Llama()
     tokens = torch.randint(0, 64, (2, 8), dtype=torch.long)
     return _finish(model, perturb_norms), (tokens,)
-
-
-def lenet5(perturb_norms: bool = True) -> ModelAndInputs:
-    """LeNet-5; input 2x1x28x28."""
-    torch.manual_seed(0)
-    return _finish(LeNet5(), perturb_norms), _image(batch=2, chans=1, size=28)
 
 
 def llama_7b_meta(**overrides: int | float) -> ModelAndInputs:
