@@ -227,6 +227,7 @@ EXTRA_SAMPLES: list[tuple[Any, OpSample]] = [
     (F.interpolate, S(**_VOLUME, call=lambda f, ts, p: f(ts[0], scale_factor=2, mode="trilinear"))),
     (F.interpolate, _arg(scale_factor=2, mode="bilinear")),
     (operator.getitem, S(call=lambda f, ts, p: f(ts[0], (slice(None), slice(None), 0)))),
+    (operator.getitem, S(call=lambda f, ts, p: f(ts[0], Ellipsis))),
     (Method("contiguous"), S(call=lambda f, ts, p: f(ts[0].transpose(2, 3)))),
     *[(f, _arg(inplace=True)) for f in (F.relu, F.silu, F.hardswish, F.hardsigmoid, F.leaky_relu, F.hardtanh)],
 ]

@@ -100,7 +100,7 @@ UNARY = Rule(
                  "Tanhshrink", "LogSigmoid"),
         aten=("relu", "relu_", "hardtanh", "hardtanh_", "gelu", "silu", "silu_", "hardswish",
               "hardswish_", "hardsigmoid", "hardsigmoid_", "sigmoid", "sigmoid_", "tanh", "dropout",
-              "contiguous", "clone", "rsqrt", "sqrt", "neg", "exp", "exp2", "log", "log1p", "expm1", "abs",
+              "contiguous", "clone", "alias", "rsqrt", "sqrt", "neg", "exp", "exp2", "log", "log1p", "expm1", "abs",
               "detach", "leaky_relu", "leaky_relu_", "elu", "mish", "softplus", "to", "type_as",
               "clamp", "clamp_min", "clamp_max",
               "sin", "cos", "erf", "reciprocal", "sign", "floor", "ceil", "round", "logical_not",
