@@ -2,21 +2,41 @@
 
 Parameters are counted physically (``numel`` of every parameter of the
 GraphModule); MACs come from each node's rule (``Rule.macs``) applied to the
-shapes of the graph, so they follow the emitted architecture exactly.
+shapes of the graph, so they follow the emitted architecture exactly.  The
+report reads as a text table (``str``), and exports to JSON
+(:meth:`Report.to_json`) and Markdown (:meth:`Report.to_markdown`), with a
+per-layer table (:attr:`Report.layers`: widths, parameters and MACs before and
+after).
+
+Example:
+    >>> import json, torch, fxprune
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> report = fxprune.prune(model, (torch.randn(2, 4),), ratio=0.5).report
+    >>> [(row.name, row.width_before, row.width_after) for row in report.layers]
+    [('0', (8,), (4,)), ('2', (2,), (2,))]
+    >>> json.loads(report.to_json())["params"]
+    {'before': 58, 'after': 30, 'ratio': 0.5172413793103449}
+    >>> print(report.to_markdown().splitlines()[0])
+    | | before | after | ratio |
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping, Sequence
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping, Sequence
 
+import numpy as np
+import torch
 import torch.fx as fx
 
 from . import ir
 from .analysis.analysis import Analysis
 from .analysis.capture import propagate_shapes
-from .analysis.cost import count_macs, count_params
+from .analysis.cost import count_macs, count_params, node_macs
+from .modules import get_attr
+from .ops.registry import Registry
 
-__all__ = ["GroupDecision", "Report", "count_params", "count_macs", "build_report"]
+__all__ = ["GroupDecision", "LayerRow", "Report", "build_report", "count_macs", "count_params", "layer_rows"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +56,29 @@ class GroupDecision:
 
 
 @dataclass(frozen=True)
+class LayerRow:
+    """One layer (a node that holds parameters or does multiply-accumulates) before and after.
+
+    ``width_*`` are the sizes of the output's channel dimensions (those that
+    carry channel labels), e.g. ``(64,)`` for a conv with 64 output channels.
+    """
+
+    name: str
+    family: str
+    width_before: tuple[int, ...]
+    width_after: tuple[int, ...]
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+
+    @property
+    def changed(self) -> bool:
+        return (self.width_before, self.params_before, self.macs_before) != \
+            (self.width_after, self.params_after, self.macs_after)
+
+
+@dataclass(frozen=True)
 class Report:
     """Per-group decisions, parameter and MAC counts, and barriers.
 
@@ -49,6 +92,7 @@ class Report:
     groups: tuple[GroupDecision, ...]
     barriers: tuple[tuple[str, str, str], ...]
     notes: tuple[str, ...] = ()
+    layers: tuple[LayerRow, ...] = ()
 
     @property
     def params_ratio(self) -> float:
@@ -78,6 +122,42 @@ class Report:
             lines.append(n)
         return "\n".join(lines)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Everything in the report as plain JSON-ready data."""
+        return {
+            "params": {"before": self.params_before, "after": self.params_after, "ratio": self.params_ratio},
+            "macs": {"before": self.macs_before, "after": self.macs_after, "ratio": self.macs_ratio},
+            "groups": [dict(asdict(d), kept=d.kept) for d in self.groups],
+            "layers": [asdict(row) for row in self.layers],
+            "barriers": [{"node": n, "op": op, "reason": why} for n, op, why in self.barriers],
+            "notes": list(self.notes),
+        }
+
+    def to_json(self, **dumps: Any) -> str:
+        """The report as JSON (``json.dumps`` keywords pass through, e.g. ``indent=2``)."""
+        return json.dumps(self.to_dict(), **dumps)
+
+    def to_markdown(self) -> str:
+        """The report as Markdown: totals, the per-layer table, groups and barriers."""
+        lines = ["| | before | after | ratio |", "|---|---:|---:|---:|",
+                 f"| params | {self.params_before:,} | {self.params_after:,} | {self.params_ratio:.1%} |",
+                 f"| MACs | {self.macs_before:,} | {self.macs_after:,} | {self.macs_ratio:.1%} |"]
+        if self.layers:
+            lines += ["", "| layer | op | width | params | MACs |", "|---|---|---|---:|---:|"]
+            for r in self.layers:
+                width = "x".join(map(str, r.width_before)) + " → " + "x".join(map(str, r.width_after))
+                lines.append(f"| `{r.name}` | {r.family} | {width} | {r.params_before:,} → {r.params_after:,} "
+                             f"| {r.macs_before:,} → {r.macs_after:,} |")
+        lines += ["", "| group | size | kept | removed | fixed | producers |", "|---:|---:|---:|---:|---:|---|"]
+        for d in self.groups:
+            lines.append(f"| {d.group} | {d.size} | {d.kept} | {d.removed} | {d.fixed} | "
+                         + ", ".join(f"`{p}`" for p in d.producers) + (f" ({d.note})" if d.note else "") + " |")
+        if self.barriers:
+            lines += ["", "Barriers (channels not pruned):", ""]
+            lines += [f"- `{n}` ({op}): {why}" for n, op, why in self.barriers]
+        lines += [f"\n{n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
 
 def build_report(analysis: Analysis, plan: Mapping[int, Sequence[int]], pruned: fx.GraphModule,
                  notes: Sequence[str] = ()) -> Report:
@@ -99,4 +179,50 @@ def build_report(analysis: Analysis, plan: Mapping[int, Sequence[int]], pruned: 
         groups=tuple(decisions),
         barriers=tuple((b.node, b.op, b.reason) for b in analysis.barriers),
         notes=tuple(notes),
+        layers=layer_rows(before_gm, pruned, analysis.registry),
     )
+
+
+def _node_params(gm: fx.GraphModule, node: fx.Node) -> int:
+    """Parameter elements a node applies: its module's, or those of its ``get_attr`` inputs."""
+    if node.op == "call_module":
+        return sum(p.numel() for p in gm.get_submodule(str(node.target)).parameters())
+    attrs = (get_attr(gm, str(a.target)) for a in node.all_input_nodes if a.op == "get_attr")
+    return sum(t.numel() for t in attrs if isinstance(t, torch.nn.Parameter))
+
+
+def _widths(spec: Any, labels: Any) -> tuple[int, ...]:
+    if not isinstance(spec, ir.TensorSpec) or not isinstance(labels, tuple):
+        return ()
+    return tuple(int(size) for size, lab in zip(spec.shape, labels) if isinstance(lab, np.ndarray))
+
+
+def layer_rows(before: fx.GraphModule, after: fx.GraphModule, registry: Registry) -> tuple[LayerRow, ...]:
+    """The per-layer table: every node of ``before`` with parameters or MACs, matched by name in ``after``.
+
+    Both graphs need :data:`fxprune.ir.SPEC` on every node; channel widths come
+    from ``before``'s labels (:data:`fxprune.ir.CHANNELS`).
+    """
+    after_nodes = {n.name: n for n in after.graph.nodes}
+    rows = []
+    for node in before.graph.nodes:
+        if node.op not in ("call_module", "call_function", "call_method"):
+            continue
+        params, macs = _node_params(before, node), node_macs(before, node, registry)
+        if not params and not macs:
+            continue
+        twin = after_nodes.get(node.name)
+        labels = node.meta.get(ir.CHANNELS)
+        width_before = _widths(node.meta.get(ir.SPEC), labels)
+        if twin is None:  # removed from the pruned graph (e.g. a dropped block)
+            width_after, params_after, macs_after = tuple(0 for _ in width_before), 0, 0
+        else:
+            shape = twin.meta.get(ir.SPEC)
+            width_after = tuple(int(shape.shape[d]) for d, lab in enumerate(labels or ())
+                                if isinstance(lab, np.ndarray)) if isinstance(shape, ir.TensorSpec) else ()
+            params_after, macs_after = _node_params(after, twin), node_macs(after, twin, registry)
+        rule = node.meta.get(ir.RULE)
+        rows.append(LayerRow(str(node.target) if node.op == "call_module" else node.name,
+                             rule.family if rule is not None else "barrier", width_before, width_after,
+                             params, params_after, macs, macs_after))
+    return tuple(rows)
