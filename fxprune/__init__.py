@@ -25,6 +25,7 @@ from .errors import (
     UnsupportedOpError,
 )
 from .ops import Rule, default_registry
+from .plot import plot_groups
 from .recipes import recipe
 from .report import Report
 
@@ -51,5 +52,6 @@ __all__ = [
     "apply",
     "default_registry",
     "prune",
+    "plot_groups",
     "recipe",
 ]

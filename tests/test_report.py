@@ -38,3 +38,20 @@ def test_an_empty_plan_reports_no_change():
     report = fxprune.prune(model, x, ratio=0.0).report
     assert report.params_ratio == 1.0 and report.macs_ratio == 1.0
     assert not any(row.changed for row in report.layers)
+
+
+def test_plots_are_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    from fxprune.plot import plot_groups, plot_history
+    from fxprune.schedules import iterative
+
+    model, x = zoo.ZOO["lenet5"]()
+    result = fxprune.prune(model, x, ratio=0.5)
+    png = plot_groups(result, tmp_path / "groups.png")
+    assert (tmp_path / "groups.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.endswith("groups.png")
+    accuracy = iter([99.0, 98.9, 98.5, 97.0])
+    history = iterative(model, x, evaluate=lambda gm: next(accuracy), rounds=3, progress=False)
+    plot_history(history, tmp_path / "history.png")
+    assert (tmp_path / "history.png").stat().st_size > 1000
+    with pytest.raises(fxprune.ConfigError, match="does not exist"):
+        plot_groups(result, tmp_path / "missing" / "g.png")
