@@ -14,17 +14,18 @@ This listing is public: external tools verify pruning with it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import networkx as nx
 import numpy as np
 import torch.fx as fx
 
 from .. import ir
-from ..ir import Role
+from ..errors import PlanError
+from ..ir import KeepMask, Role
 from .channels import ChannelState
 
-__all__ = ["Member", "TensorMember", "Group", "build_groups", "take_channels"]
+__all__ = ["Member", "TensorMember", "Group", "build_groups", "plan_mask", "take_channels"]
 
 
 def take_channels(order: Iterable[int], n: int, counts: np.ndarray) -> list[int]:
@@ -158,6 +159,42 @@ class Group:
         for m in self.members:
             lines.append(f"  {m.role:<9} {m.param}[dim {m.dim}] ({m.size})")
         return "\n".join(lines)
+
+
+def plan_mask(groups: Sequence[Group], roots: np.ndarray, plan: Mapping[int, Sequence[int]]) -> KeepMask:
+    """The :class:`~fxprune.ir.KeepMask` of a plan, after checking the plan against the groups.
+
+    ``roots`` is the root of every atom (``analysis.state.atoms.roots()``).
+
+    Raises:
+        PlanError: the plan names unknown or fixed channels, removes a whole group, or
+            empties a member.
+    """
+    removed = np.zeros(len(roots), dtype=bool)
+    by_id = {g.id: g for g in groups}
+    for gid, chans in plan.items():
+        if gid not in by_id:
+            raise PlanError(f"plan names group {gid}, but the analysis has groups "
+                            f"0..{len(groups) - 1}")
+        g = by_id[gid]
+        chans = sorted({int(c) for c in chans})
+        if not chans:
+            continue
+        bad = [c for c in chans if not 0 <= c < g.size]
+        if bad:
+            raise PlanError(f"group {gid} has channels 0..{g.size - 1}; plan removes {bad[:5]}")
+        fixed = [c for c in chans if c in g.fixed]
+        if fixed:
+            raise PlanError(f"group {gid}: channels {fixed[:5]} are fixed "
+                            f"({'; '.join(g.fixed_reasons[:2])})")
+        if len(chans) >= g.size:
+            raise PlanError(f"group {gid}: a plan may not remove all {g.size} channels")
+        emptied = g.emptied_member(chans)
+        if emptied is not None:
+            raise PlanError(f"group {gid}: the plan removes every channel of "
+                            f"{emptied.param} (dim {emptied.dim}); keep at least one")
+        removed[np.asarray([g.roots[c] for c in chans], dtype=np.int64)] = True
+    return KeepMask(roots, removed)
 
 
 def _space_roots(labels: Sequence[Any], roots: np.ndarray) -> list[np.ndarray]:

@@ -26,9 +26,10 @@ import torch.fx as fx
 
 from .. import ir
 from ..analysis.analysis import Analysis
+from ..analysis.groups import plan_mask as groups_plan_mask
 from ..analysis.capture import propagate_shapes
 from ..ir import KeepMask, TensorSpec
-from ..errors import PlanError, RewriteError
+from ..errors import RewriteError
 from ..modules import get_attr, set_attr
 from ..ops.context import EmitContext
 
@@ -36,38 +37,8 @@ __all__ = ["apply_plan", "kept_indices", "plan_mask"]
 
 
 def plan_mask(analysis: Analysis, plan: Mapping[int, Sequence[int]]) -> KeepMask:
-    """The :class:`~fxprune.ir.KeepMask` of a plan, after checking the plan against the groups.
-
-    Raises:
-        PlanError: the plan names unknown or fixed channels, removes a whole group, or
-            empties a member.
-    """
-    roots = analysis.state.atoms.roots()
-    removed = np.zeros(len(roots), dtype=bool)
-    by_id = {g.id: g for g in analysis.groups}
-    for gid, chans in plan.items():
-        if gid not in by_id:
-            raise PlanError(f"plan names group {gid}, but the analysis has groups "
-                            f"0..{len(analysis.groups) - 1}")
-        g = by_id[gid]
-        chans = sorted({int(c) for c in chans})
-        if not chans:
-            continue
-        bad = [c for c in chans if not 0 <= c < g.size]
-        if bad:
-            raise PlanError(f"group {gid} has channels 0..{g.size - 1}; plan removes {bad[:5]}")
-        fixed = [c for c in chans if c in g.fixed]
-        if fixed:
-            raise PlanError(f"group {gid}: channels {fixed[:5]} are fixed "
-                            f"({'; '.join(g.fixed_reasons[:2])})")
-        if len(chans) >= g.size:
-            raise PlanError(f"group {gid}: a plan may not remove all {g.size} channels")
-        emptied = g.emptied_member(chans)
-        if emptied is not None:
-            raise PlanError(f"group {gid}: the plan removes every channel of "
-                            f"{emptied.param} (dim {emptied.dim}); keep at least one")
-        removed[np.asarray([g.roots[c] for c in chans], dtype=np.int64)] = True
-    return KeepMask(roots, removed)
+    """The :class:`~fxprune.ir.KeepMask` of a plan (see :func:`fxprune.analysis.groups.plan_mask`)."""
+    return groups_plan_mask(analysis.groups, analysis.state.atoms.roots(), plan)
 
 
 def kept_indices(analysis: Analysis, plan: Mapping[int, Sequence[int]]) -> dict[str, tuple]:

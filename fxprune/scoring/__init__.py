@@ -21,6 +21,7 @@ from .magnitude import MagnitudeScorer
 from .random import RandomScorer
 from .taylor import TaylorScorer
 from .select import GroupInfo, SelectionConfig, choose, select_plan
+from .targets import Target, TargetKind, TargetResult, select_for_target
 
 __all__ = [
     "AGGREGATIONS",
@@ -33,9 +34,13 @@ __all__ = [
     "TaylorScorer",
     "GroupInfo",
     "SelectionConfig",
+    "Target",
+    "TargetKind",
+    "TargetResult",
     "aggregate_members",
     "choose",
     "get_scorer",
+    "select_for_target",
     "select_plan",
 ]
 

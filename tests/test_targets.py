@@ -1,0 +1,51 @@
+"""Specifications of cost targets: every zoo model lands within one channel step of its budget."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import fxprune
+from fxprune.analysis.cost import plan_costs
+from fxprune.analysis.groups import plan_mask
+from fxprune.scoring import ScoreContext, SelectionConfig, get_scorer, select_plan
+from fxprune.scoring.targets import Target, select_for_target
+from fxprune.testing import zoo
+
+
+def _costs(analysis, plan):
+    return plan_costs(analysis.graph_module, analysis.registry,
+                      plan_mask(analysis.groups, analysis.state.atoms.roots(), plan), analysis.state.param_labels)
+
+
+@pytest.mark.parametrize("name", sorted(zoo.ZOO))
+@pytest.mark.parametrize("kind", ["macs", "params"])
+def test_a_target_lands_within_one_channel_step(name, kind):
+    model, x = zoo.ZOO[name]()
+    analysis = fxprune.analyze(model, x)
+    scores = get_scorer("l1")(analysis, ScoreContext())
+    cfg = SelectionConfig(global_ranking=name in ("resnet_basic", "llama"))
+    plan, hit = select_for_target(analysis, scores, cfg, Target.parse(kind, 0.5))
+    index = 1 if kind == "macs" else 0
+    before, after = (hit.macs_before, hit.macs_after) if kind == "macs" else (hit.params_before, hit.params_after)
+    assert _costs(analysis, plan)[index] == after
+    if not hit.reached:  # only when nothing more can go
+        assert select_plan(analysis, scores, dataclasses.replace(cfg, ratio=1 - 1e-9)) == plan
+        return
+    assert after <= 0.5 * before
+    # one channel step less misses the budget: the plan just below the found ratio costs more
+    below = select_plan(analysis, scores, dataclasses.replace(cfg, ratio=max(0.0, hit.ratio - 1e-9)))
+    assert below != plan and _costs(analysis, below)[index] > 0.5 * before
+
+
+def test_absolute_and_invalid_targets():
+    model, x = zoo.ZOO["lenet5"]()
+    analysis = fxprune.analyze(model, x)
+    scores = get_scorer("l1")(analysis, ScoreContext())
+    _, hit = select_for_target(analysis, scores, SelectionConfig(), Target.parse("params", 20_000))
+    assert hit.reached and hit.params_after <= 20_000
+    for bad in (0, -1, float("nan"), "half", True):
+        with pytest.raises(fxprune.ConfigError):
+            Target.parse("macs", bad)
+    with pytest.raises(fxprune.ConfigError, match="unknown target"):
+        Target.parse("latency", 0.5)
