@@ -51,11 +51,9 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
-import torch.fx as fx
 
 from ..analysis.analysis import Analysis
 from ..errors import ConfigError
@@ -191,30 +189,23 @@ class Adaptive(Policy):
         return best
 
 
-def adaptive(model: torch.nn.Module, example_inputs: Sequence[Any], config: AdaptiveConfig | None = None, *,
-             evaluate: Callable[[fx.GraphModule], float] | None = None,
-             finetune: Callable[[fx.GraphModule], Any] | None = None, data: Any = None,
-             loss_fn: Callable[..., Any] | None = None, rewind_state: Mapping[str, torch.Tensor] | None = None,
-             checkpoint_dir: str | Path | None = None, progress: bool = True, **settings: Any) -> History:
+def adaptive(model: torch.nn.Module, example_inputs: Sequence[Any], config: AdaptiveConfig | None = None,
+             **kwargs: Any) -> History:
     """Prune with an adaptive global threshold (AIAP; see the module docstring for the loop).
 
-    Args:
-        model, example_inputs: the model to prune (never modified) and its inputs.
-        config: the settings as an :class:`AdaptiveConfig`; ``settings`` (its
-            fields: ``scorer``, ``scorer_params``, ``lambda0``, ``rounds``,
-            ``target``, ``target_value``, ``max_drop``, ``share``,
-            ``min_channels``, ``num_batches``, ``analysis``) are applied over it;
-            ``analysis_options`` (a dict) is accepted for ``analysis``.
-        evaluate: ``evaluate(gm) -> accuracy`` in percent; required for an
-            accuracy target or ``max_drop``, else only recorded when given.
-        finetune, data, loss_fn, rewind_state, checkpoint_dir, progress, and
-            ``registry`` in ``settings``: see :class:`~fxprune.schedules.engine.Runtime`.
+    ``kwargs``: runtime arguments (:class:`~fxprune.schedules.engine.Runtime`;
+    ``evaluate`` is required for an accuracy target or ``max_drop``, else
+    only recorded when given) and settings, the fields of
+    :class:`AdaptiveConfig` (``lambda0``, ``rounds``, ``target``,
+    ``target_value``, ``max_drop``, ``share``, ``scorer`` ...) applied over
+    ``config``; ``analysis_options`` (a dict) is accepted for ``analysis``.
 
     Returns:
         The :class:`~fxprune.schedules.History`; every round's metrics hold the
         ``threshold`` and ``step`` it used, and ``next_threshold``,
         ``next_step``, ``resets`` and ``good`` (rounds of the good stack) after it.
     """
-    return Adaptive.run(model, example_inputs, config, evaluate=evaluate, finetune=finetune, data=data,
-                        loss_fn=loss_fn, rewind_state=rewind_state, checkpoint_dir=checkpoint_dir,
-                        progress=progress, **settings)
+    return Adaptive.run(model, example_inputs, config, **kwargs)
+
+
+adaptive.__signature__ = Adaptive.signature()  # type: ignore[attr-defined]

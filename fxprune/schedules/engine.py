@@ -32,6 +32,7 @@ Example (each round removes the lower-scoring half of every group):
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Sequence
@@ -176,8 +177,9 @@ class Policy:
 
         ``kwargs`` are :class:`Runtime` arguments and fields of
         :attr:`config_class` (applied over ``config``); ``analysis_options``
-        (a dict of analysis options) is accepted for ``analysis``.  Unknown
-        names raise :class:`ConfigError` listing the valid ones.
+        (a dict of analysis options, the older form) is accepted for
+        ``analysis``.  Unknown names raise :class:`ConfigError` listing the
+        valid ones.  :meth:`signature` lists them all.
 
         Raises:
             ScheduleInterrupted: on ``KeyboardInterrupt``; carries the finished rounds.
@@ -185,12 +187,24 @@ class Policy:
         """
         config, runtime = cls._settings(config, kwargs)
         policy = cls(config, runtime)
-        session = Session(schedule=cls.name, config=config.fingerprint(rewind=runtime.rewind_state is not None),
+        session = Session(schedule=cls.name, fingerprint=config.fingerprint(rewind=runtime.rewind_state is not None),
                           model=model, example_inputs=_as_tuple(example_inputs), analysis=config.analysis,
                           registry=runtime.registry, evaluate=runtime.evaluate,
                           checkpoint_dir=runtime.checkpoint_dir, progress=runtime.progress,
                           budget=config.budget)
         return _Loop(policy, session).run()
+
+    @classmethod
+    def signature(cls) -> inspect.Signature:
+        """The signature of :meth:`run` spelled out: runtime arguments, then every setting with its default."""
+        P = inspect.Parameter
+        params = [P("model", P.POSITIONAL_OR_KEYWORD), P("example_inputs", P.POSITIONAL_OR_KEYWORD),
+                  P("config", P.POSITIONAL_OR_KEYWORD, default=None)]
+        for f in fields(Runtime) + fields(cls.config_class):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            params.append(P(f.name, P.KEYWORD_ONLY, default=default))
+        params.append(P("analysis_options", P.KEYWORD_ONLY, default=None))
+        return inspect.Signature(params, return_annotation="History")
 
     @classmethod
     def _settings(cls, config: ScheduleConfig | None, kwargs: dict[str, Any]) -> tuple[ScheduleConfig, Runtime]:

@@ -24,12 +24,10 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.fx as fx
 
 from ..analysis.analysis import Analysis
 from ..errors import ConfigError
@@ -94,26 +92,16 @@ class Iterative(Policy):
                         metrics={"percentile": self.config.percentile})
 
 
-def iterative(model: torch.nn.Module, example_inputs: Sequence[Any], config: IterativeConfig | None = None, *,
-              evaluate: Callable[[fx.GraphModule], float] | None, finetune: Callable[[fx.GraphModule], Any] | None = None,
-              data: Any = None, loss_fn: Callable[..., Any] | None = None,
-              rewind_state: Mapping[str, torch.Tensor] | None = None, checkpoint_dir: str | Path | None = None,
-              progress: bool = True, **settings: Any) -> History:
+def iterative(model: torch.nn.Module, example_inputs: Sequence[Any], config: IterativeConfig | None = None,
+              **kwargs: Any) -> History:
     """Prune iteratively by per-group score percentiles (ILP with ``l1``, IAP with ``activation``).
 
-    Args:
-        model: the model to prune (any model :func:`fxprune.analyze` accepts);
-            never modified.
-        example_inputs: a tuple of positional inputs of ``model.forward``.
-        config: the settings as an :class:`IterativeConfig`; ``settings``
-            (its fields: ``scorer``, ``scorer_params``, ``percentile``,
-            ``rounds``, ``tolerance``, ``min_channels``, ``num_batches``,
-            ``analysis``) are applied over it.  ``analysis_options`` (a dict of
-            :func:`fxprune.analyze` options) is accepted for ``analysis``.
-        evaluate: ``evaluate(gm) -> accuracy`` in percent (required: the
-            tolerance is checked on it).
-        finetune, data, loss_fn, rewind_state, checkpoint_dir, progress, and
-            ``registry`` in ``settings``: see :class:`~fxprune.schedules.engine.Runtime`.
+    ``kwargs`` are the runtime arguments (:class:`~fxprune.schedules.engine.Runtime`:
+    ``evaluate``, required here, ``finetune``, ``data``, ``loss_fn``,
+    ``rewind_state``, ``checkpoint_dir``, ``progress``, ``registry``) and
+    settings, the fields of :class:`IterativeConfig` (``percentile``,
+    ``rounds``, ``tolerance``, ``scorer`` ...) applied over ``config``;
+    ``analysis_options`` (a dict) is accepted for ``analysis``.
 
     Returns:
         The :class:`~fxprune.schedules.History`; ``history.graph_module`` is the
@@ -121,6 +109,7 @@ def iterative(model: torch.nn.Module, example_inputs: Sequence[Any], config: Ite
         Stops after ``rounds`` rounds (``budget``), when nothing can be removed
         (``nothing to prune``) or beyond the tolerance (``tolerance``).
     """
-    return Iterative.run(model, example_inputs, config, evaluate=evaluate, finetune=finetune, data=data,
-                         loss_fn=loss_fn, rewind_state=rewind_state, checkpoint_dir=checkpoint_dir,
-                         progress=progress, **settings)
+    return Iterative.run(model, example_inputs, config, **kwargs)
+
+
+iterative.__signature__ = Iterative.signature()  # type: ignore[attr-defined]

@@ -16,8 +16,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.fx as fx
@@ -108,31 +107,23 @@ class OneShot(Policy):
         return Decision(stop=STOP_DONE)
 
 
-def one_shot(model: torch.nn.Module, example_inputs: Sequence[Any], config: OneShotConfig | None = None, *,
-             evaluate: Callable[[fx.GraphModule], float] | None = None,
-             finetune: Callable[[fx.GraphModule], Any] | None = None, data: Any = None,
-             loss_fn: Callable[..., Any] | None = None, rewind_state: Mapping[str, torch.Tensor] | None = None,
-             checkpoint_dir: str | Path | None = None, progress: bool = True, **settings: Any) -> History:
+def one_shot(model: torch.nn.Module, example_inputs: Sequence[Any], config: OneShotConfig | None = None,
+             **kwargs: Any) -> History:
     """Prune once with a global ranking capped at ``max_ratio`` per group (HAP).
 
-    Args:
-        model, example_inputs: the model to prune (never modified) and its inputs.
-        config: the settings as a :class:`OneShotConfig`; ``settings`` (its
-            fields: ``scorer``, ``scorer_params``, ``ratio``, ``max_ratio``,
-            ``global_ranking``, ``normalize``, ``min_channels``, ``round_to``,
-            ``num_batches``, ``implant_ratio``, ``implant_kind``,
-            ``implant_rank``, ``analysis``) are applied over it;
-            ``analysis_options`` (a dict) is accepted for ``analysis``.
-        evaluate: ``evaluate(gm) -> accuracy``; when given, the baseline and the
-            pruned model are evaluated (accuracy is recorded, never a criterion).
-        finetune, data, loss_fn, rewind_state (not with implants),
-            checkpoint_dir, progress, and ``registry`` in ``settings``: see
-            :class:`~fxprune.schedules.engine.Runtime`.
+    ``kwargs``: runtime arguments (:class:`~fxprune.schedules.engine.Runtime`;
+    with ``evaluate`` the baseline and the pruned model are evaluated, never
+    as a criterion; ``rewind_state`` cannot be combined with implants) and
+    settings, the fields of :class:`OneShotConfig` (``ratio``,
+    ``max_ratio``, ``global_ranking``, ``normalize``, ``round_to``,
+    ``implant_ratio`` ...) applied over ``config``; ``analysis_options`` (a
+    dict) is accepted for ``analysis``.
 
     Returns:
         The :class:`~fxprune.schedules.History` with rounds 0 and 1; round 1 is
         the result (a finished run in ``checkpoint_dir`` is returned as saved).
     """
-    return OneShot.run(model, example_inputs, config, evaluate=evaluate, finetune=finetune, data=data,
-                       loss_fn=loss_fn, rewind_state=rewind_state, checkpoint_dir=checkpoint_dir,
-                       progress=progress, **settings)
+    return OneShot.run(model, example_inputs, config, **kwargs)
+
+
+one_shot.__signature__ = OneShot.signature()  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ Example:
     >>> import torch, torch.nn as nn
     >>> from fxprune.schedules.session import Session
     >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-    >>> s = Session(schedule="demo", config={}, model=model, example_inputs=(torch.randn(1, 4),),
+    >>> s = Session(schedule="demo", fingerprint={}, model=model, example_inputs=(torch.randn(1, 4),),
     ...             progress=False, budget=1)
     >>> s.start({"round": 0})
     {'round': 0}
@@ -59,8 +59,9 @@ class Session:
 
     Attributes:
         schedule: the schedule's name.
-        config: its JSON fingerprint (checked on resume; the round budget is
-            not part of it, so a resumed run may extend it).
+        fingerprint: the settings a resumed run must share (saved as the
+            header's ``config``; the round budget is not part of it, so a
+            resumed run may extend it).
         model, example_inputs: the input model and its example inputs.
         analysis: the analysis options; ``registry``: the rule registry (``None``: default).
         evaluate: ``evaluate(gm) -> accuracy`` (may be ``None``).
@@ -70,7 +71,7 @@ class Session:
     """
 
     schedule: str
-    config: dict[str, Any]
+    fingerprint: dict[str, Any]
     model: torch.nn.Module
     example_inputs: tuple
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
@@ -138,7 +139,7 @@ class Session:
             raise ConfigError(f"{where} holds a {header.get('schedule')!r} run, not {self.schedule!r}; "
                               "use another directory")
         old = header.get("config", {})
-        new = jsonable(self.config)
+        new = jsonable(self.fingerprint)
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if diff:
             details = "; ".join(f"{k}: saved {old.get(k)!r}, now {new.get(k)!r}" for k in diff)
@@ -179,7 +180,7 @@ class Session:
 
     def _header(self, state: dict[str, Any], best_round: int | None, stop_reason: str | None,
                 rounds: list[int] | None = None) -> dict[str, Any]:
-        return {"schedule": self.schedule, "config": jsonable(self.config),
+        return {"schedule": self.schedule, "config": jsonable(self.fingerprint),
                 "model_params": count_params(self.model),
                 "rounds": rounds if rounds is not None else [r.round for r in self.history.rounds],
                 "state": jsonable(state), "best_round": best_round, "stop_reason": stop_reason}
