@@ -28,10 +28,10 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 
-__all__ = ["Progress", "progress", "active"]
+__all__ = ["Progress", "progress"]
 
 
-def active(enabled: bool) -> bool:
+def _active(enabled: bool) -> bool:
     """Whether a display asked for with ``enabled`` is shown (only rank 0 of a distributed run shows one)."""
     if not enabled:
         return False
@@ -45,7 +45,7 @@ class Progress:
     Args:
         desc: what is counted (``"iterative"``, ``"activation scores"``).
         total: the number of steps, if known.
-        enabled: show anything at all (see :func:`active`).
+        enabled: show anything at all (see the module docstring).
         initial: steps already done (a resumed run).
         unit: the step's name (``"round"``).
         transient: the display goes away when closed (a bar over batches)
@@ -55,7 +55,7 @@ class Progress:
     def __init__(self, desc: str, total: int | None = None, *, enabled: bool = True, initial: int = 0,
                  unit: str = "it", transient: bool = False) -> None:
         self.desc, self.total, self.unit, self.transient = desc, total, unit, transient
-        self.enabled = active(enabled)
+        self.enabled = _active(enabled)
         self.count = initial if total is None else min(initial, total)
         self._bar: Any = None
         self._open_line = False
@@ -120,7 +120,7 @@ class Progress:
 def progress(iterable: Iterable[Any], *, total: int | None = None, desc: str = "calibration",
              enabled: bool = True) -> Iterable[Any]:
     """``iterable`` with a transient progress display (``iterable`` itself when none is shown)."""
-    if not active(enabled):
+    if not _active(enabled):
         return iterable
     return _iterate(iterable, Progress(desc, total, transient=True))
 

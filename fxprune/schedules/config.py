@@ -32,7 +32,7 @@ import numpy as np
 from ..analysis.analysis import AnalysisConfig
 from ..errors import ConfigError
 
-__all__ = ["ScheduleConfig", "frozen_mapping", "jsonable", "require", "is_int", "is_number"]
+__all__ = ["ScheduleConfig", "frozen_mapping", "jsonable", "require", "is_number"]
 
 
 def frozen_mapping(mapping: Mapping[str, Any] | None = None) -> Mapping[str, Any]:

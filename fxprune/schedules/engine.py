@@ -52,7 +52,7 @@ from .history import History
 from .rewind import compose_index_map, rewind_weights
 from .session import STOP_BUDGET, Session
 
-__all__ = ["Policy", "Decision", "Runtime", "call_finetune", "STOP_NOTHING"]
+__all__ = ["Policy", "Decision", "Runtime", "RUNTIME", "STOP_NOTHING"]
 
 #: stop reason of a policy with ``stops_when_nothing_to_prune``: its plan was empty
 STOP_NOTHING = "nothing to prune"
@@ -87,6 +87,7 @@ class Runtime:
     registry: Registry | None = None
 
 
+#: the names of the runtime arguments
 RUNTIME = tuple(f.name for f in fields(Runtime))
 
 
@@ -113,7 +114,7 @@ class Decision:
     metrics: Mapping[str, Any] = field(default_factory=dict)
 
 
-def call_finetune(finetune: Callable[[fx.GraphModule], Any] | None, gm: fx.GraphModule) -> fx.GraphModule:
+def _call_finetune(finetune: Callable[[fx.GraphModule], Any] | None, gm: fx.GraphModule) -> fx.GraphModule:
     """Run the user's ``finetune(gm)``; a ``None`` return means it trained ``gm`` in place."""
     if finetune is None:
         return gm
@@ -275,7 +276,7 @@ class _Loop:
             index_map = compose_index_map(session.extras[current].get("index_map", {}), analysis, plan)
             rewind_weights(gm, runtime.rewind_state, index_map)
             extra["index_map"] = index_map
-        gm = call_finetune(runtime.finetune, gm)
+        gm = _call_finetune(runtime.finetune, gm)
         removed = sum(len(c) for c in plan.values())
         alive = sum(len(g.prunable) for g in analysis.groups)
         metrics.update({"accuracy": session.measure(gm), "params": count_params(gm), "macs": report.macs_after,

@@ -88,7 +88,6 @@ class Session:
         self.extras: dict[int, dict[str, Any]] = {}
         self.state: dict[str, Any] = {}
         self._progress: Progress | None = None
-        self.resumed = False
 
     # -- helpers for the engine ------------------------------------------------
     def analyze(self, model: torch.nn.Module) -> Analysis:
@@ -116,7 +115,6 @@ class Session:
             self.history = History.restore(header, rounds, self.checkpoint_dir)
             self.extras = extras
             self.state = header["state"]
-            self.resumed = True
             self._progress = self._display(initial=len(rounds) - 1)
             self._progress.message(f"resumed from {self.checkpoint_dir} after round {rounds[-1][0]}")
             return self.state
