@@ -41,10 +41,10 @@ def test_a_single_name_is_one_name_not_its_characters():
 
 
 @pytest.mark.parametrize("options, pattern", [
-    ({"ignore": [nn.ReLU]}, r"ignore takes module or parameter names \(strings\); got .*ReLU"),
-    ({"ignore": [3]}, r"ignore takes module or parameter names"),
-    ({"leaf_modules": [3]}, r"leaf_modules takes module types or qualified names; got 3"),
-    ({"leaf_modules": [int]}, r"leaf_modules takes module types"),
+    ({"ignore": [3]}, r"ignore takes module or parameter names \(strings\) or module types; got 3 \(int\)"),
+    ({"ignore": [int]}, r"ignore takes module or parameter names"),
+    ({"leaf_modules": [3]}, r"leaf_modules takes module types or qualified module names \(strings\); got 3"),
+    ({"leaf_modules": [int]}, r"leaf_modules takes"),
     ({"split_policy": "middle"}, r"split_policy must be 'inner' or 'outer', got 'middle'"),
     ({"frontend": "jit"}, r"unknown frontend 'jit'; available: 'fx' .*'export'"),
     ({"strict": "yes"}, r"strict must be True or False"),
@@ -104,6 +104,10 @@ def test_prune_accepts_every_analysis_option():
     assert exported.analysis.config.frontend == "export" and "aten" in exported.graph_module.code
     kept = fxprune.prune(mlp(), X, ratio=0.5, ignore="0").graph_module
     assert kept.get_submodule("0").out_features == 8 and kept.get_submodule("2").out_features == 4
+    by_type = fxprune.prune(mlp(), X, ratio=0.5, ignore=nn.Linear)      # every Linear is kept
+    assert by_type.analysis.config.ignore == (nn.Linear,) and not by_type.plan
+    with pytest.raises(ConfigError, match="ignore entry Conv2d matches no module"):
+        fxprune.prune(mlp(), X, ignore=[nn.Conv2d])
     with pytest.raises(ConfigError, match="split_overrides names node 'veiw'"):
         fxprune.prune(Heads(), X, split_overrides={"veiw": "outer"})
 

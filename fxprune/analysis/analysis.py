@@ -56,8 +56,8 @@ def unknown_names(what: str, unknown: Iterable[str], valid: Sequence[str]) -> Co
     return ConfigError(f"unknown {what}(s) {unknown}{hint} (valid: {list(valid)})")
 
 
-def _names(field: str, value: Any, *, types: bool = False) -> tuple[Any, ...]:
-    """``value`` as a tuple of names (a single string is one name, never its characters)."""
+def _names(field: str, value: Any, what: str) -> tuple[Any, ...]:
+    """``value`` as a tuple of names or module types (a single string is one name, never its characters)."""
     if value is None:
         return ()
     items = (value,) if isinstance(value, (str, type)) else value
@@ -65,9 +65,8 @@ def _names(field: str, value: Any, *, types: bool = False) -> tuple[Any, ...]:
         items = tuple(items)
     except TypeError:
         items = (items,)
-    what = "module types or qualified names" if types else "module or parameter names (strings)"
     for item in items:
-        if not (isinstance(item, str) or types and isinstance(item, type) and issubclass(item, torch.nn.Module)):
+        if not (isinstance(item, str) or isinstance(item, type) and issubclass(item, torch.nn.Module)):
             raise ConfigError(f"{field} takes {what}; got {item!r} ({type(item).__name__})")
     return items
 
@@ -104,7 +103,8 @@ class AnalysisConfig:
             prunes whole heads of a fused ``qkv.reshape(B, N, 3, heads, head_dim)``);
             given as a mapping, stored as sorted ``(name, policy)`` pairs.
         ignore: module or parameter names whose produced channels are kept
-            (a single string is one name).
+            (a single string is one name), or module types (every module of
+            the type is kept).
         frontend: ``fx`` (symbolic_trace, the default) or ``export`` (torch.export).
 
     Example:
@@ -127,8 +127,10 @@ class AnalysisConfig:
     frontend: str = "fx"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "leaf_modules", _names("leaf_modules", self.leaf_modules, types=True))
-        object.__setattr__(self, "ignore", _names("ignore", self.ignore))
+        object.__setattr__(self, "leaf_modules", _names("leaf_modules", self.leaf_modules,
+                                                           "module types or qualified module names (strings)"))
+        object.__setattr__(self, "ignore", _names("ignore", self.ignore,
+                                                     "module or parameter names (strings) or module types"))
         object.__setattr__(self, "split_overrides", _overrides(self.split_overrides))
         if not isinstance(self.strict, bool):
             raise ConfigError(f"strict must be True or False, got {self.strict!r}")
@@ -289,9 +291,23 @@ def analyze(
     state = propagate_channels(gm, registry, strict=config.strict, split_policy=config.split_policy,
                                split_overrides=dict(config.split_overrides))
     if config.ignore:
-        resolve_ignore(state, [n for n, _ in model.named_modules()], config.ignore)
+        resolve_ignore(state, [n for n, _ in model.named_modules()], _ignored_names(model, config.ignore))
     groups, graph = build_groups(gm, state)
     return Analysis(gm, groups, state.barriers, state, example_inputs, config, registry, graph)
+
+
+def _ignored_names(model: torch.nn.Module, ignore: Sequence[Any]) -> list[str]:
+    """``ignore`` with every module type replaced by the names of the model's modules of that type."""
+    names: list[str] = []
+    for entry in ignore:
+        if isinstance(entry, str):
+            names.append(entry)
+            continue
+        hits = [n for n, m in model.named_modules() if n and isinstance(m, entry)]
+        if not hits:
+            raise ConfigError(f"ignore entry {entry.__name__} matches no module of the model")
+        names.extend(hits)
+    return names
 
 
 def _copy_graph(graph: fx.Graph) -> fx.Graph:
