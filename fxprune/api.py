@@ -95,7 +95,7 @@ def prune(
         registry: the rule registry (see :func:`fxprune.analyze`).
         **analysis_options: options of :class:`~fxprune.analysis.analysis.AnalysisConfig`,
             as for :func:`fxprune.analyze`: ``ignore`` (module or parameter
-            names whose output channels are kept), ``leaf_modules``,
+            names, or module types, whose output channels are kept), ``leaf_modules``,
             ``strict``, ``split_policy``, ``split_overrides``, ``frontend``.
 
     Raises:
