@@ -12,14 +12,16 @@ Example:
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.fx as fx
 
-from .analysis.analysis import Analysis, analyze
+from .analysis.analysis import Analysis, AnalysisConfig, analyze, unknown_names
+from .errors import ConfigError
 from .ops.registry import Registry
 from .report import Report, build_report
 from .rewrite.channels import apply_plan
@@ -64,16 +66,13 @@ def prune(
     max_ratio: float = 1.0,
     round_to: int = 1,
     normalize: str = "mean",
-    ignore: Iterable[str] = (),
-    leaf_modules: Iterable[Any] = (),
-    strict: bool = False,
-    split_policy: str = "inner",
-    registry: Registry | None = None,
     data: Any = None,
     loss_fn: Any = None,
     num_batches: int | None = None,
     progress: bool = False,
     analysis: Analysis | None = None,
+    registry: Registry | None = None,
+    **analysis_options: Any,
 ) -> PruneResult:
     """Analyse, score, select and rewrite in one call.
 
@@ -90,21 +89,47 @@ def prune(
         max_ratio: at most this fraction of a group is removed.
         round_to: kept counts are rounded up to a multiple of this.
         normalize: score normalisation for global ranking (``mean``, ``max``, ``none``).
-        ignore: module or parameter names whose output channels are kept.
-        leaf_modules, strict, split_policy, registry: see :func:`fxprune.analyze`.
         data, loss_fn, num_batches, progress: calibration inputs of data-driven scorers.
-        analysis: reuse an existing analysis of ``model``.
+        analysis: reuse an existing analysis of ``model`` (then no analysis
+            option or registry may be given: they would be ignored).
+        registry: the rule registry (see :func:`fxprune.analyze`).
+        **analysis_options: options of :class:`~fxprune.analysis.analysis.AnalysisConfig`,
+            as for :func:`fxprune.analyze`: ``ignore`` (module or parameter
+            names, or module types, whose output channels are kept), ``leaf_modules``,
+            ``strict``, ``split_policy``, ``split_overrides``, ``frontend``.
+
+    Raises:
+        ConfigError: invalid options, or ``analysis`` given with options it would ignore.
+
+    Example:
+        >>> import torch, torch.nn as nn, fxprune
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> gm = fxprune.prune(model, (torch.randn(1, 4),), ratio=0.5, ignore="0").graph_module
+        >>> gm.get_submodule("0").out_features, gm.get_submodule("2").out_features
+        (8, 4)
     """
     cfg = SelectionConfig(ratio=ratio, global_ranking=global_ranking, min_channels=min_channels,
                           max_ratio=max_ratio, round_to=round_to, normalize=normalize)
     score_fn = get_scorer(scorer, **dict(scorer_params or {}))
+    unknown = set(analysis_options) - set(AnalysisConfig.option_names())
+    if unknown:
+        raise unknown_names("prune option", unknown, _options())
     if analysis is None:
-        analysis = analyze(model, example_inputs, leaf_modules=leaf_modules, strict=strict,
-                           split_policy=split_policy, ignore=ignore, registry=registry)
-    ctx = ScoreContext(model=model, data=data, loss_fn=loss_fn, num_batches=num_batches,
-                       progress=progress)
+        analysis = analyze(model, example_inputs, registry=registry, **analysis_options)
+    elif analysis_options or registry is not None:
+        ignored = sorted(analysis_options) + (["registry"] if registry is not None else [])
+        raise ConfigError(f"prune(analysis=...) reuses that analysis, so {ignored} would be ignored; "
+                          "pass them to fxprune.analyze instead (or drop analysis=)")
+    ctx = ScoreContext(data=data, loss_fn=loss_fn, num_batches=num_batches, progress=progress)
     scores = score_fn(analysis, ctx)
     plan = select_plan(analysis, scores, cfg)
     gm = apply_plan(analysis, plan)
     report = build_report(analysis, plan, gm)
     return PruneResult(gm, report, analysis, plan, scores)
+
+
+def _options() -> tuple[str, ...]:
+    """The keyword options of :func:`prune`, the analysis options included."""
+    own = [p.name for p in inspect.signature(prune).parameters.values()
+           if p.kind != p.VAR_KEYWORD and p.name not in ("model", "example_inputs")]
+    return tuple(own) + AnalysisConfig.option_names()

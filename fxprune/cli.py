@@ -60,12 +60,17 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analysis_options(args: argparse.Namespace) -> dict:
+    """The analysis options given on the command line (see :class:`fxprune.AnalysisConfig`)."""
+    return {"strict": args.strict, "split_policy": args.split_policy, "frontend": args.frontend,
+            "ignore": tuple(getattr(args, "ignore", None) or ())}
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis.analysis import analyze
 
     model, inputs = load_model(args.model, args.input_shape)
-    analysis = analyze(model, inputs, strict=args.strict, split_policy=args.split_policy,
-                       frontend=args.frontend)
+    analysis = analyze(model, inputs, **_analysis_options(args))
     if args.format == "json":
         print(analysis.to_json())
     elif args.format == "dot":
@@ -79,12 +84,8 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     from .api import prune
 
     model, inputs = load_model(args.model, args.input_shape)
-    from .analysis.analysis import analyze
-
-    analysis = analyze(model, inputs, strict=args.strict, split_policy=args.split_policy,
-                       ignore=args.ignore or (), frontend=args.frontend)
-    result = prune(model, inputs, ratio=args.ratio, scorer=args.scorer,
-                   global_ranking=args.global_ranking, round_to=args.round_to, analysis=analysis)
+    result = prune(model, inputs, ratio=args.ratio, scorer=args.scorer, global_ranking=args.global_ranking,
+                   round_to=args.round_to, **_analysis_options(args))
     gm = result.graph_module
     print(result.report)
     if args.out:

@@ -5,7 +5,7 @@ A recipe is a TOML file with four sections::
     [recipe]                      # name (default: the file's stem) and description
     name = "iap"
     description = "..."
-    [analysis]                    # keyword arguments of fxprune.analyze (optional)
+    [analysis]                    # options of fxprune.AnalysisConfig (optional)
     split_policy = "inner"
     [scorer]                      # a scorer of fxprune.scoring.SCORERS and its parameters
     name = "activation"
@@ -59,8 +59,10 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 import torch
 
-from .analysis.analysis import analyze
+from .analysis.analysis import AnalysisConfig
 from .errors import ConfigError, RecipeError
+from .schedules import POLICIES, ScheduleConfig
+from .schedules.engine import RUNTIME
 from .scoring import SCORERS, get_scorer
 
 __all__ = [
@@ -77,11 +79,10 @@ __all__ = [
 #: the sections a recipe file may have
 SECTIONS = ("recipe", "analysis", "scorer", "schedule")
 #: schedule arguments that are given to :meth:`Recipe.run`, never written in a recipe
-RUNTIME_PARAMETERS = ("evaluate", "finetune", "data", "loss_fn", "rewind_state", "checkpoint_dir",
-                      "progress")
-_FROM_SECTIONS = ("scorer", "scorer_params", "analysis_options")
-_ANALYSIS_KEYS = tuple(p for p in inspect.signature(analyze).parameters
-                       if p not in ("model", "example_inputs", "registry"))
+#: (the fields of :class:`fxprune.schedules.Runtime`)
+RUNTIME_PARAMETERS = RUNTIME
+#: settings that other sections than ``[schedule]`` give (``analysis_options``: the older name of ``analysis``)
+_FROM_SECTIONS = ScheduleConfig.SECTIONS + ("analysis_options",)
 _RECIPE_KEYS = ("name", "description")
 
 
@@ -146,17 +147,13 @@ def _toml_value(value: Any, where: str) -> str:
 # ---------------------------------------------------------------------------
 # parameter introspection
 # ---------------------------------------------------------------------------
-def _schedules() -> Mapping[str, tuple[Callable[..., Any], type]]:
-    from .schedules import SCHEDULES  # imported lazily: schedules import the scoring stack
-
-    return SCHEDULES
-
-
 def schedule_parameters(schedule: str) -> tuple[str, ...]:
-    """The parameters a recipe's ``[schedule]`` section may set for ``schedule``."""
-    fn, _ = _schedules()[schedule]
-    skip = set(RUNTIME_PARAMETERS) | set(_FROM_SECTIONS) | {"model", "example_inputs"}
-    return tuple(p for p in inspect.signature(fn).parameters if p not in skip)
+    """The parameters a recipe's ``[schedule]`` section may set for ``schedule``.
+
+    The fields of the schedule's settings dataclass (its own first), less
+    those the ``[scorer]`` and ``[analysis]`` sections give.
+    """
+    return POLICIES[schedule].config_class.settings()
 
 
 def scorer_parameters(name: str) -> tuple[str, ...] | None:
@@ -213,9 +210,10 @@ class Recipe:
         schedule: a schedule name (``iterative``, ``adaptive``, ``one_shot``).
         scorer: a scorer name of :data:`fxprune.scoring.SCORERS`.
         description: free text.
-        schedule_params: parameters of the schedule function.
+        schedule_params: settings of the schedule (fields of its config
+            dataclass, e.g. :class:`~fxprune.schedules.IterativeConfig`).
         scorer_params: parameters of the scorer factory.
-        analysis: keyword arguments of :func:`fxprune.analyze`.
+        analysis: options of :class:`~fxprune.analysis.analysis.AnalysisConfig`.
         source: the file it was read from (not compared).
 
     Construction validates everything and raises
@@ -253,18 +251,21 @@ class Recipe:
             raise RecipeError(f"{where}: [recipe] name must be a non-empty string")
         if not isinstance(self.description, str):
             raise RecipeError(f"{where}: [recipe] description must be a string")
-        schedules = _schedules()
-        if self.schedule not in schedules:
+        if self.schedule not in POLICIES:
             raise RecipeError(f"{where}: unknown schedule {self.schedule!r} in [schedule]; "
-                              f"available: {sorted(schedules)}")
+                              f"available: {sorted(POLICIES)}")
         if not isinstance(self.scorer, str) or self.scorer not in SCORERS:
             raise RecipeError(f"{where}: unknown scorer {self.scorer!r} in [scorer]; "
                               f"available: {sorted(SCORERS)}")
         # [analysis]
-        unknown = sorted(set(self.analysis) - set(_ANALYSIS_KEYS))
+        valid = AnalysisConfig.option_names()
+        unknown = sorted(set(self.analysis) - set(valid))
         if unknown:
-            raise RecipeError(f"{where}: unknown parameter(s) {unknown} in [analysis]; "
-                              f"valid: {list(_ANALYSIS_KEYS)}")
+            raise RecipeError(f"{where}: unknown parameter(s) {unknown} in [analysis]; valid: {list(valid)}")
+        try:
+            AnalysisConfig.from_options(_thaw(self.analysis))
+        except ConfigError as exc:
+            raise RecipeError(f"{where}: invalid [analysis] parameters: {exc}") from exc
         # [scorer]
         valid = scorer_parameters(self.scorer)
         if valid is not None:
@@ -285,10 +286,8 @@ class Recipe:
                     "sections)" if runtime else "")
             raise RecipeError(f"{where}: unknown parameter(s) {unknown} for schedule "
                               f"{self.schedule!r} in [schedule]{hint}; valid: {list(valid)}")
-        _, config_cls = schedules[self.schedule]
         try:
-            config_cls(scorer=self.scorer, scorer_params=_thaw(self.scorer_params),
-                       analysis_options=_thaw(self.analysis), **_thaw(self.schedule_params))
+            self.config()
         except (ConfigError, TypeError) as exc:
             raise RecipeError(f"{where}: invalid [schedule] parameters for {self.schedule!r}: {exc}") from exc
 
@@ -355,28 +354,29 @@ class Recipe:
                       self.scorer_params, self.analysis, self.source)
 
     # -- running --------------------------------------------------------------
+    def config(self) -> ScheduleConfig:
+        """The schedule's settings: an instance of its config dataclass (``IterativeConfig`` ...)."""
+        return POLICIES[self.schedule].config_class(
+            scorer=self.scorer, scorer_params=_thaw(self.scorer_params),
+            analysis=AnalysisConfig.from_options(_thaw(self.analysis)), **_thaw(self.schedule_params))
+
     def run(self, model: torch.nn.Module, example_inputs: Sequence[Any], *,
             evaluate: Callable[[Any], float] | None = None, finetune: Callable[[Any], Any] | None = None,
             data: Any = None, loss_fn: Callable[..., Any] | None = None, **overrides: Any) -> Any:
         """Run the recipe's schedule on ``model``; returns its :class:`~fxprune.schedules.History`.
 
-        ``overrides`` replace schedule parameters for this run (``rounds=3``)
-        or give runtime arguments (``checkpoint_dir``, ``progress``,
-        ``rewind_state``, ``scorer_params``, ``analysis_options``).
+        ``overrides`` replace settings for this run (``rounds=3``,
+        ``scorer_params``, ``analysis`` or ``analysis_options``) or give runtime
+        arguments (``checkpoint_dir``, ``progress``, ``rewind_state``, ``registry``).
         """
-        fn, _ = _schedules()[self.schedule]
-        accepted = [p for p in inspect.signature(fn).parameters if p not in ("model", "example_inputs")]
+        policy = POLICIES[self.schedule]
+        accepted = list(policy.config_class.field_names() + RUNTIME_PARAMETERS) + ["analysis_options"]
         unknown = sorted(set(overrides) - set(accepted))
         if unknown:
             raise RecipeError(f"{self._where}: unknown override(s) {unknown} for schedule "
                               f"{self.schedule!r}; valid: {accepted}")
-        kwargs: dict[str, Any] = {**_thaw(self.schedule_params),
-                                  "scorer": self.scorer, "scorer_params": _thaw(self.scorer_params),
-                                  "analysis_options": _thaw(self.analysis),
-                                  "evaluate": evaluate, "finetune": finetune, "data": data,
-                                  "loss_fn": loss_fn}
-        kwargs.update(overrides)
-        return fn(model, example_inputs, **kwargs)
+        return policy.run(model, example_inputs, self.config(), evaluate=evaluate, finetune=finetune,
+                          data=data, loss_fn=loss_fn, **overrides)
 
 
 # ---------------------------------------------------------------------------

@@ -144,6 +144,12 @@ def test_unknown_recipe_names_list_the_available_ones():
     (MINIMAL.replace('name = "l1"', 'name = "activation"\npower = -1.0'),
      r"invalid \[scorer\] parameters for 'activation': .*power"),
     (MINIMAL + "[analysis]\nsplit = 'inner'\n", r"unknown parameter\(s\) \['split'\] in \[analysis\]; valid: .*'split_policy'"),
+    (MINIMAL + "[analysis]\nsplit_policy = 'middle'\n",
+     r"invalid \[analysis\] parameters: split_policy must be 'inner' or 'outer', got 'middle'"),
+    (MINIMAL + "[analysis]\nignore = 3\n", r"invalid \[analysis\] parameters: ignore takes module or parameter names"),
+    (MINIMAL + "[analysis]\nfrontend = 'jit'\n", r"invalid \[analysis\] parameters: unknown frontend 'jit'"),
+    (MINIMAL + "[analysis]\nsplit_overrides = { view = 'middle' }\n",
+     r"invalid \[analysis\] parameters: split_overrides\['view'\]"),
     (MINIMAL + "percentile = 150.0\n", r"invalid \[schedule\] parameters for 'iterative': percentile must be"),
     (MINIMAL.replace('[recipe]\nname = "mine"', '[recipe]\nname = "mine"\nauthor = "me"'),
      r"unknown key\(s\) \['author'\] in \[recipe\]"),
@@ -163,6 +169,23 @@ def test_recipe_errors_name_the_recipe_and_file(tmp_path):
         recipe(path)
     assert "recipe 'mine'" in str(info.value) and path in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+def test_schedule_parameters_are_the_config_fields():
+    from fxprune.recipes import schedule_parameters
+    from fxprune.schedules import SCHEDULES
+
+    for name, (_, config_cls) in SCHEDULES.items():
+        names = {f.name for f in dataclasses.fields(config_cls)} - {"scorer", "scorer_params", "analysis"}
+        assert set(schedule_parameters(name)) == names
+    assert schedule_parameters("iterative") == ("percentile", "rounds", "tolerance", "num_batches", "min_channels")
+    assert "implant_ratio" in schedule_parameters("one_shot") and "rounds" not in schedule_parameters("one_shot")
+
+
+def test_a_recipe_gives_its_schedule_config():
+    config = recipe("aiap").config()
+    assert type(config).__name__ == "AdaptiveConfig" and config.scorer == "activation"
+    assert config.analysis == fxprune.AnalysisConfig(split_policy="inner") and config.rounds == 30
 
 
 def test_scorer_parameters_come_from_the_factories():

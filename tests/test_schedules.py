@@ -25,7 +25,7 @@ from fxprune.schedules import (
     iterative,
     one_shot,
 )
-from fxprune.schedules.common import threshold_plan
+from fxprune.schedules.plans import threshold_plan
 
 X = (torch.randn(2, 4),)
 

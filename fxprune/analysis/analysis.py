@@ -22,9 +22,11 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Iterable, Mapping, Sequence
 
 import networkx as nx
 import torch
@@ -37,12 +39,59 @@ from .capture import export, propagate_shapes, trace
 from .channels import Barrier, ChannelState, propagate_channels, resolve_ignore
 from .groups import Group, build_groups
 
-__all__ = ["AnalysisConfig", "Analysis", "analyze"]
+__all__ = ["AnalysisConfig", "Analysis", "analyze", "unknown_names", "SPLIT_POLICIES", "FRONTENDS"]
+
+
+#: values of :attr:`AnalysisConfig.split_policy`
+SPLIT_POLICIES = ("inner", "outer")
+#: values of :attr:`AnalysisConfig.frontend`
+FRONTENDS = ("fx", "export")
+
+
+def unknown_names(what: str, unknown: Iterable[str], valid: Sequence[str]) -> ConfigError:
+    """A :class:`ConfigError` for unknown names, listing the valid ones (and close matches)."""
+    unknown = sorted(unknown)
+    close = list(dict.fromkeys(c for u in unknown for c in difflib.get_close_matches(u, list(valid), n=3)))
+    hint = f"; did you mean {close}?" if close else ""
+    return ConfigError(f"unknown {what}(s) {unknown}{hint} (valid: {list(valid)})")
+
+
+def _names(field: str, value: Any, what: str) -> tuple[Any, ...]:
+    """``value`` as a tuple of names or module types (a single string is one name, never its characters)."""
+    if value is None:
+        return ()
+    items = (value,) if isinstance(value, (str, type)) else value
+    try:
+        items = tuple(items)
+    except TypeError:
+        items = (items,)
+    for item in items:
+        if not (isinstance(item, str) or isinstance(item, type) and issubclass(item, torch.nn.Module)):
+            raise ConfigError(f"{field} takes {what}; got {item!r} ({type(item).__name__})")
+    return items
+
+
+def _overrides(value: Any) -> tuple[tuple[str, str | int], ...]:
+    """``split_overrides`` as sorted ``(node name, policy)`` pairs, checked."""
+    pairs = tuple(value.items()) if isinstance(value, Mapping) else tuple(value or ())
+    for pair in pairs:
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise ConfigError(f"split_overrides must map fx node names to policies, got {value!r}")
+        name, policy = pair
+        if policy not in SPLIT_POLICIES and not (isinstance(policy, int) and not isinstance(policy, bool)):
+            raise ConfigError(f"split_overrides[{name!r}] must be 'inner', 'outer' or an int "
+                              f"(which varying factor is pruned), got {policy!r}")
+    return tuple(sorted(pairs, key=lambda kv: kv[0]))
 
 
 @dataclass(frozen=True)
 class AnalysisConfig:
-    """Options of the analysis stage.
+    """The options of the analysis stage, validated on construction.
+
+    This is the one form of analysis options: :func:`analyze` and
+    :func:`fxprune.prune` build it from their keywords, the schedules take it
+    as their ``analysis`` setting, and a recipe's ``[analysis]`` table is read
+    through :meth:`from_options`.
 
     Attributes:
         leaf_modules: module types or qualified names not traced through.
@@ -51,17 +100,73 @@ class AnalysisConfig:
             (``inner``: head_dim / channels-per-group; ``outer``: whole heads).
         split_overrides: per-node policy overrides, by fx node name: ``inner``,
             ``outer`` or an int picking which varying factor is pruned (``1``
-            prunes whole heads of a fused ``qkv.reshape(B, N, 3, heads, head_dim)``).
-        ignore: module or parameter names whose produced channels are kept.
+            prunes whole heads of a fused ``qkv.reshape(B, N, 3, heads, head_dim)``);
+            given as a mapping, stored as sorted ``(name, policy)`` pairs.
+        ignore: module or parameter names whose produced channels are kept
+            (a single string is one name), or module types (every module of
+            the type is kept).
         frontend: ``fx`` (symbolic_trace, the default) or ``export`` (torch.export).
+
+    Example:
+        >>> from fxprune import AnalysisConfig
+        >>> AnalysisConfig(ignore="fc").ignore
+        ('fc',)
+        >>> AnalysisConfig.from_options({"split_policy": "outer", "split_overrides": {"view": 1}})
+        AnalysisConfig(leaf_modules=(), strict=False, split_policy='outer', split_overrides=(('view', 1),), ignore=(), frontend='fx')
+        >>> AnalysisConfig.from_options({"split_polcy": "outer"})
+        Traceback (most recent call last):
+        ...
+        fxprune.errors.ConfigError: unknown analysis option(s) ['split_polcy']; did you mean ['split_policy']? (valid: ['leaf_modules', 'strict', 'split_policy', 'split_overrides', 'ignore', 'frontend'])
     """
 
     leaf_modules: tuple[Any, ...] = ()
     strict: bool = False
     split_policy: str = "inner"
-    split_overrides: tuple[tuple[str, str], ...] = ()
+    split_overrides: tuple[tuple[str, str | int], ...] = ()
     ignore: tuple[str, ...] = ()
     frontend: str = "fx"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "leaf_modules", _names("leaf_modules", self.leaf_modules,
+                                                           "module types or qualified module names (strings)"))
+        object.__setattr__(self, "ignore", _names("ignore", self.ignore,
+                                                     "module or parameter names (strings) or module types"))
+        object.__setattr__(self, "split_overrides", _overrides(self.split_overrides))
+        if not isinstance(self.strict, bool):
+            raise ConfigError(f"strict must be True or False, got {self.strict!r}")
+        if self.split_policy not in SPLIT_POLICIES:
+            raise ConfigError(f"split_policy must be 'inner' or 'outer', got {self.split_policy!r}")
+        if self.frontend not in FRONTENDS:
+            raise ConfigError(f"unknown frontend {self.frontend!r}; available: 'fx' (symbolic_trace), "
+                              "'export' (torch.export, ATen level)")
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The option names, in order."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None = None) -> "AnalysisConfig":
+        """The config of a mapping of options; unknown names raise :class:`ConfigError` (with close matches)."""
+        return cls().replace(**dict(options or {}))
+
+    @classmethod
+    def coerce(cls, value: "AnalysisConfig | Mapping[str, Any] | None") -> "AnalysisConfig":
+        """``value`` as a config: ``None`` is the default, a mapping goes through :meth:`from_options`."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, Mapping):
+            return cls.from_options(value)
+        raise ConfigError(f"analysis options must be an AnalysisConfig or a mapping, got {type(value).__name__}")
+
+    def replace(self, **options: Any) -> "AnalysisConfig":
+        """A copy with some options changed (validated)."""
+        unknown = set(options) - set(self.option_names())
+        if unknown:
+            raise unknown_names("analysis option", unknown, self.option_names())
+        return dataclasses.replace(self, **options) if options else self
 
 
 @dataclass(eq=False)
@@ -142,14 +247,10 @@ class Analysis:
 def analyze(
     model: torch.nn.Module,
     example_inputs: Sequence[Any],
+    config: AnalysisConfig | Mapping[str, Any] | None = None,
     *,
-    leaf_modules: Iterable[Any] = (),
-    strict: bool = False,
-    split_policy: str = "inner",
-    split_overrides: dict[str, str] | None = None,
-    ignore: Iterable[str] = (),
     registry: Registry | None = None,
-    frontend: str = "fx",
+    **options: Any,
 ) -> Analysis:
     """Trace ``model`` and find its coupled channel groups.
 
@@ -159,40 +260,54 @@ def analyze(
     Args:
         model: the model (an ``nn.Module``; a ``GraphModule`` is used as is).
         example_inputs: a tuple of the positional inputs of ``model.forward``.
-        leaf_modules: module types or qualified names not to trace through.
-        strict: raise :class:`~fxprune.errors.UnsupportedOpError` for ops without a rule.
-        split_policy: ``inner`` or ``outer`` (see :class:`AnalysisConfig`).
-        split_overrides: ``{fx node name: policy}`` for individual reshapes.
-        ignore: module/parameter names whose output channels must be kept.
+        config: an :class:`AnalysisConfig` (or a mapping of its options);
+            ``None``: the defaults.
         registry: the rule registry (default: :func:`fxprune.ops.default_registry`).
-        frontend: ``fx`` (``torch.fx.symbolic_trace``) or ``export`` (``torch.export``:
-            ATen-level, for models symbolic tracing cannot handle; same rules).
+        **options: options of :class:`AnalysisConfig`, applied over ``config``:
+            ``leaf_modules`` (module types or qualified names not to trace
+            through), ``strict`` (raise :class:`~fxprune.errors.UnsupportedOpError`
+            for ops without a rule), ``split_policy`` (``inner`` or ``outer``),
+            ``split_overrides`` (``{fx node name: policy}`` for individual
+            reshapes), ``ignore`` (module/parameter names whose output channels
+            must be kept), ``frontend`` (``fx``: ``torch.fx.symbolic_trace``;
+            ``export``: ``torch.export``, ATen-level, for models symbolic
+            tracing cannot handle; same rules).
 
     Raises:
         TraceError, ExampleInputError, UnsupportedOpError, ConfigError.
     """
-    if frontend not in ("fx", "export"):
-        raise ConfigError(f"unknown frontend {frontend!r}; available: 'fx' (symbolic_trace), "
-                          "'export' (torch.export, ATen level)")
+    config = AnalysisConfig.coerce(config).replace(**options)
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     example_inputs = tuple(example_inputs)
-    config = AnalysisConfig(tuple(leaf_modules), strict, split_policy,
-                            tuple(sorted((split_overrides or {}).items())), tuple(ignore), frontend)
     registry = registry if registry is not None else default_registry()
-    if frontend == "export":
+    if config.frontend == "export":
         gm = export(model, example_inputs)
     else:
         gm = trace(model, leaf_modules=tuple(config.leaf_modules) + registry.leaf_types())
     if gm is model:  # a GraphModule given by the user: annotate a shallow copy of its graph
         gm = fx.GraphModule(model, _copy_graph(model.graph), type(model).__name__)
     propagate_shapes(gm, example_inputs)
-    state = propagate_channels(gm, registry, strict=strict, split_policy=split_policy,
+    state = propagate_channels(gm, registry, strict=config.strict, split_policy=config.split_policy,
                                split_overrides=dict(config.split_overrides))
     if config.ignore:
-        resolve_ignore(state, [n for n, _ in model.named_modules()], config.ignore)
+        resolve_ignore(state, [n for n, _ in model.named_modules()], _ignored_names(model, config.ignore))
     groups, graph = build_groups(gm, state)
     return Analysis(gm, groups, state.barriers, state, example_inputs, config, registry, graph)
+
+
+def _ignored_names(model: torch.nn.Module, ignore: Sequence[Any]) -> list[str]:
+    """``ignore`` with every module type replaced by the names of the model's modules of that type."""
+    names: list[str] = []
+    for entry in ignore:
+        if isinstance(entry, str):
+            names.append(entry)
+            continue
+        hits = [n for n, m in model.named_modules() if n and isinstance(m, entry)]
+        if not hits:
+            raise ConfigError(f"ignore entry {entry.__name__} matches no module of the model")
+        names.extend(hits)
+    return names
 
 
 def _copy_graph(graph: fx.Graph) -> fx.Graph:

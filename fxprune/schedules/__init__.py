@@ -11,7 +11,10 @@ With ``checkpoint_dir`` each finished round is saved atomically and a second
 call with the same directory resumes after the last finished round.  A
 ``KeyboardInterrupt`` propagates as :class:`ScheduleInterrupted` (a
 ``KeyboardInterrupt`` subclass) whose ``history`` holds the finished rounds.
-See ``docs/schedules.md``.
+Each schedule is a small :class:`Policy` over one round loop
+(:mod:`fxprune.schedules.engine`) with a settings dataclass derived from
+:class:`ScheduleConfig`; write your own the same way.  See
+``docs/schedules.md``.
 
 Example:
     >>> import torch, torch.nn as nn
@@ -25,19 +28,29 @@ Example:
 """
 from types import MappingProxyType
 
-from .adaptive import TARGETS, AdaptiveConfig, adaptive
+from .adaptive import TARGETS, Adaptive, AdaptiveConfig, adaptive
+from .config import ScheduleConfig
+from .engine import Decision, Policy, Runtime
 from .history import History, RoundRecord, ScheduleInterrupted
-from .iterative import IterativeConfig, iterative
-from .one_shot import OneShotConfig, one_shot
+from .iterative import Iterative, IterativeConfig, iterative
+from .one_shot import OneShot, OneShotConfig, one_shot
 
 __all__ = [
+    "POLICIES",
     "SCHEDULES",
     "TARGETS",
+    "Adaptive",
     "AdaptiveConfig",
+    "Decision",
     "History",
+    "Iterative",
     "IterativeConfig",
+    "OneShot",
     "OneShotConfig",
+    "Policy",
     "RoundRecord",
+    "Runtime",
+    "ScheduleConfig",
     "ScheduleInterrupted",
     "adaptive",
     "iterative",
@@ -50,3 +63,6 @@ SCHEDULES = MappingProxyType({
     "adaptive": (adaptive, AdaptiveConfig),
     "one_shot": (one_shot, OneShotConfig),
 })
+
+#: schedule name -> its policy class
+POLICIES = MappingProxyType({p.name: p for p in (Iterative, Adaptive, OneShot)})

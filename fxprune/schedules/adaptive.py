@@ -50,48 +50,30 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import torch
-import torch.fx as fx
 
+from ..analysis.analysis import Analysis
 from ..errors import ConfigError
-from ..report import build_report, count_params
-from ..rewrite.channels import apply_plan
-from ..scoring import ScoreContext, get_scorer
-from .common import (
-    STOP_BUDGET,
-    Session,
-    call_finetune,
-    check_analysis_options,
-    frozen_mapping,
-    compose_index_map,
-    group_shares,
-    jsonable,
-    rewind_weights,
-    threshold_plan,
-)
+from .config import ScheduleConfig, is_number, require
+from .engine import Decision, Plan, Policy
 from .history import History
+from .plans import group_shares, threshold_plan
 
-__all__ = ["AdaptiveConfig", "adaptive", "TARGETS", "STOP_NO_GOOD"]
+__all__ = ["AdaptiveConfig", "Adaptive", "adaptive", "TARGETS", "STOP_NO_GOOD"]
 
 TARGETS = ("accuracy", "params", "macs")
 #: stop reason: a round failed the target and no good checkpoint was left to restore
 STOP_NO_GOOD = "no good checkpoint"
 
 
-def _number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-@dataclass(frozen=True)
-class AdaptiveConfig:
-    """Settings of :func:`adaptive` (validated on construction).
+@dataclass(frozen=True, kw_only=True)
+class AdaptiveConfig(ScheduleConfig):
+    """Settings of :func:`adaptive` (validated on construction; shared fields: :class:`ScheduleConfig`).
 
     Attributes:
-        scorer, scorer_params: the scorer (``activation`` for AIAP).
         lambda0: the initial step of ``T`` (> 0; 1.0 CIFAR-scale, 0.1 ImageNet-scale
             in the released code, for activation scores).
         rounds: the round budget (>= 0).
@@ -101,58 +83,37 @@ class AdaptiveConfig:
         max_drop: with a params/macs target, also require the accuracy drop to
             stay within this many points (``None``: accuracy is only recorded).
         share: ``params`` or ``macs``: how ``T`` is split among groups.
-        min_channels: channels every group keeps at least (>= 1).
-        num_batches: calibration batches for data-driven scorers.
-        analysis_options: keyword arguments of :func:`fxprune.analyze`.
     """
 
-    scorer: Any = "l1"
-    scorer_params: Mapping[str, Any] = field(default_factory=frozen_mapping)
     lambda0: float = 1.0
     rounds: int = 20
     target: str = "accuracy"
     target_value: float = 1.0
     max_drop: float | None = None
     share: str = "params"
-    min_channels: int = 1
-    num_batches: int | None = None
-    analysis_options: Mapping[str, Any] = field(default_factory=frozen_mapping)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "scorer_params", frozen_mapping(self.scorer_params))
-        object.__setattr__(self, "analysis_options", frozen_mapping(check_analysis_options(self.analysis_options)))
-        if not _number(self.lambda0) or not self.lambda0 > 0:
-            raise ConfigError(f"lambda0 must be a number > 0, got {self.lambda0!r}")
-        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 0:
-            raise ConfigError(f"rounds must be an integer >= 0, got {self.rounds!r}")
-        if self.target not in TARGETS:
-            raise ConfigError(f"target must be one of {TARGETS}, got {self.target!r}")
-        if not _number(self.target_value):
-            raise ConfigError(f"target_value must be a number, got {self.target_value!r}")
+    def validate(self) -> None:
+        require(is_number(self.lambda0) and self.lambda0 > 0, "lambda0", "a number > 0", self.lambda0)
+        require(self.target in TARGETS, "target", f"one of {TARGETS}", self.target)
+        require(is_number(self.target_value), "target_value", "a number", self.target_value)
         if self.target == "accuracy" and not self.target_value >= 0:
             raise ConfigError(f"with target='accuracy', target_value is the largest accuracy drop "
                               f"in points and must be >= 0, got {self.target_value!r}")
         if self.target != "accuracy" and not 0.0 < self.target_value < 1.0:
             raise ConfigError(f"with target={self.target!r}, target_value is a reduction fraction "
                               f"in (0, 1), got {self.target_value!r}")
-        if self.max_drop is not None and (not _number(self.max_drop) or not self.max_drop >= 0):
-            raise ConfigError(f"max_drop must be None or a number >= 0, got {self.max_drop!r}")
-        if self.share not in ("params", "macs"):
-            raise ConfigError(f"share must be 'params' or 'macs', got {self.share!r}")
-        if isinstance(self.min_channels, bool) or not isinstance(self.min_channels, int) or self.min_channels < 1:
-            raise ConfigError(f"min_channels must be an integer >= 1, got {self.min_channels!r}")
-        if self.num_batches is not None and (not isinstance(self.num_batches, int) or self.num_batches < 1):
-            raise ConfigError(f"num_batches must be None or an integer >= 1, got {self.num_batches!r}")
+        require(self.max_drop is None or is_number(self.max_drop) and self.max_drop >= 0, "max_drop",
+                "None or a number >= 0", self.max_drop)
+        require(self.share in ("params", "macs"), "share", "'params' or 'macs'", self.share)
 
     @property
     def needs_accuracy(self) -> bool:
         return self.target == "accuracy" or self.max_drop is not None
 
-    def fingerprint(self, **extra: Any) -> dict[str, Any]:
-        """The settings a resumed run must share (everything but the round budget)."""
-        out = {k: jsonable(getattr(self, k)) for k in self.__dataclass_fields__ if k != "rounds"}
-        out.update(jsonable(extra))
-        return out
+    @property
+    def size_key(self) -> str:
+        """The metric the result minimises: ``macs`` for a MAC target, else ``params``."""
+        return "macs" if self.target == "macs" else "params"
 
     def met(self, metrics: Mapping[str, Any], baseline: Mapping[str, Any]) -> bool:
         """Whether a round's metrics meet the target."""
@@ -167,143 +128,84 @@ class AdaptiveConfig:
         return ok
 
 
-def _best_round(history: History, key: str) -> int:
-    accepted = [r for r in history.rounds if r.accepted]
-    return min(accepted, key=lambda r: (r.metrics[key], -r.round)).round
+class Adaptive(Policy):
+    """A global threshold ``T`` split among groups, grown on success, backed off on failure."""
+
+    name = "adaptive"
+    config_class = AdaptiveConfig
+    config: AdaptiveConfig
+
+    def check(self) -> None:
+        cfg = self.config
+        if cfg.needs_accuracy and self.runtime.evaluate is None:
+            raise ConfigError(f"adaptive with target={cfg.target!r}"
+                              + (" and max_drop" if cfg.target != "accuracy" else "")
+                              + " needs evaluate(gm) -> accuracy")
+
+    def initial_state(self) -> dict[str, Any]:
+        return {"T": 0.0, "step": float(self.config.lambda0), "resets": 0, "good": []}
+
+    def plan(self, analysis: Analysis, scores: Mapping[int, Any], state: Mapping[str, Any]) -> Plan:
+        shares = group_shares(analysis, self.config.share)
+        return threshold_plan(analysis, scores, {gid: float(state["T"]) * s for gid, s in shares.items()},
+                              self.config.min_channels)
+
+    def decide(self, number: int, metrics: Mapping[str, Any], state: Mapping[str, Any],
+               history: History) -> Decision:
+        T, step, resets = float(state["T"]), float(state["step"]), int(state["resets"])
+        good = [list(g) for g in state["good"]]
+        info = {"threshold": T, "step": step, "from_round": state["current"]}
+        met = self.config.met(metrics, history.rounds[0].metrics)
+        current, stop = state["current"], None
+        if met:
+            good.append([number, T, step])
+            T, resets, current = T + step, 0, number
+        elif not good:
+            stop = STOP_NO_GOOD
+        else:
+            r_good, t_good, step_good = good[-1]
+            current = int(r_good)
+            resets += 1
+            if resets == 3:
+                step, T, resets = step / 2, float(t_good), 0
+                good.pop()
+                if not good:
+                    stop = STOP_NO_GOOD
+            else:
+                step = float(step_good) / 2 ** resets
+                T = float(t_good) + step
+        return Decision(accepted=met, current=current, best_round=self._best(number, met, metrics, history),
+                        stop=stop, state={"T": T, "step": step, "resets": resets, "good": good},
+                        metrics={**info, "next_threshold": T, "next_step": step, "resets": resets,
+                                 "good": [int(g[0]) for g in good]})
+
+    def _best(self, number: int, met: bool, metrics: Mapping[str, Any], history: History) -> int:
+        """The accepted round with the fewest params (MACs for a MAC target), the latest on ties."""
+        key = self.config.size_key
+        accepted = [r for r in history.rounds if r.accepted]
+        best = min(accepted, key=lambda r: (r.metrics[key], -r.round)).round
+        if met and metrics[key] <= history.round(best).metrics[key]:
+            best = number
+        return best
 
 
-def adaptive(
-    model: torch.nn.Module,
-    example_inputs: Sequence[Any],
-    *,
-    scorer: Any = "l1",
-    scorer_params: Mapping[str, Any] | None = None,
-    lambda0: float = 1.0,
-    rounds: int = 20,
-    target: str = "accuracy",
-    target_value: float = 1.0,
-    max_drop: float | None = None,
-    share: str = "params",
-    finetune: Callable[[fx.GraphModule], Any] | None = None,
-    evaluate: Callable[[fx.GraphModule], float] | None = None,
-    rewind_state: Mapping[str, torch.Tensor] | None = None,
-    data: Any = None,
-    loss_fn: Callable[..., Any] | None = None,
-    num_batches: int | None = None,
-    min_channels: int = 1,
-    analysis_options: Mapping[str, Any] | None = None,
-    checkpoint_dir: str | Path | None = None,
-    progress: bool = True,
-) -> History:
+def adaptive(model: torch.nn.Module, example_inputs: Sequence[Any], config: AdaptiveConfig | None = None,
+             **kwargs: Any) -> History:
     """Prune with an adaptive global threshold (AIAP; see the module docstring for the loop).
 
-    Args:
-        model, example_inputs: the model to prune (never modified) and its inputs.
-        scorer, scorer_params: the scorer (``activation`` for AIAP).
-        lambda0: the initial step of the threshold.
-        rounds: the round budget.
-        target, target_value, max_drop: what "the target is met" means (see
-            :class:`AdaptiveConfig`).
-        share: ``params`` or ``macs``: each group's share of the threshold.
-        finetune: ``finetune(gm) -> gm`` after each prune (``None`` return: in place).
-        evaluate: ``evaluate(gm) -> accuracy`` in percent; required for an
-            accuracy target or ``max_drop``, else only recorded when given.
-        rewind_state: a state_dict of the original model to rewind surviving
-            weights to after each prune (LTH); ``None``: plain fine-tuning.
-        data, loss_fn, num_batches: calibration inputs of data-driven scorers.
-        min_channels: channels every group keeps at least.
-        analysis_options: keyword arguments of :func:`fxprune.analyze`.
-        checkpoint_dir: save every finished round there and resume from it.
-        progress: show a progress bar.
+    ``kwargs``: runtime arguments (:class:`~fxprune.schedules.engine.Runtime`;
+    ``evaluate`` is required for an accuracy target or ``max_drop``, else
+    only recorded when given) and settings, the fields of
+    :class:`AdaptiveConfig` (``lambda0``, ``rounds``, ``target``,
+    ``target_value``, ``max_drop``, ``share``, ``scorer`` ...) applied over
+    ``config``; ``analysis_options`` (a dict) is accepted for ``analysis``.
 
     Returns:
         The :class:`~fxprune.schedules.History`; every round's metrics hold the
         ``threshold`` and ``step`` it used, and ``next_threshold``,
         ``next_step``, ``resets`` and ``good`` (rounds of the good stack) after it.
-
-    Raises:
-        ScheduleInterrupted: on ``KeyboardInterrupt``; carries the finished rounds.
-        ConfigError: invalid settings, or a checkpoint written with other settings.
     """
-    cfg = AdaptiveConfig(scorer, scorer_params, lambda0, rounds, target, target_value, max_drop,
-                         share, min_channels, num_batches, analysis_options)
-    if cfg.needs_accuracy and evaluate is None:
-        raise ConfigError(f"adaptive with target={cfg.target!r}"
-                          + (" and max_drop" if cfg.target != "accuracy" else "")
-                          + " needs evaluate(gm) -> accuracy")
-    score_fn = get_scorer(cfg.scorer, **dict(cfg.scorer_params))
-    size_key = "macs" if cfg.target == "macs" else "params"
-    session = Session("adaptive", cfg.fingerprint(rewind=rewind_state is not None), model,
-                      tuple(example_inputs) if not isinstance(example_inputs, torch.Tensor)
-                      else (example_inputs,), dict(cfg.analysis_options), evaluate, checkpoint_dir,
-                      progress, cfg.rounds)
-    try:
-        state = session.start({"round": 0, "current": 0, "T": 0.0, "step": float(cfg.lambda0),
-                               "resets": 0, "good": []})
-        session.reopen_if_budget_grew(state["round"])
-        while session.history.stop_reason is None:
-            if state["round"] >= cfg.rounds:
-                session.stop(STOP_BUDGET)
-                break
-            number = state["round"] + 1
-            T, step, resets = float(state["T"]), float(state["step"]), int(state["resets"])
-            good = [list(g) for g in state["good"]]
-            current = session.model_of(state["current"])
-            analysis = session.analyze(current)
-            scores = score_fn(analysis, ScoreContext(model=current, data=data, loss_fn=loss_fn,
-                                                     num_batches=cfg.num_batches))
-            shares = group_shares(analysis, cfg.share)
-            plan = threshold_plan(analysis, scores, {gid: T * s for gid, s in shares.items()},
-                                  cfg.min_channels)
-            gm = apply_plan(analysis, plan)
-            report = build_report(analysis, plan, gm)
-            extra: dict[str, Any] = {}
-            if rewind_state is not None:
-                index_map = compose_index_map(session.extras[state["current"]].get("index_map", {}),
-                                              analysis, plan)
-                rewind_weights(gm, rewind_state, index_map)
-                extra["index_map"] = index_map
-            gm = call_finetune(finetune, gm)
-            removed = sum(len(c) for c in plan.values())
-            alive = sum(len(g.prunable) for g in analysis.groups)
-            metrics: dict[str, Any] = {
-                "accuracy": session.measure(gm), "params": count_params(gm), "macs": report.macs_after,
-                "channels_removed": removed, "ratio": removed / alive if alive else 0.0,
-                "groups_pruned": len(plan), "threshold": T, "step": step, "from_round": state["current"]}
-            met = cfg.met(metrics, session.baseline)
-            current_round = state["current"]
-            stop = None
-            if met:
-                good.append([number, T, step])
-                T, resets, current_round = T + step, 0, number
-            elif not good:
-                stop = STOP_NO_GOOD
-            else:
-                r_good, t_good, step_good = good[-1]
-                current_round = int(r_good)
-                resets += 1
-                if resets == 3:
-                    step, T, resets = step / 2, float(t_good), 0
-                    good.pop()
-                    if not good:
-                        stop = STOP_NO_GOOD
-                else:
-                    step = float(step_good) / 2 ** resets
-                    T = float(t_good) + step
-            metrics.update({"accepted": met, "next_threshold": T, "next_step": step, "resets": resets,
-                            "good": [int(g[0]) for g in good]})
-            new_state = {"round": number, "current": current_round, "T": T, "step": step,
-                         "resets": resets, "good": good}
-            best = _best_round(session.history, size_key)
-            if met:
-                base = session.history.round(best).metrics[size_key]
-                best = number if metrics[size_key] <= base else best
-            session.commit(number, gm, metrics, new_state, best_round=best, extra=extra)
-            state = new_state
-            if stop is not None:
-                session.stop(stop)
-    except KeyboardInterrupt as exc:
-        raise session.interrupted() from exc
-    finally:
-        session.close()
-    return session.history
+    return Adaptive.run(model, example_inputs, config, **kwargs)
+
+
+adaptive.__signature__ = Adaptive.signature()  # type: ignore[attr-defined]

@@ -33,15 +33,16 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
+import torch.fx as fx
 
-from .history import RoundRecord
-
-__all__ = ["CheckpointStore", "FORMAT_VERSION"]
+__all__ = ["CheckpointStore", "FORMAT_VERSION", "SavedRound"]
 
 FORMAT_VERSION = 1
+#: one saved round: ``(number, graph_module, metrics)``
+SavedRound = tuple[int, fx.GraphModule, dict[str, Any]]
 _STATE = "state.json"
 
 
@@ -71,10 +72,11 @@ class CheckpointStore:
     def _round_stem(self, number: int) -> Path:
         return self.directory / f"round_{number:04d}"
 
-    def load(self) -> tuple[dict[str, Any], list[RoundRecord], dict[int, dict[str, Any]]] | None:
-        """``(header, records, extras)`` of the finished rounds, or ``None`` if nothing is saved.
+    def load(self) -> tuple[dict[str, Any], list[SavedRound], dict[int, dict[str, Any]]] | None:
+        """``(header, rounds, extras)`` of the finished rounds, or ``None`` if nothing is saved.
 
-        ``extras[r]`` is the per-round data saved besides the metrics (the index map).
+        ``rounds`` holds ``(number, graph_module, metrics)`` per round; ``extras[r]``
+        is the per-round data saved besides the metrics (the index map).
         """
         state_path = self.directory / _STATE
         if not state_path.exists():
@@ -82,22 +84,23 @@ class CheckpointStore:
         header = json.loads(state_path.read_text())
         if header.get("format") != FORMAT_VERSION:
             raise ValueError(f"{state_path}: unsupported checkpoint format {header.get('format')!r}")
-        records: list[RoundRecord] = []
+        rounds: list[SavedRound] = []
         extras: dict[int, dict[str, Any]] = {}
         for number in header["rounds"]:
             stem = self._round_stem(number)
             gm = torch.load(stem.with_suffix(".pt"), weights_only=False)
             data = json.loads(stem.with_suffix(".json").read_text())
-            records.append(RoundRecord(number, gm, data["metrics"]))
+            rounds.append((number, gm, data["metrics"]))
             extras[number] = {k: v for k, v in data.items() if k not in ("round", "metrics")}
-        return header, records, extras
+        return header, rounds, extras
 
-    def save_round(self, record: RoundRecord, extra: dict[str, Any], header: dict[str, Any]) -> None:
+    def save_round(self, number: int, gm: torch.nn.Module, metrics: Mapping[str, Any], extra: dict[str, Any],
+                   header: dict[str, Any]) -> None:
         """Save one finished round, then commit it by rewriting ``state.json`` (``header``)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        stem = self._round_stem(record.round)
-        _atomic_write(stem.with_suffix(".pt"), lambda fh: torch.save(record.graph_module, fh))
-        payload = {"round": record.round, "metrics": dict(record.metrics), **extra}
+        stem = self._round_stem(number)
+        _atomic_write(stem.with_suffix(".pt"), lambda fh: torch.save(gm, fh))
+        payload = {"round": number, "metrics": dict(metrics), **extra}
         _atomic_write(stem.with_suffix(".json"), lambda fh: fh.write(json.dumps(payload)), "w")
         self.save_header(header)
 

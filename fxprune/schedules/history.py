@@ -27,6 +27,8 @@ from typing import Any, Mapping
 
 import torch.fx as fx
 
+from .checkpoint import CheckpointStore, SavedRound
+
 __all__ = ["RoundRecord", "History", "ScheduleInterrupted"]
 
 
@@ -165,12 +167,16 @@ class History:
     @classmethod
     def load(cls, checkpoint_dir: str | Path) -> "History":
         """The history saved in ``checkpoint_dir`` (models loaded with ``torch.load``)."""
-        from .checkpoint import CheckpointStore
-
-        store = CheckpointStore(checkpoint_dir)
-        saved = store.load()
+        saved = CheckpointStore(checkpoint_dir).load()
         if saved is None:
             raise FileNotFoundError(f"no schedule checkpoint in {checkpoint_dir}")
-        header, records, _ = saved
-        return cls(header["schedule"], records, header.get("best_round"), header.get("stop_reason"),
-                   bool(header.get("interrupted", False)), str(checkpoint_dir))
+        header, rounds, _ = saved
+        return cls.restore(header, rounds, checkpoint_dir)
+
+    @classmethod
+    def restore(cls, header: Mapping[str, Any], rounds: list[SavedRound],
+                checkpoint_dir: str | Path | None = None) -> "History":
+        """The history of a checkpoint's header and rounds (see :meth:`CheckpointStore.load`)."""
+        return cls(header["schedule"], [RoundRecord(*r) for r in rounds], header.get("best_round"),
+                   header.get("stop_reason"), bool(header.get("interrupted", False)),
+                   None if checkpoint_dir is None else str(checkpoint_dir))

@@ -50,7 +50,6 @@ Example:
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Collection, Iterable, Iterator, Mapping
 
@@ -59,6 +58,7 @@ import torch
 import torch.fx as fx
 
 from ..errors import ConfigError
+from ..progress import progress
 
 __all__ = [
     "Accumulator",
@@ -200,46 +200,6 @@ def require_data(scorer: str, data: Any, loss_fn: Any = None, *, need_loss: bool
     if need_loss and loss_fn is None:
         raise ConfigError(f"scorer {scorer!r} needs a loss: pass loss_fn= (loss_fn(output, target) "
                           f"-> scalar tensor) to fxprune.prune, and (inputs, target) batches in data=")
-
-
-# ---------------------------------------------------------------------------
-# progress
-
-
-class _StderrProgress:
-    """A minimal progress display on stderr (used when tqdm is not installed)."""
-
-    def __init__(self, iterable: Iterable[Any], total: int | None, desc: str) -> None:
-        self._it, self._total, self._desc = iterable, total, desc
-
-    def __iter__(self) -> Iterator[Any]:
-        k = 0
-        try:
-            for k, item in enumerate(self._it, 1):
-                yield item
-                of = f"/{self._total}" if self._total else ""
-                sys.stderr.write(f"\r{self._desc}: {k}{of}")
-                sys.stderr.flush()
-        finally:
-            if k:
-                sys.stderr.write("\n")
-                sys.stderr.flush()
-
-
-def progress(iterable: Iterable[Any], *, total: int | None = None, desc: str = "calibration",
-             enabled: bool = True) -> Iterable[Any]:
-    """``iterable`` wrapped in a progress bar (tqdm if importable, else stderr).
-
-    Nothing is shown when ``enabled`` is false or on ranks other than 0 of a
-    distributed run.
-    """
-    if not enabled or distributed_rank() != 0:
-        return iterable
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return _StderrProgress(iterable, total, desc)
-    return tqdm(iterable, total=total, desc=desc, leave=False)
 
 
 # ---------------------------------------------------------------------------
