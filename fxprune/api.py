@@ -26,6 +26,7 @@ from .ops.registry import Registry
 from .report import Report, build_report
 from .rewrite.channels import apply_plan
 from .scoring import ScoreContext, SelectionConfig, get_scorer, select_plan
+from .scoring.targets import Target, select_for_target
 
 __all__ = ["PruneResult", "apply", "prune", "analyze"]
 
@@ -66,6 +67,8 @@ def prune(
     max_ratio: float = 1.0,
     round_to: int = 1,
     normalize: str = "mean",
+    target_macs: float | None = None,
+    target_params: float | None = None,
     data: Any = None,
     loss_fn: Any = None,
     num_batches: int | None = None,
@@ -89,6 +92,11 @@ def prune(
         max_ratio: at most this fraction of a group is removed.
         round_to: kept counts are rounded up to a multiple of this.
         normalize: score normalisation for global ranking (``mean``, ``max``, ``none``).
+        target_macs, target_params: budgets instead of ``ratio``: the pruned model's
+            MACs / parameters at most this (a fraction <= 1 of the original, or an
+            absolute count).  The selection's ratio is searched (monotone bisection)
+            to the least-pruned plan within budget, one channel step from it; the
+            report's notes say where it landed.
         data, loss_fn, num_batches, progress: calibration inputs of data-driven scorers.
         analysis: reuse an existing analysis of ``model`` (then no analysis
             option or registry may be given: they would be ignored).
@@ -122,9 +130,16 @@ def prune(
                           "pass them to fxprune.analyze instead (or drop analysis=)")
     ctx = ScoreContext(data=data, loss_fn=loss_fn, num_batches=num_batches, progress=progress)
     scores = score_fn(analysis, ctx)
-    plan = select_plan(analysis, scores, cfg)
+    targets = [Target.parse(kind, value) for kind, value in (("macs", target_macs), ("params", target_params))
+               if value is not None]
+    notes: tuple[str, ...] = ()
+    if targets:
+        plan, hit = select_for_target(analysis, scores, cfg, targets)
+        notes = (hit.note,)
+    else:
+        plan = select_plan(analysis, scores, cfg)
     gm = apply_plan(analysis, plan)
-    report = build_report(analysis, plan, gm)
+    report = build_report(analysis, plan, gm, notes=notes)
     return PruneResult(gm, report, analysis, plan, scores)
 
 

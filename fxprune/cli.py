@@ -11,17 +11,20 @@ Examples::
     fxprune analyze resnet_basic
     fxprune prune resnet_basic --ratio 0.5 --out pruned.pt
     fxprune prune mypkg.models:build --input-shape 1,3,224,224 --scorer l2 --global
+    fxprune prune resnet_basic --target-macs 0.5 --report json
+    fxprune prune lenet5 --scorer activation --calib batches.pt --plot groups.png
 """
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import importlib
 import sys
 from typing import Sequence
 
 import torch
 
-__all__ = ["main", "load_model"]
+__all__ = ["main", "load_calibration", "load_model"]
 
 
 def load_model(spec: str, input_shape: str | None = None) -> tuple[torch.nn.Module, tuple]:
@@ -47,7 +50,11 @@ def load_model(spec: str, input_shape: str | None = None) -> tuple[torch.nn.Modu
         if not input_shape:
             raise ConfigError(f"{spec!r} returned a model without example inputs: pass "
                               "--input-shape, e.g. --input-shape 1,3,224,224")
-        shape = tuple(int(s) for s in input_shape.split(","))
+        try:
+            shape = tuple(int(s) for s in input_shape.split(","))
+        except ValueError:
+            raise ConfigError(f"--input-shape {input_shape!r}: give comma-separated integers, "
+                              "e.g. --input-shape 1,3,224,224") from None
         return made, (torch.randn(shape),)
     raise ConfigError(f"{spec!r} must return a model or (model, example_inputs)")
 
@@ -80,19 +87,65 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+_LOSSES = {"cross_entropy": "cross_entropy", "mse": "mse_loss"}
+
+
+def load_calibration(path: str) -> list:
+    """Calibration batches from a file saved with ``torch.save`` (loaded without executing code).
+
+    The file holds a tensor (one batch of the model's only input), a list of
+    tensors (batches), or a dict ``{"inputs": [...], "targets": [...]}`` of
+    equally long lists (batches with targets, for the ``taylor`` and ``hessian``
+    scorers).
+    """
+    from .errors import ConfigError
+
+    try:
+        obj = torch.load(path, weights_only=True, map_location="cpu")
+    except FileNotFoundError:
+        raise ConfigError(f"--calib: no file {path!r}") from None
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise ConfigError(f"--calib {path!r} is not a tensor file torch.load(weights_only=True) can read: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict) and set(obj) == {"inputs", "targets"}:
+        inputs, targets = list(obj["inputs"]), list(obj["targets"])
+        if len(inputs) != len(targets):
+            raise ConfigError(f"--calib {path!r}: {len(inputs)} input batches but {len(targets)} target batches")
+        return [(x, y) for x, y in zip(inputs, targets)]
+    if isinstance(obj, (list, tuple)) and obj and all(isinstance(t, torch.Tensor) for t in obj):
+        return list(obj)
+    raise ConfigError(f"--calib {path!r} must hold a tensor, a list of tensors, or "
+                      '{"inputs": [...], "targets": [...]}')
+
+
 def _cmd_prune(args: argparse.Namespace) -> int:
     from .api import prune
+    from .errors import ConfigError
 
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        raise ConfigError(f"--out {args.out!r}: the directory {str(Path(args.out).resolve().parent)!r} "
+                          "does not exist")
     model, inputs = load_model(args.model, args.input_shape)
+    data = load_calibration(args.calib) if args.calib else None
+    loss_fn = getattr(torch.nn.functional, _LOSSES[args.loss]) if args.loss else None
     result = prune(model, inputs, ratio=args.ratio, scorer=args.scorer, global_ranking=args.global_ranking,
-                   round_to=args.round_to, **_analysis_options(args))
+                   round_to=args.round_to, target_macs=args.target_macs, target_params=args.target_params,
+                   data=data, loss_fn=loss_fn, **_analysis_options(args))
     gm = result.graph_module
-    print(result.report)
+    report = result.report
+    print({"text": str, "json": lambda r: r.to_json(indent=1), "md": lambda r: r.to_markdown()}[args.report](report))
+    if args.plot:
+        from .plot import plot_groups
+
+        print(f"wrote {plot_groups(result, args.plot)}", file=sys.stderr)
     if args.out:
         torch.save(gm, args.out)
-        print(f"saved the pruned GraphModule to {args.out} (load with torch.load(path, weights_only=False))")
+        print(f"saved the pruned GraphModule to {args.out} (load with torch.load(path, weights_only=False))",
+              file=sys.stderr)
     if args.code:
-        print(gm.code)
+        print(gm.code, file=sys.stderr if args.report == "json" else sys.stdout)
     return 0
 
 
@@ -135,6 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--global", dest="global_ranking", action="store_true", help="rank channels globally")
     sp.add_argument("--round-to", type=int, default=1, help="keep channel counts multiples of N")
     sp.add_argument("--ignore", nargs="*", help="module names whose output channels are kept")
+    sp.add_argument("--target-macs", type=float, metavar="F",
+                    help="a MACs budget instead of --ratio: a fraction <= 1 of the original, or a count")
+    sp.add_argument("--target-params", type=float, metavar="F",
+                    help="a parameter budget instead of --ratio (fraction or count)")
+    sp.add_argument("--calib", metavar="FILE",
+                    help="calibration data for the activation, taylor and hessian scorers: a torch.save file of "
+                         "a tensor, a list of tensors, or {'inputs': [...], 'targets': [...]}")
+    sp.add_argument("--loss", choices=sorted(_LOSSES), help="loss of the taylor and hessian scorers")
+    sp.add_argument("--report", choices=["text", "json", "md"], default="text",
+                    help="how the report is printed (json: only the report on stdout)")
+    sp.add_argument("--plot", metavar="PNG", help="write kept/removed channels per layer (needs matplotlib)")
     sp.add_argument("--out", help="save the pruned GraphModule here (torch.save)")
     sp.add_argument("--code", action="store_true", help="print the emitted forward code")
     sp.set_defaults(fn=_cmd_prune)

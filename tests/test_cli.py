@@ -48,3 +48,37 @@ def test_errors_exit_2_with_a_message(capsys):
     assert "unknown model" in err and "resnet_basic" in err
     assert main(["prune", "lenet5", "--ratio", "1.5"]) == 2
     assert "ratio" in capsys.readouterr().err
+
+
+def test_prune_to_a_macs_target_prints_json_that_matches_the_api(capsys):
+    import fxprune
+    from fxprune.testing import zoo
+
+    assert main(["prune", "resnet_basic", "--target-macs", "0.5", "--report", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    model, x = zoo.ZOO["resnet_basic"]()
+    api = json.loads(fxprune.prune(model, x, target_macs=0.5).report.to_json())
+    assert data == api and data["macs"]["after"] <= 0.5 * data["macs"]["before"]
+
+
+def test_prune_with_calibration_data_markdown_and_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    calib = tmp_path / "calib.pt"
+    torch.save({"inputs": [torch.randn(4, 1, 28, 28)], "targets": [torch.randint(0, 10, (4,))]}, calib)
+    png = tmp_path / "groups.png"
+    assert main(["prune", "lenet5", "--scorer", "taylor", "--calib", str(calib), "--loss", "cross_entropy",
+                 "--report", "md", "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| | before | after | ratio |") and "`conv1`" in out
+    assert png.stat().st_size > 0
+
+
+def test_bad_command_lines_exit_2_before_any_work(tmp_path, capsys):
+    assert main(["prune", "mobilenet_v2", "--out", str(tmp_path / "no" / "such" / "dir.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["prune", "fxprune.testing.zoo:LeNet5", "--input-shape", "2,1,28x28"]) == 2
+    assert "comma-separated integers" in capsys.readouterr().err
+    bad = tmp_path / "calib.pt"
+    torch.save({"x": 1}, bad)
+    assert main(["prune", "lenet5", "--scorer", "activation", "--calib", str(bad)]) == 2
+    assert "--calib" in capsys.readouterr().err

@@ -49,3 +49,18 @@ def test_absolute_and_invalid_targets():
             Target.parse("macs", bad)
     with pytest.raises(fxprune.ConfigError, match="unknown target"):
         Target.parse("latency", 0.5)
+
+
+@pytest.mark.parametrize("name", sorted(zoo.ZOO))
+def test_prune_with_a_macs_target_lands_within_one_step_of_half(name):
+    model, x = zoo.ZOO[name]()
+    result = fxprune.prune(model, x, target_macs=0.5)
+    report = result.report
+    assert report.macs_after <= 0.5 * report.macs_before or "not reachable" in report.notes[0]
+    assert report.notes and report.notes[0].startswith("target macs")
+
+
+def test_prune_meets_both_budgets():
+    model, x = zoo.ZOO["vit"]()
+    report = fxprune.prune(model, x, target_macs=0.7, target_params=0.6).report
+    assert report.macs_ratio <= 0.7 and report.params_ratio <= 0.6

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -75,9 +75,9 @@ class Target:
 
 @dataclass(frozen=True)
 class TargetResult:
-    """Where a target search landed."""
+    """Where a target search landed (``targets``: every budget that had to be met)."""
 
-    target: Target
+    targets: tuple[Target, ...]
     ratio: float
     params_before: int
     params_after: int
@@ -88,16 +88,21 @@ class TargetResult:
     @property
     def note(self) -> str:
         """A one-line summary for the report."""
-        k = self.target.kind.value
-        before, after = (self.macs_before, self.macs_after) if k == "macs" else (self.params_before,
-                                                                               self.params_after)
-        text = f"target {k} <= {self.target.budget(before):,.0f}: {after:,} ({after / before:.1%} of {before:,})"
+        parts = []
+        for t in self.targets:
+            before, after = ((self.macs_before, self.macs_after) if t.kind is TargetKind.MACS
+                             else (self.params_before, self.params_after))
+            parts.append(f"{t.kind.value} <= {t.budget(before):,.0f}: {after:,} ({after / before:.1%} of {before:,})")
+        text = "target " + "; ".join(parts) + f" (ratio {self.ratio:.4f})"
         return text if self.reached else text + " -- not reachable: every prunable channel that can go is gone"
 
 
 def select_for_target(analysis: Analysis, scores: Mapping[int, np.ndarray], cfg: SelectionConfig,
-                      target: Target, *, iterations: int = 48) -> tuple[dict[int, list[int]], TargetResult]:
+                      target: Target | Sequence[Target], *,
+                      iterations: int = 48) -> tuple[dict[int, list[int]], TargetResult]:
     """The plan of the smallest selection ratio whose pruned model meets ``target`` (see the module docstring).
+
+    Several targets (a MACs and a parameter budget) must all be met.
 
     ``cfg`` fixes everything but the ratio (per-group or global ranking, floors,
     caps, ``round_to``).  When even the largest ratio misses the budget, that
@@ -110,11 +115,16 @@ def select_for_target(analysis: Analysis, scores: Mapping[int, np.ndarray], cfg:
         return plan, plan_costs(gm, analysis.registry, plan_mask(analysis.groups, roots, plan),
                                 analysis.state.param_labels)
 
-    def fits(costs: tuple[int, int]) -> bool:
-        return (costs[1] if target.kind is TargetKind.MACS else costs[0]) <= budget
-
+    targets = (target,) if isinstance(target, Target) else tuple(target)
+    if not targets:
+        raise ConfigError("select_for_target needs at least one target")
     plan, before = cost(0.0)
-    budget = target.budget(before[1] if target.kind is TargetKind.MACS else before[0])
+    budgets = [(t.kind is TargetKind.MACS, t.budget(before[1] if t.kind is TargetKind.MACS else before[0]))
+               for t in targets]
+
+    def fits(costs: tuple[int, int]) -> bool:
+        return all((costs[1] if macs else costs[0]) <= budget for macs, budget in budgets)
+
     lo, hi = 0.0, _MAX_RATIO
     best = (0.0, plan, before)
     if not fits(before):
@@ -129,4 +139,4 @@ def select_for_target(analysis: Analysis, scores: Mapping[int, np.ndarray], cfg:
                     lo = mid
         best = (hi, top_plan, top)
     ratio, plan, after = best
-    return plan, TargetResult(target, ratio, before[0], after[0], before[1], after[1], fits(after))
+    return plan, TargetResult(targets, ratio, before[0], after[0], before[1], after[1], fits(after))
