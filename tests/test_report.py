@@ -51,7 +51,7 @@ def test_plots_are_written(tmp_path):
     assert (tmp_path / "groups.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.endswith("groups.png")
     accuracy = iter([99.0, 98.9, 98.5, 97.0])
     history = iterative(model, x, evaluate=lambda gm: next(accuracy), rounds=3, progress=False)
-    plot_history(history, tmp_path / "history.png")
+    assert history.plot(tmp_path / "history.png").endswith("history.png")
     assert (tmp_path / "history.png").stat().st_size > 1000
     with pytest.raises(fxprune.ConfigError, match="does not exist"):
         plot_groups(result, tmp_path / "missing" / "g.png")

@@ -146,6 +146,15 @@ class History:
                            "stop_reason": self.stop_reason, "interrupted": self.interrupted,
                            "rounds": self.metrics})
 
+    def plot(self, path: str | Path) -> str:
+        """Write accuracy versus compression and MACs over the rounds to ``path`` (a PNG; needs matplotlib).
+
+        See :func:`fxprune.plot.plot_history`; returns the path written.
+        """
+        from ..plot import plot_history
+
+        return plot_history(self, path)
+
     def summary(self) -> str:
         """A table of the rounds (``*`` marks the result, ``x`` a rejected round)."""
         lines = [f"{self.schedule}: {len(self.rounds)} rounds, stopped: {self.stop_reason}"
