@@ -18,6 +18,7 @@ from .errors import (
     ConfigError,
     ExampleInputError,
     FxPruneError,
+    LoadError,
     PlanError,
     RecipeError,
     RewriteError,
@@ -28,6 +29,7 @@ from .ops import Rule, default_registry
 from .plot import plot_groups
 from .recipes import recipe
 from .report import Report
+from .serialize import load, save
 
 __version__ = "0.1.0"
 
@@ -37,6 +39,7 @@ __all__ = [
     "ConfigError",
     "ExampleInputError",
     "FxPruneError",
+    "LoadError",
     "Group",
     "Member",
     "PlanError",
@@ -51,7 +54,9 @@ __all__ = [
     "analyze",
     "apply",
     "default_registry",
+    "load",
     "prune",
     "plot_groups",
     "recipe",
+    "save",
 ]

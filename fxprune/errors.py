@@ -11,6 +11,7 @@ __all__ = [
     "RewriteError",
     "RecipeError",
     "RegistrationError",
+    "LoadError",
 ]
 
 
@@ -48,3 +49,11 @@ class RecipeError(FxPruneError, ValueError):
 
 class RegistrationError(FxPruneError, LookupError):
     """A rule's keys name an op that does not exist (raised when the rule is built)."""
+
+
+class LoadError(FxPruneError, ValueError):
+    """A saved file is missing, corrupt, altered or not an fxprune file (the message names it).
+
+    Raised by :func:`fxprune.load` and by schedule checkpoints; nothing in the
+    file is executed while finding out.
+    """
