@@ -30,10 +30,10 @@ from .plot import plot_groups
 from .recipes import recipe
 from .report import Report
 from .serialize import load, save
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
+    "__version__",
     "Analysis",
     "AnalysisConfig",
     "ConfigError",

@@ -251,7 +251,7 @@ class Recipe:
             raise RecipeError(f"{where}: [recipe] name must be a non-empty string")
         if not isinstance(self.description, str):
             raise RecipeError(f"{where}: [recipe] description must be a string")
-        if self.schedule not in POLICIES:
+        if not isinstance(self.schedule, str) or self.schedule not in POLICIES:
             raise RecipeError(f"{where}: unknown schedule {self.schedule!r} in [schedule]; "
                               f"available: {sorted(POLICIES)}")
         if not isinstance(self.scorer, str) or self.scorer not in SCORERS:
@@ -430,6 +430,8 @@ def recipe(name_or_path: str | os.PathLike | Recipe) -> Recipe:
         raise RecipeError(f"recipe() takes a name, a path or a Recipe, got {type(name_or_path).__name__}")
     try:
         data = _toml.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"recipe file {str(path)!r} is not UTF-8 text (TOML files are UTF-8): {exc}") from None
     except _toml.TOMLDecodeError as exc:
         raise RecipeError(f"recipe file {str(path)!r} is not valid TOML: {exc}") from exc
     return Recipe.from_dict(data, source=str(path), default_name=path.stem)

@@ -49,12 +49,13 @@ class SelectionConfig:
     def __post_init__(self) -> None:
         if isinstance(self.ratio, bool) or not (isinstance(self.ratio, (int, float)) and 0.0 <= self.ratio < 1.0):
             raise ConfigError(f"ratio must be a number in [0, 1), got {self.ratio!r}")
-        if not 0.0 < self.max_ratio <= 1.0:
-            raise ConfigError(f"max_ratio must be in (0, 1], got {self.max_ratio!r}")
-        if self.min_channels < 1:
-            raise ConfigError(f"min_channels must be >= 1, got {self.min_channels!r}")
-        if self.round_to < 1:
-            raise ConfigError(f"round_to must be >= 1, got {self.round_to!r}")
+        if isinstance(self.max_ratio, bool) or not (isinstance(self.max_ratio, (int, float))
+                                                    and 0.0 < self.max_ratio <= 1.0):
+            raise ConfigError(f"max_ratio must be a number in (0, 1], got {self.max_ratio!r}")
+        for name in ("min_channels", "round_to"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
         if self.normalize not in ("mean", "max", "none"):
             raise ConfigError(f"normalize must be 'mean', 'max' or 'none', got {self.normalize!r}")
 

@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -34,10 +35,11 @@ from typing import Any, Mapping
 import torch
 import torch.fx as fx
 
-from ..errors import LoadError
+from ..errors import ConfigError, LoadError
 from ..modules import get_attr
 
-__all__ = ["Fingerprint", "TensorEntry", "module_tensors", "tensor_digest", "restore"]
+__all__ = ["Fingerprint", "TensorEntry", "module_tensors", "tensor_digest", "restore", "check_model",
+           "group_signatures", "check_groups"]
 
 
 def module_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -173,22 +175,25 @@ class Fingerprint:
         return cls(data["code"], data["modules"], tensors, _str_list(data.get("training", []), where, "training list"),
                    _str_list(data.get("frozen", []), where, "frozen list"))
 
-    def differences(self, now: "Fingerprint", *, values: bool = True, limit: int = 6) -> list[str]:
+    def differences(self, now: "Fingerprint", *, values: bool = True, limit: int = 6,
+                    labels: tuple[str, str] = ("in the saved model", "here")) -> list[str]:
         """What ``now`` (a model at hand) has different from this saved fingerprint, in words.
 
         Compares the module tree, the tensors' names, shapes, dtypes and kinds,
         the graph code, and with ``values`` the tensors' bytes.  At most
-        ``limit`` differences of each sort are listed.
+        ``limit`` differences of each sort are listed; ``labels`` say where
+        this fingerprint and ``now`` come from.
         """
+        was, is_ = labels
         out: list[str] = []
-        out += _name_sets("module", self.modules, now.modules, limit)
-        out += [f"module {k!r}: {self.modules[k]} in the saved model, {now.modules[k]} here"
+        out += _name_sets("module", self.modules, now.modules, limit, labels)
+        out += [f"module {k!r}: {self.modules[k]} {was}, {now.modules[k]} {is_}"
                 for k in self.modules if k in now.modules and self.modules[k] != now.modules[k]][:limit]
-        out += _name_sets("tensor", self.tensors, now.tensors, limit)
+        out += _name_sets("tensor", self.tensors, now.tensors, limit, labels)
         common = [k for k in self.tensors if k in now.tensors]
         for attr in ("shape", "dtype", "kind"):
-            out += [f"tensor {k!r}: {attr} {_fmt(getattr(self.tensors[k], attr))} in the saved model, "
-                    f"{_fmt(getattr(now.tensors[k], attr))} here"
+            out += [f"tensor {k!r}: {attr} {_fmt(getattr(self.tensors[k], attr))} {was}, "
+                    f"{_fmt(getattr(now.tensors[k], attr))} {is_}"
                     for k in common if getattr(self.tensors[k], attr) != getattr(now.tensors[k], attr)][:limit]
         if self.code != now.code and not out:
             out.append("the traced forward code differs (another forward or architecture)")
@@ -204,15 +209,57 @@ def _fmt(value: Any) -> str:
     return str(tuple(value)) if isinstance(value, tuple) else str(value)
 
 
-def _name_sets(what: str, saved: Mapping[str, Any], now: Mapping[str, Any], limit: int) -> list[str]:
+def _name_sets(what: str, saved: Mapping[str, Any], now: Mapping[str, Any], limit: int,
+               labels: tuple[str, str]) -> list[str]:
     out = []
     missing = [k for k in saved if k not in now]
     extra = [k for k in now if k not in saved]
     if missing:
-        out.append(f"{what}s {missing[:limit]} of the saved model are missing here")
+        out.append(f"{what}s {missing[:limit]} {labels[0]} are missing {labels[1]}")
     if extra:
-        out.append(f"{what}s {extra[:limit]} are not in the saved model")
+        out.append(f"{what}s {extra[:limit]} {labels[1]} are not {labels[0]}")
     return out
+
+
+def check_model(saved: Fingerprint, traced: torch.nn.Module, where: str, check_weights: bool = True) -> None:
+    """Refuse a model (its traced ``GraphModule``) whose fingerprint differs from the ``saved`` one.
+
+    Raises:
+        ConfigError: naming what differs (architecture, code, shapes, or with
+            ``check_weights`` the weights' values).
+    """
+    diffs = saved.differences(Fingerprint.of(traced, values=check_weights), values=check_weights)
+    if diffs:
+        hint = ("; pass check_weights=False to load into a model of the same architecture with other weights "
+                "(the pruned weights come from the file)" if diffs[0].startswith("other weights") else "")
+        raise ConfigError(f"{where} was saved from another model: {'; '.join(diffs)}{hint}")
+
+
+def group_signatures(analysis: Any) -> list[list[Any]]:
+    """``[[group id, sha256]]`` of an analysis: each group's size, fixed channels and members with index maps."""
+    out = []
+    for g in analysis.groups:
+        body = json.dumps([g.size, sorted(int(c) for c in g.fixed),
+                           [[m.param, m.dim, str(getattr(m.role, "value", m.role)), [int(i) for i in m.index_map]]
+                            for m in g.members]], separators=(",", ":"))
+        out.append([g.id, hashlib.sha256(body.encode()).hexdigest()])
+    return out
+
+
+def check_groups(saved: Any, analysis: Any, where: str) -> None:
+    """Refuse an analysis whose groups differ from the saved :func:`group_signatures` (another registry).
+
+    Raises:
+        ConfigError: naming the groups that differ.
+    """
+    now = group_signatures(analysis)
+    if saved != now:
+        saved = saved if isinstance(saved, list) else []
+        ids = sorted({repr(a[0]) for a, b in zip(saved, now) if a != b}
+                     | {repr(g[0]) for g in (saved[len(now):] + now[len(saved):]) if isinstance(g, list) and g})
+        raise ConfigError(f"{where}: this model's analysis finds other coupled groups than when it was saved "
+                          f"(groups {ids[:8]} differ); load with the registry= (custom rules) it was pruned with, "
+                          "or with the fxprune version that saved it")
 
 
 def restore(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], saved: Fingerprint, where: str) -> None:

@@ -49,17 +49,18 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from ..analysis.analysis import Analysis, analyze
+from ..analysis.analysis import analyze
 from ..api import PruneResult
 from ..errors import ConfigError, LoadError, PlanError
 from ..ops.registry import Registry
 from ..report import build_report
 from ..rewrite.record import RewriteRecord
+from ..version import __version__
 from .files import atomic_write, canonical_json, dump_tensors, parse_json, parse_tensors, sha256_file
-from .fingerprint import Fingerprint, module_tensors, restore
+from .fingerprint import Fingerprint, check_groups, check_model, group_signatures, module_tensors, restore
 from .options import inputs_from_json, inputs_to_json, options_from_json, options_to_json
 
-__all__ = ["save", "load", "FORMAT", "VERSION", "group_signatures", "check_model"]
+__all__ = ["save", "load", "FORMAT", "VERSION"]
 
 #: the ``format`` field of every manifest
 FORMAT = "fxprune.save"
@@ -67,36 +68,6 @@ FORMAT = "fxprune.save"
 VERSION = 1
 _MANIFEST, _TENSORS = "manifest.json", "tensors.pt"
 _MAX_MANIFEST = 256 << 20
-
-
-def group_signatures(analysis: Analysis) -> list[list[Any]]:
-    """``[[group id, sha256]]``: each group's size, fixed channels and members with their index maps."""
-    out = []
-    for g in analysis.groups:
-        body = canonical_json([g.size, sorted(int(c) for c in g.fixed),
-                               [[m.param, m.dim, str(getattr(m.role, "value", m.role)), [int(i) for i in m.index_map]]
-                                for m in g.members]])
-        out.append([g.id, hashlib.sha256(body.encode()).hexdigest()])
-    return out
-
-
-def check_model(saved: Fingerprint, analysis: Analysis, where: str, check_weights: bool) -> None:
-    """Refuse (:class:`ConfigError`) a model whose fingerprint differs from the saved one."""
-    diffs = saved.differences(Fingerprint.of(analysis.graph_module, values=check_weights), values=check_weights)
-    if diffs:
-        hint = ("; pass check_weights=False to load into a model of the same architecture with other weights "
-                "(the pruned weights come from the file)" if diffs[0].startswith("other weights") else "")
-        raise ConfigError(f"{where} was saved from another model: {'; '.join(diffs)}{hint}")
-
-
-def _check_groups(saved: Any, analysis: Analysis, where: str) -> None:
-    now = group_signatures(analysis)
-    if saved != now:
-        ids = sorted({g for g, _ in (saved or [])} ^ {g for g, _ in now}
-                     | {a[0] for a, b in zip(saved or [], now) if a != b})
-        raise ConfigError(f"{where}: this model's analysis finds other coupled groups than when it was saved "
-                          f"(groups {ids[:8]} differ); load with the registry= (custom rules) it was pruned with, "
-                          "or with the fxprune version that saved it")
 
 
 def save(result: PruneResult, path: str | os.PathLike) -> str:
@@ -131,8 +102,6 @@ def save(result: PruneResult, path: str | os.PathLike) -> str:
     tensors.update(input_tensors)
     for gid, s in result.scores.items():
         tensors[f"scores/{gid}"] = torch.from_numpy(np.ascontiguousarray(np.asarray(s)))
-    from .. import __version__
-
     manifest: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, "fxprune_version": __version__, "torch_version": torch.__version__,
         "analysis": options_to_json(analysis.config), "inputs": inputs,
@@ -232,8 +201,8 @@ def load(path: str | os.PathLike, model: torch.nn.Module, *, registry: Registry 
     saved_model = Fingerprint.from_json(manifest.get("model"), where)
     pruned = Fingerprint.from_json(manifest.get("pruned"), where)
     analysis = analyze(model, inputs, config, registry=registry)
-    check_model(saved_model, analysis, str(path), check_weights)
-    _check_groups(_get(manifest, "groups", list, where), analysis, str(path))
+    check_model(saved_model, analysis.graph_module, str(path), check_weights)
+    check_groups(_get(manifest, "groups", list, where), analysis, str(path))
     raw_plan = _get(manifest, "plan", list, where)
     try:
         record = RewriteRecord({g: c for g, c in raw_plan})
