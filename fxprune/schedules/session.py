@@ -104,10 +104,10 @@ class Session:
             return None
         value = self.evaluate(gm)
         try:
-            accuracy = float(value)
-        except (TypeError, ValueError):
+            accuracy = None if isinstance(value, (str, bytes, bool)) else float(value)
+        except (TypeError, ValueError, RuntimeError):
             accuracy = None
-        if accuracy is None or isinstance(value, bool) or not math.isfinite(accuracy):
+        if accuracy is None or not math.isfinite(accuracy):
             raise ConfigError(f"evaluate returned {value!r} for round {number}; it must return the accuracy "
                               "in percent as a finite number")
         return accuracy
