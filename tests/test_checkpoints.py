@@ -13,22 +13,7 @@ import torch.nn as nn
 from fxprune.errors import ConfigError, LoadError
 from fxprune.schedules import History, iterative, one_shot
 from fxprune.serialize.files import sha256_file
-
-
-def conv_net(seed: int = 0, width: int = 8) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, width, 3), nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, 8, 3),
-                         nn.ReLU(), nn.Flatten(), nn.Linear(8 * 2 * 2, 3)).eval()
-
-
-XC = (torch.randn(2, 3, 6, 6),)
-
-
-def shrink(gm):
-    with torch.no_grad():
-        for i, p in enumerate(gm.parameters()):
-            p.mul_(0.9).add_(0.01 * (i + 1))
-    return gm
+from _saving import XC, CreatesAFile, conv_net, shrink
 
 
 def accuracy(gm):
@@ -121,20 +106,12 @@ def test_an_old_pickled_checkpoint_is_not_unpickled(tmp_path):
         History.load(tmp_path, conv_net())
 
 
-class _CreatesAFile:
-    def __init__(self, target: str) -> None:
-        self.target = target
-
-    def __reduce__(self):
-        return (open, (self.target, "w"))
-
-
 @pytest.mark.parametrize("name", ["round_0001.pt", "inputs.pt"])
 def test_a_malicious_round_file_is_refused_without_running_it(tmp_path, name):
     ckpt, marker = tmp_path / "ckpt", tmp_path / "pwned"
     run(ckpt)
     buf = io.BytesIO()
-    torch.save({"0.weight": _CreatesAFile(str(marker))}, buf)
+    torch.save({"0.weight": CreatesAFile(str(marker))}, buf)
     (ckpt / name).write_bytes(buf.getvalue())
     reseal(ckpt, name)
     with pytest.raises(LoadError, match=f"{name}: not a tensor file that loads without executing code"):

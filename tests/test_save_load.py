@@ -17,6 +17,7 @@ import torch.nn as nn
 import fxprune
 from fxprune.errors import ConfigError, LoadError
 from fxprune.testing import zoo
+from _saving import CreatesAFile
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -192,26 +193,16 @@ def test_an_edited_plan_is_refused(saved):
         fxprune.load(path, mlp())
 
 
-class _CreatesAFile:
-    """A pickle payload: unpickling it would create a file (code execution)."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-
-    def __reduce__(self):
-        return (open, (self.target, "w"))
-
-
 @pytest.mark.parametrize("payload", ["torch_zip", "plain_pickle"])
 def test_a_malicious_pickle_is_refused_without_running_it(saved, tmp_path, payload):
     path, marker = saved[1], tmp_path / "pwned"
     buf = io.BytesIO()
     if payload == "torch_zip":
-        torch.save({"model/0.weight": _CreatesAFile(str(marker))}, buf)
+        torch.save({"model/0.weight": CreatesAFile(str(marker))}, buf)
     else:
         import pickle
 
-        pickle.dump({"model/0.weight": _CreatesAFile(str(marker))}, buf, protocol=2)
+        pickle.dump({"model/0.weight": CreatesAFile(str(marker))}, buf, protocol=2)
     replace_tensors(path, buf.getvalue(), fix_checksums=True)  # the checksums even match
     with pytest.raises(LoadError, match=r"tensors.pt\): not a tensor file that loads without executing code"):
         fxprune.load(path, mlp())

@@ -17,6 +17,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 import fxprune
+from _saving import XC, conv_net, shrink
 from fxprune.errors import ConfigError
 from fxprune.schedules import (
     History,
@@ -196,23 +197,6 @@ def test_rewinding_rejects_a_state_dict_of_another_model():
 # ---------------------------------------------------------------------------
 # checkpoints, resume, interrupts
 # ---------------------------------------------------------------------------
-def conv_net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3),
-                         nn.ReLU(), nn.Flatten(), nn.Linear(8 * 2 * 2, 3)).eval()
-
-
-XC = (torch.randn(2, 3, 6, 6),)
-
-
-def shrink(gm):
-    """A deterministic 'training' step that changes the scores of the next round."""
-    with torch.no_grad():
-        for i, p in enumerate(gm.parameters()):
-            p.mul_(0.9).add_(0.01 * (i + 1))
-    return gm
-
-
 def fake_accuracy(gm):
     return 80.0 + sum(p.numel() for p in gm.parameters()) / 1000.0
 
