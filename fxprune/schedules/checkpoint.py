@@ -54,6 +54,7 @@ import torch.fx as fx
 from ..analysis.analysis import Analysis, AnalysisConfig, analyze
 from ..errors import ConfigError, LoadError, PlanError
 from ..ops.registry import Registry
+from ..progress import Progress
 from ..rewrite.record import RewriteRecord
 from ..serialize.files import read_json, read_tensors, write_json, write_tensors
 from ..serialize.fingerprint import Fingerprint, check_groups, check_model, group_signatures, module_tensors, restore
@@ -141,7 +142,8 @@ class CheckpointStore:
         return inputs_from_json(header["inputs"], tensors, str(self._path(_STATE)))
 
     def load(self, model: torch.nn.Module, *, example_inputs: tuple | None = None, registry: Registry | None = None,
-             check_weights: bool = True) -> tuple[dict[str, Any], list[SavedRound], dict[int, dict[str, Any]]] | None:
+             check_weights: bool = True,
+             progress: bool = False) -> tuple[dict[str, Any], list[SavedRound], dict[int, dict[str, Any]]] | None:
         """``(header, rounds, extras)`` of the finished rounds rebuilt on ``model``, or ``None`` if nothing is saved.
 
         ``model`` is the run's original model (checked against the saved
@@ -149,7 +151,7 @@ class CheckpointStore:
         ``example_inputs`` default to the saved ones (given ones must have
         their shapes and dtypes).  ``rounds`` holds ``(number, graph_module,
         metrics)`` per round; ``extras[r]`` the engine's per-round data (the
-        index map of rewinding).
+        index map of rewinding).  ``progress`` shows the rounds being rebuilt.
 
         Raises:
             LoadError: a missing, corrupt, altered or swapped file (named).
@@ -173,11 +175,13 @@ class CheckpointStore:
         models: dict[int, fx.GraphModule] = {}
         rounds: list[SavedRound] = []
         extras: dict[int, dict[str, Any]] = {}
-        for number in header["rounds"]:
-            data, gm = self._load_round(header, number, models, analyses, example_inputs, config, registry)
-            models[number] = gm
-            rounds.append((number, gm, data["metrics"]))
-            extras[number] = {k: v for k, v in data.items() if k not in _ROUND_KEYS}
+        with Progress("loading checkpoint", len(header["rounds"]), enabled=progress, unit="round") as bar:
+            for number in header["rounds"]:
+                data, gm = self._load_round(header, number, models, analyses, example_inputs, config, registry)
+                models[number] = gm
+                rounds.append((number, gm, data["metrics"]))
+                extras[number] = {k: v for k, v in data.items() if k not in _ROUND_KEYS}
+                bar.update(1)
         if not rounds:
             raise LoadError(f"{where}: lists no finished round")
         return header, rounds, extras

@@ -126,7 +126,7 @@ class Session:
         if header is not None:
             self._check_header(header)
             header, rounds, extras = self.store.load(self.model, example_inputs=self.example_inputs,
-                                                     registry=self.registry)
+                                                     registry=self.registry, progress=self.progress)
             self.history = History.restore(header, rounds, self.checkpoint_dir)
             self.extras = extras
             self.state = header["state"]

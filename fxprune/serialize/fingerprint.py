@@ -26,6 +26,7 @@ Example:
 """
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ import torch.fx as fx
 from ..errors import ConfigError, LoadError
 from ..modules import get_attr
 
-__all__ = ["Fingerprint", "TensorEntry", "module_tensors", "tensor_digest", "restore", "check_model",
+__all__ = ["Fingerprint", "TensorEntry", "TensorKind", "module_tensors", "tensor_digest", "restore", "check_model",
            "group_signatures", "check_groups"]
 
 
@@ -75,15 +76,26 @@ def tensor_digest(t: torch.Tensor) -> str | None:
     return h.hexdigest()
 
 
-def _kind(module: torch.nn.Module, name: str, t: torch.Tensor) -> str:
+class TensorKind(str, enum.Enum):
+    """What a module tensor is: a parameter, a buffer, or a plain tensor attribute."""
+
+    PARAMETER = "parameter"
+    BUFFER = "buffer"
+    ATTRIBUTE = "attribute"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _kind(module: torch.nn.Module, name: str, t: torch.Tensor) -> TensorKind:
     if isinstance(t, torch.nn.Parameter):
-        return "parameter"
+        return TensorKind.PARAMETER
     owner, _, attr = name.rpartition(".")
     try:
         sub = module.get_submodule(owner) if owner else module
     except AttributeError:
-        return "attribute"
-    return "buffer" if attr in sub._buffers else "attribute"
+        return TensorKind.ATTRIBUTE
+    return TensorKind.BUFFER if attr in sub._buffers else TensorKind.ATTRIBUTE
 
 
 @dataclass(frozen=True)
@@ -92,17 +104,21 @@ class TensorEntry:
 
     shape: tuple[int, ...]
     dtype: str
-    kind: str
+    kind: TensorKind
     sha256: str | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", TensorKind(self.kind))
+
     def to_json(self) -> list:
-        return [list(self.shape), self.dtype, self.kind, self.sha256]
+        return [list(self.shape), self.dtype, self.kind.value, self.sha256]
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> "TensorEntry":
         ok = (isinstance(data, list) and len(data) == 4 and isinstance(data[0], list)
               and all(isinstance(s, int) and not isinstance(s, bool) for s in data[0])
-              and isinstance(data[1], str) and isinstance(data[2], str) and isinstance(data[3], (str, type(None))))
+              and isinstance(data[1], str) and data[2] in {k.value for k in TensorKind}
+              and isinstance(data[3], (str, type(None))))
         if not ok:
             raise LoadError(f"{where}: malformed tensor entry {data!r}")
         return cls(tuple(data[0]), data[1], data[2], data[3])
