@@ -64,6 +64,7 @@ from .errors import ConfigError, RecipeError
 from .schedules import POLICIES, ScheduleConfig
 from .schedules.engine import RUNTIME
 from .scoring import SCORERS, get_scorer
+from .serialize.files import atomic_write
 
 __all__ = [
     "Recipe",
@@ -343,8 +344,9 @@ class Recipe:
         return "\n".join(lines) + "\n"
 
     def to_toml_path(self, path: str | os.PathLike) -> str:
-        """Write :meth:`to_toml` to ``path``; returns the path as a string."""
-        Path(path).write_text(self.to_toml(), encoding="utf-8")
+        """Write :meth:`to_toml` to ``path`` (atomically); returns the path as a string."""
+        body = self.to_toml().encode("utf-8")
+        atomic_write(path, lambda fh: fh.write(body))
         return str(path)
 
     def replace(self, **schedule_params: Any) -> "Recipe":
