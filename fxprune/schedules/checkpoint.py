@@ -58,7 +58,8 @@ from ..progress import Progress
 from ..rewrite.record import RewriteRecord
 from ..serialize.files import read_json, read_tensors, write_json, write_tensors
 from ..serialize.fingerprint import Fingerprint, check_groups, check_model, group_signatures, module_tensors, restore
-from ..serialize.options import inputs_from_json, inputs_to_json, options_from_json, options_to_json
+from ..serialize.options import (inputs_from_json, inputs_to_json, model_device, options_from_json,
+                                 options_to_json)
 
 __all__ = ["CheckpointStore", "FORMAT_VERSION", "SavedRound", "RoundSource"]
 
@@ -136,10 +137,11 @@ class CheckpointStore:
             raise LoadError(f"{self._path(_STATE)}: lists no checksum for {name}")
         return sha
 
-    def inputs(self, header: Mapping[str, Any]) -> tuple:
-        """The example inputs saved with the run."""
+    def inputs(self, header: Mapping[str, Any], model: torch.nn.Module | None = None) -> tuple:
+        """The example inputs saved with the run (on ``model``'s device if given)."""
         tensors = read_tensors(self._path(_INPUTS), sha256=self._sha(header, _INPUTS))
-        return inputs_from_json(header["inputs"], tensors, str(self._path(_STATE)))
+        return inputs_from_json(header["inputs"], tensors, str(self._path(_STATE)),
+                                None if model is None else model_device(model))
 
     def load(self, model: torch.nn.Module, *, example_inputs: tuple | None = None, registry: Registry | None = None,
              check_weights: bool = True,
@@ -162,7 +164,7 @@ class CheckpointStore:
             return None
         where = str(self._path(_STATE))
         config = options_from_json(header["analysis"], model, where)
-        saved_inputs = self.inputs(header)
+        saved_inputs = self.inputs(header, model)
         if example_inputs is None:
             example_inputs = saved_inputs
         else:

@@ -31,7 +31,8 @@ import torch
 from ..analysis.analysis import AnalysisConfig
 from ..errors import ConfigError, LoadError
 
-__all__ = ["options_to_json", "options_from_json", "inputs_to_json", "inputs_from_json", "type_name"]
+__all__ = ["options_to_json", "options_from_json", "inputs_to_json", "inputs_from_json", "model_device",
+           "type_name"]
 
 _TYPED = ("leaf_modules", "ignore")
 
@@ -130,8 +131,20 @@ def inputs_to_json(inputs: Sequence[Any], prefix: str = "inputs/") -> tuple[list
     return [enc(v, str(i)) for i, v in enumerate(inputs)], tensors
 
 
-def inputs_from_json(data: Any, tensors: Mapping[str, torch.Tensor], where: str) -> tuple:
-    """The example inputs of :func:`inputs_to_json`'s output (:class:`LoadError` if malformed)."""
+def model_device(model: torch.nn.Module) -> torch.device | None:
+    """The device of the model's first parameter or buffer (``None``: none, or the ``meta`` device)."""
+    first = next(iter(model.parameters()), None)
+    if first is None:
+        first = next(iter(model.buffers()), None)
+    return None if first is None or first.device.type == "meta" else first.device
+
+
+def inputs_from_json(data: Any, tensors: Mapping[str, torch.Tensor], where: str,
+                     device: torch.device | None = None) -> tuple:
+    """The example inputs of :func:`inputs_to_json`'s output (:class:`LoadError` if malformed).
+
+    Tensors are moved to ``device`` if given (the device of the model they are for).
+    """
 
     def dec(item: Any) -> Any:
         if not (isinstance(item, dict) and len(item) == 1):
@@ -140,7 +153,7 @@ def inputs_from_json(data: Any, tensors: Mapping[str, torch.Tensor], where: str)
         if kind == "tensor":
             if not isinstance(value, str) or value not in tensors:
                 raise LoadError(f"{where}: example input tensor {value!r} is missing from the tensor file")
-            return tensors[value]
+            return tensors[value] if device is None else tensors[value].to(device)
         if kind == "value" and (value is None or isinstance(value, (bool, int, float, str))):
             return value
         if kind in ("list", "tuple") and isinstance(value, list):

@@ -58,7 +58,7 @@ from ..rewrite.record import RewriteRecord
 from ..version import __version__
 from .files import atomic_write, canonical_json, dump_tensors, parse_json, parse_tensors, sha256_file
 from .fingerprint import Fingerprint, check_groups, check_model, group_signatures, module_tensors, restore
-from .options import inputs_from_json, inputs_to_json, options_from_json, options_to_json
+from .options import inputs_from_json, inputs_to_json, model_device, options_from_json, options_to_json
 
 __all__ = ["save", "load", "FORMAT", "VERSION"]
 
@@ -197,7 +197,7 @@ def load(path: str | os.PathLike, model: torch.nn.Module, *, registry: Registry 
     manifest, tensors = _read(path)
     where = f"{path} ({_MANIFEST})"
     config = options_from_json(manifest.get("analysis"), model, where)
-    inputs = inputs_from_json(manifest.get("inputs"), tensors, where)
+    inputs = inputs_from_json(manifest.get("inputs"), tensors, where, model_device(model))
     saved_model = Fingerprint.from_json(manifest.get("model"), where)
     pruned = Fingerprint.from_json(manifest.get("pruned"), where)
     analysis = analyze(model, inputs, config, registry=registry)
