@@ -60,7 +60,7 @@ def test_bands_and_errors():
     scores = {0: torch.arange(8, dtype=torch.float64).numpy()}
     remove, implant = split_bands(a, scores, {0: [0, 1, 2, 3]}, 0.5)
     assert implant == {} and remove == {0: [0, 1, 2, 3]}  # Linear producers cannot be implanted
-    with pytest.raises(PlanError, match="Conv2d"):
+    with pytest.raises(PlanError, match="takes implant kinds \\['lowrank'\\], not 'pointwise'"):
         apply_with_implants(a, remove={}, implant={0: [1]})
     conv = _model()
     ca = fxprune.analyze(conv, X)
