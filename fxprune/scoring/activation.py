@@ -24,6 +24,19 @@ Channels that no consumer reads (a group without consumer) take the last
 activation tensor of the group in graph order that carries them.  The positions
 come only from the analysis (the group's tensor members and the graph edges).
 
+**Before pooling** (``point="activation"``, :class:`ActivationPoint`).  The
+default point, ``consumed``, is the tensor the consumers read: after a pooling
+layer that is the pooled tensor.  The authors' IAP code scores the output of
+the nonlinearity itself (a hook on the ReLU), before pooling.  With
+``point="activation"`` each tensor read is walked back through the ops that
+change its shape but keep its channels (pooling, flatten, reshape: a node with
+one input carrying the group's channels whose shape differs from its output's),
+stopping at the first shape-preserving op, the nonlinearity (conv -> ReLU ->
+max-pool -> conv: the ReLU's output at full resolution).  Where no pooling or
+reshaping sits between the nonlinearity and the consumer (conv -> BN -> ReLU ->
+conv, the ReLU after a residual add, pooling *before* the ReLU) both points are
+the same tensor, and after a flatten both give the same statistic.
+
 **Index maps.**  A tensor index belongs to one group channel by the tensor
 member's ``index_map`` (``-1``: a fixed index, ignored).  The score of a
 channel owning several indices is the *mean* of their scores, so a flattened
