@@ -90,7 +90,7 @@ class ImplantKind(str, enum.Enum):
             raise ConfigError(f"implant kind must be one of {[k.value for k in cls]}, got {kind!r}") from None
 
 
-IMPLANT_KINDS = tuple(ImplantKind)
+IMPLANT_KINDS = tuple(k.value for k in ImplantKind)  #: the kind names
 
 
 def _svd_factors(mat: torch.Tensor, rank: int | None) -> tuple[torch.Tensor, torch.Tensor]:
