@@ -49,7 +49,7 @@ import torch
 import torch.fx as fx
 
 from ..analysis.analysis import Analysis
-from ..analysis.groups import Group
+from ..analysis.groups import Group, Member
 from ..errors import ConfigError, PlanError
 from ..modules import IMPLANT_KINDS, ImplantedConv2d, ImplantedLinear, ImplantKind, set_attr
 from ..ops.registry import Rule
@@ -62,7 +62,7 @@ __all__ = ["DEFAULT_FAMILIES", "IMPLANT_KINDS", "ImplantKind", "ImplantedConv2d"
 DEFAULT_FAMILIES: tuple[str, ...] = ("conv",)
 
 
-def _rules(analysis: Analysis, group: Group) -> list[tuple[Any, Rule | None, str | None]]:
+def _rules(analysis: Analysis, group: Group) -> list[tuple[Member, Rule | None, str | None]]:
     """``(member, rule of its node, module path if the node calls a module)`` for every producer."""
     gm = analysis.graph_module
     nodes = {n.name: n for n in gm.graph.nodes}
@@ -111,7 +111,7 @@ def family_groups(analysis: Analysis, families: Collection[str] | str | None = D
     return out
 
 
-def _can_implant(analysis: Analysis, member: Any, rule: Rule | None, target: str | None,
+def _can_implant(analysis: Analysis, member: Member, rule: Rule | None, target: str | None,
                  kind: ImplantKind | None) -> bool:
     """Whether ``rule`` can implant the module ``target`` applying ``member`` (with ``kind``, if given)."""
     if rule is None or rule.implant is None or target is None or member.dim != 0:
