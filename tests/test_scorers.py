@@ -128,7 +128,7 @@ def test_activation_conv_bn_relu_by_hand(power: float) -> None:
     model = _conv_bn_net()
     batches = _batches([3, 5, 1], (2, 4, 3))               # unequal batch sizes
     a = fxprune.analyze(model, (batches[0],))
-    scores = ActivationScorer(power=power)(a, ScoreContext(model=model, data=batches))
+    scores = ActivationScorer(power=power)(a, ScoreContext(data=batches))
 
     w = model[0].weight.detach().numpy()[:, :, 0, 0]
     b = model[0].bias.detach().numpy()
@@ -155,7 +155,7 @@ def test_activation_flatten_and_tokens_by_hand(power: float) -> None:
     model = nn.Sequential(nn.Conv2d(2, 3, 1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 2 * 2, 2)).double()
     batches = _batches([2, 3], (2, 2, 2), seed=3)
     a = fxprune.analyze(model, (batches[0],))
-    got = ActivationScorer(power=power)(a, ScoreContext(model=model, data=batches, num_batches=2))
+    got = ActivationScorer(power=power)(a, ScoreContext(data=batches, num_batches=2))
     w, b = model[0].weight.detach().numpy()[:, :, 0, 0], model[0].bias.detach().numpy()
     x = np.concatenate([t.numpy() for t in batches])
     act = _relu(np.einsum("ck,nkhw->nchw", w, x) + b[None, :, None, None])
@@ -165,7 +165,7 @@ def test_activation_flatten_and_tokens_by_hand(power: float) -> None:
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
     batches = _batches([2, 5], (6, 3), seed=4)
     a = fxprune.analyze(model, (batches[0],))
-    got = ActivationScorer(power=power)(a, ScoreContext(model=model, data=batches))
+    got = ActivationScorer(power=power)(a, ScoreContext(data=batches))
     w, b = model[0].weight.detach().numpy(), model[0].bias.detach().numpy()
     act = _relu(np.einsum("ck,ntk->ntc", w, np.concatenate([t.numpy() for t in batches])) + b)
     _close(got[0], (act.mean(0) ** power).mean(0))
@@ -185,7 +185,7 @@ def test_activation_uses_relu_after_residual_add() -> None:
     model = Block().double().eval()
     batches = _batches([4, 2], (2, 5, 5), seed=5)
     a = fxprune.analyze(model, (batches[0],))
-    got = ActivationScorer(power=2.0)(a, ScoreContext(model=model, data=batches))
+    got = ActivationScorer(power=2.0)(a, ScoreContext(data=batches))
     with torch.no_grad():
         x = torch.cat(batches)
         act = torch.relu(model.a(x) + model.b(x)).numpy()
@@ -207,7 +207,7 @@ def test_activation_without_consumer_uses_last_tensor() -> None:
     batches = _batches([3], (3,), seed=6)
     a = fxprune.analyze(model, (batches[0],))
     assert a.groups and not any(m.role == "consumer" for m in a.groups[0].members)
-    got = ActivationScorer()(a, ScoreContext(model=model, data=batches))
+    got = ActivationScorer()(a, ScoreContext(data=batches))
     with torch.no_grad():
         act = torch.relu(model.fc(batches[0])).numpy()
     _close(got[0], act.mean(0))
@@ -223,7 +223,7 @@ def test_activation_point_before_pooling_by_hand() -> None:
                           nn.Linear(6, 3)).double().eval()
     batches = _batches([3, 2], (1, 14, 14), seed=8)
     a = fxprune.analyze(model, (batches[0],))
-    ctx = ScoreContext(model=model, data=batches)
+    ctx = ScoreContext(data=batches)
     consumed = ActivationScorer()(a, ctx)
     at = ActivationScorer(point="activation")(a, ctx)
     x = torch.cat(batches)
@@ -261,7 +261,7 @@ def test_activation_point_keeps_the_relu_after_the_add_and_pool_before_relu() ->
     model = Net().double().eval()
     batches = _batches([4, 2], (2, 6, 6), seed=5)
     a = fxprune.analyze(model, (batches[0],))
-    ctx = ScoreContext(model=model, data=batches)
+    ctx = ScoreContext(data=batches)
     consumed, at = ActivationScorer()(a, ctx), ActivationScorer(point="activation")(a, ctx)
     assert set(consumed) == set(at) == {0, 1}
     for g in consumed:
@@ -296,7 +296,7 @@ def test_hessian_quadratic_loss_analytic(n_probes: int) -> None:
         x[torch.arange(len(s)), torch.arange(len(s)) % 3] = s.double()
         data.append((x, torch.randn(len(s), 2, dtype=torch.float64)))
     a = fxprune.analyze(model, (data[0][0],))
-    ctx = ScoreContext(model=model, data=data, loss_fn=_mse)
+    ctx = ScoreContext(data=data, loss_fn=_mse)
     per_batch = [float((s.double() ** 2).sum() / len(s)) for s in scale]
     trace = np.array([4.0, 9.0]) * np.mean(per_batch)
     hs = HessianScorer(n_probes=n_probes, seed=7)
@@ -329,7 +329,7 @@ def test_hessian_matches_exact_traces_on_tiny_mlp() -> None:
     a = fxprune.analyze(model, (data[0][0],))
     key = ("0.weight", 0)
     exact = exact_channel_hessian_traces(model, [key], data, _mse)[key]
-    ctx = ScoreContext(model=model, data=data, loss_fn=_mse)
+    ctx = ScoreContext(data=data, loss_fn=_mse)
     est = HessianScorer(n_probes=2000, seed=0).traces(a, ctx)[key]
     assert _rel_err(est, exact) < 0.05
     # scores are the traces times HAP's ||W_c||^2 / numel(W_c) (one producer member here)
@@ -338,7 +338,7 @@ def test_hessian_matches_exact_traces_on_tiny_mlp() -> None:
     _close(hs(a, ctx)[0], hs.traces(a, ctx)[key] * weight_factor(model[0].weight, 0))
 
     # the error shrinks with the number of probes (mean over seeds, one batch)
-    ctx1 = ScoreContext(model=model, data=data[:1], loss_fn=_mse)
+    ctx1 = ScoreContext(data=data[:1], loss_fn=_mse)
     exact1 = exact_channel_hessian_traces(model, [key], data[:1], _mse)[key]
     errs = {n: np.mean([_rel_err(HessianScorer(n_probes=n, seed=s).traces(a, ctx1)[key], exact1)
                         for s in range(3)]) for n in (10, 100, 1000)}
@@ -350,7 +350,7 @@ def test_hessian_error_estimate_matches_the_spread_over_seeds() -> None:
     # the standard error from the probes' spread predicts the spread of the estimate over seeds
     model, data = _tiny_mlp()
     a = fxprune.analyze(model, (data[0][0],))
-    ctx = ScoreContext(model=model, data=data, loss_fn=_mse)
+    ctx = ScoreContext(data=data, loss_fn=_mse)
     key = ("0.weight", 0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -368,7 +368,7 @@ def test_hessian_tol_draws_probes_until_the_trace_converges() -> None:
     model, data = _tiny_mlp()
     a = fxprune.analyze(model, (data[0][0],))
     key = ("0.weight", 0)
-    ctx = ScoreContext(model=model, data=data, loss_fn=_mse)
+    ctx = ScoreContext(data=data, loss_fn=_mse)
     exact = exact_channel_hessian_traces(model, [key], data, _mse)[key]
     loose = HessianScorer(tol=0.05, max_probes=1000).estimate(a, ctx)
     tight = HessianScorer(tol=0.005, max_probes=1000).estimate(a, ctx)
@@ -386,14 +386,14 @@ def test_hessian_tol_draws_probes_until_the_trace_converges() -> None:
     x[torch.arange(3), torch.arange(3)] = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
     data2 = [(x, torch.randn(3, 2, dtype=torch.float64))]
     est = HessianScorer(tol=1e-6).estimate(fxprune.analyze(model2, (x,)),
-                                           ScoreContext(model=model2, data=data2, loss_fn=_mse))
+                                           ScoreContext(data=data2, loss_fn=_mse))
     assert est.probes == (3,) and est.rel_error(("0.weight", 0)) == 0.0
 
 
 def test_hessian_warns_when_noisy_and_reports_diagnostics() -> None:
     model, data = _tiny_mlp()
     a = fxprune.analyze(model, (data[0][0],))
-    ctx = ScoreContext(model=model, data=data, loss_fn=_mse)
+    ctx = ScoreContext(data=data, loss_fn=_mse)
     with pytest.warns(UserWarning, match=r"noisy Hutchinson traces.*0\.weight \(group 0\).*3 probes per batch"):
         scores = HessianScorer(n_probes=3, warn_error=0.05)(a, ctx)
     d = scores.diagnostics
@@ -419,7 +419,7 @@ def test_taylor_by_hand_abs_per_batch() -> None:
     x1 = torch.tensor([[1.0, 2.0, -1.0], [0.5, 0.0, 3.0]], dtype=torch.float64)
     data = [(x1, None), (-x1[:1], None)]                      # opposite-sign second batch
     a = fxprune.analyze(model, (x1,))
-    got = TaylorScorer()(a, ScoreContext(model=model, data=data, loss_fn=lambda out, y: out.sum()))
+    got = TaylorScorer()(a, ScoreContext(data=data, loss_fn=lambda out, y: out.sum()))
     w1, w2 = model[0].weight.detach().numpy(), model[1].weight.detach().numpy()[0]
     per_batch = []
     for x, _ in data:
@@ -516,8 +516,8 @@ def _dist_setup() -> tuple[nn.Module, list[torch.Tensor], list[tuple[torch.Tenso
 
 def _dist_scores(model: nn.Module, xs: list, pairs: list) -> dict[str, dict[int, np.ndarray]]:
     a = fxprune.analyze(model, (xs[0],))
-    return {"activation": ActivationScorer(power=2.0)(a, ScoreContext(model=model, data=xs)),
-            "taylor": TaylorScorer()(a, ScoreContext(model=model, data=pairs, loss_fn=_mse))}
+    return {"activation": ActivationScorer(power=2.0)(a, ScoreContext(data=xs)),
+            "taylor": TaylorScorer()(a, ScoreContext(data=pairs, loss_fn=_mse))}
 
 
 def _dist_worker(rank: int, port: int, out_dir: str) -> None:

@@ -53,7 +53,7 @@ Example:
     ...     _ = model[0].bias.zero_()
     >>> a = fxprune.analyze(model, (torch.randn(1, 2),))
     >>> data = [torch.tensor([[1., 2.], [3., 4.]])]
-    >>> ActivationScorer()(a, ScoreContext(model=model, data=data))[0].tolist()
+    >>> ActivationScorer()(a, ScoreContext(data=data))[0].tolist()
     [2.0, 3.0, 0.0]
 """
 from __future__ import annotations

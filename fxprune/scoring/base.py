@@ -33,7 +33,6 @@ class ScoreContext:
     """Inputs a scorer may use besides the analysis.
 
     Attributes:
-        model: the original model (never modified by scorers).
         data: an iterable of calibration batches (each a tuple of model inputs, or
             ``(inputs, target)`` for scorers that need a loss).
         loss_fn: ``loss_fn(output, target) -> scalar`` for gradient-based scorers.
@@ -41,7 +40,6 @@ class ScoreContext:
         progress: show progress bars.
     """
 
-    model: Any = None
     data: Any = None
     loss_fn: Callable[..., Any] | None = None
     num_batches: int | None = None

@@ -61,7 +61,7 @@ Example:
     >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
     >>> a = fxprune.analyze(model, (torch.randn(1, 4),))
     >>> data = [(torch.randn(16, 4), torch.randn(16, 2)) for _ in range(2)]
-    >>> ctx = ScoreContext(model=model, data=data, loss_fn=nn.functional.mse_loss)
+    >>> ctx = ScoreContext(data=data, loss_fn=nn.functional.mse_loss)
     >>> HessianScorer(n_probes=8)(a, ctx)[0].shape
     (8,)
     >>> scores = HessianScorer(tol=0.05, max_probes=200)(a, ctx)     # probes until the traces settle
