@@ -80,7 +80,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..analysis.analysis import Analysis
 from ..errors import ConfigError
-from .base import Key, ScoreContext, aggregate_members, check_roles, member_keys, slice_sums
+from .base import Scores, Key, ScoreContext, aggregate_members, check_roles, member_keys, slice_sums
 from .calibration import (Accumulator, batch_loss, distributed_rank, iter_batches,
                           model_device, num_batches_of, private_state, progress, require_data)
 
@@ -134,12 +134,6 @@ class TraceEstimate:
         return {"probes": int(sum(self.probes)), "batches": len(self.probes),
                 "probes_per_batch": (min(self.probes), max(self.probes)) if self.probes else (0, 0),
                 "max_rel_error": max(finite) if finite else float("nan"), "rel_error": errs}
-
-
-class Scores(dict):
-    """``{group id: per-channel scores}`` with the estimate's ``diagnostics`` (a plain dict) attached."""
-
-    diagnostics: dict[str, Any]
 
 
 @dataclass(frozen=True)
