@@ -293,3 +293,25 @@ def test_bands_count_only_the_chosen_families():
         split_bands(a, scores, below, 1.5)
     with pytest.raises(ConfigError, match="families"):
         family_groups(a, (1,))
+
+
+def test_the_hap_implant_recipe_ranks_convolutions_and_implants_them():
+    import fxprune
+    from fxprune.modules import ImplantedConv2d
+    from fxprune.testing import zoo
+
+    model, x = zoo.ZOO["lenet5"]()
+    torch.manual_seed(0)
+    data = [(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))) for _ in range(2)]
+    with pytest.warns(UserWarning, match="noisy Hutchinson traces"):  # 8 probes are too few: it says so
+        history = fxprune.recipe("hap_implant").run(
+            model, x, data=data, loss_fn=torch.nn.functional.cross_entropy, progress=False,
+            scorer_params={"n_probes": 3, "tol": 0.02, "max_probes": 8})
+    best = history.best
+    gm = best.graph_module
+    assert best.metrics["channels_implanted"] > 0
+    assert any(isinstance(m, ImplantedConv2d) for m in gm.modules())
+    assert gm.fc1.out_features == 120 and gm.fc2.out_features == 84       # linear layers are not ranked
+    assert gm(*x).shape == model(*x).shape
+    assert best.metrics["scorer"]["probes"] and "max_rel_error" in best.metrics["scorer"]
+    assert best.metrics["scorer"]["probes_per_batch"] == [8, 8]
