@@ -239,7 +239,6 @@ def _spec_blocks(blocks) -> tuple[int, int]:
 @given(architectures(max_nodes=24, families=frozenset({"residual"})))
 def test_block_removal_is_exact_on_generated_architectures(arch):
     summary = check_block_removal(arch.model, arch.example_inputs, subsets=1)
-    print("STAT", summary)
     ident, proj = _spec_blocks(arch.spec.blocks)
     blocks = find_blocks(fxprune.analyze(arch.model, arch.example_inputs))
     assert sum(not b.projection for b in blocks) == ident

@@ -52,7 +52,7 @@ import torch.fx as fx
 from .. import ir
 from ..ir import TensorSpec
 from ..modules import get_attr
-from ..ops.registry import Method, node_key
+from ..ops.registry import Method, Registry, node_key
 from .cost import node_macs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -126,11 +126,14 @@ _ADD_KEYS: frozenset[Any] = frozenset({
 })
 
 
-def is_add(node: fx.Node, analysis: "Analysis") -> bool:
-    """Whether ``node`` computes ``a + b`` (by the registry key it matches; ``alpha`` must be 1)."""
+def is_add(node: fx.Node, registry: Registry, root: torch.nn.Module) -> bool:
+    """Whether ``node`` (of a graph of ``root``) computes ``a + b``: by the registry key it matches.
+
+    ``alpha``, if given, must be 1.
+    """
     if node.op not in ("call_function", "call_method"):
         return False
-    hit = analysis.registry.match(node_key(node, analysis.graph_module))
+    hit = registry.match(node_key(node, root))
     if hit is None or hit.key not in _ADD_KEYS:
         return False
     alpha = node.kwargs.get("alpha", node.args[2] if len(node.args) > 2 else 1)
@@ -261,7 +264,7 @@ def find_blocks(analysis: "Analysis") -> tuple[Block, ...]:
     dead = set(graph.nodes) - _needed(graph, {})
     found: list[Block] = []
     for node in graph.nodes:
-        if node.name not in idom or not is_add(node, analysis):
+        if node.name not in idom or not is_add(node, analysis.registry, gm):
             continue
         operands = _tensor_operands(node)
         if operands is None or any(a.name not in idom for a in operands):

@@ -32,18 +32,16 @@ Example:
 """
 from __future__ import annotations
 
-import copy
-from typing import Any, Iterable
+from typing import Iterable
 
-import torch
 import torch.fx as fx
 
 from .. import ir
 from ..analysis.analysis import Analysis
 from ..analysis.blocks import Block, ProjectionPolicy, blocks_of, removed_nodes
 from ..analysis.capture import propagate_shapes
+from ..analysis.copying import copy_node, own_copies
 from ..errors import PlanError, RewriteError
-from ..modules import get_attr, set_attr
 
 __all__ = ["remove_blocks", "select_blocks"]
 
@@ -100,14 +98,9 @@ def remove_blocks(analysis: Analysis, block_ids: Iterable[int], *,
         if node in replace:  # the add becomes its skip: its users read the skip
             env[node] = env[replace[node]]
             continue
-        new = graph.node_copy(node, env.__getitem__)
-        for key in ir.ALL_KEYS:
-            new.meta.pop(key, None)
-        if isinstance(new.type, str):  # a string annotation cannot be pickled with the module
-            new.type = None
-        env[node] = new
+        env[node] = copy_node(graph, node, env)
     new_gm = fx.GraphModule(gm, graph, gm.__class__.__name__)
-    _own_copies(new_gm)
+    own_copies(new_gm)
     new_gm.graph.eliminate_dead_code()
     new_gm.delete_all_unused_submodules()
     new_gm.graph.lint()
@@ -115,22 +108,6 @@ def remove_blocks(analysis: Analysis, block_ids: Iterable[int], *,
     if verify:
         _verify(analysis, new_gm)
     return new_gm
-
-
-def _own_copies(gm: fx.GraphModule) -> None:
-    """Replace the module tree and tensors ``gm`` references by deep copies (one memo: ties kept)."""
-    memo: dict[int, Any] = {}
-    for name, child in list(gm.named_children()):
-        setattr(gm, name, copy.deepcopy(child, memo))
-    for name, p in list(gm.named_parameters(recurse=False)):
-        gm.register_parameter(name, copy.deepcopy(p, memo))
-    for name, b in list(gm.named_buffers(recurse=False)):
-        gm.register_buffer(name, copy.deepcopy(b, memo), persistent=name not in gm._non_persistent_buffers_set)
-    for node in gm.graph.nodes:
-        if node.op == "get_attr" and "." not in str(node.target):
-            value = get_attr(gm, str(node.target))
-            if isinstance(value, torch.Tensor) and id(value) not in memo:
-                set_attr(gm, str(node.target), copy.deepcopy(value, memo))
 
 
 def _verify(analysis: Analysis, new_gm: fx.GraphModule) -> None:
