@@ -29,9 +29,9 @@ Example:
     >>> from fxprune.analysis.resolution import at_resolution
     >>> from fxprune.testing import zoo
     >>> model, inputs = zoo.resnet_basic()
-    >>> res = at_resolution(model, inputs, 0.5)
-    >>> res.input_shapes, round(res.macs / res.macs_before, 2)
-    (((1, 3, 16, 16),), 0.25)
+    >>> res = at_resolution(model, inputs, 2.0)
+    >>> res.input_shapes, round(res.macs / res.macs_before, 2)        # MACs ~ r**2
+    (((1, 3, 64, 64),), 4.0)
     >>> vit, images = zoo.vit()
     >>> res = at_resolution(vit, images, 2.0)          # the positional embedding is interpolated
     >>> [(a.param, a.old_shape, a.new_shape) for a in res.adapted]

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import zoo
-from .blocks import BlockCheckSummary, check_block_removal, mask_blocks
+from .blocks import BlockCheckSummary, check_block_removal, mask_blocks, zero_branches
 from .check import CheckSummary, InvariantError, check_pruning, mask_original, random_plan
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "mask_blocks",
     "mask_original",
     "random_plan",
+    "zero_branches",
     "zoo",
     "architectures",
     "Arch",

@@ -34,12 +34,12 @@ import torch
 import torch.fx as fx
 
 from ..analysis.analysis import Analysis, analyze
-from ..analysis.blocks import ProjectionPolicy, find_blocks
+from ..analysis.blocks import Block, ProjectionPolicy, find_blocks
 from ..errors import FxPruneError
 from ..rewrite.blocks import remove_blocks, select_blocks
 from .check import InvariantError
 
-__all__ = ["BlockCheckSummary", "check_block_removal", "mask_blocks"]
+__all__ = ["BlockCheckSummary", "check_block_removal", "mask_blocks", "zero_branches"]
 
 
 @dataclass(frozen=True)
@@ -52,19 +52,24 @@ class BlockCheckSummary:
     max_abs_diff: float
 
 
+def zero_branches(gm: fx.GraphModule, blocks: Iterable[Block]) -> fx.GraphModule:
+    """``gm`` (a copy of the analysed graph: same node names) with each block's add reading zeros
+    instead of the branch output; changed in place and returned."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    for b in blocks:
+        add, out = nodes[b.add], nodes[b.output]
+        with gm.graph.inserting_before(add):
+            zeros = gm.graph.call_function(torch.zeros_like, (out,))
+        add.replace_input_with(out, zeros)
+    gm.recompile()
+    return gm
+
+
 def mask_blocks(analysis: Analysis, block_ids: Iterable[int], *,
                 projection: ProjectionPolicy = ProjectionPolicy.KEEP) -> fx.GraphModule:
     """A copy of the traced original whose chosen blocks add zeros instead of their branch output."""
     chosen = select_blocks(analysis, block_ids, projection)
-    masked = copy.deepcopy(analysis.graph_module)
-    nodes = {n.name: n for n in masked.graph.nodes}
-    for b in chosen:
-        add, out = nodes[b.add], nodes[b.output]
-        with masked.graph.inserting_before(add):
-            zeros = masked.graph.call_function(torch.zeros_like, (out,))
-        add.replace_input_with(out, zeros)
-    masked.recompile()
-    return masked
+    return zero_branches(copy.deepcopy(analysis.graph_module), chosen)
 
 
 def _double(x: Any) -> Any:
