@@ -178,7 +178,8 @@ def _quiet_fake_tensors() -> Iterator[None]:
 def _describe(node: fx.Node) -> str:
     target = node.target if node.op in ("call_module", "call_method", "get_attr") else \
         getattr(node.target, "__name__", str(node.target))
-    return f"'{node.name}' ({node.op} {target})"
+    attrs = [str(a.target) for a in node.all_input_nodes if a.op == "get_attr"]
+    return f"'{node.name}' ({node.op} {target}" + (f", reading {', '.join(attrs)})" if attrs else ")")
 
 
 def _probe(gm: fx.GraphModule, inputs: tuple) -> tuple[fx.GraphModule, fx.Node | None, Exception | None]:
