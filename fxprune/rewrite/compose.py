@@ -128,13 +128,13 @@ class ResizeInputs(torch.nn.Module):
 def reanalyze(analysis: Analysis, module: torch.nn.Module) -> Analysis:
     """``module`` analysed like ``analysis`` (same inputs, registry and options).
 
-    ``ignore`` entries and leaf-module names that no longer exist in ``module`` are dropped.
+    ``ignore`` entries and leaf-module names (strings) that no longer exist in ``module`` are dropped.
     """
     cfg = analysis.config
     names = [n for n, _ in module.named_modules()] + [n for n, _ in module.named_parameters()]
-    present = lambda e: any(n == e or n.startswith(e + ".") for n in names)  # noqa: E731
+    present = lambda e: not isinstance(e, str) or any(n == e or n.startswith(e + ".") for n in names)  # noqa: E731
     return analyze(module, analysis.example_inputs, registry=analysis.registry, strict=cfg.strict,
-                   leaf_modules=[m for m in cfg.leaf_modules if not isinstance(m, str) or present(m)],
+                   leaf_modules=[m for m in cfg.leaf_modules if present(m)],
                    split_policy=cfg.split_policy, split_overrides=dict(cfg.split_overrides),
                    ignore=[e for e in cfg.ignore if present(e)], frontend=cfg.frontend)
 

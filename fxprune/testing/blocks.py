@@ -37,7 +37,7 @@ from ..analysis.analysis import Analysis, analyze
 from ..analysis.blocks import Block, ProjectionPolicy, find_blocks
 from ..errors import FxPruneError
 from ..rewrite.blocks import remove_blocks, select_blocks
-from .check import InvariantError
+from .check import InvariantError, _outputs, _snapshot, _unchanged
 
 __all__ = ["BlockCheckSummary", "check_block_removal", "mask_blocks", "zero_branches"]
 
@@ -76,24 +76,6 @@ def _double(x: Any) -> Any:
     return x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
 
 
-def _outputs(module: torch.nn.Module, inputs: Sequence[Any]) -> list[torch.Tensor]:
-    with torch.no_grad():
-        out = module(*inputs)
-    flat: list[torch.Tensor] = []
-    fx.node.map_aggregate(out, lambda v: flat.append(v) if isinstance(v, torch.Tensor) else None)
-    return flat
-
-
-def _state(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], str, bool]:
-    return ({k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()},
-            repr(model), model.training)
-
-
-def _same_state(a: tuple[dict[str, torch.Tensor], str, bool], b: tuple[dict[str, torch.Tensor], str, bool]) -> bool:
-    return (a[1:] == b[1:] and a[0].keys() == b[0].keys()
-            and all(a[0][k].dtype == b[0][k].dtype and torch.equal(a[0][k], b[0][k]) for k in a[0]))
-
-
 def check_block_removal(
     model: torch.nn.Module,
     example_inputs: Sequence[Any],
@@ -121,7 +103,7 @@ def check_block_removal(
         InvariantError: naming the invariant, the blocks and the difference.
     """
     inputs = tuple(example_inputs)
-    snap = _state(model)
+    snap = _snapshot(model)
     model64 = copy.deepcopy(model).double()
     inputs64 = tuple(_double(x) for x in inputs)
     analysis = analyze(model64, inputs64, **analyze_kwargs)
@@ -138,8 +120,9 @@ def check_block_removal(
     # the user's model itself: removing every removable block must leave it untouched
     if removable:
         remove_blocks(analyze(model, inputs, **analyze_kwargs), removable, projection=projection)
-    if not _same_state(snap, _state(model)):
-        raise InvariantError("input model mutated by block removal")
+    problem = _unchanged(model, snap)
+    if problem:
+        raise InvariantError(f"input model mutated by block removal: {problem}")
     return BlockCheckSummary(len(blocks), sum(b.projection for b in blocks), len(sets), max_diff)
 
 
