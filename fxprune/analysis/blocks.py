@@ -170,14 +170,17 @@ def _needed(graph: fx.Graph, replace: Mapping[fx.Node, fx.Node]) -> set[fx.Node]
     return seen
 
 
-def removed_nodes(graph: fx.Graph, replace: Mapping[fx.Node, fx.Node]) -> set[fx.Node]:
+def removed_nodes(graph: fx.Graph, replace: Mapping[fx.Node, fx.Node],
+                  needed: set[fx.Node] | None = None) -> set[fx.Node]:
     """The nodes deleted when every add in ``replace`` becomes its replacement.
 
     Nodes the outputs needed before and no longer need, plus the nodes that
     read them without being needed (assertion sinks); the replaced adds that
-    are still needed are not included (they become aliases).
+    are still needed are not included (they become aliases).  ``needed``: what the
+    outputs need without replacements, if already known.
     """
-    before, after = _needed(graph, {}), _needed(graph, replace)
+    before = needed if needed is not None else _needed(graph, {})
+    after = _needed(graph, replace)
     removed = {n for n in before - after if n.op != "placeholder"}
     for node in graph.nodes:  # graph order: inputs first
         if node not in after and node.op != "placeholder" and any(i in removed for i in node.all_input_nodes):
@@ -232,10 +235,10 @@ def _tensor_operands(node: fx.Node) -> list[fx.Node] | None:
 
 
 # --- finding blocks -------------------------------------------------------------
-def _side(analysis: "Analysis", add: fx.Node, keep: fx.Node, dead: set[fx.Node]) -> tuple[set[fx.Node], int]:
-    """The nodes removed when ``add`` becomes ``keep`` (``dead``: code dead already), and their MACs."""
+def _side(analysis: "Analysis", add: fx.Node, keep: fx.Node, needed: set[fx.Node]) -> tuple[set[fx.Node], int]:
+    """The nodes removed when ``add`` becomes ``keep`` (``needed``: what the outputs need), and their MACs."""
     gm = analysis.graph_module
-    removed = removed_nodes(gm.graph, {add: keep}) - dead
+    removed = removed_nodes(gm.graph, {add: keep}, needed) & needed
     macs = sum(node_macs(gm, n, analysis.registry) for n in removed | {add})
     return removed - {add}, macs
 
@@ -261,7 +264,7 @@ def find_blocks(analysis: "Analysis") -> tuple[Block, ...]:
     idom = nx.immediate_dominators(flow, _ROOT)
     by_name = {n.name: n for n in graph.nodes}
     order = {n: i for i, n in enumerate(graph.nodes)}
-    dead = set(graph.nodes) - _needed(graph, {})
+    needed = _needed(graph, {})
     found: list[Block] = []
     for node in graph.nodes:
         if node.name not in idom or not is_add(node, analysis.registry, gm):
@@ -277,12 +280,12 @@ def find_blocks(analysis: "Analysis") -> tuple[Block, ...]:
             skip = dom
             out = operands[1] if operands[0] is dom else operands[0]
             projection = False
-            nodes, macs = _side(analysis, node, skip, dead)
+            nodes, macs = _side(analysis, node, skip, needed)
         else:
             # each operand's side (what removing it deletes); the projection is a side applying
             # a parameterised op to the block input, the cheaper one if both do (the right
             # operand on a tie); the other side, the branch, must hold parameters
-            cut = {op: _side(analysis, node, keep, dead)
+            cut = {op: _side(analysis, node, keep, needed)
                    for op, keep in ((operands[0], operands[1]), (operands[1], operands[0]))}
             shortcuts = [op for op in operands
                          if op.meta.get(ir.SPEC) == spec and _is_projection(gm, cut[op][0], dom)]
