@@ -43,7 +43,7 @@ from __future__ import annotations
 import enum
 import operator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Protocol
 
 import networkx as nx
 import torch
@@ -55,10 +55,15 @@ from ..modules import get_attr
 from ..ops.registry import Method, Registry, node_key
 from .cost import node_macs
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .analysis import Analysis
+__all__ = ["Analysed", "Block", "ProjectionPolicy", "blocks_of", "find_blocks", "is_add", "removed_nodes"]
 
-__all__ = ["Block", "ProjectionPolicy", "blocks_of", "find_blocks", "is_add", "removed_nodes"]
+
+class Analysed(Protocol):
+    """What finding blocks reads of an :class:`~fxprune.analysis.analysis.Analysis` (no import of it,
+    so that ``Analysis`` can list its own blocks)."""
+
+    graph_module: fx.GraphModule
+    registry: Registry
 
 
 class ProjectionPolicy(str, enum.Enum):
@@ -235,7 +240,7 @@ def _tensor_operands(node: fx.Node) -> list[fx.Node] | None:
 
 
 # --- finding blocks -------------------------------------------------------------
-def _side(analysis: "Analysis", add: fx.Node, keep: fx.Node, needed: set[fx.Node]) -> tuple[set[fx.Node], int]:
+def _side(analysis: Analysed, add: fx.Node, keep: fx.Node, needed: set[fx.Node]) -> tuple[set[fx.Node], int]:
     """The nodes removed when ``add`` becomes ``keep`` (``needed``: what the outputs need), and their MACs."""
     gm = analysis.graph_module
     removed = removed_nodes(gm.graph, {add: keep}, needed) & needed
@@ -252,7 +257,7 @@ def _is_projection(gm: fx.GraphModule, side: Iterable[fx.Node], source: fx.Node)
     return any(source in n.all_input_nodes and _param_names(gm, n) for n in side)
 
 
-def find_blocks(analysis: "Analysis") -> tuple[Block, ...]:
+def find_blocks(analysis: Analysed) -> tuple[Block, ...]:
     """The removable residual blocks of ``analysis.graph_module`` (see the module docstring).
 
     Only blocks whose replacement has the add's exact shape and dtype are
@@ -308,7 +313,7 @@ def find_blocks(analysis: "Analysis") -> tuple[Block, ...]:
     return tuple(found)
 
 
-def blocks_of(analysis: "Analysis") -> tuple[Block, ...]:
+def blocks_of(analysis: Analysed) -> tuple[Block, ...]:
     """``analysis.blocks`` where ``Analysis`` caches them, else :func:`find_blocks` (same ids)."""
     cached = getattr(type(analysis), "blocks", None)
     return analysis.blocks if cached is not None else find_blocks(analysis)
