@@ -111,7 +111,7 @@ def test_block_removal_is_exact_on_the_zoo(name):
     assert summary.max_abs_diff == 0.0  # the same ops on the same values
 
 
-@pytest.mark.parametrize("name", ["resnet_basic", "vit", "llama"])
+@pytest.mark.parametrize("name", ["resnet_bottleneck", "vit", "llama"])
 def test_block_removal_is_exact_through_torch_export(name):
     model, inputs = zoo.ZOO[name]()
     with warnings.catch_warnings():
