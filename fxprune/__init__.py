@@ -12,6 +12,8 @@ Example:
     24
 """
 from .analysis.analysis import Analysis, AnalysisConfig, analyze
+from .analysis.blocks import Block, ProjectionPolicy, find_blocks
+from .analysis.resolution import Resolution, ResolutionError, at_resolution
 from .analysis.groups import Group, Member, TensorMember
 from .api import PruneResult, apply, prune
 from .errors import (
@@ -26,23 +28,33 @@ from .errors import (
 )
 from .ops import Rule, default_registry
 from .plot import plot_groups
+from .plan3d import Pruned3D, prune_3d
 from .recipes import recipe
 from .report import Report
+from .rewrite.blocks import remove_blocks
+from .rewrite.compose import Plan3D, Result3D, apply_3d
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Analysis",
     "AnalysisConfig",
+    "Block",
     "ConfigError",
     "ExampleInputError",
     "FxPruneError",
     "Group",
     "Member",
+    "Plan3D",
     "PlanError",
+    "ProjectionPolicy",
+    "Pruned3D",
     "PruneResult",
     "RecipeError",
     "Report",
+    "Resolution",
+    "ResolutionError",
+    "Result3D",
     "RewriteError",
     "Rule",
     "TensorMember",
@@ -50,8 +62,13 @@ __all__ = [
     "UnsupportedOpError",
     "analyze",
     "apply",
+    "apply_3d",
+    "at_resolution",
     "default_registry",
+    "find_blocks",
     "prune",
     "plot_groups",
+    "prune_3d",
     "recipe",
+    "remove_blocks",
 ]
