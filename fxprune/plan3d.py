@@ -202,10 +202,10 @@ def prune_3d(model: torch.nn.Module, example_inputs: Sequence[Any], *, depth: fl
     res: Resolution | None = None
     if resolution != 1.0:
         res = at_resolution(model, inputs, resolution, **analyze_kwargs)
-        analysis, scored_model = res.analysis, res.model
+        analysis = res.analysis
         macs_original = res.macs_before
     else:
-        analysis, scored_model = analyze(model, inputs, **analyze_kwargs), model
+        analysis = analyze(model, inputs, **analyze_kwargs)
         macs_original = -1
     batches = None if data is None else (list(_resized(data, analysis.example_inputs)) if res else data)
     if callable(block_scores):
