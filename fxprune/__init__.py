@@ -12,6 +12,8 @@ Example:
     24
 """
 from .analysis.analysis import Analysis, AnalysisConfig, analyze
+from .analysis.blocks import Block, ProjectionPolicy, find_blocks
+from .analysis.resolution import Resolution, ResolutionError, at_resolution
 from .analysis.groups import Group, Member, TensorMember
 from .api import PruneResult, apply, prune
 from .errors import (
@@ -27,8 +29,11 @@ from .errors import (
 )
 from .ops import Rule, default_registry
 from .plot import plot_groups
+from .plan3d import Pruned3D, prune_3d
 from .recipes import recipe
 from .report import Report
+from .rewrite.blocks import remove_blocks
+from .rewrite.compose import Plan3D, Result3D, apply_3d
 from .serialize import load, save
 from .version import __version__
 
@@ -36,16 +41,23 @@ __all__ = [
     "__version__",
     "Analysis",
     "AnalysisConfig",
+    "Block",
     "ConfigError",
     "ExampleInputError",
     "FxPruneError",
     "LoadError",
     "Group",
     "Member",
+    "Plan3D",
     "PlanError",
+    "ProjectionPolicy",
+    "Pruned3D",
     "PruneResult",
     "RecipeError",
     "Report",
+    "Resolution",
+    "ResolutionError",
+    "Result3D",
     "RewriteError",
     "Rule",
     "TensorMember",
@@ -53,10 +65,15 @@ __all__ = [
     "UnsupportedOpError",
     "analyze",
     "apply",
+    "apply_3d",
+    "at_resolution",
     "default_registry",
+    "find_blocks",
     "load",
     "prune",
     "plot_groups",
+    "prune_3d",
     "recipe",
+    "remove_blocks",
     "save",
 ]

@@ -4,27 +4,63 @@ Imports only torch and :mod:`fxprune.errors`.  :func:`get_attr` and
 :func:`set_attr` are the one place that walks a qualified name
 (``"layer1.0.conv1.weight"``) through a module tree.
 
-:class:`ImplantedConv2d` is HAP's Neural Implant for a ``Conv2d``: some output
-channels keep their original k x k filters, the others are produced by a cheap
-component, and both are written back into the original channel positions, so
-nothing downstream changes.  Its channel rule lives in
-:mod:`fxprune.ops.implant`, so an implanted model can be analysed and pruned
-again.
+HAP's Neural Implant: some output channels of a layer keep their original
+weights, the others are produced by a cheap *implant*, and both are written
+back into the original channel positions, so nothing downstream changes.
+
+* :class:`ImplantedConv2d` replaces a dense ``Conv2d`` (any kernel, stride,
+  padding, padding mode and dilation: the implant produces exactly the
+  replaced layer's output positions).  Kinds (:class:`ImplantKind`):
+
+  - ``pointwise``: a 1x1 convolution from the layer's input channels,
+    initialised to zero (the authors' released code).  Output position ``o``
+    of a k x k conv reads the input window starting at ``o * stride - padding``;
+    the 1x1 implant reads the window's centre tap
+    ``o * stride - padding + dilation * ((k - 1) // 2)`` (zero outside the
+    input, like the conv's padding), so a 5x5 conv without padding and its
+    implant both give ``H - 4`` rows;
+  - ``lowrank``: ``U (V * x)``, a rank-``r`` factorisation of the removed
+    filters initialised from their truncated SVD (exactly the original
+    function at full rank, ``rank=None``);
+  - ``dwpw``: a depthwise k x k convolution with ``r`` filters per input
+    channel (the channel multiplier; ``rank=None`` means 1, the classic
+    depthwise-separable block) followed by a 1x1 convolution.  Initialised from
+    the rank-``r`` SVD of every input channel's slice ``W[implanted, c]``
+    (``implanted x kh*kw``): the best approximation of the removed filters of
+    this form in the Frobenius norm, exact when ``r >= min(implanted, kh*kw)``.
+
+* :class:`ImplantedLinear` replaces an ``nn.Linear``: kind ``lowrank`` only,
+  ``W[implanted] ~ U V`` from the truncated SVD (exact at full rank).  A
+  ``pointwise`` implant has no meaning for a linear layer (it already is
+  "1x1": a zero-initialised replacement would cost as much as the rows it
+  replaces), nor has ``dwpw``; asking for them raises ``ConfigError``.
+
+Each implant module lists the kinds it builds in ``kinds``; their channel
+rules live in :mod:`fxprune.ops.implant`, so an implanted model can be
+analysed and pruned again.
 
 Example:
     >>> import torch
-    >>> conv = torch.nn.Conv2d(3, 4, 3, padding=1)
-    >>> m = ImplantedConv2d(conv, torch.tensor([0, 2]), torch.tensor([1, 3]), "lowrank")
-    >>> x = torch.randn(1, 3, 5, 5)
-    >>> torch.allclose(m(x), conv(x), atol=1e-5)   # full rank: exact
+    >>> conv = torch.nn.Conv2d(3, 4, 5)                  # 5x5, no padding
+    >>> x = torch.randn(1, 3, 14, 14)
+    >>> m = ImplantedConv2d(conv, torch.tensor([0, 2]), torch.tensor([1, 3]), "pointwise")
+    >>> m(x).shape == conv(x).shape
     True
+    >>> m = ImplantedConv2d(conv, torch.tensor([0, 2]), torch.tensor([1, 3]), "lowrank")
+    >>> torch.allclose(m(x), conv(x), atol=1e-5)         # full rank: exact
+    True
+    >>> lin = torch.nn.Linear(6, 4)
+    >>> m = ImplantedLinear(lin, torch.tensor([0]), torch.tensor([1, 2, 3]), "lowrank", rank=2)
+    >>> m.implant_u.shape, m.implant_v.shape             # W[1:4] ~ U V, rank 2
+    (torch.Size([3, 2]), torch.Size([2, 6]))
     >>> net = torch.nn.Sequential(conv)
     >>> get_attr(net, "0.weight") is conv.weight
     True
 """
 from __future__ import annotations
 
-from typing import Any
+import enum
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -32,71 +68,194 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["IMPLANT_KINDS", "ImplantedConv2d", "get_attr", "set_attr"]
-
-IMPLANT_KINDS = ("pointwise", "lowrank")
+__all__ = ["IMPLANT_KINDS", "ImplantKind", "ImplantedConv2d", "ImplantedLinear", "get_attr", "set_attr"]
 
 
-class ImplantedConv2d(nn.Module):
-    """A Conv2d whose channels ``implant_pos`` come from a cheap implant.
+class ImplantKind(str, enum.Enum):
+    """What replaces an implanted channel's weights (see the module docstring)."""
 
-    Attributes:
-        weight: ``[len(kept_pos), in/groups, kh, kw]``, the original filters kept.
-        bias: ``[out_channels]`` or ``None`` (all positions).
-        implant_v: ``lowrank``: ``[rank, in, kh, kw]``; ``pointwise``: ``None``.
-        implant_u: ``[len(implant_pos), rank or in, 1, 1]``.
-        kept_pos, implant_pos: output positions of the two parts (buffers);
-        order: the permutation putting ``[kept..., implanted...]`` back in place.
-    """
+    POINTWISE = "pointwise"
+    LOWRANK = "lowrank"
+    DWPW = "dwpw"
 
-    def __init__(self, conv: nn.Conv2d, kept_pos: torch.Tensor, implant_pos: torch.Tensor,
-                 kind: str, rank: int | None = None) -> None:
-        super().__init__()
-        if kind not in IMPLANT_KINDS:
-            raise ConfigError(f"implant kind must be one of {IMPLANT_KINDS}, got {kind!r}")
-        if conv.groups != 1 or tuple(conv.dilation) != (1, 1):
-            raise ConfigError("implants need a dense (groups=1, dilation=1) Conv2d")
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def of(cls, kind: Any) -> "ImplantKind":
+        """``kind`` (a name or a member) as a member; a ``ConfigError`` names the choices."""
+        try:
+            return cls(kind)
+        except ValueError:
+            raise ConfigError(f"implant kind must be one of {[k.value for k in cls]}, got {kind!r}") from None
+
+
+IMPLANT_KINDS = tuple(k.value for k in ImplantKind)  #: the kind names
+
+
+def _svd_factors(mat: torch.Tensor, rank: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(U, V)`` with ``U @ V`` the best rank-``rank`` approximation of ``mat`` (``None``: full rank)."""
+    full = min(mat.shape)
+    r = full if rank is None else max(1, min(int(rank), full))
+    u, s, vh = torch.linalg.svd(mat.double(), full_matrices=False)
+    return u[:, :r].to(mat.dtype), (vh[:r] * s[:r, None]).to(mat.dtype)
+
+
+class _Implanted(nn.Module):
+    """What every implant shares: the two output position tables, the bias, the reassembly."""
+
+    kinds: ClassVar[tuple[ImplantKind, ...]] = ()
+    channel_dim: ClassVar[int] = 1
+
+    def _setup(self, layer: nn.Module, kept_pos: torch.Tensor, implant_pos: torch.Tensor, kind: Any,
+               rank: int | None) -> torch.Tensor:
+        kind = ImplantKind.of(kind)
+        if len(kept_pos) == 0:
+            raise ConfigError(f"an implanted {type(layer).__name__} keeps at least one original output channel; "
+                              "prune or keep one of the implanted channels instead")
+        if kind not in self.kinds:
+            raise ConfigError(f"{type(self).__name__} takes implant kinds {[k.value for k in self.kinds]}, "
+                              f"not {kind.value!r}")
+        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+            raise ConfigError(f"implant rank must be a positive int or None, got {rank!r}")
         self.kind = kind
-        self.in_channels = conv.in_channels
-        self.out_channels = conv.out_channels
-        self.stride, self.padding = conv.stride, conv.padding
-        self.kernel_size = conv.kernel_size
-        w = conv.weight.detach()
         self.register_buffer("kept_pos", kept_pos.clone().long())
         self.register_buffer("implant_pos", implant_pos.clone().long())
         self.register_buffer("order", torch.argsort(torch.cat([self.kept_pos, self.implant_pos])))
-        self.weight = nn.Parameter(w[kept_pos].clone())
-        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone())
-        removed = w[implant_pos]  # [I, in, kh, kw]
-        if kind == "pointwise":
-            self.implant_v = None
-            self.implant_u = nn.Parameter(torch.zeros(len(implant_pos), conv.in_channels, 1, 1,
-                                                      dtype=w.dtype, device=w.device))
+        w = layer.weight.detach()
+        self.weight = nn.Parameter(w[self.kept_pos].clone())
+        self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone())
+        return w[self.implant_pos]
+
+    def _assemble(self, main: torch.Tensor, imp: torch.Tensor) -> torch.Tensor:
+        """Channels ``[kept..., implanted...]`` back into their original positions, plus the bias."""
+        d = self.channel_dim
+        out = torch.cat([main, imp], d).index_select(d, self.order)
+        if self.bias is not None:
+            out = out + self.bias.view([-1] + [1] * (out.ndim - 1 - d % out.ndim))
+        return out
+
+    @property
+    def rank(self) -> int | None:
+        """The implant's rank (``dwpw``: the depthwise channel multiplier; ``pointwise``: ``None``)."""
+        if self.implant_v is None:
+            return None
+        if self.kind is ImplantKind.DWPW:
+            return self.implant_v.shape[0] // self.weight.shape[1]  # [in * rank, 1, kh, kw]
+        return self.implant_v.shape[0]
+
+    def _repr_counts(self) -> str:
+        rank = "" if self.rank is None else f", rank={self.rank}"
+        return f"kind={self.kind.value}, kept={len(self.kept_pos)}, implanted={len(self.implant_pos)}{rank}"
+
+
+def _pads(conv: nn.Conv2d) -> tuple[int, int, int, int]:
+    """The conv's padding as ``F.pad`` amounts ``(left, right, top, bottom)``."""
+    out: list[int] = []
+    for d in (1, 0):  # F.pad lists the last dimension first
+        k, dil = conv.kernel_size[d], conv.dilation[d]
+        if conv.padding == "valid":
+            lo = hi = 0
+        elif conv.padding == "same":
+            total = dil * (k - 1)
+            lo, hi = total // 2, total - total // 2
         else:
-            flat = removed.reshape(len(implant_pos), -1).double()
-            full = min(flat.shape)
-            r = full if rank is None else max(1, min(int(rank), full))
-            u, s, vh = torch.linalg.svd(flat, full_matrices=False)
-            self.implant_v = nn.Parameter((vh[:r] * s[:r, None]).reshape(r, *removed.shape[1:]).to(w.dtype))
-            self.implant_u = nn.Parameter(u[:, :r].reshape(len(implant_pos), r, 1, 1).to(w.dtype))
+            lo = hi = int(conv.padding[d])
+        out += [lo, hi]
+    return tuple(out)  # type: ignore[return-value]
+
+
+class ImplantedConv2d(_Implanted):
+    """A Conv2d whose channels ``implant_pos`` come from a cheap implant.
+
+    Attributes:
+        weight: ``[len(kept_pos), in, kh, kw]``, the original filters kept.
+        bias: ``[out_channels]`` or ``None`` (all positions).
+        implant_v: ``lowrank``: ``[rank, in, kh, kw]``; ``dwpw``: the depthwise
+            filters ``[in * rank, 1, kh, kw]``; ``pointwise``: ``None``.
+        implant_u: ``[len(implant_pos), rank or in or in * rank, 1, 1]``.
+        kept_pos, implant_pos: output positions of the two parts (buffers);
+        order: the permutation putting ``[kept..., implanted...]`` back in place.
+        pads: the replaced conv's padding as ``F.pad`` amounts, applied with
+            its ``padding_mode`` before every branch.
+    """
+
+    kinds = (ImplantKind.POINTWISE, ImplantKind.LOWRANK, ImplantKind.DWPW)
+
+    def __init__(self, conv: nn.Conv2d, kept_pos: torch.Tensor, implant_pos: torch.Tensor,
+                 kind: Any, rank: int | None = None) -> None:
+        super().__init__()
+        if conv.groups != 1 or conv.weight.ndim != 4:
+            raise ConfigError("implants need a dense (groups=1) Conv2d")
+        removed = self._setup(conv, kept_pos, implant_pos, kind, rank)  # [I, in, kh, kw]
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.kernel_size, self.stride = tuple(conv.kernel_size), tuple(conv.stride)
+        self.dilation, self.padding_mode = tuple(conv.dilation), conv.padding_mode
+        self.pads = _pads(conv)
+        n_imp, n_in, kh, kw = removed.shape
+        if self.kind is ImplantKind.POINTWISE:
+            self.implant_v = None
+            self.implant_u = nn.Parameter(removed.new_zeros(n_imp, n_in, 1, 1))
+        elif self.kind is ImplantKind.LOWRANK:
+            u, v = _svd_factors(removed.reshape(n_imp, -1), rank)
+            self.implant_v = nn.Parameter(v.reshape(-1, n_in, kh, kw).contiguous())
+            self.implant_u = nn.Parameter(u.reshape(n_imp, -1, 1, 1).contiguous())
+        else:  # dwpw: per input channel c, W[:, c] ([I, kh*kw]) ~ U_c D_c with D_c the depthwise filters
+            mult = 1 if rank is None else max(1, min(int(rank), n_imp, kh * kw))
+            us, ds = zip(*(_svd_factors(removed[:, c].reshape(n_imp, -1), mult) for c in range(n_in)))
+            self.implant_v = nn.Parameter(torch.cat(ds).reshape(n_in * mult, 1, kh, kw).contiguous())
+            self.implant_u = nn.Parameter(torch.cat(us, 1).reshape(n_imp, n_in * mult, 1, 1).contiguous())
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={tuple(self.kernel_size)}, "
-                f"stride={tuple(self.stride)}, kind={self.kind}, kept={len(self.kept_pos)}, "
-                f"implanted={len(self.implant_pos)}"
-                + (f", rank={self.implant_v.shape[0]}" if self.implant_v is not None else ""))
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, pads={self.pads}, dilation={self.dilation}, " + self._repr_counts())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        main = F.conv2d(x, self.weight, None, self.stride, self.padding)
-        if self.implant_v is None:
-            imp = F.conv2d(x, self.implant_u, None, self.stride, 0)
+        if any(self.pads):
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            x = F.pad(x, self.pads, mode=mode)
+        main = F.conv2d(x, self.weight, None, self.stride, 0, self.dilation)
+        if self.kind is ImplantKind.POINTWISE:
+            # output o reads the window starting at o * stride; the implant reads its centre tap
+            (sh, sw), (dh, dw), (kh, kw) = self.stride, self.dilation, self.kernel_size
+            top, left = dh * ((kh - 1) // 2), dw * ((kw - 1) // 2)
+            bottom, right = dh * (kh - 1) - top, dw * (kw - 1) - left
+            centre = x[:, :, top:(-bottom or None):sh, left:(-right or None):sw]
+            imp = F.conv2d(centre, self.implant_u)
+        elif self.kind is ImplantKind.LOWRANK:
+            imp = F.conv2d(F.conv2d(x, self.implant_v, None, self.stride, 0, self.dilation), self.implant_u)
         else:
-            imp = F.conv2d(F.conv2d(x, self.implant_v, None, self.stride, self.padding), self.implant_u)
-        # channels [kept..., implanted...] back into their original positions
-        out = torch.cat([main, imp], 1).index_select(1, self.order)
-        if self.bias is not None:
-            out = out + self.bias.view(1, -1, 1, 1)
-        return out
+            imp = F.conv2d(F.conv2d(x, self.implant_v, None, self.stride, 0, self.dilation, self.in_channels),
+                           self.implant_u)
+        return self._assemble(main, imp)
+
+
+class ImplantedLinear(_Implanted):
+    """An ``nn.Linear`` whose output features ``implant_pos`` come from a low-rank ``U V``.
+
+    Attributes:
+        weight: ``[len(kept_pos), in_features]``, the original rows kept.
+        bias: ``[out_features]`` or ``None`` (all positions).
+        implant_v: ``[rank, in_features]``; implant_u: ``[len(implant_pos), rank]``.
+        kept_pos, implant_pos, order: as for :class:`ImplantedConv2d`.
+    """
+
+    kinds = (ImplantKind.LOWRANK,)
+    channel_dim = -1
+
+    def __init__(self, linear: nn.Linear, kept_pos: torch.Tensor, implant_pos: torch.Tensor,
+                 kind: Any = ImplantKind.LOWRANK, rank: int | None = None) -> None:
+        super().__init__()
+        removed = self._setup(linear, kept_pos, implant_pos, kind, rank)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        u, v = _svd_factors(removed, rank)
+        self.implant_u, self.implant_v = nn.Parameter(u.contiguous()), nn.Parameter(v.contiguous())
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, " + self._repr_counts()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._assemble(F.linear(x, self.weight), F.linear(F.linear(x, self.implant_v), self.implant_u))
 
 
 def _owner(root: nn.Module, qualname: str) -> tuple[nn.Module, str]:

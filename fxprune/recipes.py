@@ -108,6 +108,15 @@ def _thaw(value: Any) -> Any:
     return value
 
 
+def _as_toml_data(value: Any) -> Any:
+    """Tuples become lists (arrays), as ``tomllib`` reads them, recursively."""
+    if isinstance(value, dict):
+        return {k: _as_toml_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_toml_data(v) for v in value]
+    return value
+
+
 def _empty() -> Mapping[str, Any]:
     return MappingProxyType({})
 
@@ -302,7 +311,7 @@ class Recipe:
             out["analysis"] = _thaw(self.analysis)
         out["scorer"] = {"name": self.scorer, **_thaw(self.scorer_params)}
         out["schedule"] = {"name": self.schedule, **_thaw(self.schedule_params)}
-        return out
+        return _as_toml_data(out)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None,

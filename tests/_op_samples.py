@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fxprune import ops
-from fxprune.modules import ImplantedConv2d
+from fxprune.modules import ImplantedConv2d, ImplantedLinear
 from fxprune.ops import Method
 from fxprune.testing.single_op import OpSample
 
@@ -112,6 +112,8 @@ BY_RULE: dict[Any, OpSample] = {
     ops.IMPLANTED_CONV_MODULE: S(module=lambda: ImplantedConv2d(nn.Conv2d(6, 4, 3, padding=1),
                                                                 torch.tensor([0, 2]), torch.tensor([1, 3]),
                                                                 "lowrank")),
+    ops.implant.IMPLANTED_LINEAR_MODULE: S(layout="flat", module=lambda: ImplantedLinear(
+        nn.Linear(6, 4), torch.tensor([0, 2]), torch.tensor([1, 3]), "lowrank", rank=1)),
 }
 
 _SIGNAL, _VOLUME = dict(layout="signal"), dict(layout="volume")

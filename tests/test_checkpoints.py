@@ -13,6 +13,7 @@ import torch.nn as nn
 from fxprune.errors import ConfigError, LoadError
 from fxprune.schedules import History, iterative, one_shot
 from fxprune.serialize.files import sha256_file
+from fxprune.testing import zoo
 from _saving import XC, CreatesAFile, conv_net, shrink
 
 
@@ -153,24 +154,21 @@ def test_evaluate_returning_nan_or_none_is_a_clear_error(bad):
         run(None, evaluate=late)
 
 
-def padded_net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4)).eval()
+LENET_X = (torch.randn(2, 1, 28, 28),)
 
 
-@pytest.mark.parametrize("kind", ["pointwise", "lowrank"])
-def test_implanted_one_shot_runs_resume_and_reload_from_checkpoints(tmp_path, kind):
-    x = (torch.randn(2, 3, 8, 8),)
-    data = [(torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,)))]
-    kw = dict(scorer="hessian", data=data, loss_fn=nn.functional.cross_entropy, ratio=0.5, implant_ratio=0.5,
-              implant_kind=kind, implant_rank=2, progress=False, checkpoint_dir=tmp_path)
-    history = one_shot(padded_net(), x, evaluate=lambda gm: 1.0, **kw)
+@pytest.mark.parametrize("kind,families", [("pointwise", ("conv",)), ("lowrank", ("conv", "linear")),
+                                           ("dwpw", ("conv",))])
+def test_implanted_one_shot_runs_resume_and_reload_from_checkpoints(tmp_path, kind, families):
+    kw = dict(ratio=0.5, implant_ratio=0.5, implant_kind=kind, implant_rank=2, implant_families=families,
+              progress=False, checkpoint_dir=tmp_path)
+    history = one_shot(zoo.lenet5()[0], LENET_X, evaluate=lambda gm: 1.0, **kw)
     assert history.best.metrics["channels_implanted"] > 0
-    assert any("Implanted" in type(m).__name__ for m in history.graph_module.modules())
-    same(History.load(tmp_path, padded_net()), history)
+    implanted = {type(m).__name__ for m in history.graph_module.modules() if "Implanted" in type(m).__name__}
+    assert implanted == ({"ImplantedConv2d", "ImplantedLinear"} if "linear" in families else {"ImplantedConv2d"})
+    same(History.load(tmp_path, zoo.lenet5()[0]), history)
     calls = []
-    again = one_shot(padded_net(), x, evaluate=lambda gm: calls.append(1) or 1.0, **kw)
+    again = one_shot(zoo.lenet5()[0], LENET_X, evaluate=lambda gm: calls.append(1) or 1.0, **kw)
     assert not calls
     same(again, history)
 

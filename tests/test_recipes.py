@@ -20,7 +20,7 @@ from fxprune.scoring import SCORERS
 from fxprune.schedules import History
 
 REPO = Path(__file__).resolve().parent.parent
-SHIPPED = ("aiap", "hap", "iap", "l1")
+SHIPPED = ("aiap", "hap", "hap_implant", "iap", "l1")
 
 
 def write(tmp_path: Path, text: str, name: str = "r.toml") -> str:
@@ -124,7 +124,7 @@ def test_the_name_defaults_to_the_file_stem(tmp_path):
 # errors
 # ---------------------------------------------------------------------------
 def test_unknown_recipe_names_list_the_available_ones():
-    with pytest.raises(RecipeError, match=r"unknown recipe 'iapp'; available: \['aiap', 'hap', 'iap', 'l1'\]"):
+    with pytest.raises(RecipeError, match=r"unknown recipe 'iapp'; available: \['aiap', 'hap', 'hap_implant', 'iap', 'l1'\]"):
         recipe("iapp")
     with pytest.raises(RecipeError, match="not found"):
         recipe("/nonexistent/dir/x.toml")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 import fxprune
 from fxprune.analysis.cost import count_params
@@ -42,7 +41,7 @@ def test_an_empty_plan_reports_no_change():
 
 def test_plots_are_written(tmp_path):
     pytest.importorskip("matplotlib")
-    from fxprune.plot import plot_groups, plot_history
+    from fxprune.plot import plot_groups
     from fxprune.schedules import iterative
 
     model, x = zoo.ZOO["lenet5"]()

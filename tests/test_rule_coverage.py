@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import fxprune
-from fxprune.modules import ImplantedConv2d
+from fxprune.modules import ImplantedConv2d, ImplantedLinear
 from fxprune.ops.builtin import TABLE
 from fxprune.ops.registry import describe_key
 from fxprune.testing.single_op import single_op_model
@@ -44,6 +44,7 @@ ATEN_NOT_EXERCISED: dict[str, str] = {
 #: fx keys whose exported form keeps a barrier, with the reason
 EXPORT_BARRIERS: dict[Any, str] = {
     ImplantedConv2d: "its forward gathers channels with a buffer index (index_select), which has no rule",
+    ImplantedLinear: "its forward gathers channels with a buffer index (index_select), which has no rule",
 }
 
 

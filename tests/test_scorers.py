@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ import torch.nn as nn
 import fxprune
 from fxprune.errors import ConfigError
 from fxprune.scoring import SCORERS, ScoreContext, get_scorer
-from fxprune.scoring.activation import ActivationScorer
+from fxprune.scoring.activation import ActivationPoint, ActivationScorer
 from fxprune.scoring.calibration import (NO_TARGET, Accumulator, Batch, RecordingInterpreter,
                                          iter_batches, progress, record_activations)
 from fxprune.scoring.hessian import HessianScorer, exact_channel_hessian_traces, weight_factor
@@ -127,7 +128,7 @@ def test_activation_conv_bn_relu_by_hand(power: float) -> None:
     model = _conv_bn_net()
     batches = _batches([3, 5, 1], (2, 4, 3))               # unequal batch sizes
     a = fxprune.analyze(model, (batches[0],))
-    scores = ActivationScorer(power=power)(a, ScoreContext(model=model, data=batches))
+    scores = ActivationScorer(power=power)(a, ScoreContext(data=batches))
 
     w = model[0].weight.detach().numpy()[:, :, 0, 0]
     b = model[0].bias.detach().numpy()
@@ -154,7 +155,7 @@ def test_activation_flatten_and_tokens_by_hand(power: float) -> None:
     model = nn.Sequential(nn.Conv2d(2, 3, 1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 2 * 2, 2)).double()
     batches = _batches([2, 3], (2, 2, 2), seed=3)
     a = fxprune.analyze(model, (batches[0],))
-    got = ActivationScorer(power=power)(a, ScoreContext(model=model, data=batches, num_batches=2))
+    got = ActivationScorer(power=power)(a, ScoreContext(data=batches, num_batches=2))
     w, b = model[0].weight.detach().numpy()[:, :, 0, 0], model[0].bias.detach().numpy()
     x = np.concatenate([t.numpy() for t in batches])
     act = _relu(np.einsum("ck,nkhw->nchw", w, x) + b[None, :, None, None])
@@ -164,7 +165,7 @@ def test_activation_flatten_and_tokens_by_hand(power: float) -> None:
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
     batches = _batches([2, 5], (6, 3), seed=4)
     a = fxprune.analyze(model, (batches[0],))
-    got = ActivationScorer(power=power)(a, ScoreContext(model=model, data=batches))
+    got = ActivationScorer(power=power)(a, ScoreContext(data=batches))
     w, b = model[0].weight.detach().numpy(), model[0].bias.detach().numpy()
     act = _relu(np.einsum("ck,ntk->ntc", w, np.concatenate([t.numpy() for t in batches])) + b)
     _close(got[0], (act.mean(0) ** power).mean(0))
@@ -184,7 +185,7 @@ def test_activation_uses_relu_after_residual_add() -> None:
     model = Block().double().eval()
     batches = _batches([4, 2], (2, 5, 5), seed=5)
     a = fxprune.analyze(model, (batches[0],))
-    got = ActivationScorer(power=2.0)(a, ScoreContext(model=model, data=batches))
+    got = ActivationScorer(power=2.0)(a, ScoreContext(data=batches))
     with torch.no_grad():
         x = torch.cat(batches)
         act = torch.relu(model.a(x) + model.b(x)).numpy()
@@ -206,10 +207,65 @@ def test_activation_without_consumer_uses_last_tensor() -> None:
     batches = _batches([3], (3,), seed=6)
     a = fxprune.analyze(model, (batches[0],))
     assert a.groups and not any(m.role == "consumer" for m in a.groups[0].members)
-    got = ActivationScorer()(a, ScoreContext(model=model, data=batches))
+    got = ActivationScorer()(a, ScoreContext(data=batches))
     with torch.no_grad():
         act = torch.relu(model.fc(batches[0])).numpy()
     _close(got[0], act.mean(0))
+
+
+def test_activation_point_before_pooling_by_hand() -> None:
+    # LeNet-style: conv -> ReLU -> max-pool -> conv -> ReLU -> max-pool -> flatten -> linear.
+    # point="activation" scores the ReLU outputs before pooling (the authors' code), "consumed" the pooled
+    # tensors the next layers read; for the linear layer (no pooling after its ReLU) both agree.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 5, 3), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(5 * 2 * 2, 6), nn.ReLU(),
+                          nn.Linear(6, 3)).double().eval()
+    batches = _batches([3, 2], (1, 14, 14), seed=8)
+    a = fxprune.analyze(model, (batches[0],))
+    ctx = ScoreContext(data=batches)
+    consumed = ActivationScorer()(a, ctx)
+    at = ActivationScorer(point="activation")(a, ctx)
+    x = torch.cat(batches)
+    with torch.no_grad():
+        r1 = model[1](model[0](x))
+        r2 = model[4](model[3](model[2](r1)))
+        r3 = model[8](model[7](model[6](model[5](r2))))
+    _close(at[0], r1.mean(0).mean((1, 2)).numpy())
+    _close(consumed[0], model[2](r1).mean(0).mean((1, 2)).numpy())
+    _close(at[1], r2.mean(0).mean((1, 2)).numpy())
+    _close(consumed[1], model[5](r2).mean(0).mean((1, 2)).numpy())
+    _close(at[2], r3.mean(0).numpy())
+    _close(consumed[2], r3.mean(0).numpy())
+    assert not np.allclose(at[0], consumed[0])
+    assert ActivationScorer(point="activation").point is ActivationPoint.ACTIVATION
+    assert get_scorer("activation", point="activation").point is ActivationPoint.ACTIVATION   # TOML strings
+    with pytest.raises(ConfigError, match="point"):
+        ActivationScorer(point="pooled")
+
+
+def test_activation_point_keeps_the_relu_after_the_add_and_pool_before_relu() -> None:
+    # residual: the ReLU after the add is the nonlinearity (no reshaping): both points agree;
+    # pool before the ReLU: the ReLU output (pooled) is the nonlinearity's output: both points agree
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(2, 3, 3, padding=1)
+            self.c, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 1, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.a(x) + self.b(x))
+            return self.head(torch.relu(nn.functional.max_pool2d(self.c(h), 2)))
+
+    torch.manual_seed(0)
+    model = Net().double().eval()
+    batches = _batches([4, 2], (2, 6, 6), seed=5)
+    a = fxprune.analyze(model, (batches[0],))
+    ctx = ScoreContext(data=batches)
+    consumed, at = ActivationScorer()(a, ctx), ActivationScorer(point="activation")(a, ctx)
+    assert set(consumed) == set(at) == {0, 1}
+    for g in consumed:
+        _close(at[g], consumed[g])
 
 
 # --------------------------------------------------------------------------- hessian
@@ -240,7 +296,7 @@ def test_hessian_quadratic_loss_analytic(n_probes: int) -> None:
         x[torch.arange(len(s)), torch.arange(len(s)) % 3] = s.double()
         data.append((x, torch.randn(len(s), 2, dtype=torch.float64)))
     a = fxprune.analyze(model, (data[0][0],))
-    ctx = ScoreContext(model=model, data=data, loss_fn=_mse)
+    ctx = ScoreContext(data=data, loss_fn=_mse)
     per_batch = [float((s.double() ** 2).sum() / len(s)) for s in scale]
     trace = np.array([4.0, 9.0]) * np.mean(per_batch)
     hs = HessianScorer(n_probes=n_probes, seed=7)
@@ -273,7 +329,7 @@ def test_hessian_matches_exact_traces_on_tiny_mlp() -> None:
     a = fxprune.analyze(model, (data[0][0],))
     key = ("0.weight", 0)
     exact = exact_channel_hessian_traces(model, [key], data, _mse)[key]
-    ctx = ScoreContext(model=model, data=data, loss_fn=_mse)
+    ctx = ScoreContext(data=data, loss_fn=_mse)
     est = HessianScorer(n_probes=2000, seed=0).traces(a, ctx)[key]
     assert _rel_err(est, exact) < 0.05
     # scores are the traces times HAP's ||W_c||^2 / numel(W_c) (one producer member here)
@@ -282,12 +338,76 @@ def test_hessian_matches_exact_traces_on_tiny_mlp() -> None:
     _close(hs(a, ctx)[0], hs.traces(a, ctx)[key] * weight_factor(model[0].weight, 0))
 
     # the error shrinks with the number of probes (mean over seeds, one batch)
-    ctx1 = ScoreContext(model=model, data=data[:1], loss_fn=_mse)
+    ctx1 = ScoreContext(data=data[:1], loss_fn=_mse)
     exact1 = exact_channel_hessian_traces(model, [key], data[:1], _mse)[key]
     errs = {n: np.mean([_rel_err(HessianScorer(n_probes=n, seed=s).traces(a, ctx1)[key], exact1)
                         for s in range(3)]) for n in (10, 100, 1000)}
     assert errs[10] > errs[100] > errs[1000]
     assert errs[10] > 3 * errs[1000]
+
+
+def test_hessian_error_estimate_matches_the_spread_over_seeds() -> None:
+    # the standard error from the probes' spread predicts the spread of the estimate over seeds
+    model, data = _tiny_mlp()
+    a = fxprune.analyze(model, (data[0][0],))
+    ctx = ScoreContext(data=data, loss_fn=_mse)
+    key = ("0.weight", 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ests = [HessianScorer(n_probes=20, seed=s).estimate(a, ctx) for s in range(30)]
+    spread = np.stack([e.traces[key] for e in ests]).std(0)
+    predicted = np.stack([e.stderr[key] for e in ests]).mean(0)
+    assert np.all(predicted < 1.6 * spread) and np.all(spread < 1.6 * predicted), (predicted, spread)
+    assert ests[0].probes == (20, 20) and ests[0].groups[key] == (0,)
+    # one probe per batch: no spread to estimate the error from
+    one = HessianScorer(n_probes=1, warn_error=None).estimate(a, ctx)
+    assert np.isnan(one.stderr[key]).all() and np.isnan(one.rel_error(key))
+
+
+def test_hessian_tol_draws_probes_until_the_trace_converges() -> None:
+    model, data = _tiny_mlp()
+    a = fxprune.analyze(model, (data[0][0],))
+    key = ("0.weight", 0)
+    ctx = ScoreContext(data=data, loss_fn=_mse)
+    exact = exact_channel_hessian_traces(model, [key], data, _mse)[key]
+    loose = HessianScorer(tol=0.05, max_probes=1000).estimate(a, ctx)
+    tight = HessianScorer(tol=0.005, max_probes=1000).estimate(a, ctx)
+    assert all(3 < p < 1000 for p in loose.probes) and min(tight.probes) > max(loose.probes)
+    assert _rel_err(tight.traces[key], exact) < _rel_err(loose.traces[key], exact)
+    assert tight.rel_error(key) < 0.1 and _rel_err(tight.traces[key], exact) < 3 * tight.rel_error(key)
+    capped = HessianScorer(tol=1e-9, max_probes=7, warn_error=None).estimate(a, ctx)
+    assert capped.probes == (7, 7)
+    # the first n_probes probes are those of the fixed count; tol only adds more
+    first = HessianScorer(n_probes=3, tol=1e9, max_probes=3).traces(a, ctx)[key]
+    np.testing.assert_array_equal(first, HessianScorer(n_probes=3).traces(a, ctx)[key])
+    # an exact case converges at once: every Rademacher probe gives the trace
+    model2 = _linear_pair([2.0, 3.0])
+    x = torch.zeros(3, 3, dtype=torch.float64)
+    x[torch.arange(3), torch.arange(3)] = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    data2 = [(x, torch.randn(3, 2, dtype=torch.float64))]
+    est = HessianScorer(tol=1e-6).estimate(fxprune.analyze(model2, (x,)),
+                                           ScoreContext(data=data2, loss_fn=_mse))
+    assert est.probes == (3,) and est.rel_error(("0.weight", 0)) == 0.0
+
+
+def test_hessian_warns_when_noisy_and_reports_diagnostics() -> None:
+    model, data = _tiny_mlp()
+    a = fxprune.analyze(model, (data[0][0],))
+    ctx = ScoreContext(data=data, loss_fn=_mse)
+    with pytest.warns(UserWarning, match=r"noisy Hutchinson traces.*0\.weight \(group 0\).*3 probes per batch"):
+        scores = HessianScorer(n_probes=3, warn_error=0.05)(a, ctx)
+    d = scores.diagnostics
+    assert isinstance(scores, dict) and set(scores) == {0}
+    assert d["probes"] == 6 and d["batches"] == 2 and d["probes_per_batch"] == (3, 3)
+    assert d["max_rel_error"] == d["rel_error"]["0.weight[dim 0]"] > 0.05
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        HessianScorer(n_probes=3, warn_error=None)(a, ctx)
+        HessianScorer(n_probes=3, warn_error=10.0)(a, ctx)
+    for bad in (dict(tol=0), dict(tol=-1.0), dict(max_probes=0), dict(warn_error=0),
+                dict(n_probes=5, tol=0.1, max_probes=4), dict(tol="small")):
+        with pytest.raises(ConfigError):
+            HessianScorer(**bad)
 
 
 # --------------------------------------------------------------------------- taylor / random
@@ -299,7 +419,7 @@ def test_taylor_by_hand_abs_per_batch() -> None:
     x1 = torch.tensor([[1.0, 2.0, -1.0], [0.5, 0.0, 3.0]], dtype=torch.float64)
     data = [(x1, None), (-x1[:1], None)]                      # opposite-sign second batch
     a = fxprune.analyze(model, (x1,))
-    got = TaylorScorer()(a, ScoreContext(model=model, data=data, loss_fn=lambda out, y: out.sum()))
+    got = TaylorScorer()(a, ScoreContext(data=data, loss_fn=lambda out, y: out.sum()))
     w1, w2 = model[0].weight.detach().numpy(), model[1].weight.detach().numpy()[0]
     per_batch = []
     for x, _ in data:
@@ -396,8 +516,8 @@ def _dist_setup() -> tuple[nn.Module, list[torch.Tensor], list[tuple[torch.Tenso
 
 def _dist_scores(model: nn.Module, xs: list, pairs: list) -> dict[str, dict[int, np.ndarray]]:
     a = fxprune.analyze(model, (xs[0],))
-    return {"activation": ActivationScorer(power=2.0)(a, ScoreContext(model=model, data=xs)),
-            "taylor": TaylorScorer()(a, ScoreContext(model=model, data=pairs, loss_fn=_mse))}
+    return {"activation": ActivationScorer(power=2.0)(a, ScoreContext(data=xs)),
+            "taylor": TaylorScorer()(a, ScoreContext(data=pairs, loss_fn=_mse))}
 
 
 def _dist_worker(rank: int, port: int, out_dir: str) -> None:

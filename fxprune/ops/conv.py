@@ -3,7 +3,8 @@
 The channel function is written once against tensor arguments
 (:func:`conv_channels`) and adapted twice: the ``torch.nn`` module (parameters
 come from the module) and the functional form (parameters are ``get_attr``
-nodes, as in the ATen graphs of ``torch.export``).
+nodes, as in the ATen graphs of ``torch.export``).  A dense ``nn.Conv2d`` can
+take HAP's Neural Implant (``Rule.implant``: :class:`~fxprune.modules.ImplantedConv2d`).
 
 Example:
     >>> import torch, torch.nn as nn
@@ -144,7 +145,8 @@ def _emit_conv_function(transposed: bool):
 
 
 def _dense_2d(m: torch.nn.Module) -> bool:
-    return m.weight.ndim == 4 and m.groups == 1 and tuple(m.dilation) == (1, 1)
+    """A dense (``groups=1``) Conv2d takes an implant: any kernel, stride, padding and dilation."""
+    return m.weight.ndim == 4 and m.groups == 1
 
 
 CONV_MODULE = Rule("conv", _conv_module(False), resize=_resize_conv,
@@ -169,9 +171,6 @@ CONV_TRANSPOSE_FUNCTION = Rule("conv", _conv_function(True), emit=_emit_conv_fun
 
 def _conv_macs_t(ctx: OpContext, x: Value, w: Value) -> int:
     return int(np.prod(x.shape)) * int(np.prod(w.shape[1:]))
-
-
-#
 
 
 RULES = (CONV_MODULE, CONV_FUNCTION, CONV_TRANSPOSE_MODULE, CONV_TRANSPOSE_FUNCTION)

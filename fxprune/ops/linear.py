@@ -1,5 +1,8 @@
 """Linear layers: ``nn.Linear`` and ``F.linear`` (``y[..., o] = sum_i x[..., i] W[o, i] + b[o]``).
 
+``nn.Linear`` can take HAP's Neural Implant (``Rule.implant``): a low-rank
+:class:`~fxprune.modules.ImplantedLinear`.
+
 Example:
     >>> import torch, fxprune
     >>> m = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
@@ -15,8 +18,9 @@ import numpy as np
 import torch
 
 from ..ir import Role
+from ..modules import ImplantedLinear
 from .context import EmitContext, OpContext, Unsupported, Value, first_tensor
-from .registry import Keys, Rule
+from .registry import Implant, Keys, Rule
 
 __all__ = ["LINEAR_FUNCTION", "LINEAR_MODULE", "RULES", "linear_channels"]
 
@@ -54,12 +58,11 @@ def _linear_macs(ctx: OpContext, w: Value) -> int:
 
 
 LINEAR_MODULE = Rule("linear", _linear_module, resize=_resize_linear,
+                     implant=Implant(accepts=lambda m: m.weight.ndim == 2, build=ImplantedLinear),
                      macs=lambda ctx: _linear_macs(ctx, ctx.param("weight")), doc="nn.Linear.",
                      keys=Keys(modules=("Linear",)))
 LINEAR_FUNCTION = Rule("linear", _linear_function,
                        macs=lambda ctx: _linear_macs(ctx, ctx.arg(1, "weight")), doc="F.linear.",
                        keys=Keys(functional=("linear",), aten=("linear",)))
-
-
 
 RULES = (LINEAR_MODULE, LINEAR_FUNCTION)

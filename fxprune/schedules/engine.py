@@ -297,6 +297,9 @@ class _Loop:
         metrics.update({"accuracy": session.measure(gm, number), "params": count_params(gm), "macs": report.macs_after,
                         "channels_removed": removed, "ratio": removed / alive if alive else 0.0,
                         "groups_pruned": len(plan)})
+        diagnostics = getattr(scores, "diagnostics", None)
+        if diagnostics is not None:
+            metrics["scorer"] = diagnostics
         decision = policy.decide(number, metrics, state, session.history)
         metrics.update(decision.metrics)
         metrics["accepted"] = bool(decision.accepted)

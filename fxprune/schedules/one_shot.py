@@ -23,7 +23,7 @@ import torch.fx as fx
 
 from ..analysis.analysis import Analysis
 from ..errors import ConfigError
-from ..rewrite.implant import IMPLANT_KINDS, split_bands
+from ..rewrite.implant import IMPLANT_KINDS, family_groups, split_bands
 from ..rewrite.record import RewriteRecord
 from ..scoring import SelectionConfig, select_plan
 from .config import ScheduleConfig, is_number, require
@@ -47,11 +47,19 @@ class OneShotConfig(ScheduleConfig):
         normalize: score normalisation across groups (``none``, ``mean``, ``max``).
         round_to: kept counts are rounded up to a multiple of this.
         implant_ratio: HAP's Neural Implant ``eta``: of the channels below the prune
-            threshold, this top fraction (by score, among dense Conv2d groups) is
-            implanted instead of pruned (0: no implant).
-        implant_kind: ``pointwise`` (1x1 conv, zero-initialised, the authors' code) or
-            ``lowrank`` (truncated-SVD factorisation of the removed filters).
-        implant_rank: rank of ``lowrank`` implants (``None``: full rank).
+            threshold, this top fraction (by score, among the groups of
+            ``implant_families`` that can take an implant) is implanted instead of
+            pruned (0: no implant).
+        implant_kind: ``pointwise`` (1x1 conv, zero-initialised, the authors' code),
+            ``lowrank`` (truncated-SVD factorisation of the removed filters; conv and
+            linear) or ``dwpw`` (depthwise k x k + pointwise; conv).
+        implant_rank: rank of ``lowrank`` implants, multiplier of ``dwpw`` (``None``:
+            full rank / 1).
+        implant_families: rule families whose layers may be implanted (the authors'
+            code: convolutions only; add ``"linear"`` with ``implant_kind="lowrank"``).
+        rank_families: rank (and prune) only the groups whose producers come from
+            these rule families, e.g. ``("conv",)`` as HAP's code does when it
+            implants; ``None`` ranks every group.
     """
 
     ratio: float = 0.5
@@ -62,6 +70,8 @@ class OneShotConfig(ScheduleConfig):
     implant_ratio: float = 0.0
     implant_kind: str = "pointwise"
     implant_rank: int | None = None
+    implant_families: tuple[str, ...] = ("conv",)
+    rank_families: tuple[str, ...] | None = None
 
     def validate(self) -> None:
         require(is_number(self.implant_ratio) and 0.0 <= self.implant_ratio <= 1.0, "implant_ratio",
@@ -69,6 +79,12 @@ class OneShotConfig(ScheduleConfig):
         require(self.implant_kind in IMPLANT_KINDS, "implant_kind", f"one of {IMPLANT_KINDS}", self.implant_kind)
         self.selection()  # validates ratio, max_ratio, round_to, normalize
         require(isinstance(self.global_ranking, bool), "global_ranking", "True or False", self.global_ranking)
+        for name in ("implant_families", "rank_families"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, (value,))
+            elif value is not None:
+                object.__setattr__(self, name, tuple(value))
 
     def selection(self) -> SelectionConfig:
         return SelectionConfig(ratio=self.ratio, global_ranking=self.global_ranking,
@@ -89,7 +105,9 @@ class OneShot(Policy):
             raise ConfigError("rewind_state cannot be combined with implants (implanted layers have new parameters)")
 
     def plan(self, analysis: Analysis, scores: Mapping[int, Any], state: Mapping[str, Any]) -> Plan:
-        return select_plan(analysis, scores, self.config.selection())
+        families = self.config.rank_families
+        groups = None if families is None else family_groups(analysis, families)
+        return select_plan(analysis, scores, self.config.selection(), groups)
 
     def rewrite(self, analysis: Analysis, scores: Mapping[int, Any],
                 plan: Plan) -> tuple[fx.GraphModule, RewriteRecord | Plan, dict[str, Any]]:
@@ -97,7 +115,8 @@ class OneShot(Policy):
         if cfg.implant_ratio <= 0:
             gm, plan, metrics = super().rewrite(analysis, scores, plan)
             return gm, plan, {**metrics, "channels_implanted": 0}
-        plan, implants = split_bands(analysis, scores, plan, cfg.implant_ratio)
+        plan, implants = split_bands(analysis, scores, plan, cfg.implant_ratio, kind=cfg.implant_kind,
+                                     families=cfg.implant_families)
         record = RewriteRecord(plan, implants, cfg.implant_kind, cfg.implant_rank)
         return record.emit(analysis), record, {"channels_implanted": sum(len(c) for c in implants.values())}
 

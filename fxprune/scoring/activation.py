@@ -24,6 +24,19 @@ Channels that no consumer reads (a group without consumer) take the last
 activation tensor of the group in graph order that carries them.  The positions
 come only from the analysis (the group's tensor members and the graph edges).
 
+**Before pooling** (``point="activation"``, :class:`ActivationPoint`).  The
+default point, ``consumed``, is the tensor the consumers read: after a pooling
+layer that is the pooled tensor.  The authors' IAP code scores the output of
+the nonlinearity itself (a hook on the ReLU), before pooling.  With
+``point="activation"`` each tensor read is walked back through the ops that
+change its shape but keep its channels (pooling, flatten, reshape: a node with
+one input carrying the group's channels whose shape differs from its output's),
+stopping at the first shape-preserving op, the nonlinearity (conv -> ReLU ->
+max-pool -> conv: the ReLU's output at full resolution).  Where no pooling or
+reshaping sits between the nonlinearity and the consumer (conv -> BN -> ReLU ->
+conv, the ReLU after a residual add, pooling *before* the ReLU) both points are
+the same tensor, and after a flatten both give the same statistic.
+
 **Index maps.**  A tensor index belongs to one group channel by the tensor
 member's ``index_map`` (``-1``: a fixed index, ignored).  The score of a
 channel owning several indices is the *mean* of their scores, so a flattened
@@ -40,11 +53,12 @@ Example:
     ...     _ = model[0].bias.zero_()
     >>> a = fxprune.analyze(model, (torch.randn(1, 2),))
     >>> data = [torch.tensor([[1., 2.], [3., 4.]])]
-    >>> ActivationScorer()(a, ScoreContext(model=model, data=data))[0].tolist()
+    >>> ActivationScorer()(a, ScoreContext(data=data))[0].tolist()
     [2.0, 3.0, 0.0]
 """
 from __future__ import annotations
 
+import enum
 import warnings
 from dataclasses import dataclass
 from typing import Iterator
@@ -55,13 +69,29 @@ import torch.fx as fx
 
 from ..analysis.analysis import Analysis
 from ..analysis.groups import Group, TensorMember
-from ..ir import Role
 from ..errors import ConfigError
+from ..ir import SPEC, Role, TensorSpec
 from .base import AGGREGATIONS, ScoreContext
 from .calibration import (Accumulator, Batch, iter_batches, num_batches_of, progress, record_activations,
                           require_data)
 
-__all__ = ["ActivationScorer", "read_tensors"]
+__all__ = ["ActivationPoint", "ActivationScorer", "read_tensors"]
+
+
+class ActivationPoint(str, enum.Enum):
+    """Which tensor scores a group (see the module docstring).
+
+    ``consumed``: the tensor the group's consumers read (after any pooling or
+    flattening).  ``activation``: that tensor taken before the ops that change
+    its shape, i.e. the output of the nonlinearity before pooling, as the
+    authors' IAP code scores it.
+    """
+
+    CONSUMED = "consumed"
+    ACTIVATION = "activation"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 def _activation_nodes(graph: fx.Graph) -> set[str]:
@@ -73,12 +103,40 @@ def _activation_nodes(graph: fx.Graph) -> set[str]:
     return live
 
 
-def read_tensors(analysis: Analysis, group: Group) -> list[tuple[TensorMember, frozenset[int]]]:
+def _shape(node: fx.Node) -> tuple[int, ...] | None:
+    spec = node.meta.get(SPEC)
+    return tuple(spec.shape) if isinstance(spec, TensorSpec) else None
+
+
+def _before_reshaping(t: TensorMember, chans: frozenset[int], nodes: dict[str, fx.Node],
+                      by_node: dict[str, list[TensorMember]]) -> TensorMember:
+    """``t`` walked back through the ops that change its shape but keep its channels (pooling, flatten).
+
+    A step goes from a node to its only input that carries the group's
+    channels, while the node's output shape differs from that input's; the
+    walk stops at a shape-preserving op (the nonlinearity) or at a fork.
+    """
+    while True:
+        node = nodes[t.node]
+        ins = [i for i in node.all_input_nodes if i.name in by_node]
+        if len(ins) != 1 or _shape(node) is None or _shape(ins[0]) in (None, _shape(node)):
+            return t
+        prev = next((m for m in by_node[ins[0].name]
+                     if chans & {int(c) for c in m.index_map if c >= 0}), None)
+        if prev is None:
+            return t
+        t = prev
+
+
+def read_tensors(analysis: Analysis, group: Group, point: ActivationPoint | str = ActivationPoint.CONSUMED,
+                 ) -> list[tuple[TensorMember, frozenset[int]]]:
     """The activation tensors that score ``group``, each with the channels it scores.
 
     First the tensors read by the group's consumers (see the module
     docstring); then, for channels none of them carries, the last activation
     tensor member in graph order that carries them, and so on backwards.
+    With ``point="activation"`` each is taken before the ops that change its
+    shape (:class:`ActivationPoint`).
     """
     graph = analysis.graph_module.graph
     nodes = {n.name: n for n in graph.nodes}
@@ -120,7 +178,15 @@ def read_tensors(analysis: Analysis, group: Group) -> list[tuple[TensorMember, f
         if new:
             out.append((t, new))
             covered |= new
-    return out
+    if ActivationPoint(point) is ActivationPoint.CONSUMED:
+        return out
+    merged: dict[tuple[str, int], tuple[TensorMember, frozenset[int]]] = {}
+    for t, chans in out:
+        t = _before_reshaping(t, chans, nodes, by_node)
+        chans = chans & {int(c) for c in t.index_map if c >= 0}
+        old = merged.get((t.node, t.dim))
+        merged[(t.node, t.dim)] = (t, chans | old[1] if old else chans)
+    return list(merged.values())
 
 
 def _key(t: TensorMember) -> tuple[str, bool]:
@@ -138,10 +204,14 @@ class ActivationScorer:
             are combined: ``mean`` (default), ``sum`` or ``max``.  Only tensors
             that carry the channel count, so with ``mean`` a channel read by two
             consumers and one read by a single consumer stay comparable.
+        point: ``"consumed"`` (default): the tensor the consumers read;
+            ``"activation"``: that tensor before pooling/flattening, the
+            nonlinearity's output as in the authors' code (:class:`ActivationPoint`).
     """
 
     power: float = 1.0
     aggregate: str = "mean"
+    point: ActivationPoint = ActivationPoint.CONSUMED
 
     name = "activation"
 
@@ -150,10 +220,15 @@ class ActivationScorer:
             raise ConfigError(f"power must be a positive number, got {self.power!r}")
         if self.aggregate not in AGGREGATIONS:
             raise ConfigError(f"unknown aggregation {self.aggregate!r}; choose one of {AGGREGATIONS}")
+        try:
+            object.__setattr__(self, "point", ActivationPoint(self.point))
+        except ValueError:
+            raise ConfigError(f"point must be one of {[p.value for p in ActivationPoint]}, "
+                              f"got {self.point!r}") from None
 
     def __call__(self, analysis: Analysis, ctx: ScoreContext) -> dict[int, np.ndarray]:
         require_data(self.name, ctx.data)
-        plan = {g.id: read_tensors(analysis, g) for g in analysis.groups}
+        plan = {g.id: read_tensors(analysis, g, self.point) for g in analysis.groups}
         keys = {_key(t) for reads in plan.values() for t, _ in reads}
         acc = Accumulator()
 

@@ -19,7 +19,7 @@ from ..analysis.groups import Group, Member
 from ..errors import ConfigError
 from ..ir import Role
 
-__all__ = ["AGGREGATIONS", "Key", "ScoreContext", "Scorer", "aggregate_members", "check_roles", "member_keys",
+__all__ = ["AGGREGATIONS", "Key", "ScoreContext", "Scorer", "Scores", "aggregate_members", "check_roles", "member_keys",
            "member_selection", "slice_sums"]
 
 #: a scored parameter dimension: ``(qualified parameter name, dim)``
@@ -33,7 +33,6 @@ class ScoreContext:
     """Inputs a scorer may use besides the analysis.
 
     Attributes:
-        model: the original model (never modified by scorers).
         data: an iterable of calibration batches (each a tuple of model inputs, or
             ``(inputs, target)`` for scorers that need a loss).
         loss_fn: ``loss_fn(output, target) -> scalar`` for gradient-based scorers.
@@ -41,11 +40,21 @@ class ScoreContext:
         progress: show progress bars.
     """
 
-    model: Any = None
     data: Any = None
     loss_fn: Callable[..., Any] | None = None
     num_batches: int | None = None
     progress: bool = False
+
+
+class Scores(dict):
+    """``{group id: per-channel scores}`` with a scorer's ``diagnostics`` (a plain, JSON-ready dict).
+
+    A scorer may return one to report how good its estimate is (the Hessian
+    scorer's probe counts and errors); the schedules record it in each round's
+    metrics under ``"scorer"``.
+    """
+
+    diagnostics: dict[str, Any]
 
 
 class Scorer(Protocol):

@@ -13,7 +13,7 @@ Example:
     >>> with torch.no_grad():
     ...     _ = model[0].weight.copy_(torch.tensor([[1., 0, 0], [1, 1, 0], [1, 1, 1], [0, 0, 0]]))
     >>> a = fxprune.analyze(model, (torch.randn(1, 3),))
-    >>> get_scorer("l1", roles=("producer",))(a, ScoreContext(model=model))[0].round(3).tolist()
+    >>> get_scorer("l1", roles=("producer",))(a, ScoreContext())[0].round(3).tolist()
     [1.0, 2.0, 3.0, 0.0]
 """
 from __future__ import annotations

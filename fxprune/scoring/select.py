@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Collection, Mapping
 
 import numpy as np
 
@@ -137,10 +137,16 @@ def choose(scores: Mapping[int, np.ndarray], groups: Mapping[int, GroupInfo],
     return plan
 
 
-def select_plan(analysis: Analysis, scores: Mapping[int, np.ndarray], cfg: SelectionConfig) -> dict[int, list[int]]:
-    """The plan for an analysis: ``{group id: group channels to remove}``."""
-    missing = [g.id for g in analysis.groups if g.id not in scores]
+def select_plan(analysis: Analysis, scores: Mapping[int, np.ndarray], cfg: SelectionConfig,
+                groups: Collection[int] | None = None) -> dict[int, list[int]]:
+    """The plan for an analysis: ``{group id: group channels to remove}``.
+
+    ``groups`` restricts the selection (and a global ranking) to those group ids;
+    the others keep every channel.
+    """
+    chosen = [g for g in analysis.groups if groups is None or g.id in set(groups)]
+    missing = [g.id for g in chosen if g.id not in scores]
     if missing:
         raise ConfigError(f"the scorer returned no scores for groups {missing[:5]}")
-    infos = {g.id: GroupInfo(g.size, g.fixed, g.member_counts()) for g in analysis.groups}
+    infos = {g.id: GroupInfo(g.size, g.fixed, g.member_counts()) for g in chosen}
     return choose({gid: scores[gid] for gid in infos}, infos, cfg)

@@ -28,7 +28,7 @@ Example:
     ...     _ = model[1].weight.copy_(torch.tensor([[1., 2.]]))
     >>> a = fxprune.analyze(model, (torch.randn(1, 2),))
     >>> data = [(torch.tensor([[1., 1.]]), None)]          # dL/dW1[c] = W2[c] * x
-    >>> ctx = ScoreContext(model=model, data=data, loss_fn=lambda out, y: out.sum())
+    >>> ctx = ScoreContext(data=data, loss_fn=lambda out, y: out.sum())
     >>> TaylorScorer()(a, ctx)[0].tolist()
     [3.0, 2.0]
 """

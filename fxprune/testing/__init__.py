@@ -2,6 +2,8 @@
 
 * :func:`check_pruning` -- the invariant checker (identity, dead channels,
   shapes, re-trace, input untouched) for any model;
+* :func:`check_block_removal` -- the depth invariant: removing residual blocks
+  equals zeroing their branch outputs (float64), re-analysis, input untouched;
 * :mod:`fxprune.testing.strategies` -- hypothesis strategies generating random
   valid architectures (``architectures``; needs the ``hypothesis`` package);
 * :mod:`fxprune.testing.zoo` -- small faithful reference architectures.
@@ -18,14 +20,19 @@ from __future__ import annotations
 from typing import Any
 
 from . import zoo
+from .blocks import BlockCheckSummary, check_block_removal, mask_blocks, zero_branches
 from .check import CheckSummary, InvariantError, check_pruning, mask_original, random_plan
 
 __all__ = [
+    "BlockCheckSummary",
     "CheckSummary",
+    "check_block_removal",
     "InvariantError",
     "check_pruning",
+    "mask_blocks",
     "mask_original",
     "random_plan",
+    "zero_branches",
     "zoo",
     "architectures",
     "Arch",
