@@ -13,10 +13,11 @@ Example:
 """
 from .analysis.analysis import Analysis, AnalysisConfig, analyze
 from .analysis.blocks import Block, ProjectionPolicy, find_blocks
-from .analysis.resolution import Resolution, ResolutionError, at_resolution
+from .analysis.resolution import Resolution, at_resolution
 from .analysis.groups import Group, Member, TensorMember
 from .api import PruneResult, apply, prune
 from .errors import (
+    ResolutionError,
     ConfigError,
     ExampleInputError,
     FxPruneError,

@@ -11,6 +11,7 @@ __all__ = [
     "RewriteError",
     "RecipeError",
     "RegistrationError",
+    "ResolutionError",
 ]
 
 
@@ -48,3 +49,7 @@ class RecipeError(FxPruneError, ValueError):
 
 class RegistrationError(FxPruneError, LookupError):
     """A rule's keys name an op that does not exist (raised when the rule is built)."""
+
+
+class ResolutionError(ConfigError):
+    """The model cannot run at the requested input size: an op's size is baked in."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Mapping, Sequence
@@ -191,6 +192,13 @@ class Analysis:
     config: AnalysisConfig
     registry: Registry
     _graph: nx.Graph = field(repr=False)
+
+    @functools.cached_property
+    def blocks(self) -> tuple:
+        """The removable residual blocks (:func:`fxprune.analysis.blocks.find_blocks`), found once."""
+        from .blocks import find_blocks
+
+        return find_blocks(self)
 
     def to_networkx(self) -> nx.Graph:
         """The coupling graph: spaces as nodes (``kind``, ``name``, ``dim``, ``size``,
