@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..ir import Role
+from ..ir import Role, Zeros
 from ..modules import ImplantedConv2d
 from .context import EmitContext, OpContext, first_tensor
 from .registry import Keys, Rule
@@ -86,6 +86,6 @@ def _implant_macs(ctx: OpContext) -> int:
 
 IMPLANTED_CONV_MODULE = Rule("implant", _implant, resize=_resize_implant, macs=_implant_macs, leaf=True,
                              doc="fxprune's ImplantedConv2d (HAP Neural Implant).",
-                             keys=Keys(modules=(ImplantedConv2d,)))
+                             keys=Keys(modules=(ImplantedConv2d,)), zeros=Zeros.KEEP)
 
 RULES = (IMPLANTED_CONV_MODULE,)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..ir import Role
+from ..ir import Role, Zeros
 from .context import EmitContext, OpContext, Unsupported, Value, first_tensor
 from .registry import Keys, Rule
 
@@ -26,6 +26,7 @@ def linear_channels(ctx: OpContext, x: Value, w: Value, b: Value | None) -> tupl
     ctx.role(w, 1, Role.CONSUMER)
     ctx.role(w, 0, Role.PRODUCER)
     ctx.unify(x.labels[-1], w.labels[1], " (linear input features)")
+    ctx.contract((x, -1), (w, 1), why="linear contraction")  # exact: a parameter weight's dead columns are zero
     out = w.labels[0]
     if b is not None:
         ctx.role(b, 0, Role.BIAS)
@@ -55,10 +56,10 @@ def _linear_macs(ctx: OpContext, w: Value) -> int:
 
 LINEAR_MODULE = Rule("linear", _linear_module, resize=_resize_linear,
                      macs=lambda ctx: _linear_macs(ctx, ctx.param("weight")), doc="nn.Linear.",
-                     keys=Keys(modules=("Linear",)))
+                     keys=Keys(modules=("Linear",)), zeros=Zeros.KEEP)
 LINEAR_FUNCTION = Rule("linear", _linear_function,
                        macs=lambda ctx: _linear_macs(ctx, ctx.arg(1, "weight")), doc="F.linear.",
-                       keys=Keys(functional=("linear",), aten=("linear",)))
+                       keys=Keys(functional=("linear",), aten=("linear",)), zeros=Zeros.KEEP)
 
 
 

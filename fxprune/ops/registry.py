@@ -15,6 +15,8 @@ A :class:`Rule` says, for one op family:
   new sizes (``in_channels``, ``num_features``...).  Parameters are sliced
   generically from their labels; no rule slices tensors itself.
 * ``macs`` -- multiply-accumulates of one call, from shapes, for the report.
+* ``zeros`` -- what the op does to removed channels that hold zeros
+  (:class:`~fxprune.ir.Zeros`: ``KEEP``, ``PROBE`` or ``LOSE``, the default).
 * ``implant`` -- optional: how a module of this family is replaced by HAP's
   Neural Implant (:class:`Implant`).
 * ``keys`` -- every registry key the rule is registered under, named at once
@@ -69,6 +71,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import RegistrationError
+from ..ir import Zeros
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import EmitContext, OpContext
@@ -198,6 +201,7 @@ class Rule:
     leaf: bool = False  # a module rule covering the whole module: tracing does not enter it
     keys: Keys = field(default_factory=Keys)
     implant: Implant | None = None
+    zeros: Zeros = Zeros.LOSE  # what removed channels that hold zeros become (see fxprune.ir.Zeros)
 
     def with_keys(self, keys: Keys) -> "Rule":
         """The same rule registered under other keys (for your own ops)."""

@@ -31,6 +31,7 @@ from ..ir import KeepMask, TensorSpec
 from ..errors import PlanError, RewriteError
 from ..modules import get_attr, set_attr
 from ..ops.context import EmitContext
+from ..ops.effects import removable
 
 __all__ = ["apply_plan", "kept_indices", "plan_mask"]
 
@@ -179,7 +180,9 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
             new.type = None
         env[node] = new
     new_gm = fx.GraphModule(root, graph, gm.__class__.__name__)
-    new_gm.graph.eliminate_dead_code()
+    # Only pure calls whose results are unused go (size reads the rewrite made
+    # constant); in-place ops, random ops and module calls always stay.
+    new_gm.graph.eliminate_dead_code(is_impure_node=lambda n: not removable(n, new_gm))
     new_gm.graph.lint()
     new_gm.recompile()
     if verify:

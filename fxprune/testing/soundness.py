@@ -128,8 +128,8 @@ def check_rules(
     roots = atoms.roots()
     mixing = np.zeros(len(roots), dtype=bool)
     fixed = np.zeros(len(roots), dtype=bool)
-    if atoms.mixing_roots():
-        mixing[np.fromiter(atoms.mixing_roots(), dtype=np.int64)] = True
+    if analysis.state.op_mixing:  # a sum over non-zero dead channels is exact locally (inputs masked)
+        mixing[np.fromiter(analysis.state.op_mixing, dtype=np.int64)] = True
     if atoms.fixed_roots():
         fixed[np.fromiter(atoms.fixed_roots(), dtype=np.int64)] = True
     rng = np.random.default_rng(seed)
