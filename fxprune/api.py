@@ -20,6 +20,7 @@ import torch
 import torch.fx as fx
 
 from .analysis.analysis import Analysis, analyze
+from .analysis.capture import check_analysis_of
 from .ops.registry import Registry
 from .report import Report, build_report
 from .rewrite.channels import apply_plan
@@ -101,6 +102,7 @@ def prune(
     if analysis is None:
         analysis = analyze(model, example_inputs, leaf_modules=leaf_modules, strict=strict,
                            split_policy=split_policy, ignore=ignore, registry=registry)
+    check_analysis_of(model, analysis)  # an analysis of another model would prune its weights
     ctx = ScoreContext(model=model, data=data, loss_fn=loss_fn, num_batches=num_batches,
                        progress=progress)
     scores = score_fn(analysis, ctx)

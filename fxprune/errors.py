@@ -11,6 +11,8 @@ __all__ = [
     "RewriteError",
     "RecipeError",
     "RegistrationError",
+    "ScoreError",
+    "TrainEvalWarning",
 ]
 
 
@@ -48,3 +50,11 @@ class RecipeError(FxPruneError, ValueError):
 
 class RegistrationError(FxPruneError, LookupError):
     """A rule's keys name an op that does not exist (raised when the rule is built)."""
+
+
+class ScoreError(FxPruneError, ValueError):
+    """A scorer returned scores that cannot be ranked (NaN, infinite, or the wrong length)."""
+
+
+class TrainEvalWarning(UserWarning):
+    """Capture froze a branch on a module's ``training`` flag: the emitted module runs it in both modes."""

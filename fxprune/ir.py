@@ -12,7 +12,9 @@ Every other part of fxprune speaks in these types:
 * :class:`Zeros` -- what an op does to removed channels that hold zeros;
 * the ``node.meta`` keys through which passes communicate (:data:`SPEC`,
   :data:`CHANNELS`, :data:`RULE`, :data:`BARRIER`, :data:`ZEROS`; all in
-  :data:`ALL_KEYS`).
+  :data:`ALL_KEYS`) and the GraphModule ``meta`` key :data:`MODE_BRANCHES`;
+* :class:`AutogradFunction` -- the one call a custom ``torch.autograd.Function``
+  stays in a captured graph (its ``backward`` survives).
 
 Every prunable channel index in the model is an *atom*.  A parameter's
 dimension gets fresh atoms, one per index; tensors carry the atoms of the
@@ -49,10 +51,12 @@ import torch
 __all__ = [
     "ALL_KEYS",
     "Atoms",
+    "AutogradFunction",
     "BARRIER",
     "KeepMask",
     "CHANNELS",
     "Labels",
+    "MODE_BRANCHES",
     "RULE",
     "Role",
     "SPEC",
@@ -82,6 +86,9 @@ BARRIER = "fxprune.barrier"
 ZEROS = "fxprune.zeros"
 #: every key fxprune writes; no pass writes any other key.
 ALL_KEYS = (SPEC, CHANNELS, RULE, BARRIER, ZEROS)
+#: in a captured ``GraphModule.meta``: the Python branches on a module's
+#: ``training`` flag that capture froze (one line each, naming the source line).
+MODE_BRANCHES = "fxprune.mode_branches"
 
 
 # ---------------------------------------------------------------------------
@@ -384,3 +391,38 @@ class KeepMask:
         for d, keep in dims:
             t.index_fill_(d, torch.as_tensor(np.nonzero(~keep)[0], dtype=torch.long, device=t.device), 0)
         return t
+
+
+# ---------------------------------------------------------------------------
+# calls kept whole
+# ---------------------------------------------------------------------------
+class AutogradFunction(torch.nn.Module):
+    """One call of a custom ``torch.autograd.Function``, as capture keeps it.
+
+    Tracing through ``Fn.apply`` would inline ``Fn.forward`` and lose
+    ``Fn.backward`` (a straight-through estimator would get zero gradient);
+    capture records this module instead.  Its registry key is ``Fn.apply``.
+
+    Example:
+        >>> class Round(torch.autograd.Function):
+        ...     @staticmethod
+        ...     def forward(ctx, x):
+        ...         return torch.round(x)
+        ...     @staticmethod
+        ...     def backward(ctx, g):
+        ...         return g
+        >>> x = torch.tensor([0.4, 1.6], requires_grad=True)
+        >>> AutogradFunction(Round)(x).sum().backward()
+        >>> x.grad.tolist()
+        [1.0, 1.0]
+    """
+
+    def __init__(self, function: type) -> None:
+        super().__init__()
+        self.function = function
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.function.apply(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"{self.function.__module__}.{self.function.__qualname__}"

@@ -33,7 +33,7 @@ import torch.fx as fx
 from ..errors import ConfigError
 from ..ops.builtin import default_registry
 from ..ops.registry import Registry
-from .capture import export, propagate_shapes, trace
+from .capture import as_example_inputs, export, propagate_shapes, trace
 from .channels import Barrier, ChannelState, propagate_channels, resolve_ignore
 from .groups import Group, build_groups
 
@@ -174,9 +174,7 @@ def analyze(
     if frontend not in ("fx", "export"):
         raise ConfigError(f"unknown frontend {frontend!r}; available: 'fx' (symbolic_trace), "
                           "'export' (torch.export, ATen level)")
-    if isinstance(example_inputs, torch.Tensor):
-        example_inputs = (example_inputs,)
-    example_inputs = tuple(example_inputs)
+    example_inputs = as_example_inputs(example_inputs)  # refuses a dict, None or a string clearly
     config = AnalysisConfig(tuple(leaf_modules), strict, split_policy,
                             tuple(sorted((split_overrides or {}).items())), tuple(ignore), frontend)
     registry = registry if registry is not None else default_registry()

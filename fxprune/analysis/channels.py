@@ -193,6 +193,12 @@ class _Propagator:
         key = node_key(node, self.gm)
         hit = self.registry.match(key)
         everything = inputs + [p for p in params.values() if p is not None]
+        if module is not None and getattr(module, "_forward_pre_hooks", None) and hit is not None:
+            self.barrier(node, "the module has forward pre-hooks, which run outside the captured graph "
+                               "(old-style torch.nn.utils.weight_norm/spectral_norm recompute its weight there)",
+                         "use torch.nn.utils.parametrizations.weight_norm/spectral_norm, or remove the hooks "
+                         "before pruning", everything)
+            return
         if hit is None:
             hint = _registration_hint(key)
             if self.strict:

@@ -14,7 +14,7 @@ from .concat import CAT, CHUNK, SPLIT, SPLIT_ATEN, STACK, UNBIND
 from .context import EmitContext, OpContext, Unsupported, Value, first_tensor
 from .conv import CONV_FUNCTION, CONV_MODULE, CONV_TRANSPOSE_FUNCTION, CONV_TRANSPOSE_MODULE
 from .elementwise import (ELEMENTWISE, ELEMENTWISE_BIAS, ELEMENTWISE_SCALE, LIKE, PRELU_FUNCTION, PRELU_MODULE,
-                          UNARY, WHERE)
+                          STOCHASTIC_DEPTH, UNARY, WHERE)
 from .embedding import EMBEDDING_ATEN, EMBEDDING_FUNCTION, EMBEDDING_MODULE
 from .implant import IMPLANTED_CONV_MODULE
 from .indexing import ATTRIBUTE, GETITEM, GUARDS, METADATA, NARROW, SELECT, SLICE
@@ -39,7 +39,7 @@ __all__ = [
     "LIKE", "LINEAR_FUNCTION", "LOGSUMEXP", "LINEAR_MODULE", "MATMUL", "MATRIX_T", "METADATA", "Match", "Method",
     "NARROW", "NORM_REDUCE", "OpContext", "PAD", "PERMUTE", "PRELU_FUNCTION", "PRELU_MODULE", "REDUCE_MIXING", "REDUCE_SUM",
     "REDUCE_TUPLE", "REPEAT", "RESHAPE", "RMS_NORM_FUNCTION", "RMS_NORM_MODULE", "Registry", "Rule",
-    "SDPA", "SELECT", "SLICE", "SOFTMAX", "SOFTMAX_MODULE", "SPATIAL", "SPLIT", "SPLIT_ATEN", "STACK",
+    "SDPA", "SELECT", "SLICE", "SOFTMAX", "SOFTMAX_MODULE", "SPATIAL", "SPLIT", "SPLIT_ATEN", "STACK", "STOCHASTIC_DEPTH",
     "TRANSPOSE", "UNARY", "UNBIND", "UNFLATTEN", "UNFLATTEN_MODULE", "Unsupported", "VIEW", "Value", "WHERE",
     "default_registry", "describe_key", "first_tensor", "node_key",
 ]

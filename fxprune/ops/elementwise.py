@@ -28,6 +28,7 @@ __all__ = [
     "PRELU_FUNCTION",
     "PRELU_MODULE",
     "RULES",
+    "STOCHASTIC_DEPTH",
     "UNARY",
     "WHERE",
     "broadcast_labels",
@@ -107,6 +108,13 @@ UNARY = Rule(
               "nan_to_num", "celu", "bitwise_not", "positive", "clip", "alpha_dropout",
               "feature_dropout", "log_sigmoid", "relu6", "selu", "square"),
     ), zeros=Zeros.PROBE)
+
+
+STOCHASTIC_DEPTH = Rule(
+    "unary", _unary, leaf=True, zeros=Zeros.KEEP,
+    doc="Stochastic depth / drop path (x times a per-sample keep mask): a leaf, so the emitted module follows "
+        "its own train()/eval(). No built-in keys: register your module or function under it "
+        "(reg.register(STOCHASTIC_DEPTH.with_keys(Keys(functions=(drop_path,), modules=(DropPath,)))).")
 
 
 def _like(ctx: OpContext) -> tuple:
@@ -195,4 +203,4 @@ WHERE = Rule("elementwise", _elementwise(Role.COUPLED),
              keys=Keys(torch=("where", "masked_fill"), methods=("where", "masked_fill"),
                        aten=("where", "masked_fill")), zeros=Zeros.PROBE)
 
-RULES = (UNARY, LIKE, PRELU_MODULE, PRELU_FUNCTION, ELEMENTWISE_BIAS, ELEMENTWISE_SCALE, ELEMENTWISE, WHERE)
+RULES = (UNARY, STOCHASTIC_DEPTH, LIKE, PRELU_MODULE, PRELU_FUNCTION, ELEMENTWISE_BIAS, ELEMENTWISE_SCALE, ELEMENTWISE, WHERE)
