@@ -21,7 +21,9 @@ from .errors import (
     PlanError,
     RecipeError,
     RewriteError,
+    ScoreError,
     TraceError,
+    TrainEvalWarning,
     UnsupportedOpError,
 )
 from .ops import Rule, default_registry
@@ -44,8 +46,10 @@ __all__ = [
     "Report",
     "RewriteError",
     "Rule",
+    "ScoreError",
     "TensorMember",
     "TraceError",
+    "TrainEvalWarning",
     "UnsupportedOpError",
     "analyze",
     "apply",

@@ -30,5 +30,6 @@ def test_invariants_hold_through_the_export_front_end(arch):
 
 
 @given(architectures(max_nodes=24, families=HAZARD_FAMILIES | {"conv", "linear", "activation", "residual"}))
-def test_invariants_hold_on_the_families_that_hid_verification_holes(arch):
+def test_invariants_hold_on_generated_hazard_architectures(arch):
+    """The families that once hid verification holes (HAZARD_FAMILIES), with a few plain layers."""
     check_pruning(arch.model, arch.example_inputs, plans=2, seed=4)
