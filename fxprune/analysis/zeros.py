@@ -20,16 +20,12 @@ The result is stored per node under :data:`fxprune.ir.ZEROS`.
 
 Example:
     >>> import torch, fxprune
-    >>> class M(torch.nn.Module):
-    ...     def __init__(self):
-    ...         super().__init__()
-    ...         self.fc = torch.nn.Linear(3, 4)
-    ...     def forward(self, x):
-    ...         h = self.fc(x)
-    ...         return torch.relu(h).sum(-1), torch.sigmoid(h).sum(-1)
-    >>> g = fxprune.analyze(M(), (torch.randn(2, 3),)).groups[0]
-    >>> g.mixing, g.mixing_reasons[0].startswith("node 'sum_2'")
-    (True, True)
+    >>> def model(f):
+    ...     return torch.nn.Sequential(torch.nn.Linear(3, 4), f, torch.nn.Flatten(0))
+    >>> x = (torch.randn(2, 3),)
+    >>> [fxprune.analyze(model(f), x).graph_module.graph.find_nodes(op="call_module", target="1")[0]
+    ...  .meta["fxprune.zeros"] for f in (torch.nn.ReLU(), torch.nn.Sigmoid())]
+    [(False, True), (False, False)]
 """
 from __future__ import annotations
 

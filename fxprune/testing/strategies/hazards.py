@@ -36,6 +36,13 @@ __all__ = ["Inplace", "Tied", "Stateful", "OwnForward", "WeightStd", "AutogradFn
 _SEQ_FLAT = frozenset({"sequence", "flat"})
 
 
+class _SameShape(BlockBase):
+    """A block that keeps its input's shape."""
+
+    def out_shape(self, shape: Shape) -> Shape:
+        return shape
+
+
 def _channel_dim(shape: Shape) -> str:
     return "-1" if shape.layout in _SEQ_FLAT else "1"
 
@@ -50,14 +57,11 @@ INPLACE_OPS = ("{y}.clamp_(min=-1.0, max=1.0)", "F.relu({y}, inplace=True)", "to
 
 
 @dataclass(frozen=True)
-class Inplace(BlockBase):
+class Inplace(_SameShape):
     """A copy of the input, then an in-place op on it whose result is not used."""
 
     family = "inplace"
     op: int = 0  # index into INPLACE_OPS
-
-    def out_shape(self, shape: Shape) -> Shape:
-        return shape
 
     def emit(self, em: Emitter, shape: Shape, src: str, dst: str) -> None:
         em.line(f"{dst} = {src}.clone()", 1)
@@ -77,13 +81,10 @@ INPLACE = Family("inplace", _draw_inplace, layouts=ALL_LAYOUTS, nestable=True, m
 
 
 @dataclass(frozen=True)
-class Tied(BlockBase):
+class Tied(_SameShape):
     """``fc_b.weight = fc_a.weight`` (square, as GPT ties its embedding and head), then ``fc_b(act(fc_a(x)))``."""
 
     family = "tied"
-
-    def out_shape(self, shape: Shape) -> Shape:
-        return shape
 
     def emit(self, em: Emitter, shape: Shape, src: str, dst: str) -> None:
         c = shape.channels
@@ -103,13 +104,10 @@ TIED = Family("tied", lambda draw, shape, ctx, budget: Tied(), layouts=_SEQ_FLAT
 
 
 @dataclass(frozen=True)
-class Stateful(BlockBase):
+class Stateful(_SameShape):
     """A step counter incremented in ``forward`` and a per-channel scale cached in a dict on first call."""
 
     family = "stateful"
-
-    def out_shape(self, shape: Shape) -> Shape:
-        return shape
 
     def emit(self, em: Emitter, shape: Shape, src: str, dst: str) -> None:
         c = shape.channels
@@ -236,13 +234,10 @@ class ClampSTE(torch.autograd.Function):
 
 
 @dataclass(frozen=True)
-class AutogradFn(BlockBase):
+class AutogradFn(_SameShape):
     """``ClampSTE.apply(x)``: a custom autograd Function (its backward must survive)."""
 
     family = "autograd_fn"
-
-    def out_shape(self, shape: Shape) -> Shape:
-        return shape
 
     def emit(self, em: Emitter, shape: Shape, src: str, dst: str) -> None:
         em.helper("ClampSTE", _CLAMP_STE)
@@ -259,14 +254,11 @@ AUTOGRAD_FN = Family("autograd_fn", lambda draw, shape, ctx, budget: AutogradFn(
 
 
 @dataclass(frozen=True)
-class TrainDropout(BlockBase):
+class TrainDropout(_SameShape):
     """Dropout that follows the model's mode: ``F.dropout(x, p, training=self.training)`` or ``nn.Dropout``."""
 
     family = "train_dropout"
     kind: str = "functional"  # "functional" | "module" | "feature"
-
-    def out_shape(self, shape: Shape) -> Shape:
-        return shape
 
     def emit(self, em: Emitter, shape: Shape, src: str, dst: str) -> None:
         if self.kind == "module":
@@ -295,14 +287,11 @@ SUM_OPS = {"sigmoid": "torch.sigmoid({x})", "cos": "torch.cos({x})", "plus_one":
 
 
 @dataclass(frozen=True)
-class ChannelSum(BlockBase):
+class ChannelSum(_SameShape):
     """``x + f(x).sum(channel dim, keepdim=True)``: a parameter-free sum over channels."""
 
     family = "channel_sum"
     op: str = "sigmoid"
-
-    def out_shape(self, shape: Shape) -> Shape:
-        return shape
 
     def emit(self, em: Emitter, shape: Shape, src: str, dst: str) -> None:
         inner = SUM_OPS[self.op].format(x=src)
