@@ -38,7 +38,7 @@ from torch._subclasses.fake_tensor import (
 from .. import ir
 from ..ir import TensorSpec
 from ..errors import ExampleInputError, TraceError, TrainEvalWarning
-from .tracer import CAPTURE_LOCK, trace_module
+from .tracer import CAPTURE_LOCK, trace_module, tracing_copy
 
 __all__ = ["trace", "export", "propagate_shapes", "spec_of", "DEFAULT_LEAF_TYPES", "check_analysis_of",
            "as_example_inputs"]
@@ -113,8 +113,9 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any]) -> fx.GraphMod
     if not isinstance(model, torch.nn.Module):
         raise TraceError(f"fxprune needs a torch.nn.Module, got {type(model).__name__}")
     try:
-        with CAPTURE_LOCK:
-            program = torch.export.export(model, tuple(example_inputs))
+        with CAPTURE_LOCK:  # on a copy sharing the parameters: Python-side state stays as it was
+            copy = tracing_copy(model)
+            program = torch.export.export(copy if copy is not None else model, tuple(example_inputs))
     except Exception as exc:  # torch.export raises many types; we re-raise one
         raise TraceError(f"torch.export could not capture {type(model).__name__}: "
                          f"{type(exc).__name__}: {str(exc)[:2000]}\n"

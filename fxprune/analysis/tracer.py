@@ -56,7 +56,7 @@ from .. import ir
 from ..errors import TrainEvalWarning
 from ..ir import AutogradFunction
 
-__all__ = ["CAPTURE_LOCK", "trace_module"]
+__all__ = ["CAPTURE_LOCK", "trace_module", "tracing_copy"]
 
 #: held while a model is captured: torch.fx patches ``nn.Module.__call__`` process-wide
 CAPTURE_LOCK = threading.RLock()
@@ -177,7 +177,7 @@ def _autograd_functions_kept() -> Iterator[None]:
         torch.autograd.Function.apply = original
 
 
-def _tracing_copy(model: torch.nn.Module) -> torch.nn.Module | None:
+def tracing_copy(model: torch.nn.Module) -> torch.nn.Module | None:
     """A copy of the module tree sharing every parameter and buffer (``None`` if it cannot be copied)."""
     memo: dict[int, Any] = {id(t): t for _, t in list(model.named_parameters(remove_duplicate=False))
                             + list(model.named_buffers(remove_duplicate=False))}
@@ -246,7 +246,7 @@ def trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...] = (),
                  leaf_names: Iterable[str] = (), leaf_functions: tuple[Any, ...] = ()) -> fx.GraphModule:
     """Trace ``model`` as the module docstring describes; exceptions propagate as torch.fx raises them."""
     with CAPTURE_LOCK:
-        root = _tracing_copy(model)
+        root = tracing_copy(model)
         guard = contextlib.nullcontext() if root is not None else _state_restored(model)
         root = root if root is not None else model
         reads: list[str] = []

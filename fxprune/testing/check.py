@@ -74,6 +74,7 @@ def _outputs(module: torch.nn.Module, inputs: Sequence[Any], *, training: bool |
     that update buffers in ``forward`` and train-mode dropout compare like for like.
     """
     module = copy.deepcopy(module)
+    inputs = copy.deepcopy(tuple(inputs))  # a model may write its inputs in place
     if training is not None:
         for m in module.modules():  # not .train(): exported GraphModules refuse it
             m.training = training
