@@ -547,3 +547,18 @@ def test_old_style_weight_norm_is_refused_clearly():
     assert "pre-hooks" in analysis.barriers[0].reason
     with pytest.raises(fxprune.errors.RewriteError, match="parametrizations"):
         fxprune.apply(analysis, {})
+
+
+def test_check_rules_holds_a_keep_declaration_to_zeros():
+    import dataclasses
+
+    from fxprune.ir import Zeros
+    from fxprune.testing.single_op import OpSample, single_op_model
+    from fxprune.testing.soundness import RuleSoundnessError, check_rules
+
+    reg = fxprune.default_registry()
+    reg.register(torch.sigmoid, rule=dataclasses.replace(fxprune.ops.UNARY, zeros=Zeros.KEEP))
+    model, x = single_op_model(torch.sigmoid, OpSample())
+    with pytest.raises(RuleSoundnessError, match="declares zeros=KEEP"):
+        check_rules(model, x, registry=reg)
+    check_rules(model, x)                         # the built-in PROBE declaration holds

@@ -11,7 +11,9 @@ as channel-mixing) and compares two computations of that single op:
 * **masked** -- the unsliced op on inputs whose removed indices are zero, its
   output then sliced to the kept indices the rule claims.
 
-They must agree to float tolerance.  Nothing here knows any particular op: a
+They must agree to float tolerance.  A rule declaring ``zeros=Zeros.KEEP`` is
+also held to it: with every input masked, the output's removed indices are
+zero.  Nothing here knows any particular op: a
 newly registered rule is covered as soon as any model the suite checks uses it,
 and users call :func:`check_rules` on their own models and registries.
 
@@ -36,7 +38,7 @@ import torch.fx as fx
 
 from .. import ir
 from ..analysis.analysis import Analysis, analyze
-from ..ir import KeepMask, iter_label_arrays
+from ..ir import KeepMask, Zeros, iter_label_arrays
 from ..modules import set_attr
 from ..ops.context import EmitContext
 from ..ops.registry import node_key
@@ -233,6 +235,8 @@ def _check_node(node: fx.Node, rule: Any, module: torch.nn.Module | None, param_
             ref = _call(node.op, node.target, masked_args, masked_kwargs)
     diff = 0.0
     for (g, _), (r, labels) in zip(_flatten_out(got, _labels_of(node)), _flatten_out(ref, _labels_of(node))):
+        if compare_values and rule.zeros is Zeros.KEEP and r.is_floating_point():
+            _check_keeps_zeros(node, rule, r, labels, local)
         r = local.slice(r, labels)
         if g.shape != r.shape:
             raise RuleSoundnessError(
@@ -252,6 +256,16 @@ def _check_node(node: fx.Node, rule: Any, module: torch.nn.Module | None, param_
         elif not torch.equal(g, r):
             raise RuleSoundnessError(f"node '{node.name}' ({rule.family} rule): integer results differ")
     return diff
+
+
+def _check_keeps_zeros(node: fx.Node, rule: Any, ref: torch.Tensor, labels: Any, local: KeepMask) -> None:
+    """A rule declaring ``Zeros.KEEP``: with every input masked, the removed output indices are zero."""
+    removed = local.mask(torch.ones(ref.shape, dtype=torch.float64), labels) == 0
+    if removed.any() and bool((ref[removed] != 0).any()):
+        raise RuleSoundnessError(
+            f"node '{node.name}' ({rule.family} rule, target {getattr(node.target, '__name__', node.target)}): "
+            f"declares zeros=KEEP, but removed channels of zero inputs are "
+            f"{ref[removed][ref[removed] != 0][:4].tolist()} (declare Zeros.PROBE or Zeros.LOSE)")
 
 
 def _frozen(value: torch.Tensor, like: Any) -> torch.Tensor:
