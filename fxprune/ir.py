@@ -178,8 +178,9 @@ class Zeros(str, enum.Enum):
     channels *mixing* where a parameter-free sum reads non-zero dead channels.
 
     ``KEEP``: zeros stay zeros: an output dim is zero where every input dim
-    sharing its channels is (multiplicative ``scale`` parameters aside): layout
-    ops, sums, conv/linear/norm outputs.
+    sharing its channels is (multiplicative ``scale`` parameters aside) and no
+    additive ``bias`` parameter is broadcast along it: layout ops, sums,
+    conv/linear/norm outputs.
     ``PROBE``: an elementwise op, evaluated at zero to find out: ``relu(0) = 0``
     but ``sigmoid(0) = 0.5``; ``x * y`` is zero where either operand is,
     ``x + y`` where both are, ``x + 1`` nowhere.

@@ -562,3 +562,18 @@ def test_check_rules_holds_a_keep_declaration_to_zeros():
     with pytest.raises(RuleSoundnessError, match="declares zeros=KEEP"):
         check_rules(model, x, registry=reg)
     check_rules(model, x)                         # the built-in PROBE declaration holds
+
+
+def test_a_bias_broadcast_along_a_channel_dim_fills_its_removed_channels():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 6), nn.Linear(5, 3)
+
+        def forward(self, x):                       # x [B, 5, 4]
+            y = self.b(self.a(x).transpose(1, 2))   # [B, 6, 3]: a's channels are b's rows, plus b's bias
+            return y.sum(1)                         # a parameter-free sum over a's channels
+
+    model, x = M().eval(), torch.randn(2, 5, 4)
+    assert fxprune.analyze(model, (x,)).group_of("a.weight", 0)[0].mixing
+    check_pruning(model, (x,))

@@ -7,7 +7,9 @@ consumer columns zeroed, multiplicative ``scale`` members kept):
 
 * a parameter's dimension is zero there unless its role is ``scale``;
 * each call's output dims follow its rule's :class:`~fxprune.ir.Zeros`
-  declaration: ``KEEP`` (zero where every input dim sharing the channels is),
+  declaration: ``KEEP`` (zero where every input dim sharing the channels is,
+  and no ``bias`` parameter is broadcast along it: a linear layer's bias
+  fills the removed rows of a labelled leading dim),
   ``PROBE`` (the elementwise op evaluated at zero, on one-element tensors),
   ``LOSE`` (never zero); a barrier's outputs are never zero;
 * an in-place op that leaves non-zero values makes its channels non-zero in
@@ -108,11 +110,16 @@ class _ZeroPass:
         return tuple(self._clean(l, f) for l, f in zip(labels, flags))
 
     def _scale(self, v: Value, d: int) -> bool:
-        return v.param is not None and v.node is not None and v.node.op in ("get_attr", "call_module") \
-            and self.roles.get((v.param, d)) is Role.SCALE
+        return self._held(v) and self.roles.get((v.param, d)) is Role.SCALE
 
     # -- the rules' declarations -----------------------------------------------
+    def _held(self, v: Value) -> bool:
+        return v.param is not None and v.node is not None and v.node.op in ("get_attr", "call_module")
+
     def keep(self, out_labels: Any, inputs: list[Value]) -> Any:
+        # an additive parameter (role bias) broadcast along a dim fills that dim's removed channels
+        biases = [v for v in inputs if v.is_tensor and self._held(v)
+                  and any(self.roles.get((v.param, d)) is Role.BIAS for d in range(v.ndim))]
         pairs = []
         for v in inputs:
             flags = self.flags(v)
@@ -125,7 +132,8 @@ class _ZeroPass:
         def zero(lab: np.ndarray) -> bool:
             r = self.roots[lab]
             self.scratch[r] = True
-            ok = not any(not f and self.scratch[self.roots[lab_in]].any() for lab_in, f in pairs)
+            ok = not any(not f and self.scratch[self.roots[lab_in]].any() for lab_in, f in pairs) \
+                and all(any(b is not None and self.scratch[self.roots[b]].any() for b in v.labels) for v in biases)
             self.scratch[r] = False
             return ok
 
