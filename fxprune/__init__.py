@@ -24,7 +24,9 @@ from .errors import (
     PlanError,
     RecipeError,
     RewriteError,
+    ScoreError,
     TraceError,
+    TrainEvalWarning,
     UnsupportedOpError,
 )
 from .ops import Rule, default_registry
@@ -58,8 +60,10 @@ __all__ = [
     "Result3D",
     "RewriteError",
     "Rule",
+    "ScoreError",
     "TensorMember",
     "TraceError",
+    "TrainEvalWarning",
     "UnsupportedOpError",
     "analyze",
     "apply",

@@ -22,6 +22,7 @@ import torch.fx as fx
 
 from .analysis.analysis import Analysis, AnalysisConfig, analyze, unknown_names
 from .errors import ConfigError
+from .analysis.capture import check_analysis_of
 from .ops.registry import Registry
 from .report import Report, build_report
 from .rewrite.channels import apply_plan
@@ -128,6 +129,7 @@ def prune(
         ignored = sorted(analysis_options) + (["registry"] if registry is not None else [])
         raise ConfigError(f"prune(analysis=...) reuses that analysis, so {ignored} would be ignored; "
                           "pass them to fxprune.analyze instead (or drop analysis=)")
+    check_analysis_of(model, analysis)  # an analysis of another model would prune its weights
     ctx = ScoreContext(data=data, loss_fn=loss_fn, num_batches=num_batches, progress=progress)
     scores = score_fn(analysis, ctx)
     targets = [Target.parse(kind, value) for kind, value in (("macs", target_macs), ("params", target_params))

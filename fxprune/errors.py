@@ -12,6 +12,8 @@ __all__ = [
     "RecipeError",
     "RegistrationError",
     "ResolutionError",
+    "ScoreError",
+    "TrainEvalWarning",
 ]
 
 
@@ -53,3 +55,11 @@ class RegistrationError(FxPruneError, LookupError):
 
 class ResolutionError(ConfigError):
     """The model cannot run at the requested input size: an op's size is baked in."""
+
+
+class ScoreError(FxPruneError, ValueError):
+    """A scorer returned scores that cannot be ranked (NaN, infinite, or the wrong length)."""
+
+
+class TrainEvalWarning(UserWarning):
+    """Capture froze a branch on a module's ``training`` flag: the emitted module runs it in both modes."""

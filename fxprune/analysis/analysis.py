@@ -36,7 +36,7 @@ import torch.fx as fx
 from ..errors import ConfigError
 from ..ops.builtin import default_registry
 from ..ops.registry import Registry
-from .capture import export, propagate_shapes, trace
+from .capture import as_example_inputs, export, propagate_shapes, trace
 from .channels import Barrier, ChannelState, propagate_channels, resolve_ignore
 from .groups import Group, build_groups
 
@@ -285,9 +285,7 @@ def analyze(
         TraceError, ExampleInputError, UnsupportedOpError, ConfigError.
     """
     config = AnalysisConfig.coerce(config).replace(**options)
-    if isinstance(example_inputs, torch.Tensor):
-        example_inputs = (example_inputs,)
-    example_inputs = tuple(example_inputs)
+    example_inputs = as_example_inputs(example_inputs)  # refuses a dict, None or a string clearly
     registry = registry if registry is not None else default_registry()
     if config.frontend == "export":
         gm = export(model, example_inputs)

@@ -30,9 +30,9 @@ import numpy as np
 
 from ..analysis.analysis import Analysis
 from ..analysis.groups import take_channels
-from ..errors import ConfigError
+from ..errors import ConfigError, ScoreError
 
-__all__ = ["SelectionConfig", "GroupInfo", "choose", "select_plan"]
+__all__ = ["SelectionConfig", "GroupInfo", "check_scores", "choose", "select_plan"]
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,14 @@ def _take(order: list[int], n: int, info: GroupInfo) -> list[int]:
 
 def choose(scores: Mapping[int, np.ndarray], groups: Mapping[int, GroupInfo],
            cfg: SelectionConfig) -> dict[int, list[int]]:
-    """The plan for given scores (a pure function of its inputs)."""
+    """The plan for given scores (a pure function of its inputs).
+
+    Raises:
+        ScoreError: a group's scores have the wrong length, or a prunable channel's
+            score is NaN or infinite (it would rank anywhere: with global ranking
+            the plan would remove the best channels).
+    """
+    check_scores(scores, groups)
     plan: dict[int, list[int]] = {}
     if cfg.ratio == 0:
         return plan
@@ -134,6 +141,29 @@ def choose(scores: Mapping[int, np.ndarray], groups: Mapping[int, GroupInfo],
         if chosen:
             plan[gid] = sorted(chosen)
     return plan
+
+
+def check_scores(scores: Mapping[int, np.ndarray], groups: Mapping[int, GroupInfo]) -> None:
+    """Raise :class:`~fxprune.errors.ScoreError` naming the first group whose scores cannot be ranked.
+
+    Example:
+        >>> info = {3: GroupInfo(size=2, fixed=frozenset(), counts=np.ones((1, 2), dtype=int))}
+        >>> check_scores({3: np.array([1.0, np.nan])}, info)
+        Traceback (most recent call last):
+        ...
+        fxprune.errors.ScoreError: group 3: the scores of channels [1] are not finite ([nan]); ...
+    """
+    for gid, s in scores.items():
+        info = groups[gid]
+        s = np.asarray(s, dtype=np.float64).reshape(-1)
+        if s.shape[0] != info.size:
+            raise ScoreError(f"group {gid}: the scorer returned {s.shape[0]} scores for {info.size} channels")
+        bad = [c for c in range(info.size) if c not in info.fixed and not np.isfinite(s[c])]
+        if bad:
+            raise ScoreError(
+                f"group {gid}: the scores of channels {bad[:8]} are not finite ({s[bad[:8]].tolist()}); "
+                "NaN or infinite scores cannot be ranked. Check the scorer's inputs (calibration data, "
+                "loss, weights with NaN/inf) or its normalisation")
 
 
 def select_plan(analysis: Analysis, scores: Mapping[int, np.ndarray], cfg: SelectionConfig,
