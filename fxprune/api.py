@@ -67,6 +67,7 @@ def prune(
     max_ratio: float = 1.0,
     round_to: int = 1,
     normalize: str = "mean",
+    uniform: bool = False,
     target_macs: float | None = None,
     target_params: float | None = None,
     data: Any = None,
@@ -92,6 +93,9 @@ def prune(
         max_ratio: at most this fraction of a group is removed.
         round_to: kept counts are rounded up to a multiple of this.
         normalize: score normalisation for global ranking (``mean``, ``max``, ``none``).
+        uniform: groups that repeat one block's width (``layers.0.mlp`` ...
+            ``layers.N.mlp``, see :mod:`fxprune.analysis.repeats`) keep identical
+            widths, so the result is expressible as a config of the model's class.
         target_macs, target_params: budgets instead of ``ratio``: the pruned model's
             MACs / parameters at most this (a fraction <= 1 of the original, or an
             absolute count).  The selection's ratio is searched (monotone bisection)
@@ -117,7 +121,7 @@ def prune(
         (8, 4)
     """
     cfg = SelectionConfig(ratio=ratio, global_ranking=global_ranking, min_channels=min_channels,
-                          max_ratio=max_ratio, round_to=round_to, normalize=normalize)
+                          max_ratio=max_ratio, round_to=round_to, normalize=normalize, uniform=uniform)
     score_fn = get_scorer(scorer, **dict(scorer_params or {}))
     unknown = set(analysis_options) - set(AnalysisConfig.option_names())
     if unknown:
