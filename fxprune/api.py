@@ -25,6 +25,7 @@ from .errors import ConfigError
 from .ops.registry import Registry
 from .report import Report, build_report
 from .rewrite.channels import apply_plan
+from .rewrite.materialize import materialize
 from .scoring import ScoreContext, SelectionConfig, get_scorer, select_plan
 from .scoring.targets import Target, select_for_target
 
@@ -48,6 +49,21 @@ class PruneResult:
     analysis: Analysis
     plan: dict[int, list[int]]
     scores: dict[int, np.ndarray]
+
+    def materialize(self, *, hf_config: bool = True, rtol: float = 1e-4, atol: float = 1e-5) -> torch.nn.Module:
+        """The pruned model as an instance of the original class (see :func:`fxprune.rewrite.materialize`).
+
+        A deep copy of the model, parameters sliced and module attributes
+        resized, checked against :attr:`graph_module` on the example inputs; a
+        Hugging Face model comes back rebuilt from an updated ``config``.
+
+        Raises:
+            MaterializeError: naming the module and attribute whose size the eager
+                code hard-codes, or why a Hugging Face config cannot express the
+                widths; :attr:`graph_module` remains the answer.
+        """
+        return materialize(self.analysis, self.plan, graph_module=self.graph_module, hf_config=hf_config,
+                           rtol=rtol, atol=atol)
 
 
 def apply(analysis: Analysis, plan: Mapping[int, Sequence[int]], *, verify: bool = True) -> fx.GraphModule:
