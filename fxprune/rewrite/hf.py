@@ -31,7 +31,9 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import importlib
 import itertools
 import sys
 from fractions import Fraction
@@ -156,6 +158,40 @@ class _Search:
                 yield overrides
 
 
+def _no_init_weights() -> Any:
+    """transformers' ``no_init_weights`` context (the weights are loaded right after), if it has one."""
+    for name in ("transformers.initialization", "transformers.modeling_utils"):
+        try:
+            return importlib.import_module(name).no_init_weights()
+        except (ImportError, AttributeError):
+            continue
+    return contextlib.nullcontext()
+
+
+def _ties(model: torch.nn.Module) -> list[list[str]]:
+    """The names of every parameter shared under several names."""
+    names: dict[int, list[str]] = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(n)
+    return sorted(v for v in names.values() if len(v) > 1)
+
+
+def _build(model: torch.nn.Module, config: Any, dtype: torch.dtype) -> torch.nn.Module:
+    """``type(model)(config)``, skipping the random initialisation where transformers allows it.
+
+    The weights are loaded right after; buffers are computed in ``__init__``
+    either way.  Ties are restored (``tie_weights``) and must match the
+    original model's, else the model is built the plain way.
+    """
+    with _no_init_weights():
+        new = type(model)(config)
+    if hasattr(new, "tie_weights"):
+        new.tie_weights()
+    if _ties(new) != _ties(model):
+        new = type(model)(config)
+    return new.to(dtype)
+
+
 def _recomputed_buffers(model: torch.nn.Module, pruned: torch.nn.Module) -> list[str]:
     """Non-persistent buffers (rebuilt from the config, not loaded) whose shape the pruning changed."""
     persistent = set(pruned.state_dict())
@@ -192,7 +228,7 @@ def rebuild_from_config(analysis: Analysis, plan: Mapping[int, Sequence[int]], p
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     failures = []
     for overrides in search:
-        new = type(model)(search.make(overrides)).to(dtype)
+        new = _build(model, search.make(overrides), dtype)
         try:
             new.load_state_dict(state, strict=True)
         except RuntimeError as exc:  # a later layer differs from the first one
