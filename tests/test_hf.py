@@ -138,3 +138,14 @@ def test_bert_mlp_only(tmp_path):
     keep = ["bert.embeddings", T.models.bert.modeling_bert.BertSelfAttention]
     small = prune(model, inputs, ignore=keep).materialize()
     assert (small.config.hidden_size, small.config.intermediate_size, small.config.num_attention_heads) == (32, 32, 4)
+
+
+def test_an_unset_head_dim_is_written_when_only_the_hidden_size_shrinks(tmp_path):
+    model, inputs = build("qwen2")
+    assert getattr(model.config, "head_dim", None) is None
+    result = prune(model, inputs, ratio=0.4)                          # 2 kv heads x 0.4: no head removed
+    small = result.materialize()
+    assert (small.config.hidden_size, small.config.num_attention_heads, small.config.head_dim) == (20, 4, 8)
+    small.save_pretrained(tmp_path)
+    again = type(model).from_pretrained(tmp_path).eval()
+    assert torch.allclose(logits(again, inputs), logits(result.graph_module, inputs), atol=1e-5)

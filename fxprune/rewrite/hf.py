@@ -88,13 +88,17 @@ def _shapes(model: torch.nn.Module) -> dict[str, tuple]:
 def config_candidates(config: Any, target: Shapes, original: Shapes) -> dict[str, list]:
     """The values tried per config field: the original first, then it scaled by each pruning ratio.
 
-    A field that is unset (``None``: GPT-2's ``n_inner``, Qwen2's ``head_dim``) may take any pruned size.
+    A field that is unset (``None``: GPT-2's ``n_inner``, Qwen2's ``head_dim``) may take any pruned
+    size, and an unset ``head_dim`` its conventional value ``hidden_size // num_attention_heads``.
 
     Example:
         >>> from types import SimpleNamespace
         >>> cfg = SimpleNamespace(attribute_map={}, hidden_size=32, intermediate_size=64)
         >>> config_candidates(cfg, {"w": (48, 24)}, {"w": (64, 32)})
         {'hidden_size': [32, 24], 'intermediate_size': [64, 48], 'head_dim': [None, 24, 48]}
+        >>> cfg.num_attention_heads = 4
+        >>> config_candidates(cfg, {"w": (48, 24)}, {"w": (64, 32)})["head_dim"]
+        [None, 8, 6, 24, 48]
     """
     ratios = sorted({Fraction(n, o) for k, shape in target.items() if k in original
                      for o, n in zip(original[k], shape) if o != n and o > 0})
@@ -108,10 +112,21 @@ def config_candidates(config: Any, target: Shapes, original: Shapes) -> dict[str
         value = getattr(config, real, None)
         if isinstance(value, bool) or not (value is None or isinstance(value, int)):
             continue
-        values = [value] + (sizes if value is None else
-                            [int(value * r) for r in ratios if (value * r).denominator == 1 and value * r > 0])
-        out[real] = list(dict.fromkeys(values))
+        base = value if value is not None else _implied(config, name)
+        scaled = [] if base is None else [base] + [int(base * r) for r in ratios
+                                                   if (base * r).denominator == 1 and base * r > 0]
+        out[real] = list(dict.fromkeys([value] + scaled + (sizes if value is None else [])))
     return out
+
+
+def _implied(config: Any, name: str) -> int | None:
+    """The value an unset field takes by the Hugging Face convention (``head_dim = hidden_size // heads``)."""
+    if name != "head_dim":
+        return None
+    aliases = getattr(config, "attribute_map", {}) or {}
+    hidden = getattr(config, aliases.get("hidden_size", "hidden_size"), None)
+    heads = getattr(config, aliases.get("num_attention_heads", "num_attention_heads"), None)
+    return hidden // heads if isinstance(hidden, int) and isinstance(heads, int) and heads else None
 
 
 class _Search:
