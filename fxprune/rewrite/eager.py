@@ -30,7 +30,7 @@ Example:
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
@@ -44,8 +44,8 @@ from ..modules import get_attr
 from ..ops.context import EmitContext
 from .channels import _fresh_like, plan_mask
 
-__all__ = ["ModuleCall", "check_outputs", "eager_copy", "hard_coded_error", "module_calls", "new_shapes",
-           "run_eval"]
+__all__ = ["ModuleCall", "check_outputs", "compare", "eager_copy", "hard_coded_error", "module_calls", "new_shapes",
+           "random_params", "run_eval"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class ModuleCall:
     args: tuple
     name: str
     meta: Mapping[str, Any]
-    kwargs: Mapping[str, Any] = None  # type: ignore[assignment]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
     op: str = "call_module"
 
 
@@ -93,7 +93,7 @@ def module_calls(gm: fx.GraphModule) -> Iterator[tuple[str, Any]]:
         outputs = [n for n in nodes if any(u not in inner for u in n.users)] or nodes[-1:]
         if inputs and isinstance(outputs[-1].meta.get(ir.SPEC), TensorSpec):
             out = outputs[-1]
-            yield path, ModuleCall(path, (inputs[0],), out.name, out.meta, {})
+            yield path, ModuleCall(path, (inputs[0],), out.name, out.meta)
 
 
 def _sliced_memo(model: torch.nn.Module, analysis: Analysis, mask: KeepMask) -> dict[int, Any]:
