@@ -26,6 +26,7 @@ from .analysis.capture import check_analysis_of
 from .ops.registry import Registry
 from .report import Report, build_report
 from .rewrite.channels import apply_plan
+from .rewrite.materialize import materialize
 from .scoring import ScoreContext, SelectionConfig, get_scorer, select_plan
 from .scoring.targets import Target, select_for_target
 
@@ -50,6 +51,21 @@ class PruneResult:
     plan: dict[int, list[int]]
     scores: dict[int, np.ndarray]
 
+    def materialize(self, *, hf_config: bool = True, rtol: float = 1e-4, atol: float = 1e-5) -> torch.nn.Module:
+        """The pruned model as an instance of the original class (see :func:`fxprune.rewrite.materialize`).
+
+        A deep copy of the model, parameters sliced and module attributes
+        resized, checked against :attr:`graph_module` on the example inputs; a
+        Hugging Face model comes back rebuilt from an updated ``config``.
+
+        Raises:
+            MaterializeError: naming the module and attribute whose size the eager
+                code hard-codes, or why a Hugging Face config cannot express the
+                widths; :attr:`graph_module` remains the answer.
+        """
+        return materialize(self.analysis, self.plan, graph_module=self.graph_module, hf_config=hf_config,
+                           rtol=rtol, atol=atol)
+
 
 def apply(analysis: Analysis, plan: Mapping[int, Sequence[int]], *, verify: bool = True) -> fx.GraphModule:
     """Emit the pruned GraphModule for ``plan`` (``{group id: channels to remove}``)."""
@@ -68,6 +84,7 @@ def prune(
     max_ratio: float = 1.0,
     round_to: int = 1,
     normalize: str = "mean",
+    uniform: bool = False,
     target_macs: float | None = None,
     target_params: float | None = None,
     data: Any = None,
@@ -93,6 +110,9 @@ def prune(
         max_ratio: at most this fraction of a group is removed.
         round_to: kept counts are rounded up to a multiple of this.
         normalize: score normalisation for global ranking (``mean``, ``max``, ``none``).
+        uniform: groups that repeat one block's width (``layers.0.mlp`` ...
+            ``layers.N.mlp``, see :mod:`fxprune.analysis.repeats`) keep identical
+            widths, so the result is expressible as a config of the model's class.
         target_macs, target_params: budgets instead of ``ratio``: the pruned model's
             MACs / parameters at most this (a fraction <= 1 of the original, or an
             absolute count).  The selection's ratio is searched (monotone bisection)
@@ -118,7 +138,7 @@ def prune(
         (8, 4)
     """
     cfg = SelectionConfig(ratio=ratio, global_ranking=global_ranking, min_channels=min_channels,
-                          max_ratio=max_ratio, round_to=round_to, normalize=normalize)
+                          max_ratio=max_ratio, round_to=round_to, normalize=normalize, uniform=uniform)
     score_fn = get_scorer(scorer, **dict(scorer_params or {}))
     unknown = set(analysis_options) - set(AnalysisConfig.option_names())
     if unknown:

@@ -9,6 +9,7 @@ __all__ = [
     "ConfigError",
     "PlanError",
     "RewriteError",
+    "MaterializeError",
     "RecipeError",
     "RegistrationError",
     "ResolutionError",
@@ -43,6 +44,11 @@ class PlanError(FxPruneError, ValueError):
 
 class RewriteError(FxPruneError):
     """The rewritten graph does not have the shapes the analysis predicted (an fxprune bug)."""
+
+
+class MaterializeError(FxPruneError):
+    """The pruned model cannot be given back as the original class (a hard-coded size, a config
+    that cannot express the widths); ``graph_module`` remains the answer."""
 
 
 class RecipeError(FxPruneError, ValueError):

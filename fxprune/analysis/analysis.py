@@ -182,6 +182,8 @@ class Analysis:
         state: the raw channel state (atoms, parameter labels, roles).
         example_inputs: the inputs used for shape propagation.
         config: the options used.
+        model: the analysed model (read by :func:`fxprune.rewrite.materialize`;
+            never written to).
     """
 
     graph_module: fx.GraphModule
@@ -192,6 +194,7 @@ class Analysis:
     config: AnalysisConfig
     registry: Registry
     _graph: nx.Graph = field(repr=False)
+    model: torch.nn.Module | None = field(default=None, repr=False)
 
     @functools.cached_property
     def blocks(self) -> tuple:
@@ -299,7 +302,7 @@ def analyze(
     if config.ignore:
         resolve_ignore(state, [n for n, _ in model.named_modules()], _ignored_names(model, config.ignore))
     groups, graph = build_groups(gm, state)
-    return Analysis(gm, groups, state.barriers, state, example_inputs, config, registry, graph)
+    return Analysis(gm, groups, state.barriers, state, example_inputs, config, registry, graph, model)
 
 
 def _ignored_names(model: torch.nn.Module, ignore: Sequence[Any]) -> list[str]:

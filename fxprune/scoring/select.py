@@ -13,6 +13,14 @@ In both modes a group keeps at least ``min_channels`` channels, no member of a
 group is emptied (a concat input keeps one channel), and with ``round_to=N``
 the kept count is rounded up to a multiple of N where the group is big enough.
 
+With ``uniform=True`` the groups that repeat one block's width (see
+:mod:`fxprune.analysis.repeats`: ``layers.0.mlp`` ... ``layers.N.mlp``) all
+remove the same number of channels: the count is the family's pooled choice
+(the channels its groups lost together, divided by the number of groups, within
+every group's floors, caps and rounding), and each group then removes its own
+lowest-scoring channels.  The pruned blocks keep identical widths, so the
+result is expressible as a configuration of the model's class.
+
 Example:
     >>> import numpy as np
     >>> from fxprune.scoring.select import GroupInfo, SelectionConfig, choose
@@ -24,15 +32,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Collection, Mapping
+from typing import Collection, Mapping, Sequence
 
 import numpy as np
 
 from ..analysis.analysis import Analysis
 from ..analysis.groups import take_channels
+from ..analysis.repeats import repeats
 from ..errors import ConfigError, ScoreError
 
-__all__ = ["SelectionConfig", "GroupInfo", "check_scores", "choose", "select_plan"]
+__all__ = ["SelectionConfig", "GroupInfo", "check_scores", "choose", "equalize", "select_plan", "uniform_plan"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,7 @@ class SelectionConfig:
     max_ratio: float = 1.0
     round_to: int = 1
     normalize: str = "mean"
+    uniform: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.ratio, bool) or not (isinstance(self.ratio, (int, float)) and 0.0 <= self.ratio < 1.0):
@@ -57,6 +67,8 @@ class SelectionConfig:
             raise ConfigError(f"round_to must be >= 1, got {self.round_to!r}")
         if self.normalize not in ("mean", "max", "none"):
             raise ConfigError(f"normalize must be 'mean', 'max' or 'none', got {self.normalize!r}")
+        if not isinstance(self.uniform, bool):
+            raise ConfigError(f"uniform must be True or False, got {self.uniform!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,8 +96,10 @@ def _take(order: list[int], n: int, info: GroupInfo) -> list[int]:
 
 
 def choose(scores: Mapping[int, np.ndarray], groups: Mapping[int, GroupInfo],
-           cfg: SelectionConfig) -> dict[int, list[int]]:
+           cfg: SelectionConfig, families: Sequence[Sequence[int]] = ()) -> dict[int, list[int]]:
     """The plan for given scores (a pure function of its inputs).
+
+    ``families``: groups that must remove equally many channels (used with ``cfg.uniform``).
 
     Raises:
         ScoreError: a group's scores have the wrong length, or a prunable channel's
@@ -93,6 +107,12 @@ def choose(scores: Mapping[int, np.ndarray], groups: Mapping[int, GroupInfo],
             the plan would remove the best channels).
     """
     check_scores(scores, groups)
+    plan = _choose(scores, groups, cfg)
+    return equalize(plan, scores, groups, families, cfg) if cfg.uniform else plan
+
+
+def _choose(scores: Mapping[int, np.ndarray], groups: Mapping[int, GroupInfo],
+            cfg: SelectionConfig) -> dict[int, list[int]]:
     plan: dict[int, list[int]] = {}
     if cfg.ratio == 0:
         return plan
@@ -178,4 +198,57 @@ def select_plan(analysis: Analysis, scores: Mapping[int, np.ndarray], cfg: Selec
     if missing:
         raise ConfigError(f"the scorer returned no scores for groups {missing[:5]}")
     infos = {g.id: GroupInfo(g.size, g.fixed, g.member_counts()) for g in chosen}
-    return choose({gid: scores[gid] for gid in infos}, infos, cfg)
+    families = [r.groups for r in repeats(chosen)] if cfg.uniform else []
+    return choose({gid: scores[gid] for gid in infos}, infos, cfg, families)
+
+
+def equalize(plan: Mapping[int, Sequence[int]], scores: Mapping[int, np.ndarray], groups: Mapping[int, GroupInfo],
+             families: Sequence[Sequence[int]], cfg: SelectionConfig) -> dict[int, list[int]]:
+    """``plan`` with every family's groups removing the same count (their pooled mean, floored).
+
+    Each group removes its own lowest-scoring prunable channels (NaN scores last);
+    the count is lowered until every group of the family can remove it (floors,
+    caps, rounding, no member emptied).
+
+    Example:
+        >>> import numpy as np
+        >>> info = GroupInfo(size=4, fixed=frozenset(), counts=np.ones((1, 4), dtype=int))
+        >>> equalize({0: [0, 1, 2], 1: [3]}, {0: np.arange(4.), 1: -np.arange(4.)}, {0: info, 1: info},
+        ...          [(0, 1)], SelectionConfig())
+        {0: [0, 1], 1: [2, 3]}
+    """
+    out = {gid: list(chans) for gid, chans in plan.items()}
+    for family in families:
+        infos = [groups[gid] for gid in family]
+        count = sum(len(plan.get(gid, ())) for gid in family) // len(family)
+        chosen: list[list[int]] = []
+        while True:
+            count = min(_remove_count(i.size, len(i.fixed), count, cfg) for i in infos)
+            chosen = [_take(_order(scores[gid], info), count, info) for gid, info in zip(family, infos)]
+            if all(len(c) == count for c in chosen):
+                break
+            count = min(len(c) for c in chosen)
+        for gid, chans in zip(family, chosen):
+            if chans:
+                out[gid] = sorted(chans)
+            else:
+                out.pop(gid, None)
+    return out
+
+
+def _order(scores: np.ndarray, info: GroupInfo) -> list[int]:
+    s = np.asarray(scores, dtype=np.float64)
+    prunable = [c for c in range(info.size) if c not in info.fixed]
+    return sorted(prunable, key=lambda c: (bool(np.isnan(s[c])), s[c], c))
+
+
+def uniform_plan(analysis: Analysis, scores: Mapping[int, np.ndarray], plan: Mapping[int, Sequence[int]],
+                 cfg: SelectionConfig | None = None) -> dict[int, list[int]]:
+    """``plan`` made uniform over the analysis' repeating groups (:func:`equalize`).
+
+    For plans not made by :func:`select_plan` (the schedules' threshold plans);
+    ``cfg`` gives the floors and rounding (default: :class:`SelectionConfig`).
+    """
+    infos = {g.id: GroupInfo(g.size, g.fixed, g.member_counts()) for g in analysis.groups}
+    families = [r.groups for r in repeats(analysis.groups)]
+    return equalize(plan, scores, infos, families, cfg or SelectionConfig())
