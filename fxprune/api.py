@@ -75,14 +75,14 @@ def apply(analysis: Analysis, plan: Mapping[int, Sequence[int]], *, verify: bool
 def prune(
     model: torch.nn.Module,
     example_inputs: Sequence[Any],
-    ratio: float = 0.5,
+    ratio: float | Mapping[str | int, float] = 0.5,
     *,
     scorer: Any = "l1",
     scorer_params: Mapping[str, Any] | None = None,
     global_ranking: bool = False,
     min_channels: int = 1,
     max_ratio: float = 1.0,
-    round_to: int = 1,
+    round_to: int | Mapping[str | int, int] = 1,
     normalize: str = "mean",
     uniform: bool = False,
     target_macs: float | None = None,
@@ -101,14 +101,18 @@ def prune(
         model: the model to prune; never modified.
         example_inputs: a tuple of positional inputs of ``model.forward``.
         ratio: fraction of each group's prunable channels to remove, in [0, 1)
-            (with ``global_ranking``, of all prunable channels).
+            (with ``global_ranking``, of all prunable channels); or a mapping from
+            module-name prefixes (``""`` matches everything) or group ids to
+            ratios: each group takes its longest matching prefix, unmatched groups
+            keep all their channels (see :class:`~fxprune.scoring.SelectionConfig`).
         scorer: a scorer name (``l1``, ``l2``, ...; see :data:`fxprune.scoring.SCORERS`)
             or a scorer object.
         scorer_params: keyword parameters of the scorer.
         global_ranking: rank channels across groups instead of per group.
         min_channels: channels every group keeps at least.
         max_ratio: at most this fraction of a group is removed.
-        round_to: kept counts are rounded up to a multiple of this.
+        round_to: kept counts are rounded up to a multiple of this; or a mapping of
+            prefixes (or group ids) to multiples, like ``ratio``.
         normalize: score normalisation for global ranking (``mean``, ``max``, ``none``).
         uniform: groups that repeat one block's width (``layers.0.mlp`` ...
             ``layers.N.mlp``, see :mod:`fxprune.analysis.repeats`) keep identical
