@@ -88,3 +88,12 @@ def test_per_layer_mistakes_are_clear_errors():
         fxprune.prune(model, x, ratio={"layer4": 1.5})
     with pytest.raises(fxprune.ConfigError, match="cost target"):
         fxprune.prune(model, x, ratio={"layer4": 0.5}, target_macs=0.5)
+
+
+def test_ignore_takes_name_patterns():
+    model, x = zoo.ZOO["resnet_basic"]()
+    gm = fxprune.prune(model, x, ratio=0.5, ignore=["layer*.0.conv1"]).graph_module
+    assert [gm.get_submodule(f"layer{i}.0.conv1").out_channels for i in range(1, 5)] == [8, 16, 32, 64]
+    assert gm.get_submodule("layer1.1.conv1").out_channels == 4
+    with pytest.raises(fxprune.ConfigError, match="matches no module"):
+        fxprune.prune(model, x, ignore=["nope*"])

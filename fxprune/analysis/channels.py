@@ -21,6 +21,7 @@ Results are stored on nodes under :data:`fxprune.ir.CHANNELS`,
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -293,14 +294,26 @@ def propagate_channels(
 
 
 def resolve_ignore(state: ChannelState, model_names: Iterable[str], ignore: Iterable[str]) -> None:
-    """Fix the channels produced by the ignored layers (module or parameter names)."""
+    """Fix the channels produced by the ignored layers.
+
+    An entry is a module or parameter name (it covers everything below it), or a
+    shell-style pattern over module names (``"layer*.downsample"``,
+    ``"*.attn.*"``; :mod:`fnmatch`) that must match at least one module.
+    """
     names = list(model_names)
     params = list(state.param_labels)
     for entry in ignore:
-        hits = [p for p in params if p == entry or p.startswith(entry + ".")]
+        if any(ch in entry for ch in "*?["):
+            modules = [n for n in names if fnmatch.fnmatchcase(n, entry)]
+            if not modules:
+                raise ConfigError(f"ignore pattern {entry!r} matches no module of the model "
+                                  f"(module names look like {sorted(names)[1:6]})")
+            hits = [p for p in params if any(p.startswith(m + ".") for m in modules)]
+        else:
+            hits = [p for p in params if p == entry or p.startswith(entry + ".")]
         if not hits:
-            if entry in names:
-                continue  # a module without parameters in the graph: nothing to fix
+            if entry in names or any(ch in entry for ch in "*?["):
+                continue  # modules without parameters in the graph: nothing to fix
             close = difflib.get_close_matches(entry, names + params, n=5)
             raise ConfigError(
                 f"ignore entry {entry!r} is not a module or parameter of the model"
