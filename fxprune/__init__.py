@@ -13,18 +13,22 @@ Example:
 """
 from .analysis.analysis import Analysis, AnalysisConfig, analyze
 from .analysis.blocks import Block, ProjectionPolicy, find_blocks
-from .analysis.resolution import Resolution, ResolutionError, at_resolution
+from .analysis.resolution import Resolution, at_resolution
 from .analysis.groups import Group, Member, TensorMember
 from .api import PruneResult, apply, prune
 from .errors import (
+    ResolutionError,
     ConfigError,
     ExampleInputError,
     FxPruneError,
     LoadError,
+    MaterializeError,
     PlanError,
     RecipeError,
     RewriteError,
+    ScoreError,
     TraceError,
+    TrainEvalWarning,
     UnsupportedOpError,
 )
 from .ops import Rule, default_registry
@@ -47,6 +51,7 @@ __all__ = [
     "FxPruneError",
     "LoadError",
     "Group",
+    "MaterializeError",
     "Member",
     "Plan3D",
     "PlanError",
@@ -60,8 +65,10 @@ __all__ = [
     "Result3D",
     "RewriteError",
     "Rule",
+    "ScoreError",
     "TensorMember",
     "TraceError",
+    "TrainEvalWarning",
     "UnsupportedOpError",
     "analyze",
     "apply",

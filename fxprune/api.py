@@ -22,9 +22,11 @@ import torch.fx as fx
 
 from .analysis.analysis import Analysis, AnalysisConfig, analyze, unknown_names
 from .errors import ConfigError
+from .analysis.capture import check_analysis_of
 from .ops.registry import Registry
 from .report import Report, build_report
 from .rewrite.channels import apply_plan
+from .rewrite.materialize import materialize
 from .scoring import ScoreContext, SelectionConfig, get_scorer, select_plan
 from .scoring.targets import Target, select_for_target
 
@@ -49,6 +51,21 @@ class PruneResult:
     plan: dict[int, list[int]]
     scores: dict[int, np.ndarray]
 
+    def materialize(self, *, hf_config: bool = True, rtol: float = 1e-4, atol: float = 1e-5) -> torch.nn.Module:
+        """The pruned model as an instance of the original class (see :func:`fxprune.rewrite.materialize`).
+
+        A deep copy of the model, parameters sliced and module attributes
+        resized, checked against :attr:`graph_module` on the example inputs; a
+        Hugging Face model comes back rebuilt from an updated ``config``.
+
+        Raises:
+            MaterializeError: naming the module and attribute whose size the eager
+                code hard-codes, or why a Hugging Face config cannot express the
+                widths; :attr:`graph_module` remains the answer.
+        """
+        return materialize(self.analysis, self.plan, graph_module=self.graph_module, hf_config=hf_config,
+                           rtol=rtol, atol=atol)
+
 
 def apply(analysis: Analysis, plan: Mapping[int, Sequence[int]], *, verify: bool = True) -> fx.GraphModule:
     """Emit the pruned GraphModule for ``plan`` (``{group id: channels to remove}``)."""
@@ -58,15 +75,16 @@ def apply(analysis: Analysis, plan: Mapping[int, Sequence[int]], *, verify: bool
 def prune(
     model: torch.nn.Module,
     example_inputs: Sequence[Any],
-    ratio: float = 0.5,
+    ratio: float | Mapping[str | int, float] = 0.5,
     *,
     scorer: Any = "l1",
     scorer_params: Mapping[str, Any] | None = None,
     global_ranking: bool = False,
     min_channels: int = 1,
     max_ratio: float = 1.0,
-    round_to: int = 1,
+    round_to: int | Mapping[str | int, int] = 1,
     normalize: str = "mean",
+    uniform: bool = False,
     target_macs: float | None = None,
     target_params: float | None = None,
     data: Any = None,
@@ -83,15 +101,22 @@ def prune(
         model: the model to prune; never modified.
         example_inputs: a tuple of positional inputs of ``model.forward``.
         ratio: fraction of each group's prunable channels to remove, in [0, 1)
-            (with ``global_ranking``, of all prunable channels).
+            (with ``global_ranking``, of all prunable channels); or a mapping from
+            module-name prefixes (``""`` matches everything) or group ids to
+            ratios: each group takes its longest matching prefix, unmatched groups
+            keep all their channels (see :class:`~fxprune.scoring.SelectionConfig`).
         scorer: a scorer name (``l1``, ``l2``, ...; see :data:`fxprune.scoring.SCORERS`)
             or a scorer object.
         scorer_params: keyword parameters of the scorer.
         global_ranking: rank channels across groups instead of per group.
         min_channels: channels every group keeps at least.
         max_ratio: at most this fraction of a group is removed.
-        round_to: kept counts are rounded up to a multiple of this.
+        round_to: kept counts are rounded up to a multiple of this; or a mapping of
+            prefixes (or group ids) to multiples, like ``ratio``.
         normalize: score normalisation for global ranking (``mean``, ``max``, ``none``).
+        uniform: groups that repeat one block's width (``layers.0.mlp`` ...
+            ``layers.N.mlp``, see :mod:`fxprune.analysis.repeats`) keep identical
+            widths, so the result is expressible as a config of the model's class.
         target_macs, target_params: budgets instead of ``ratio``: the pruned model's
             MACs / parameters at most this (a fraction <= 1 of the original, or an
             absolute count).  The selection's ratio is searched (monotone bisection)
@@ -117,7 +142,7 @@ def prune(
         (8, 4)
     """
     cfg = SelectionConfig(ratio=ratio, global_ranking=global_ranking, min_channels=min_channels,
-                          max_ratio=max_ratio, round_to=round_to, normalize=normalize)
+                          max_ratio=max_ratio, round_to=round_to, normalize=normalize, uniform=uniform)
     score_fn = get_scorer(scorer, **dict(scorer_params or {}))
     unknown = set(analysis_options) - set(AnalysisConfig.option_names())
     if unknown:
@@ -128,6 +153,7 @@ def prune(
         ignored = sorted(analysis_options) + (["registry"] if registry is not None else [])
         raise ConfigError(f"prune(analysis=...) reuses that analysis, so {ignored} would be ignored; "
                           "pass them to fxprune.analyze instead (or drop analysis=)")
+    check_analysis_of(model, analysis)  # an analysis of another model would prune its weights
     ctx = ScoreContext(data=data, loss_fn=loss_fn, num_batches=num_batches, progress=progress)
     scores = score_fn(analysis, ctx)
     targets = [Target.parse(kind, value) for kind, value in (("macs", target_macs), ("params", target_params))

@@ -9,9 +9,13 @@ __all__ = [
     "ConfigError",
     "PlanError",
     "RewriteError",
+    "MaterializeError",
     "RecipeError",
     "RegistrationError",
     "LoadError",
+    "ResolutionError",
+    "ScoreError",
+    "TrainEvalWarning",
 ]
 
 
@@ -43,6 +47,11 @@ class RewriteError(FxPruneError):
     """The rewritten graph does not have the shapes the analysis predicted (an fxprune bug)."""
 
 
+class MaterializeError(FxPruneError):
+    """The pruned model cannot be given back as the original class (a hard-coded size, a config
+    that cannot express the widths); ``graph_module`` remains the answer."""
+
+
 class RecipeError(FxPruneError, ValueError):
     """A recipe file is unknown or invalid."""
 
@@ -57,3 +66,15 @@ class LoadError(FxPruneError, ValueError):
     Raised by :func:`fxprune.load` and by schedule checkpoints; nothing in the
     file is executed while finding out.
     """
+
+
+class ResolutionError(ConfigError):
+    """The model cannot run at the requested input size: an op's size is baked in."""
+
+
+class ScoreError(FxPruneError, ValueError):
+    """A scorer returned scores that cannot be ranked (NaN, infinite, or the wrong length)."""
+
+
+class TrainEvalWarning(UserWarning):
+    """Capture froze a branch on a module's ``training`` flag: the emitted module runs it in both modes."""

@@ -9,8 +9,12 @@ Every other part of fxprune speaks in these types:
 * :class:`Atoms` -- the union-find over atoms, with per-atom flags (``fixed``:
   may not be pruned; ``mixing``: flows through a channel-mixing op);
 * :class:`Role` -- the role a parameter dimension plays in a group;
+* :class:`Zeros` -- what an op does to removed channels that hold zeros;
 * the ``node.meta`` keys through which passes communicate (:data:`SPEC`,
-  :data:`CHANNELS`, :data:`RULE`, :data:`BARRIER`; all in :data:`ALL_KEYS`).
+  :data:`CHANNELS`, :data:`RULE`, :data:`BARRIER`, :data:`ZEROS`; all in
+  :data:`ALL_KEYS`) and the GraphModule ``meta`` key :data:`MODE_BRANCHES`;
+* :class:`AutogradFunction` -- the one call a custom ``torch.autograd.Function``
+  stays in a captured graph (its ``backward`` survives).
 
 Every prunable channel index in the model is an *atom*.  A parameter's
 dimension gets fresh atoms, one per index; tensors carry the atoms of the
@@ -32,6 +36,8 @@ Example:
     True
     >>> Role("producer") is Role.PRODUCER, f"{Role.SCALE:<6}|"
     (True, 'scale |')
+    >>> Zeros("probe") is Zeros.PROBE
+    True
 """
 from __future__ import annotations
 
@@ -45,14 +51,18 @@ import torch
 __all__ = [
     "ALL_KEYS",
     "Atoms",
+    "AutogradFunction",
     "BARRIER",
     "KeepMask",
     "CHANNELS",
     "Labels",
+    "MODE_BRANCHES",
     "RULE",
     "Role",
     "SPEC",
     "TensorSpec",
+    "ZEROS",
+    "Zeros",
     "fixed_labels",
     "iter_label_arrays",
 ]
@@ -70,8 +80,15 @@ CHANNELS = "fxprune.channels"
 RULE = "fxprune.rule"
 #: a string naming why the node made its channels a barrier.
 BARRIER = "fxprune.barrier"
+#: per output dim, ``True`` when the removed channels of that dim are exactly
+#: zero in the masked original (see :class:`Zeros`), ``False`` when they may hold
+#: anything; nested like :data:`CHANNELS`, ``None`` for non-tensors.
+ZEROS = "fxprune.zeros"
 #: every key fxprune writes; no pass writes any other key.
-ALL_KEYS = (SPEC, CHANNELS, RULE, BARRIER)
+ALL_KEYS = (SPEC, CHANNELS, RULE, BARRIER, ZEROS)
+#: in a captured ``GraphModule.meta``: the Python branches on a module's
+#: ``training`` flag that capture froze (one line each, naming the source line).
+MODE_BRANCHES = "fxprune.mode_branches"
 
 
 # ---------------------------------------------------------------------------
@@ -146,6 +163,37 @@ class Role(str, enum.Enum):
     def rank(self) -> int:
         """Listing order within a group: producers first, consumers last."""
         return tuple(Role).index(self)
+
+
+class Zeros(str, enum.Enum):
+    """What an op does to removed channels that hold zeros (a rule declares it).
+
+    A removed channel is *dead* in the masked original: its producer rows,
+    biases and consumer columns are zero.  A parameterised consumer (conv,
+    linear) ignores whatever a dead channel holds, but a parameter-free sum
+    over channels (``x.sum(1)``, ``a @ b``) ignores it only where it is zero:
+    after ``sigmoid`` (``sigmoid(0) = 0.5``), ``+ 1`` or ``x < 1`` it is not.
+    The channel pass tracks, per tensor dimension, whether its removed
+    channels are zero (:data:`ZEROS`) from these declarations, and marks the
+    channels *mixing* where a parameter-free sum reads non-zero dead channels.
+
+    ``KEEP``: zeros stay zeros: an output dim is zero where every input dim
+    sharing its channels is (multiplicative ``scale`` parameters aside) and no
+    additive ``bias`` parameter is broadcast along it: layout ops, sums,
+    conv/linear/norm outputs.
+    ``PROBE``: an elementwise op, evaluated at zero to find out: ``relu(0) = 0``
+    but ``sigmoid(0) = 0.5``; ``x * y`` is zero where either operand is,
+    ``x + y`` where both are, ``x + 1`` nowhere.
+    ``LOSE``: removed channels may hold anything after the op (softmax,
+    LayerNorm); the default for a rule of your own.
+    """
+
+    KEEP = "keep"
+    PROBE = "probe"
+    LOSE = "lose"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 # ---------------------------------------------------------------------------
@@ -344,3 +392,38 @@ class KeepMask:
         for d, keep in dims:
             t.index_fill_(d, torch.as_tensor(np.nonzero(~keep)[0], dtype=torch.long, device=t.device), 0)
         return t
+
+
+# ---------------------------------------------------------------------------
+# calls kept whole
+# ---------------------------------------------------------------------------
+class AutogradFunction(torch.nn.Module):
+    """One call of a custom ``torch.autograd.Function``, as capture keeps it.
+
+    Tracing through ``Fn.apply`` would inline ``Fn.forward`` and lose
+    ``Fn.backward`` (a straight-through estimator would get zero gradient);
+    capture records this module instead.  Its registry key is ``Fn.apply``.
+
+    Example:
+        >>> class Round(torch.autograd.Function):
+        ...     @staticmethod
+        ...     def forward(ctx, x):
+        ...         return torch.round(x)
+        ...     @staticmethod
+        ...     def backward(ctx, g):
+        ...         return g
+        >>> x = torch.tensor([0.4, 1.6], requires_grad=True)
+        >>> AutogradFunction(Round)(x).sum().backward()
+        >>> x.grad.tolist()
+        [1.0, 1.0]
+    """
+
+    def __init__(self, function: type) -> None:
+        super().__init__()
+        self.function = function
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.function.apply(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"{self.function.__module__}.{self.function.__qualname__}"

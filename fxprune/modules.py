@@ -60,7 +60,7 @@ Example:
 from __future__ import annotations
 
 import enum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -68,7 +68,8 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["IMPLANT_KINDS", "ImplantKind", "ImplantedConv2d", "ImplantedLinear", "get_attr", "set_attr"]
+__all__ = ["IMPLANT_KINDS", "ImplantKind", "ImplantedConv2d", "ImplantedLinear", "ResizeInputs", "get_attr",
+           "set_attr"]
 
 
 class ImplantKind(str, enum.Enum):
@@ -256,6 +257,43 @@ class ImplantedLinear(_Implanted):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._assemble(F.linear(x, self.weight), F.linear(F.linear(x, self.implant_v), self.implant_u))
+
+
+class ResizeInputs(nn.Module):
+    """Resizes the spatial dims of the inputs to the recorded sizes, then runs ``module``.
+
+    Every floating tensor input of 3+ dims whose spatial dims (2 onwards) differ
+    from its recorded shape is resampled with ``F.interpolate`` (``mode`` for
+    images; ``linear``/``trilinear`` for 1-d/3-d), so a model pruned at a lower
+    resolution can be fed the original images.
+
+    Example:
+        >>> import torch
+        >>> wrapper = ResizeInputs(torch.nn.AdaptiveAvgPool2d(1), ((1, 3, 8, 8),))
+        >>> wrapper(torch.ones(1, 3, 32, 32)).shape
+        torch.Size([1, 3, 1, 1])
+    """
+
+    def __init__(self, module: nn.Module, shapes: Sequence[Sequence[int] | None], mode: str = "bilinear") -> None:
+        super().__init__()
+        self.module = module
+        self.sizes = tuple(None if s is None or len(s) < 3 else tuple(int(d) for d in s[2:]) for s in shapes)
+        self.mode = mode
+
+    def extra_repr(self) -> str:
+        return f"sizes={self.sizes}, mode={self.mode!r}"
+
+    def forward(self, *inputs: Any) -> Any:
+        resized = []
+        for k, x in enumerate(inputs):
+            size = self.sizes[k] if k < len(self.sizes) else None
+            if size is not None and isinstance(x, torch.Tensor) and x.is_floating_point() \
+                    and tuple(x.shape[2:]) != size and x.ndim == len(size) + 2:
+                mode = self.mode if len(size) == 2 else {1: "linear", 3: "trilinear"}[len(size)]
+                shrink = mode in ("bilinear", "bicubic") and any(n < o for n, o in zip(size, x.shape[2:]))
+                x = F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=shrink)
+            resized.append(x)
+        return self.module(*resized)
 
 
 def _owner(root: nn.Module, qualname: str) -> tuple[nn.Module, str]:

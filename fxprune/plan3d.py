@@ -46,7 +46,8 @@ from .analysis.blocks import Block, ProjectionPolicy, blocks_of
 from .analysis.resolution import Resolution, at_resolution, scale_inputs
 from .errors import ConfigError
 from .rewrite.blocks import remove_blocks
-from .rewrite.compose import Plan3D, ResizeInputs, Result3D, apply_3d
+from .modules import ResizeInputs
+from .rewrite.compose import Plan3D, Result3D, apply_3d
 from .scoring import ScoreContext, SelectionConfig, get_scorer, select_plan
 from .scoring.blocks import branch_norm_scores
 from .scoring.calibration import Batch, iter_batches

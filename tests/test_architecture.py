@@ -99,3 +99,14 @@ def test_no_module_is_over_600_lines():
     long = {str(p.relative_to(ROOT)): n for p in ROOT.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 600 and p.name != "zoo.py"}
     assert not long, long
+
+
+def test_optional_libraries_are_never_imported_at_module_level():
+    """``transformers`` (and matplotlib) are optional: only imported inside functions, if at all."""
+    bad = []
+    for path in ROOT.rglob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            bad += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in ("transformers", "matplotlib")]
+    assert not bad, bad

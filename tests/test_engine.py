@@ -71,7 +71,8 @@ def test_shared_fields_are_validated_once_for_every_schedule():
             cls(analysis={"split": "inner"})
         with pytest.raises(TypeError):                     # keyword-only: no positional configs
             cls("l1")
-    assert IterativeConfig.settings() == ("percentile", "rounds", "tolerance", "num_batches", "min_channels")
+    assert IterativeConfig.settings() == ("percentile", "rounds", "tolerance", "num_batches", "min_channels",
+                                          "uniform")
     assert "rounds" not in OneShotConfig.settings() and OneShotConfig().budget == 1
 
 

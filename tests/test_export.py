@@ -42,7 +42,8 @@ def test_export_handles_what_symbolic_trace_cannot():
     x = (torch.randn(1, 3, 8, 8),)
     with pytest.raises(TraceError, match="leaf_modules"):
         fxprune.analyze(ShapeBranch(), x)
-    result = fxprune.prune(ShapeBranch().eval(), x, ratio=0.5, analysis=fxprune.analyze(ShapeBranch().eval(), x, frontend="export"))
+    model = ShapeBranch().eval()
+    result = fxprune.prune(model, x, ratio=0.5, analysis=fxprune.analyze(model, x, frontend="export"))
     assert "aten.conv2d" in result.graph_module.code
     assert result.graph_module(*x).shape == (1, 4, 8, 8)
     check_pruning(ShapeBranch().eval(), x, plans=2, frontend="export")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 
 from fxprune.testing import check_pruning
-from fxprune.testing.strategies import architectures
+from fxprune.testing.strategies import HAZARD_FAMILIES, architectures
 
 
 @given(architectures(max_nodes=32))
@@ -27,3 +27,9 @@ def test_invariants_hold_with_outer_split_policy(arch):
 @given(architectures(max_nodes=24))
 def test_invariants_hold_through_the_export_front_end(arch):
     check_pruning(arch.model, arch.example_inputs, plans=1, seed=3, frontend="export")
+
+
+@given(architectures(max_nodes=24, families=HAZARD_FAMILIES | {"conv", "linear", "activation", "residual"}))
+def test_invariants_hold_on_generated_hazard_architectures(arch):
+    """The families that once hid verification holes (HAZARD_FAMILIES), with a few plain layers."""
+    check_pruning(arch.model, arch.example_inputs, plans=2, seed=4)

@@ -178,7 +178,8 @@ def test_schedule_parameters_are_the_config_fields():
     for name, (_, config_cls) in SCHEDULES.items():
         names = {f.name for f in dataclasses.fields(config_cls)} - {"scorer", "scorer_params", "analysis"}
         assert set(schedule_parameters(name)) == names
-    assert schedule_parameters("iterative") == ("percentile", "rounds", "tolerance", "num_batches", "min_channels")
+    assert schedule_parameters("iterative") == ("percentile", "rounds", "tolerance", "num_batches", "min_channels",
+                                                "uniform")
     assert "implant_ratio" in schedule_parameters("one_shot") and "rounds" not in schedule_parameters("one_shot")
 
 

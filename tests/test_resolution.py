@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import fxprune
-from fxprune.analysis.resolution import ResolutionError, at_resolution, scale_inputs
+from fxprune.analysis.resolution import at_resolution, scale_inputs
+from fxprune.errors import ResolutionError
 from fxprune.errors import ConfigError
-from fxprune.rewrite.compose import ResizeInputs
+from fxprune.modules import ResizeInputs
 from fxprune.testing import zoo
 
 

@@ -133,7 +133,8 @@ def test_threshold_plan_keeps_min_channels():
     a = fxprune.analyze(model, X)
     assert threshold_plan(a, {0: np.array([1., 2., 3., 4.])}, {0: 10.0}) == {0: [0, 1, 2]}
     assert threshold_plan(a, {0: np.array([1., 2., 3., 4.])}, {0: 10.0}, min_channels=3) == {0: [0]}
-    assert threshold_plan(a, {0: np.array([np.nan, 2., 3., 4.])}, {0: 2.0}) == {0: [1]}
+    with pytest.raises(fxprune.errors.ScoreError, match="group 0"):   # NaN cannot be ranked: say so
+        threshold_plan(a, {0: np.array([np.nan, 2., 3., 4.])}, {0: 2.0})
 
 
 def test_iterative_returns_the_unpruned_copy_when_round_one_fails():

@@ -520,26 +520,25 @@ def _dist_scores(model: nn.Module, xs: list, pairs: list) -> dict[str, dict[int,
             "taylor": TaylorScorer()(a, ScoreContext(data=pairs, loss_fn=_mse))}
 
 
-def _dist_worker(rank: int, port: int, out_dir: str) -> None:
+def _dist_worker(rank: int, store: str, out_dir: str) -> None:
+    """One rank: a file rendezvous (no port to race for, no TCPStore daemon thread in rank 0),
+    the loopback interface for gloo, and a barrier before the process group is torn down, so no
+    rank exits while the other still talks to it (a gloo/store thread destroyed mid-operation
+    aborts the process: "terminate called without an active exception")."""
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    if "lo" in {name for _, name in socket.if_nameindex()}:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
         model, xs, pairs = _dist_setup()
         scores = _dist_scores(model, xs[rank::2], pairs[rank::2])   # half of the batches each
         np.savez(os.path.join(out_dir, f"rank{rank}.npz"),
                  **{f"{k}_{g}": v for k, s in scores.items() for g, v in s.items()})
+        dist.barrier()
     finally:
         dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not available")
@@ -547,7 +546,7 @@ def test_distributed_calibration_equals_single_process(tmp_path: Path, monkeypat
     import torch.multiprocessing as mp
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")      # two ranks share the cores
-    mp.spawn(_dist_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_dist_worker, args=(str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2, join=True)
     model, xs, pairs = _dist_setup()
     single = _dist_scores(model, xs, pairs)
     for rank in (0, 1):

@@ -196,6 +196,34 @@ _CHARACTERISTIC: dict[str, Callable[[_Graph], bool]] = {
 }
 
 
+def _tied(g: _Graph) -> bool:
+    seen: dict[int, int] = {}
+    for m in g.modules.values():
+        for p in m.parameters(recurse=False):
+            seen[id(p)] = seen.get(id(p), 0) + 1
+    return any(n > 1 for n in seen.values())
+
+
+def _method_name(n: object) -> str:
+    return str(n.target) if isinstance(n, fx.Node) and n.op == "call_method" else \
+        getattr(getattr(n, "target", None), "__name__", "")
+
+
+_CHARACTERISTIC.update({
+    "inplace": lambda g: g.any(lambda n: _method_name(n).endswith("_") or n.kwargs.get("inplace") is True),
+    "tied": _tied,
+    "stateful": lambda g: g.any(lambda n: g.is_call(n, operator.mul)
+                                and any(isinstance(a, fx.Node) and a.op == "get_attr" for a in n.args)),
+    "own_forward": lambda g: g.any(lambda n: n.op == "call_function"
+                                   and _method_name(n) in ("linear", "conv1d", "conv2d")),
+    "weight_std": lambda g: g.any(lambda n: g.is_call(n, F.batch_norm) and g.is_call(n.args[0], "reshape")),
+    "autograd_fn": lambda g: g.any(lambda n: g.is_call(n, "clamp") and n.args[1:] == (-2.0, 2.0)),
+    "train_dropout": lambda g: g.any(lambda n: g.is_call(n, F.dropout, F.dropout2d)
+                                     or g.is_module(n, nn.Dropout)),
+    "channel_sum": lambda g: g.any(lambda n: g.is_call(n, "sum") and n.kwargs.get("keepdim") is True),
+})
+
+
 def test_characteristic_table_is_complete() -> None:
     assert set(_CHARACTERISTIC) == set(FAMILIES)
 

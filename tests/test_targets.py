@@ -64,3 +64,36 @@ def test_prune_meets_both_budgets():
     model, x = zoo.ZOO["vit"]()
     report = fxprune.prune(model, x, target_macs=0.7, target_params=0.6).report
     assert report.macs_ratio <= 0.7 and report.params_ratio <= 0.6
+
+
+def test_ratios_and_round_to_per_layer_prefix():
+    model, x = zoo.ZOO["resnet_basic"]()
+    result = fxprune.prune(model, x, ratio={"layer4": 0.75, "layer1": 0.5}, round_to={"layer1": 4})
+    width = lambda gm, name: gm.get_submodule(name).out_channels  # noqa: E731
+    gm = result.graph_module
+    assert width(gm, "layer4.0.conv1") == 16          # 64 * (1 - 0.75)
+    assert width(gm, "layer1.0.conv1") == 4           # 8 * 0.5, a multiple of 4
+    assert width(gm, "layer2.0.conv1") == 16 and width(gm, "layer3.0.conv1") == 32   # unmatched: kept
+    default = fxprune.prune(model, x, ratio={"": 0.5, "layer4": 0.25}).graph_module
+    assert width(default, "layer2.0.conv1") == 8 and width(default, "layer4.0.conv1") == 48
+
+
+def test_per_layer_mistakes_are_clear_errors():
+    model, x = zoo.ZOO["resnet_basic"]()
+    with pytest.raises(fxprune.ConfigError, match="did you mean"):
+        fxprune.prune(model, x, ratio={"layer5": 0.5})
+    with pytest.raises(fxprune.ConfigError, match="global_ranking"):
+        fxprune.prune(model, x, ratio={"layer4": 0.5}, global_ranking=True)
+    with pytest.raises(fxprune.ConfigError, match=r"ratio\['layer4'\]"):
+        fxprune.prune(model, x, ratio={"layer4": 1.5})
+    with pytest.raises(fxprune.ConfigError, match="cost target"):
+        fxprune.prune(model, x, ratio={"layer4": 0.5}, target_macs=0.5)
+
+
+def test_ignore_takes_name_patterns():
+    model, x = zoo.ZOO["resnet_basic"]()
+    gm = fxprune.prune(model, x, ratio=0.5, ignore=["layer*.0.conv1"]).graph_module
+    assert [gm.get_submodule(f"layer{i}.0.conv1").out_channels for i in range(1, 5)] == [8, 16, 32, 64]
+    assert gm.get_submodule("layer1.1.conv1").out_channels == 4
+    with pytest.raises(fxprune.ConfigError, match="matches no module"):
+        fxprune.prune(model, x, ignore=["nope*"])

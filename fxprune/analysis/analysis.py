@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Mapping, Sequence
@@ -35,7 +36,7 @@ import torch.fx as fx
 from ..errors import ConfigError
 from ..ops.builtin import default_registry
 from ..ops.registry import Registry
-from .capture import export, propagate_shapes, trace
+from .capture import as_example_inputs, export, propagate_shapes, trace
 from .channels import Barrier, ChannelState, propagate_channels, resolve_ignore
 from .groups import Group, build_groups
 
@@ -181,6 +182,8 @@ class Analysis:
         state: the raw channel state (atoms, parameter labels, roles).
         example_inputs: the inputs used for shape propagation.
         config: the options used.
+        model: the analysed model (read by :func:`fxprune.rewrite.materialize`;
+            never written to).
     """
 
     graph_module: fx.GraphModule
@@ -191,6 +194,14 @@ class Analysis:
     config: AnalysisConfig
     registry: Registry
     _graph: nx.Graph = field(repr=False)
+    model: torch.nn.Module | None = field(default=None, repr=False)
+
+    @functools.cached_property
+    def blocks(self) -> tuple:
+        """The removable residual blocks (:func:`fxprune.analysis.blocks.find_blocks`), found once."""
+        from .blocks import find_blocks
+
+        return find_blocks(self)
 
     def to_networkx(self) -> nx.Graph:
         """The coupling graph: spaces as nodes (``kind``, ``name``, ``dim``, ``size``,
@@ -277,9 +288,7 @@ def analyze(
         TraceError, ExampleInputError, UnsupportedOpError, ConfigError.
     """
     config = AnalysisConfig.coerce(config).replace(**options)
-    if isinstance(example_inputs, torch.Tensor):
-        example_inputs = (example_inputs,)
-    example_inputs = tuple(example_inputs)
+    example_inputs = as_example_inputs(example_inputs)  # refuses a dict, None or a string clearly
     registry = registry if registry is not None else default_registry()
     if config.frontend == "export":
         gm = export(model, example_inputs)
@@ -293,7 +302,7 @@ def analyze(
     if config.ignore:
         resolve_ignore(state, [n for n, _ in model.named_modules()], _ignored_names(model, config.ignore))
     groups, graph = build_groups(gm, state)
-    return Analysis(gm, groups, state.barriers, state, example_inputs, config, registry, graph)
+    return Analysis(gm, groups, state.barriers, state, example_inputs, config, registry, graph, model)
 
 
 def _ignored_names(model: torch.nn.Module, ignore: Sequence[Any]) -> list[str]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import traceback
+import warnings
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -37,24 +38,14 @@ from torch._subclasses.fake_tensor import (
 
 from .. import ir
 from ..ir import TensorSpec
-from ..errors import ExampleInputError, TraceError
+from ..errors import ExampleInputError, TraceError, TrainEvalWarning
+from .tracer import CAPTURE_LOCK, trace_module, tracing_copy
 
-__all__ = ["trace", "export", "propagate_shapes", "spec_of", "DEFAULT_LEAF_TYPES"]
+__all__ = ["trace", "export", "propagate_shapes", "spec_of", "DEFAULT_LEAF_TYPES", "check_analysis_of",
+           "as_example_inputs"]
 
 #: Module types kept as leaves by default (those torch.fx keeps anyway, plus none).
 DEFAULT_LEAF_TYPES: tuple[type, ...] = ()
-
-
-class _LeafTracer(fx.Tracer):
-    def __init__(self, leaf_types: tuple[type, ...], leaf_names: frozenset[str]) -> None:
-        super().__init__()
-        self._leaf_types = leaf_types
-        self._leaf_names = leaf_names
-
-    def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
-        if qualname in self._leaf_names or (self._leaf_types and isinstance(m, self._leaf_types)):
-            return True
-        return super().is_leaf_module(m, qualname)
 
 
 def trace(
@@ -65,8 +56,12 @@ def trace(
     """Symbolically trace ``model`` into a GraphModule.
 
     ``leaf_modules`` lists module *types* or qualified *names* that are not traced
-    through (the escape hatch for code torch.fx cannot trace).  The returned
-    GraphModule shares parameters with ``model``; fxprune never writes to them.
+    through (the escape hatch for code torch.fx cannot trace), and functions
+    recorded as one call (the registry's leaf functions).  The returned
+    GraphModule shares parameters and buffers with ``model``; fxprune never
+    writes to them, and the model keeps every attribute as it was (see
+    :mod:`fxprune.analysis.tracer`: buffers updated in ``forward``, Python-side
+    caches, custom autograd Functions, ``self.training``, threads).
 
     Raises:
         TraceError: quoting the torch.fx failure and naming the fixes.
@@ -78,14 +73,15 @@ def trace(
     leaf_list = list(leaf_modules)
     types = tuple(x for x in leaf_list if isinstance(x, type))
     names = frozenset(x for x in leaf_list if isinstance(x, str))
+    functions = tuple(x for x in leaf_list if callable(x) and not isinstance(x, type))
     unknown = sorted(names - {n for n, _ in model.named_modules()})
     if unknown:
         from ..errors import ConfigError
 
         raise ConfigError(f"leaf_modules names {unknown} that are not submodules of the model")
-    tracer = _LeafTracer(DEFAULT_LEAF_TYPES + types, names)
     try:
-        graph = tracer.trace(model)
+        return trace_module(model, leaf_types=DEFAULT_LEAF_TYPES + types, leaf_names=names,
+                            leaf_functions=functions)
     except Exception as exc:  # torch.fx raises many types; we re-raise one
         tb = traceback.extract_tb(exc.__traceback__)
         user = [f for f in tb if "torch/fx" not in f.filename.replace("\\", "/")]
@@ -99,8 +95,6 @@ def trace(
             "independent of tensor values; (3) use frontend='export' (torch.export) for "
             "models symbolic tracing cannot handle."
         ) from exc
-    name = type(model).__name__
-    return fx.GraphModule(tracer.root, graph, name)
 
 
 def export(model: torch.nn.Module, example_inputs: Sequence[Any]) -> fx.GraphModule:
@@ -108,7 +102,11 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any]) -> fx.GraphMod
 
     For models ``symbolic_trace`` cannot handle.  Parameters become ``get_attr``
     nodes and ops are ATen overloads, which the registry maps to the same rules
-    as their functional forms.
+    as their functional forms.  ``torch.export`` bakes ``self.training`` into
+    constants: where a ``train``/``training`` argument of an ATen op came from a
+    ``torch.nn`` module (``nn.Dropout``, ``nn.BatchNorm2d``) it reads the emitted
+    module's flag at run time instead; where it came from your own module's code
+    it cannot be told from a literal, and is reported (:data:`fxprune.ir.MODE_BRANCHES`).
 
     Raises:
         TraceError: quoting the torch.export failure.
@@ -116,7 +114,9 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any]) -> fx.GraphMod
     if not isinstance(model, torch.nn.Module):
         raise TraceError(f"fxprune needs a torch.nn.Module, got {type(model).__name__}")
     try:
-        program = torch.export.export(model, tuple(example_inputs))
+        with CAPTURE_LOCK:  # on a copy sharing the parameters: Python-side state stays as it was
+            copy = tracing_copy(model)
+            program = torch.export.export(copy if copy is not None else model, tuple(example_inputs))
     except Exception as exc:  # torch.export raises many types; we re-raise one
         raise TraceError(f"torch.export could not capture {type(model).__name__}: "
                          f"{type(exc).__name__}: {str(exc)[:2000]}\n"
@@ -124,6 +124,13 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any]) -> fx.GraphMod
                          "torch.cond, or try frontend='fx' (symbolic_trace).") from exc
     gm = program.module()
     _picklable_guards(gm, example_inputs)
+    gm.training = bool(model.training)
+    frozen = _follow_mode(gm, model)
+    gm.meta[ir.MODE_BRANCHES] = frozen
+    if frozen:
+        warnings.warn(f"{type(model).__name__}: train/eval behaviour frozen at capture: " + "; ".join(frozen[:3])
+                      + ". Use frontend='fx' for models whose own code reads self.training.",
+                      TrainEvalWarning, stacklevel=3)
     return gm
 
 
@@ -145,14 +152,84 @@ def _picklable_guards(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> None
         guards.forward = functools.partial(check_input_shapes, shapes)
 
 
-def _fake(mode: FakeTensorMode, value: Any) -> Any:
+def _mode_argument(target: Any) -> int | None:
+    """The index of an ATen overload's ``train``/``training`` bool argument, if it has one."""
+    schema = getattr(target, "_schema", None)
+    for i, arg in enumerate(schema.arguments if schema is not None else ()):
+        if arg.name in ("train", "training") and str(arg.type) == "bool":
+            return i
+    return None
+
+
+def _follow_mode(gm: fx.GraphModule, model: torch.nn.Module) -> tuple[str, ...]:
+    """Exported ``train`` arguments of ``torch.nn`` modules read the flag at run time; others are reported."""
+    modules = dict(model.named_modules())
+    flag = None
+    frozen: list[str] = []
+    for node in list(gm.graph.nodes):
+        i = _mode_argument(node.target) if node.op == "call_function" else None
+        if i is None or i >= len(node.args) or not isinstance(node.args[i], bool):
+            continue
+        stack = list((node.meta.get("nn_module_stack") or {}).values())
+        owner_name = str(stack[-1][0]) if stack else ""
+        owner = modules.get(owner_name)
+        if owner is None or node.args[i] != owner.training:
+            continue  # a literal that differs from the mode: keep it
+        if type(owner).__module__.startswith("torch.nn."):
+            if flag is None:
+                with gm.graph.inserting_before(next(n for n in gm.graph.nodes if n.op != "placeholder")):
+                    flag = gm.graph.get_attr("training")
+            node.update_arg(i, flag)
+        else:
+            frozen.append(f"node '{node.name}' ({node.target}) in {type(owner).__qualname__} "
+                          f"'{owner_name}': {node.args[i]} (self.training or a literal)")
+    if flag is not None:
+        gm.recompile()
+    return tuple(frozen)
+
+
+def _fake(mode: FakeTensorMode, value: Any, device: torch.device | None = None) -> Any:
+    """Fake copies of the tensors in ``value``; meta tensors move to ``device`` (the model's)."""
     if isinstance(value, torch.Tensor):
+        if device is not None and value.device.type == "meta" and device.type != "meta":
+            with mode:
+                return torch.empty(tuple(value.shape), dtype=value.dtype, device=device)
         return mode.from_tensor(value)
     if isinstance(value, (list, tuple)):
-        return type(value)(_fake(mode, v) for v in value)
+        return type(value)(_fake(mode, v, device) for v in value)
     if isinstance(value, dict):
-        return {k: _fake(mode, v) for k, v in value.items()}
+        return {k: _fake(mode, v, device) for k, v in value.items()}
     return value
+
+
+def as_example_inputs(example_inputs: Any) -> tuple:
+    """``example_inputs`` as the tuple of positional inputs of ``model.forward``.
+
+    A single tensor is wrapped; a dict, ``None``, a string or a non-iterable is
+    refused (a dict's keys, a string's characters would silently become the inputs).
+
+    Example:
+        >>> as_example_inputs(torch.zeros(1)).__class__.__name__
+        'tuple'
+        >>> as_example_inputs({"x": torch.zeros(1)})
+        Traceback (most recent call last):
+        ...
+        fxprune.errors.ExampleInputError: example_inputs is a dict (keys ['x']): ...
+    """
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, dict):
+        raise ExampleInputError(
+            f"example_inputs is a dict (keys {sorted(map(str, example_inputs))[:5]}): fxprune passes "
+            "example inputs positionally, so its keys would become the inputs. Pass a tuple of the "
+            "positional inputs of model.forward in order, e.g. (inputs['x'],); for keyword-only inputs, "
+            "wrap the model in a module whose forward takes them positionally")
+    if example_inputs is None or isinstance(example_inputs, (str, bytes)) \
+            or not isinstance(example_inputs, (tuple, list)):
+        raise ExampleInputError(
+            f"example_inputs must be a tuple of the positional inputs of model.forward, got "
+            f"{type(example_inputs).__name__} {example_inputs!r:.60}; wrap a single tensor as (x,)")
+    return tuple(example_inputs)
 
 
 def spec_of(value: Any) -> Any:
@@ -238,16 +315,12 @@ def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> None:
 
     Example inputs may be real, fake or meta tensors; only their shapes and dtypes
     are used.  Inputs are moved to the device of the model's parameters when the
-    model lives on ``meta``.
+    model lives on ``meta``, and meta inputs to the model's device.
 
     Raises:
         ExampleInputError: naming the node that failed.
     """
-    if not isinstance(example_inputs, (tuple, list)):
-        raise ExampleInputError(
-            f"example_inputs must be a tuple of positional arguments, got "
-            f"{type(example_inputs).__name__}; wrap a single tensor as (x,)"
-        )
+    example_inputs = as_example_inputs(example_inputs)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     required = [n for n in placeholders if not n.args]  # no default value
     if len(example_inputs) < len(required) or len(example_inputs) > len(placeholders):
@@ -257,9 +330,55 @@ def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> None:
             "example inputs were given"
         )
     first = next(iter(gm.parameters()), None)
+    first = first if first is not None else next(iter(gm.buffers()), None)
     on_meta = first is not None and first.device.type == "meta"
     inputs = [x.to("meta") if on_meta and isinstance(x, torch.Tensor) else x for x in example_inputs]
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     with mode:
-        fake_inputs = _fake(mode, tuple(inputs))
+        fake_inputs = _fake(mode, tuple(inputs), first.device if first is not None else None)
         _FakeProp(gm, mode).run(*fake_inputs)
+
+
+def check_analysis_of(model: torch.nn.Module, analysis: Any) -> None:
+    """Refuse an analysis that does not describe ``model`` (``prune(b, x, analysis=analyze(a, x))``).
+
+    An analysis reads its weights through its own traced module: pruning ``b``
+    with an analysis of ``a`` would return ``a``'s weights.  Every parameter and
+    buffer of the analysis must be the model's tensor of the same name (or, for
+    a copy, equal to it).
+
+    Example:
+        >>> import torch.nn as nn, fxprune
+        >>> a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+        >>> analysis = fxprune.analyze(a, (torch.randn(1, 2),))
+        >>> check_analysis_of(a, analysis)
+        >>> check_analysis_of(b, analysis)
+        Traceback (most recent call last):
+        ...
+        fxprune.errors.ConfigError: the analysis does not describe this model: ...
+    """
+    from ..errors import ConfigError
+
+    gm = analysis.graph_module
+    if gm is model:
+        return
+    own = {**dict(gm.named_parameters(remove_duplicate=False)), **dict(gm.named_buffers(remove_duplicate=False))}
+    theirs = {**dict(model.named_parameters(remove_duplicate=False)),
+              **dict(model.named_buffers(remove_duplicate=False))}
+    problem = None
+    for name in analysis.state.param_labels:
+        mine = own.get(name)
+        if mine is None:
+            continue  # a constant the capture created
+        other = theirs.get(name)
+        if other is None and not isinstance(mine, torch.nn.Parameter):
+            continue  # a tensor constant the capture registered
+        if other is None:
+            problem = f"its parameter {name!r} is not a parameter of the model"
+        elif other is not mine and (other.shape != mine.shape or other.dtype != mine.dtype or (
+                "meta" not in (other.device.type, mine.device.type)
+                and not torch.equal(other.detach().cpu(), mine.detach().cpu()))):
+            problem = f"its tensor {name!r} differs from the model's"
+        if problem:
+            raise ConfigError(f"the analysis does not describe this model: {problem}. Pass the analysis "
+                              "of this very model (fxprune.analyze(model, example_inputs)), or none")

@@ -8,13 +8,20 @@ rule, and patterns a rule cannot map exactly, become *barriers*: their inputs'
 channels are fixed and their outputs' dimensions are fixed.  The model's
 outputs are fixed too, so output shapes never change.
 
+An in-place op (see :mod:`fxprune.ops.effects`) writes its argument: later
+reads of that argument see the in-place op's result (its labels, its shape).
+Once every label is mapped, :mod:`fxprune.analysis.zeros` follows which
+removed channels hold zeros and marks parameter-free sums over non-zero ones
+mixing.
+
 Results are stored on nodes under :data:`fxprune.ir.CHANNELS`,
-:data:`fxprune.ir.RULE` and :data:`fxprune.ir.BARRIER`, and summarised in
-a :class:`ChannelState`.
+:data:`fxprune.ir.RULE`, :data:`fxprune.ir.BARRIER` and
+:data:`fxprune.ir.ZEROS`, and summarised in a :class:`ChannelState`.
 """
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -27,7 +34,9 @@ from ..errors import ConfigError, UnsupportedOpError
 from ..ir import Atoms, Role, TensorSpec, fixed_labels, iter_label_arrays
 from ..modules import get_attr
 from ..ops.context import OpContext, Unsupported, Value
+from ..ops.effects import mutated_args
 from ..ops.registry import Method, Registry, describe_key, node_key
+from .zeros import propagate_zeros
 
 __all__ = ["Barrier", "ChannelState", "propagate_channels"]
 
@@ -52,6 +61,9 @@ class ChannelState:
     param_nodes: dict[str, str]
     roles: dict[tuple[str, int], Role]
     barriers: list[Barrier] = field(default_factory=list)
+    #: roots the rules marked mixing by themselves (statistics, softmax), before the
+    #: dead-zero pass (:mod:`fxprune.analysis.zeros`) added sums over non-zero channels
+    op_mixing: frozenset[int] = frozenset()
 
 
 def _spec_has_tensor(spec: Any) -> bool:
@@ -91,6 +103,10 @@ class _Propagator:
         self.roles: dict[tuple[str, int], Role] = {}
         self.barriers: list[Barrier] = []
         self._by_id: dict[int, str] = {}
+        # in-place writes: a node written by a later call reads as that call's result from then on
+        self._alias: dict[fx.Node, fx.Node] = {}
+        self.calls: dict[str, tuple] = {}  # node -> (args, kwargs, inputs) as its rule saw them
+        self.sums: dict[str, list] = {}    # node -> the parameter-free sums its rule declared
 
     # -- parameters -------------------------------------------------------
     def param_value(self, qualname: str, tensor: torch.Tensor, node: fx.Node) -> Value:
@@ -116,7 +132,8 @@ class _Propagator:
     # -- values ------------------------------------------------------------
     def value_of(self, n: fx.Node) -> Value:
         param = str(n.target) if n.op == "get_attr" and str(n.target) in self.param_labels else None
-        return Value(n.meta.get(ir.SPEC), n.meta.get(ir.CHANNELS), n, param)
+        src = self._alias.get(n, n)
+        return Value(src.meta.get(ir.SPEC), src.meta.get(ir.CHANNELS), src, param)
 
     def wrap(self, arg: Any) -> Any:
         return fx.node.map_aggregate(arg, lambda a: self.value_of(a) if isinstance(a, fx.Node) else a)
@@ -159,6 +176,9 @@ class _Propagator:
                         self.atoms.fix(arr, "model output (output shapes never change)")
             else:
                 self.call(node, spec)
+                if _spec_has_tensor(spec):
+                    for written in mutated_args(node, self.gm):
+                        self._alias[written] = node
 
     def call(self, node: fx.Node, spec: Any) -> None:
         args = self.wrap(node.args)
@@ -174,6 +194,12 @@ class _Propagator:
         key = node_key(node, self.gm)
         hit = self.registry.match(key)
         everything = inputs + [p for p in params.values() if p is not None]
+        if module is not None and getattr(module, "_forward_pre_hooks", None) and hit is not None:
+            self.barrier(node, "the module has forward pre-hooks, which run outside the captured graph "
+                               "(old-style torch.nn.utils.weight_norm/spectral_norm recompute its weight there)",
+                         "use torch.nn.utils.parametrizations.weight_norm/spectral_norm, or remove the hooks "
+                         "before pruning", everything)
+            return
         if hit is None:
             hint = _registration_hint(key)
             if self.strict:
@@ -186,6 +212,7 @@ class _Propagator:
         policy = self.split_overrides.get(node.name, self.split_policy)
         ctx = OpContext(node=node, args=tuple(args), kwargs=dict(kwargs), out=spec, atoms=self.atoms,
                         module=module, params=params, roles=self.roles, split_policy=policy)
+        self.calls[node.name] = (tuple(args), dict(kwargs), everything)
         try:
             labels = rule.propagate(ctx)
         except Unsupported as exc:
@@ -207,6 +234,8 @@ class _Propagator:
             return
         node.meta[ir.CHANNELS] = labels
         node.meta[ir.RULE] = rule
+        if ctx.sums:
+            self.sums[node.name] = ctx.sums
 
     def fix_orphans(self) -> None:
         arrays = []
@@ -258,19 +287,33 @@ def propagate_channels(
     prop = _Propagator(gm, registry, strict, split_policy, dict(split_overrides or {}))
     prop.run()
     prop.fix_orphans()
+    op_mixing = frozenset(prop.atoms.mixing_roots())
+    propagate_zeros(gm, prop.atoms, prop.roles, prop.calls, prop.sums)
     return ChannelState(prop.atoms, prop.param_labels, prop.param_specs, prop.param_nodes,
-                        prop.roles, prop.barriers)
+                        prop.roles, prop.barriers, op_mixing)
 
 
 def resolve_ignore(state: ChannelState, model_names: Iterable[str], ignore: Iterable[str]) -> None:
-    """Fix the channels produced by the ignored layers (module or parameter names)."""
+    """Fix the channels produced by the ignored layers.
+
+    An entry is a module or parameter name (it covers everything below it), or a
+    shell-style pattern over module names (``"layer*.downsample"``,
+    ``"*.attn.*"``; :mod:`fnmatch`) that must match at least one module.
+    """
     names = list(model_names)
     params = list(state.param_labels)
     for entry in ignore:
-        hits = [p for p in params if p == entry or p.startswith(entry + ".")]
+        if any(ch in entry for ch in "*?["):
+            modules = [n for n in names if fnmatch.fnmatchcase(n, entry)]
+            if not modules:
+                raise ConfigError(f"ignore pattern {entry!r} matches no module of the model "
+                                  f"(module names look like {sorted(names)[1:6]})")
+            hits = [p for p in params if any(p.startswith(m + ".") for m in modules)]
+        else:
+            hits = [p for p in params if p == entry or p.startswith(entry + ".")]
         if not hits:
-            if entry in names:
-                continue  # a module without parameters in the graph: nothing to fix
+            if entry in names or any(ch in entry for ch in "*?["):
+                continue  # modules without parameters in the graph: nothing to fix
             close = difflib.get_close_matches(entry, names + params, n=5)
             raise ConfigError(
                 f"ignore entry {entry!r} is not a module or parameter of the model"

@@ -51,7 +51,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 from .. import ir
-from ..errors import ConfigError, ExampleInputError
+from ..errors import ConfigError, ExampleInputError, ResolutionError
 from ..ir import TensorSpec
 from ..modules import get_attr, set_attr
 from ..ops import RESHAPE, SPATIAL, VIEW
@@ -61,11 +61,7 @@ from .capture import propagate_shapes
 from .copying import clean_copy, own_copies
 from .cost import count_macs
 
-__all__ = ["AdaptedEmbedding", "Resolution", "ResolutionError", "at_resolution", "input_shapes", "scale_inputs"]
-
-
-class ResolutionError(ConfigError):
-    """The model cannot run at the requested input size: an op's size is baked in."""
+__all__ = ["AdaptedEmbedding", "Resolution", "at_resolution", "input_shapes", "scale_inputs"]
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..ir import Zeros
 from .context import EmitContext, OpContext, Value, check_labels, first_tensor, normalize_dim
 from .elementwise import broadcast_labels
 from .registry import Keys, Rule
@@ -61,7 +62,7 @@ def _cat(ctx: OpContext) -> tuple:
 
 
 CAT = Rule("cat", _cat, doc="cat/concat: labels concatenate (offset index maps).",
-           keys=Keys(torch=("cat", "concat", "concatenate"), aten=("cat", "concat", "concatenate")))
+           keys=Keys(torch=("cat", "concat", "concatenate"), aten=("cat", "concat", "concatenate")), zeros=Zeros.KEEP)
 
 
 def _stack(ctx: OpContext) -> tuple:
@@ -75,7 +76,7 @@ def _stack(ctx: OpContext) -> tuple:
 
 
 STACK = Rule("stack", _stack, doc="stack: inputs tied, new dim fixed.",
-             keys=Keys(torch=("stack",), aten=("stack",)))
+             keys=Keys(torch=("stack",), aten=("stack",)), zeros=Zeros.KEEP)
 
 
 def _split(ctx: OpContext) -> tuple:
@@ -106,7 +107,7 @@ def _emit_split(ctx: EmitContext) -> tuple:
 
 
 SPLIT = Rule("split", _split, emit=_emit_split, doc="split: section sizes follow pruning.",
-             keys=Keys(torch=("split",), methods=("split",)))
+             keys=Keys(torch=("split",), methods=("split",)), zeros=Zeros.KEEP)
 
 
 def _emit_aten_split(ctx: EmitContext) -> tuple:
@@ -118,7 +119,7 @@ def _emit_aten_split(ctx: EmitContext) -> tuple:
 
 SPLIT_ATEN = Rule("split", _split, emit=_emit_aten_split,
                   doc="aten.split / split_with_sizes: pruned sections become split_with_sizes.",
-                  keys=Keys(aten=("split", "split_with_sizes")))
+                  keys=Keys(aten=("split", "split_with_sizes")), zeros=Zeros.KEEP)
 
 
 def _emit_chunk(ctx: EmitContext) -> tuple:
@@ -142,7 +143,7 @@ def _emit_chunk(ctx: EmitContext) -> tuple:
 
 CHUNK = Rule("split", _split, emit=_emit_chunk,
              doc="chunk: becomes split(sizes) when pruned sections are unequal.",
-             keys=Keys(torch=("chunk",), methods=("chunk",), aten=("chunk",)))
+             keys=Keys(torch=("chunk",), methods=("chunk",), aten=("chunk",)), zeros=Zeros.KEEP)
 
 
 def _unbind(ctx: OpContext) -> tuple:
@@ -154,7 +155,7 @@ def _unbind(ctx: OpContext) -> tuple:
 
 
 UNBIND = Rule("split", _unbind, doc="unbind: the unbound dim is fixed.",
-              keys=Keys(torch=("unbind",), methods=("unbind",), aten=("unbind",)))
+              keys=Keys(torch=("unbind",), methods=("unbind",), aten=("unbind",)), zeros=Zeros.KEEP)
 
 RULES = (CAT, STACK, SPLIT, SPLIT_ATEN, CHUNK, UNBIND)
 

@@ -98,6 +98,7 @@ class OpContext:
     params: dict[str, Value | None] = field(default_factory=dict)
     roles: dict[tuple[str, int], Role] = field(default_factory=dict)
     split_policy: Any = "inner"
+    sums: list[tuple[tuple[tuple["Value", int], ...], str]] = field(default_factory=list)
 
     def replace(self, **changes: Any) -> "OpContext":
         """A copy with some fields changed (adapters re-dispatch with new arguments)."""
@@ -144,6 +145,21 @@ class OpContext:
     def mixing(self, labels: np.ndarray | None, why: str) -> None:
         if labels is not None:
             self.atoms.mark_mixing(labels, f"{self.describe()}: {why}")
+
+    def contract(self, *operands: tuple[Value | None, int], why: str = "sum over channels") -> None:
+        """Declare a parameter-free sum over a channel dimension (``x.sum(1)``, ``a @ b``).
+
+        ``operands`` are ``(value, dim)`` pairs holding the summed channels: one
+        for a reduction, two for a contraction.  Removing a channel there is
+        exact only if it is zero (dead) in at least one operand; the channel
+        pass decides that once every tensor's zeros are known, and otherwise
+        marks the channels mixing.  Operands that are ``None``, not tensors
+        or unlabelled at ``dim`` are left out.
+        """
+        kept = tuple((v, dim % v.ndim) for v, dim in operands
+                     if isinstance(v, Value) and v.is_tensor and v.ndim and v.labels[dim % v.ndim] is not None)
+        if kept:
+            self.sums.append((kept, why))
 
     def role(self, value: Value | None, dim: int, role: Role | str) -> None:
         """Declare the role of a parameter's dimension (see :class:`~fxprune.ir.Role`)."""

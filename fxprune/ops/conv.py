@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..ir import Role
+from ..ir import Role, Zeros
 from ..modules import ImplantedConv2d
 from .context import EmitContext, OpContext, Unsupported, Value, first_tensor
 from .layout import split_labels
@@ -50,6 +50,8 @@ def conv_channels(ctx: OpContext, x: Value, w: Value, b: Value | None, groups: i
     for d in range(2, x.ndim):  # a conv mixes positions: labelled positions cannot be pruned
         ctx.fix(x.labels[d], "convolved (spatial) dimension")
     xin = x.labels[1]
+    if per_in > 1:  # a weight computed in forward may hold non-zero dead columns (a parameter's are zero)
+        ctx.contract((x, 1), (w, in_dim), why="conv contraction")
     if groups == 1:
         ctx.role(w, in_dim, Role.CONSUMER)
         ctx.unify(xin, w.labels[in_dim], " (conv input channels)")
@@ -153,20 +155,20 @@ CONV_MODULE = Rule("conv", _conv_module(False), resize=_resize_conv,
                    implant=Implant(accepts=_dense_2d, build=ImplantedConv2d),
                    macs=lambda ctx: _conv_macs(ctx, ctx.param("weight")),
                    doc="nn.Conv1d/2d/3d incl. groups and depthwise.",
-                   keys=Keys(modules=("Conv1d", "Conv2d", "Conv3d")))
+                   keys=Keys(modules=("Conv1d", "Conv2d", "Conv3d")), zeros=Zeros.KEEP)
 CONV_FUNCTION = Rule("conv", _conv_function(False), emit=_emit_conv_function(False),
                      macs=lambda ctx: _conv_macs(ctx, ctx.arg(1, "weight")),
                      doc="F.conv1d/2d/3d.",
-                     keys=Keys(functional=("conv1d", "conv2d", "conv3d"), aten=("conv1d", "conv2d", "conv3d")))
+                     keys=Keys(functional=("conv1d", "conv2d", "conv3d"), aten=("conv1d", "conv2d", "conv3d")), zeros=Zeros.KEEP)
 CONV_TRANSPOSE_MODULE = Rule("conv", _conv_module(True), resize=_resize_conv,
                              macs=lambda ctx: _conv_macs_t(ctx, first_tensor(ctx), ctx.param("weight")),
                              doc="nn.ConvTranspose1d/2d/3d.",
-                             keys=Keys(modules=("ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d")))
+                             keys=Keys(modules=("ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d")), zeros=Zeros.KEEP)
 CONV_TRANSPOSE_FUNCTION = Rule("conv", _conv_function(True), emit=_emit_conv_function(True),
                                macs=lambda ctx: _conv_macs_t(ctx, first_tensor(ctx), ctx.arg(1, "weight")),
                                doc="F.conv_transpose1d/2d/3d.",
                                keys=Keys(functional=("conv_transpose1d", "conv_transpose2d", "conv_transpose3d"),
-                                         aten=("conv_transpose1d", "conv_transpose2d", "conv_transpose3d")))
+                                         aten=("conv_transpose1d", "conv_transpose2d", "conv_transpose3d")), zeros=Zeros.KEEP)
 
 
 def _conv_macs_t(ctx: OpContext, x: Value, w: Value) -> int:

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..ir import Role
+from ..ir import Role, Zeros
 from .context import EmitContext, OpContext, Unsupported, Value, first_tensor, tensor_values
 from .registry import Keys, Rule
 
@@ -28,6 +28,7 @@ __all__ = [
     "PRELU_FUNCTION",
     "PRELU_MODULE",
     "RULES",
+    "STOCHASTIC_DEPTH",
     "UNARY",
     "WHERE",
     "broadcast_labels",
@@ -106,7 +107,14 @@ UNARY = Rule(
               "sin", "cos", "erf", "reciprocal", "sign", "floor", "ceil", "round", "logical_not",
               "nan_to_num", "celu", "bitwise_not", "positive", "clip", "alpha_dropout",
               "feature_dropout", "log_sigmoid", "relu6", "selu", "square"),
-    ))
+    ), zeros=Zeros.PROBE)
+
+
+STOCHASTIC_DEPTH = Rule(
+    "unary", _unary, leaf=True, zeros=Zeros.KEEP,
+    doc="Stochastic depth / drop path (x times a per-sample keep mask): a leaf, so the emitted module follows "
+        "its own train()/eval(). No built-in keys: register your module or function under it "
+        "(reg.register(STOCHASTIC_DEPTH.with_keys(Keys(functions=(drop_path,), modules=(DropPath,)))).")
 
 
 def _like(ctx: OpContext) -> tuple:
@@ -145,9 +153,9 @@ def _resize_prelu(m: Any, ctx: EmitContext) -> None:
 
 
 PRELU_MODULE = Rule("unary", _prelu_module, resize=_resize_prelu, doc="nn.PReLU (per-channel slopes).",
-                    keys=Keys(modules=("PReLU",)))
+                    keys=Keys(modules=("PReLU",)), zeros=Zeros.KEEP)
 PRELU_FUNCTION = Rule("unary", _prelu_aten, doc="F.prelu(x, weight) / aten.prelu.",
-                      keys=Keys(functional=("prelu",), aten=("prelu",)))
+                      keys=Keys(functional=("prelu",), aten=("prelu",)), zeros=Zeros.KEEP)
 
 
 # ---------------------------------------------------------------------------
@@ -167,7 +175,7 @@ ELEMENTWISE_BIAS = Rule(
     keys=Keys(operators=("add", "sub", "iadd", "isub"), torch=("add", "sub", "subtract"),
               methods=("add", "sub", "add_", "sub_", "subtract", "__add__", "__sub__", "__radd__",
                        "__rsub__"),
-              aten=("add", "add_", "sub", "sub_", "rsub", "subtract")))
+              aten=("add", "add_", "sub", "sub_", "rsub", "subtract")), zeros=Zeros.PROBE)
 
 ELEMENTWISE_SCALE = Rule(
     "elementwise", _elementwise(Role.SCALE),
@@ -176,7 +184,7 @@ ELEMENTWISE_SCALE = Rule(
               torch=("mul", "div", "multiply", "divide", "true_divide"),
               methods=("mul", "div", "mul_", "div_", "multiply", "divide", "__mul__", "__truediv__",
                        "__rmul__", "__rtruediv__"),
-              aten=("mul", "mul_", "div", "div_", "multiply", "divide", "true_divide")))
+              aten=("mul", "mul_", "div", "div_", "multiply", "divide", "true_divide")), zeros=Zeros.PROBE)
 
 _BINARY = ("pow", "maximum", "minimum", "fmod", "remainder", "eq", "ne", "lt", "le", "gt", "ge",
            "lerp", "addcmul", "addcdiv")
@@ -188,11 +196,11 @@ ELEMENTWISE = Rule(
               torch=_BINARY + ("logical_and", "logical_or", "atan2", "hypot"),
               methods=_BINARY + ("__pow__", "__rpow__"),
               aten=_BINARY + ("logical_and", "logical_or", "atan2", "hypot", "floor_divide", "__and__",
-                              "__or__")))
+                              "__or__")), zeros=Zeros.PROBE)
 
 WHERE = Rule("elementwise", _elementwise(Role.COUPLED),
              doc="where / masked_fill: the condition broadcasts like any operand.",
              keys=Keys(torch=("where", "masked_fill"), methods=("where", "masked_fill"),
-                       aten=("where", "masked_fill")))
+                       aten=("where", "masked_fill")), zeros=Zeros.PROBE)
 
-RULES = (UNARY, LIKE, PRELU_MODULE, PRELU_FUNCTION, ELEMENTWISE_BIAS, ELEMENTWISE_SCALE, ELEMENTWISE, WHERE)
+RULES = (UNARY, STOCHASTIC_DEPTH, LIKE, PRELU_MODULE, PRELU_FUNCTION, ELEMENTWISE_BIAS, ELEMENTWISE_SCALE, ELEMENTWISE, WHERE)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..ir import Role
+from ..ir import Role, Zeros
 from .context import EmitContext, OpContext, Value, first_tensor
 from .registry import Keys, Rule
 
@@ -36,10 +36,10 @@ def _resize_embedding(m: torch.nn.Module, ctx: EmitContext) -> None:
 
 
 EMBEDDING_MODULE = Rule("embedding", _embedding_module, resize=_resize_embedding, doc="nn.Embedding.",
-                        keys=Keys(modules=("Embedding",)))
+                        keys=Keys(modules=("Embedding",)), zeros=Zeros.KEEP)
 EMBEDDING_FUNCTION = Rule("embedding", _embedding_function, doc="F.embedding.",
-                          keys=Keys(functional=("embedding",)))
+                          keys=Keys(functional=("embedding",)), zeros=Zeros.KEEP)
 EMBEDDING_ATEN = Rule("embedding", lambda ctx: _embedding(ctx, ctx.arg(1), ctx.arg(0)),
-                      doc="aten.embedding(weight, indices).", keys=Keys(aten=("embedding",)))
+                      doc="aten.embedding(weight, indices).", keys=Keys(aten=("embedding",)), zeros=Zeros.KEEP)
 
 RULES = (EMBEDDING_MODULE, EMBEDDING_FUNCTION, EMBEDDING_ATEN)

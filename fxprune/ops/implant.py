@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..ir import Role
+from ..ir import Role, Zeros
 from ..modules import ImplantedConv2d, ImplantedLinear, ImplantKind
 from .context import EmitContext, OpContext, Value, first_tensor
 from .registry import Keys, Rule
@@ -109,10 +109,10 @@ def _implant_macs(dim: int):
 IMPLANTED_CONV_MODULE = Rule("implant", _implant_conv, resize=_resize(1, ("in_channels", "out_channels")),
                              macs=_implant_macs(1), leaf=True,
                              doc="fxprune's ImplantedConv2d (HAP Neural Implant: pointwise, lowrank, dwpw).",
-                             keys=Keys(modules=(ImplantedConv2d,)))
+                             keys=Keys(modules=(ImplantedConv2d,)), zeros=Zeros.KEEP)
 IMPLANTED_LINEAR_MODULE = Rule("implant", _implant_linear, resize=_resize(-1, ("in_features", "out_features")),
                                macs=_implant_macs(-1), leaf=True,
                                doc="fxprune's ImplantedLinear (HAP Neural Implant, low rank).",
-                               keys=Keys(modules=(ImplantedLinear,)))
+                               keys=Keys(modules=(ImplantedLinear,)), zeros=Zeros.KEEP)
 
 RULES = (IMPLANTED_CONV_MODULE, IMPLANTED_LINEAR_MODULE)

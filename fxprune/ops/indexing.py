@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import torch.fx as fx
 
-from ..ir import TensorSpec
+from ..ir import TensorSpec, Zeros
 from .context import (EmitContext, OpContext, Unsupported, Value, check_labels, first_tensor,
                       normalize_dim, static_value)
 from .layout import MATRIX_T
@@ -59,11 +59,11 @@ METADATA = Rule("metadata", _metadata,
                 keys=Keys(methods=("size", "dim", "numel", "ndimension", "nelement", "stride",
                                    "is_contiguous", "is_floating_point", "element_size"),
                           torch=("numel",), builtins=("len",),
-                          aten=("sym_size", "sym_numel", "_assert_tensor_metadata")))
+                          aten=("sym_size", "sym_numel", "_assert_tensor_metadata")), zeros=Zeros.KEEP)
 
 ATTRIBUTE = Rule("attribute", _attribute,
                  doc="getattr(x, name): .shape etc. carry no channels; .T/.mT transpose.",
-                 keys=Keys(builtins=("getattr",)))
+                 keys=Keys(builtins=("getattr",)), zeros=Zeros.KEEP)
 
 
 # ---------------------------------------------------------------------------
@@ -213,11 +213,11 @@ def _emit_narrow(ctx: EmitContext) -> tuple:
 
 
 NARROW = Rule("getitem", _narrow, emit=_emit_narrow, doc="narrow(dim, start, length): a slice.",
-              keys=Keys(torch=("narrow",), methods=("narrow",), aten=("narrow",)))
+              keys=Keys(torch=("narrow",), methods=("narrow",), aten=("narrow",)), zeros=Zeros.KEEP)
 
 GETITEM = Rule("getitem", _getitem, emit=_emit_getitem,
                doc="x[...] with ints/slices/None/Ellipsis; slice bounds follow pruning.",
-               keys=Keys(operators=("getitem",)))
+               keys=Keys(operators=("getitem",)), zeros=Zeros.KEEP)
 
 
 # ---------------------------------------------------------------------------
@@ -271,9 +271,9 @@ def _emit_select(ctx: EmitContext) -> tuple:
 
 
 SLICE = Rule("getitem", _slice, emit=_emit_slice, doc="aten.slice(self, dim, start, end, step).",
-             keys=Keys(aten=("slice",)))
+             keys=Keys(aten=("slice",)), zeros=Zeros.KEEP)
 SELECT = Rule("getitem", _select, emit=_emit_select, doc="aten.select(self, dim, index).",
-              keys=Keys(aten=("select",)))
+              keys=Keys(aten=("select",)), zeros=Zeros.KEEP)
 
 
 
@@ -287,6 +287,6 @@ except ImportError:  # pragma: no cover - other torch versions
     _GuardsFn = None
 
 GUARDS = Rule("metadata", _guards, doc="torch.export's _guards_fn (checks input shapes only).",
-              keys=Keys(modules=(_GuardsFn,) if _GuardsFn is not None else ()))
+              keys=Keys(modules=(_GuardsFn,) if _GuardsFn is not None else ()), zeros=Zeros.KEEP)
 
 RULES = (METADATA, ATTRIBUTE, GETITEM, NARROW, SLICE, SELECT, GUARDS)

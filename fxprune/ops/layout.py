@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch.fx as fx
 
+from ..ir import Zeros
 from .context import EmitContext, OpContext, Unsupported, Value, check_labels, first_tensor, normalize_dim
 from .registry import Keys, Rule
 
@@ -212,11 +213,11 @@ RESHAPE = Rule("reshape", _reshape, doc="flatten/squeeze/unsqueeze: exact index 
                keys=Keys(torch=("flatten", "squeeze", "unsqueeze"),
                          methods=("flatten", "squeeze", "unsqueeze", "view_as", "reshape_as"),
                          modules=("Flatten",),
-                         aten=("flatten", "squeeze", "unsqueeze", "view_as", "reshape_as")))
+                         aten=("flatten", "squeeze", "unsqueeze", "view_as", "reshape_as")), zeros=Zeros.KEEP)
 VIEW = Rule("reshape", _reshape, emit=_emit_sizes(1),
             doc="view/reshape (x.view(*sizes), torch.reshape(x, sizes)): sizes follow pruning.",
             keys=Keys(methods=("view", "reshape"), torch=("reshape",),
-                      aten=("view", "reshape")))
+                      aten=("view", "reshape")), zeros=Zeros.KEEP)
 
 
 def _emit_unflatten(ctx: EmitContext) -> tuple:
@@ -234,7 +235,7 @@ def _emit_unflatten(ctx: EmitContext) -> tuple:
 
 
 UNFLATTEN = Rule("reshape", _reshape, emit=_emit_unflatten, doc="unflatten(dim, sizes).",
-                 keys=Keys(torch=("unflatten",), methods=("unflatten",), aten=("unflatten",)))
+                 keys=Keys(torch=("unflatten",), methods=("unflatten",), aten=("unflatten",)), zeros=Zeros.KEEP)
 
 
 def _resize_unflatten(m: Any, ctx: EmitContext) -> None:
@@ -243,7 +244,7 @@ def _resize_unflatten(m: Any, ctx: EmitContext) -> None:
 
 
 UNFLATTEN_MODULE = Rule("reshape", _reshape, resize=_resize_unflatten, doc="nn.Unflatten(dim, sizes).",
-                        keys=Keys(modules=("Unflatten",)))
+                        keys=Keys(modules=("Unflatten",)), zeros=Zeros.KEEP)
 
 
 def _expand(ctx: OpContext) -> tuple:
@@ -260,9 +261,9 @@ def _expand(ctx: OpContext) -> tuple:
 
 
 EXPAND = Rule("expand", _expand, emit=_emit_sizes(1), doc="expand: new dims are fixed.",
-              keys=Keys(methods=("expand",), aten=("expand",)))
+              keys=Keys(methods=("expand",), aten=("expand",)), zeros=Zeros.KEEP)
 EXPAND_AS = Rule("expand", _expand, doc="expand_as: follows the template.",
-                 keys=Keys(methods=("expand_as",), aten=("expand_as",)))
+                 keys=Keys(methods=("expand_as",), aten=("expand_as",)), zeros=Zeros.KEEP)
 
 
 def _repeat(ctx: OpContext) -> tuple:
@@ -286,7 +287,7 @@ def _size_args_values(ctx: OpContext, start: int) -> tuple[list, bool]:
     return vals, True
 
 
-REPEAT = Rule("repeat", _repeat, doc="repeat: labels tile.", keys=Keys(methods=("repeat",), aten=("repeat",)))
+REPEAT = Rule("repeat", _repeat, doc="repeat: labels tile.", keys=Keys(methods=("repeat",), aten=("repeat",)), zeros=Zeros.KEEP)
 
 
 def _perm_args(ctx: OpContext, start: int) -> list[int]:
@@ -303,7 +304,7 @@ def _permute(ctx: OpContext) -> tuple:
 
 
 PERMUTE = Rule("permute", _permute, doc="permute: labels follow their dims.",
-               keys=Keys(torch=("permute",), methods=("permute",), aten=("permute",)))
+               keys=Keys(torch=("permute",), methods=("permute",), aten=("permute",)), zeros=Zeros.KEEP)
 
 
 def _transpose(ctx: OpContext) -> tuple:
@@ -317,7 +318,7 @@ def _transpose(ctx: OpContext) -> tuple:
 
 TRANSPOSE = Rule("permute", _transpose, doc="transpose/swapaxes.",
                  keys=Keys(torch=("transpose", "swapaxes"), methods=("transpose", "swapaxes"),
-                           aten=("transpose", "swapaxes")))
+                           aten=("transpose", "swapaxes")), zeros=Zeros.KEEP)
 
 
 def _matrix_t(ctx: OpContext) -> tuple:
@@ -329,7 +330,7 @@ def _matrix_t(ctx: OpContext) -> tuple:
 
 
 MATRIX_T = Rule("permute", _matrix_t, doc="t() / .T / .mT: swap the last two dims.",
-                keys=Keys(torch=("t",), methods=("t",), aten=("t", "numpy_T")))
+                keys=Keys(torch=("t",), methods=("t",), aten=("t", "numpy_T")), zeros=Zeros.KEEP)
 
 RULES = (RESHAPE, VIEW, UNFLATTEN, UNFLATTEN_MODULE, EXPAND, EXPAND_AS, REPEAT, PERMUTE, TRANSPOSE, MATRIX_T)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..ir import Role
+from ..ir import Role, Zeros
 from ..modules import ImplantedLinear
 from .context import EmitContext, OpContext, Unsupported, Value, first_tensor
 from .registry import Implant, Keys, Rule
@@ -30,6 +30,7 @@ def linear_channels(ctx: OpContext, x: Value, w: Value, b: Value | None) -> tupl
     ctx.role(w, 1, Role.CONSUMER)
     ctx.role(w, 0, Role.PRODUCER)
     ctx.unify(x.labels[-1], w.labels[1], " (linear input features)")
+    ctx.contract((x, -1), (w, 1), why="linear contraction")  # exact: a parameter weight's dead columns are zero
     out = w.labels[0]
     if b is not None:
         ctx.role(b, 0, Role.BIAS)
@@ -60,9 +61,9 @@ def _linear_macs(ctx: OpContext, w: Value) -> int:
 LINEAR_MODULE = Rule("linear", _linear_module, resize=_resize_linear,
                      implant=Implant(accepts=lambda m: m.weight.ndim == 2, build=ImplantedLinear),
                      macs=lambda ctx: _linear_macs(ctx, ctx.param("weight")), doc="nn.Linear.",
-                     keys=Keys(modules=("Linear",)))
+                     keys=Keys(modules=("Linear",)), zeros=Zeros.KEEP)
 LINEAR_FUNCTION = Rule("linear", _linear_function,
                        macs=lambda ctx: _linear_macs(ctx, ctx.arg(1, "weight")), doc="F.linear.",
-                       keys=Keys(functional=("linear",), aten=("linear",)))
+                       keys=Keys(functional=("linear",), aten=("linear",)), zeros=Zeros.KEEP)
 
 RULES = (LINEAR_MODULE, LINEAR_FUNCTION)

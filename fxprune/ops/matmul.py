@@ -1,6 +1,8 @@
 """Contractions: ``matmul``/``bmm``/``@`` and ``F.scaled_dot_product_attention``.
 
-A contraction ties the contracted dims of both operands (one channel space);
+A contraction ties the contracted dims of both operands (one channel space)
+and declares the parameter-free sum (``ctx.contract``): exact where either
+operand's removed channels are zero;
 batch dims broadcast like elementwise ops.  For attention, ``q [..., L, E]``,
 ``k [..., S, E]``, ``v [..., S, Ev]`` -> ``[..., L, Ev]``: ``E`` of q and k is
 one contraction space, ``S`` of k and v another (mixing: the softmax runs over
@@ -25,6 +27,7 @@ import math
 
 import numpy as np
 
+from ..ir import Zeros
 from .context import EmitContext, OpContext, Unsupported, Value, check_labels
 from .elementwise import broadcast_labels
 from .registry import Keys, Rule
@@ -38,6 +41,7 @@ def _matmul(ctx: OpContext) -> tuple:
     if not (isinstance(a, Value) and isinstance(b, Value)) or a.ndim < 2 or b.ndim < 2:
         raise Unsupported("matmul with a 1-d operand")
     ctx.unify(a.labels[-1], b.labels[-2], " (matmul contraction)")
+    ctx.contract((a, -1), (b, -2), why="matmul contraction")
     batch = broadcast_labels(ctx, [a.part(slice(None, -2)), b.part(slice(None, -2))], ctx.out.shape[:-2])
     return check_labels(ctx, tuple(batch) + (a.labels[-2], b.labels[-1]))
 
@@ -50,7 +54,7 @@ def _macs_matmul(ctx: OpContext) -> int:
 MATMUL = Rule("matmul", _matmul, macs=_macs_matmul,
               doc="matmul/bmm/@: contraction dims tied, batch dims broadcast.",
               keys=Keys(torch=("matmul", "bmm"), operators=("matmul",),
-                        methods=("matmul", "bmm", "__matmul__"), aten=("matmul", "bmm")))
+                        methods=("matmul", "bmm", "__matmul__"), aten=("matmul", "bmm")), zeros=Zeros.KEEP)
 
 
 def _sdpa(ctx: OpContext) -> tuple:
@@ -61,6 +65,7 @@ def _sdpa(ctx: OpContext) -> tuple:
     if q.ndim < 2 or k.ndim < 2 or v.ndim < 2:
         raise Unsupported("attention over 1-d tensors")
     ctx.unify(q.labels[-1], k.labels[-1], " (attention q.k contraction)")
+    ctx.contract((q, -1), (k, -1), why="attention q.k contraction")
     ctx.unify(k.labels[-2], v.labels[-2], " (attention key/value positions)")
     ctx.mixing(k.labels[-2], "softmax over key positions")
     ops = [x.part(slice(None, -2)) for x in (q, k, v)]

@@ -1,7 +1,9 @@
 """Normalisation: BatchNorm, InstanceNorm, LayerNorm, RMSNorm, GroupNorm (modules, functions, ATen).
 
-Per-channel norms (BatchNorm in eval mode) tie their affine parameters and
-running statistics to the channel; norms whose statistics run over channels
+Per-channel norms (BatchNorm) tie their affine parameters and running
+statistics to the channel; batch statistics run over dims 0 and 2+, which are
+mixing where they carry channels (``F.batch_norm(w.reshape(1, out, -1), None,
+None, training=True)`` standardises a weight over its input channels); norms whose statistics run over channels
 (LayerNorm, RMSNorm, GroupNorm) are *mixing*: pruning stays valid, but a dead
 channel's removal changes the statistics of the kept ones.
 
@@ -14,9 +16,11 @@ Example:
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from ..ir import Role
+from ..ir import Role, Zeros
 from .context import EmitContext, OpContext, Value, first_tensor
 from .layout import split_labels
 from .registry import Keys, Rule
@@ -46,10 +50,13 @@ def per_channel(ctx: OpContext, x: Value, dim: int, params: dict[str, tuple[Valu
         ctx.unify(lab, p.labels[0], f" ({name})")
 
 
-def _bn(ctx: OpContext, x: Value, w, b, rm, rv, instance: bool = False) -> tuple:
+def _bn(ctx: OpContext, x: Value, w, b, rm, rv, instance: bool = False, batch_stats: bool = False) -> tuple:
     if instance:  # statistics over the spatial dims of each channel
         for d in range(2, x.ndim):
             ctx.mixing(x.labels[d], "instance normalisation statistics")
+    if batch_stats:  # statistics over dims 0 and 2+ of each channel (a weight standardised in forward)
+        for d in [0] + list(range(2, x.ndim)):
+            ctx.mixing(x.labels[d], "batch normalisation statistics")
     per_channel(ctx, x, 1, {"weight": (w, Role.SCALE), "bias": (b, Role.BIAS),
                             "running_mean": (rm, Role.BIAS), "running_var": (rv, Role.SCALE)})
     return x.labels
@@ -57,8 +64,14 @@ def _bn(ctx: OpContext, x: Value, w, b, rm, rv, instance: bool = False) -> tuple
 
 def _bn_module(ctx: OpContext) -> tuple:
     x = first_tensor(ctx)
+    # the emitted module follows its own train()/eval(): either mode may compute batch statistics
     return _bn(ctx, x, ctx.param("weight"), ctx.param("bias"), ctx.param("running_mean"),
-               ctx.param("running_var"))
+               ctx.param("running_var"), batch_stats=True)
+
+
+def _batch_stats(training: Any, running_mean: Any) -> bool:
+    """Whether a functional batch norm computes statistics of its input (not a literal eval call)."""
+    return training is not False or not isinstance(running_mean, Value)
 
 
 def _in_module(ctx: OpContext) -> tuple:
@@ -71,7 +84,7 @@ def _bn_function(ctx: OpContext) -> tuple:
     x = ctx.arg(0, "input")
     vals = [ctx.arg(i, n) for i, n in ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))]
     rm, rv, w, b = [v if isinstance(v, Value) else None for v in vals]
-    return _bn(ctx, x, w, b, rm, rv)
+    return _bn(ctx, x, w, b, rm, rv, batch_stats=_batch_stats(ctx.arg(5, "training", False), vals[0]))
 
 
 def _resize_num_features(m: torch.nn.Module, ctx: EmitContext) -> None:
@@ -80,18 +93,18 @@ def _resize_num_features(m: torch.nn.Module, ctx: EmitContext) -> None:
 
 BATCH_NORM_MODULE = Rule("norm", _bn_module, resize=_resize_num_features,
                          doc="nn.BatchNorm1d/2d/3d: per-channel, no mixing.",
-                         keys=Keys(modules=("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm")))
-BATCH_NORM_FUNCTION = Rule("norm", _bn_function, doc="F.batch_norm.", keys=Keys(functional=("batch_norm",)))
+                         keys=Keys(modules=("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm")), zeros=Zeros.KEEP)
+BATCH_NORM_FUNCTION = Rule("norm", _bn_function, doc="F.batch_norm.", keys=Keys(functional=("batch_norm",)), zeros=Zeros.KEEP)
 
 
 def _bn_aten(ctx: OpContext) -> tuple:
     vals = [ctx.arg(i) for i in (1, 2, 3, 4)]
     w, b, rm, rv = [v if isinstance(v, Value) else None for v in vals]
-    return _bn(ctx, ctx.arg(0), w, b, rm, rv)
+    return _bn(ctx, ctx.arg(0), w, b, rm, rv, batch_stats=_batch_stats(ctx.arg(5), vals[2]))
 
 
 BATCH_NORM_ATEN = Rule("norm", _bn_aten, doc="aten.batch_norm(input, weight, bias, mean, var, ...).",
-                       keys=Keys(aten=("batch_norm",)))
+                       keys=Keys(aten=("batch_norm",)), zeros=Zeros.KEEP)
 def _in_aten(ctx: OpContext) -> tuple:
     vals = [ctx.arg(i) for i in (1, 2, 3, 4)]
     w, b, rm, rv = [v if isinstance(v, Value) else None for v in vals]
@@ -99,10 +112,10 @@ def _in_aten(ctx: OpContext) -> tuple:
 
 
 INSTANCE_NORM_ATEN = Rule("norm", _in_aten, doc="aten.instance_norm(input, weight, bias, mean, var, ...).",
-                          keys=Keys(aten=("instance_norm",)))
+                          keys=Keys(aten=("instance_norm",)), zeros=Zeros.KEEP)
 INSTANCE_NORM_MODULE = Rule("norm", _in_module, resize=_resize_num_features,
                             doc="nn.InstanceNorm*: per-channel statistics, no mixing.",
-                            keys=Keys(modules=("InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d")))
+                            keys=Keys(modules=("InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d")), zeros=Zeros.KEEP)
 
 
 def _last_dims_norm(ctx: OpContext, x: Value, k: int, w: Value | None, b: Value | None) -> tuple:

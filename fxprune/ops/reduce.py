@@ -1,6 +1,8 @@
 """Reductions and softmax.
 
-``sum`` over channels is exact for dead (zero) channels; ``mean``, ``var``,
+``sum`` over channels is exact where dead channels are zero (it declares the
+sum with ``ctx.contract``: after ``sigmoid`` they are not, and the channels
+become mixing); ``mean``, ``var``,
 ``amax``... over channels are channel statistics (*mixing*: removing a dead
 channel changes the statistic of the kept ones).  ``softmax`` is
 shape-preserving and mixing along its dim.
@@ -20,11 +22,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..ir import Zeros
 from .context import OpContext, Unsupported, Value, check_labels, dims_arg, first_tensor, normalize_dim
 from .elementwise import broadcast_labels
 from .registry import Keys, Rule
 
-__all__ = ["NORM_REDUCE", "REDUCE_MIXING", "REDUCE_SUM", "REDUCE_TUPLE", "RULES", "SOFTMAX",
+__all__ = ["LOGSUMEXP", "NORM_REDUCE", "REDUCE_MIXING", "REDUCE_SUM", "REDUCE_TUPLE", "RULES", "SOFTMAX",
            "SOFTMAX_MODULE"]
 
 
@@ -45,6 +48,8 @@ def _reduce(mixing: bool, dim_pos: int, keep_pos: int):
             if d in red:
                 if lab is not None and mixing:
                     ctx.mixing(lab, "statistic over channels")
+                elif lab is not None:
+                    ctx.contract((x, d))
                 if keep:
                     labels.append(None)
             else:
@@ -57,16 +62,18 @@ def _reduce(mixing: bool, dim_pos: int, keep_pos: int):
 
 
 REDUCE_SUM = Rule("reduce", _reduce(False, 1, 2), doc="sum: exact for dead channels.",
-                  keys=Keys(torch=("sum", "nansum"), methods=("sum", "nansum"), aten=("sum", "nansum")))
+                  keys=Keys(torch=("sum", "nansum"), methods=("sum", "nansum"), aten=("sum", "nansum")), zeros=Zeros.KEEP)
 
-_STATS = ("mean", "amax", "amin", "prod", "logsumexp", "nanmean", "var", "std")
+_STATS = ("mean", "amax", "amin", "prod", "nanmean", "var", "std")
 REDUCE_MIXING = Rule("reduce", _reduce(True, 1, 2),
                      doc="mean/var/std/amax/prod...: channel statistics (mixing).",
-                     keys=Keys(torch=_STATS, methods=_STATS, aten=_STATS))
+                     keys=Keys(torch=_STATS, methods=_STATS, aten=_STATS), zeros=Zeros.KEEP)
+LOGSUMEXP = Rule("reduce", _reduce(True, 1, 2), doc="logsumexp: a statistic whose value over zeros is not zero.",
+                 keys=Keys(torch=("logsumexp",), methods=("logsumexp",), aten=("logsumexp",)))
 REDUCE_TUPLE = Rule("reduce", _reduce(True, 1, 2), doc="max/min: with dim (values, indices); of two tensors, elementwise.",
-                    keys=Keys(torch=("max", "min"), methods=("max", "min"), aten=("max", "min")))
+                    keys=Keys(torch=("max", "min"), methods=("max", "min"), aten=("max", "min")), zeros=Zeros.KEEP)
 NORM_REDUCE = Rule("reduce", _reduce(True, 2, 3), doc="x.norm(p, dim, keepdim).",
-                   keys=Keys(torch=("norm",), methods=("norm",), aten=("linalg_vector_norm",)))
+                   keys=Keys(torch=("norm",), methods=("norm",), aten=("linalg_vector_norm",)), zeros=Zeros.KEEP)
 
 
 def _softmax(ctx: OpContext) -> tuple:
@@ -92,4 +99,4 @@ def _softmax_module(ctx: OpContext) -> tuple:
 SOFTMAX_MODULE = Rule("softmax", _softmax_module, doc="nn.Softmax(dim), nn.LogSoftmax(dim).",
                       keys=Keys(modules=("Softmax", "LogSoftmax")))
 
-RULES = (REDUCE_SUM, REDUCE_MIXING, REDUCE_TUPLE, NORM_REDUCE, SOFTMAX, SOFTMAX_MODULE)
+RULES = (REDUCE_SUM, REDUCE_MIXING, LOGSUMEXP, REDUCE_TUPLE, NORM_REDUCE, SOFTMAX, SOFTMAX_MODULE)

@@ -15,6 +15,8 @@ A :class:`Rule` says, for one op family:
   new sizes (``in_channels``, ``num_features``...).  Parameters are sliced
   generically from their labels; no rule slices tensors itself.
 * ``macs`` -- multiply-accumulates of one call, from shapes, for the report.
+* ``zeros`` -- what the op does to removed channels that hold zeros
+  (:class:`~fxprune.ir.Zeros`: ``KEEP``, ``PROBE`` or ``LOSE``, the default).
 * ``implant`` -- optional: how a module of this family is replaced by HAP's
   Neural Implant (:class:`Implant`).
 * ``keys`` -- every registry key the rule is registered under, named at once
@@ -59,6 +61,7 @@ import builtins
 import dataclasses
 import functools
 import operator
+import types
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -69,6 +72,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import RegistrationError
+from ..ir import AutogradFunction, Zeros
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import EmitContext, OpContext
@@ -195,9 +199,10 @@ class Rule:
     resize: Callable[[torch.nn.Module, "EmitContext"], None] | None = None
     macs: Callable[["OpContext"], int] | None = None
     doc: str = ""
-    leaf: bool = False  # a module rule covering the whole module: tracing does not enter it
+    leaf: bool = False  # a rule covering the whole module or function: tracing does not enter it
     keys: Keys = field(default_factory=Keys)
     implant: Implant | None = None
+    zeros: Zeros = Zeros.LOSE  # what removed channels that hold zeros become (see fxprune.ir.Zeros)
 
     def with_keys(self, keys: Keys) -> "Rule":
         """The same rule registered under other keys (for your own ops)."""
@@ -219,7 +224,8 @@ def node_key(node: fx.Node, root: torch.nn.Module) -> Any:
     if node.op == "call_method":
         return Method(str(node.target))
     if node.op == "call_module":
-        return type(root.get_submodule(str(node.target)))
+        module = root.get_submodule(str(node.target))
+        return module.function.apply if isinstance(module, AutogradFunction) else type(module)
     return None
 
 
@@ -267,9 +273,15 @@ class Registry:
     def items(self) -> list[tuple[Any, Rule]]:
         return list({**self._base, **self._own}.items())
 
-    def leaf_types(self) -> tuple[type, ...]:
-        """Module types whose rule covers the whole module (kept as leaves when tracing)."""
-        return tuple(k for k, r in self.items() if isinstance(k, type) and r.leaf)
+    def leaf_types(self) -> tuple[Any, ...]:
+        """Module types and Python functions whose rule covers the whole call (kept as leaves when tracing).
+
+        A leaf function is recorded as one call wherever traced code calls it by
+        a global name (``torch.fx`` autowrapping): a stochastic-depth helper
+        ``drop_path(x, p, self.training)`` then follows the emitted module's mode.
+        """
+        return tuple(k for k, r in self.items()
+                     if r.leaf and (isinstance(k, type) or isinstance(k, types.FunctionType)))
 
     def _get(self, key: Any) -> Rule | None:
         try:
@@ -333,6 +345,9 @@ def describe_key(key: Any) -> str:
         packet = getattr(key, "overloadpacket", key)
         ns, _, name = packet._qualified_op_name.partition("::")
         return f"torch.ops.{ns}.{name}"
+    owner = getattr(key, "__self__", None)
+    if isinstance(owner, type):  # Fn.apply of a custom autograd Function
+        return f"{owner.__module__}.{owner.__qualname__}.{key.__name__}"
     known = _public_names().get(id(key))
     if known is not None:
         return known.removeprefix("builtins.")

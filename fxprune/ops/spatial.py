@@ -12,11 +12,11 @@ Example:
 """
 from __future__ import annotations
 
-from ..ir import TensorSpec
+from ..ir import TensorSpec, Zeros
 from .context import OpContext, Unsupported, first_tensor
 from .registry import Keys, Rule
 
-__all__ = ["RULES", "SPATIAL"]
+__all__ = ["PAD", "RULES", "SPATIAL"]
 
 
 def _spatial(ctx: OpContext) -> tuple:
@@ -39,12 +39,15 @@ SPATIAL = Rule(
     "spatial", _spatial, doc="pooling / adaptive pooling / interpolate / spatial pad over dims 2+.",
     keys=Keys(
         modules=tuple(f"{k}Pool{d}d" for k in ("Max", "Avg", "AdaptiveAvg", "AdaptiveMax") for d in (1, 2, 3))
-        + ("Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d", "ZeroPad2d", "ConstantPad2d",
+        + ("Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d", "ZeroPad2d",
            "ReflectionPad2d", "ReplicationPad2d"),
-        functional=_POOL + ("interpolate", "pad"),
+        functional=_POOL + ("interpolate",),
         torch=("max_pool1d", "max_pool2d", "avg_pool1d", "adaptive_avg_pool1d"),
         aten=_POOL + ("upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "upsample_linear1d",
-                      "upsample_bilinear2d", "upsample_trilinear3d", "pad"),
-    ))
+                      "upsample_bilinear2d", "upsample_trilinear3d"),
+    ), zeros=Zeros.KEEP)
 
-RULES = (SPATIAL,)
+PAD = Rule("spatial", _spatial, doc="constant spatial padding: removed channels hold the pad value there.",
+           keys=Keys(modules=("ConstantPad2d",), functional=("pad",), aten=("pad",)), zeros=Zeros.PROBE)
+
+RULES = (SPATIAL, PAD)

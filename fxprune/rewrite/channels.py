@@ -32,6 +32,7 @@ from ..ir import KeepMask, TensorSpec
 from ..errors import RewriteError
 from ..modules import get_attr, set_attr
 from ..ops.context import EmitContext
+from ..ops.effects import removable
 
 __all__ = ["apply_plan", "kept_indices", "plan_mask"]
 
@@ -150,7 +151,10 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
             new.type = None
         env[node] = new
     new_gm = fx.GraphModule(root, graph, gm.__class__.__name__)
-    new_gm.graph.eliminate_dead_code()
+    new_gm.training = gm.training  # the emitted module starts in the mode of the analysed one
+    # Only pure calls whose results are unused go (size reads the rewrite made
+    # constant); in-place ops, random ops and module calls always stay.
+    new_gm.graph.eliminate_dead_code(is_impure_node=lambda n: not removable(n, new_gm))
     new_gm.graph.lint()
     new_gm.recompile()
     if verify:
@@ -222,17 +226,28 @@ def _shape_tuple(spec: Any) -> Any:
 
 
 def _copy_root(gm: fx.GraphModule) -> torch.nn.Module:
-    """A deep copy of the module tree (parameters included) without the graph."""
+    """A deep copy of the module tree (parameters included) without the graph.
+
+    One memo for the whole tree: a tensor shared by two modules (tied weights)
+    is one tensor in the copy too.
+    """
+    memo: dict[int, Any] = {}
     root = torch.nn.Module()
     for name, child in gm.named_children():
-        root.add_module(name, copy.deepcopy(child))
+        try:
+            root.add_module(name, copy.deepcopy(child, memo))
+        except RuntimeError as exc:  # e.g. old-style weight_norm's non-leaf weight
+            raise RewriteError(f"module '{name}' cannot be copied into the pruned model: {exc}. With "
+                               "torch.nn.utils.weight_norm/spectral_norm, use torch.nn.utils.parametrizations "
+                               "instead") from exc
     for name, p in gm.named_parameters(recurse=False):
-        root.register_parameter(name, copy.deepcopy(p))
+        root.register_parameter(name, copy.deepcopy(p, memo))
     for name, b in gm.named_buffers(recurse=False):
-        root.register_buffer(name, copy.deepcopy(b))
+        root.register_buffer(name, copy.deepcopy(b, memo))
     for node in gm.graph.nodes:
         if node.op == "get_attr" and "." not in str(node.target) and not hasattr(root, str(node.target)):
-            setattr(root, str(node.target), copy.deepcopy(getattr(gm, str(node.target))))
+            setattr(root, str(node.target), copy.deepcopy(getattr(gm, str(node.target)), memo))
+    root.training = gm.training
     return root
 
 

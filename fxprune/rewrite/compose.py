@@ -29,22 +29,22 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 
 from ..analysis.analysis import Analysis, analyze
 from ..analysis.blocks import ProjectionPolicy
 from ..analysis.cost import count_macs, count_params
 from ..analysis.resolution import input_shapes
 from ..errors import PlanError
+from ..modules import ResizeInputs
 from .blocks import remove_blocks, select_blocks
 from .channels import apply_plan, plan_mask
 
-__all__ = ["Plan3D", "Result3D", "ResizeInputs", "apply_3d", "reanalyze", "translate_plan"]
+__all__ = ["Plan3D", "Result3D", "apply_3d", "reanalyze", "translate_plan"]
 
 
 @dataclass(frozen=True)
@@ -88,43 +88,6 @@ class Result3D:
         return ResizeInputs(self.graph_module, self.input_shapes, mode=mode)
 
 
-class ResizeInputs(torch.nn.Module):
-    """Resizes the spatial dims of the inputs to the recorded sizes, then runs ``module``.
-
-    Every floating tensor input of 3+ dims whose spatial dims (2 onwards) differ
-    from its recorded shape is resampled with ``F.interpolate`` (``mode`` for
-    images; ``linear``/``trilinear`` for 1-d/3-d), so a model pruned at a lower
-    resolution can be fed the original images.
-
-    Example:
-        >>> import torch
-        >>> wrapper = ResizeInputs(torch.nn.AdaptiveAvgPool2d(1), ((1, 3, 8, 8),))
-        >>> wrapper(torch.ones(1, 3, 32, 32)).shape
-        torch.Size([1, 3, 1, 1])
-    """
-
-    def __init__(self, module: torch.nn.Module, shapes: Sequence[Sequence[int] | None], mode: str = "bilinear") -> None:
-        super().__init__()
-        self.module = module
-        self.sizes = tuple(None if s is None or len(s) < 3 else tuple(int(d) for d in s[2:]) for s in shapes)
-        self.mode = mode
-
-    def extra_repr(self) -> str:
-        return f"sizes={self.sizes}, mode={self.mode!r}"
-
-    def forward(self, *inputs: Any) -> Any:
-        resized = []
-        for k, x in enumerate(inputs):
-            size = self.sizes[k] if k < len(self.sizes) else None
-            if size is not None and isinstance(x, torch.Tensor) and x.is_floating_point() \
-                    and tuple(x.shape[2:]) != size and x.ndim == len(size) + 2:
-                mode = self.mode if len(size) == 2 else {1: "linear", 3: "trilinear"}[len(size)]
-                shrink = mode in ("bilinear", "bicubic") and any(n < o for n, o in zip(size, x.shape[2:]))
-                x = F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=shrink)
-            resized.append(x)
-        return self.module(*resized)
-
-
 def reanalyze(analysis: Analysis, module: torch.nn.Module) -> Analysis:
     """``module`` analysed like ``analysis`` (same inputs, registry and options).
 
@@ -133,10 +96,9 @@ def reanalyze(analysis: Analysis, module: torch.nn.Module) -> Analysis:
     cfg = analysis.config
     names = [n for n, _ in module.named_modules()] + [n for n, _ in module.named_parameters()]
     present = lambda e: not isinstance(e, str) or any(n == e or n.startswith(e + ".") for n in names)  # noqa: E731
-    return analyze(module, analysis.example_inputs, registry=analysis.registry, strict=cfg.strict,
-                   leaf_modules=[m for m in cfg.leaf_modules if present(m)],
-                   split_policy=cfg.split_policy, split_overrides=dict(cfg.split_overrides),
-                   ignore=[e for e in cfg.ignore if present(e)], frontend=cfg.frontend)
+    config = cfg.replace(leaf_modules=tuple(m for m in cfg.leaf_modules if present(m)),
+                         ignore=tuple(e for e in cfg.ignore if present(e)))
+    return analyze(module, analysis.example_inputs, config, registry=analysis.registry)
 
 
 def translate_plan(old: Analysis, plan: Mapping[int, Sequence[int]], new: Analysis) -> dict[int, list[int]]:

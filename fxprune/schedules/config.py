@@ -11,7 +11,7 @@ Example:
     >>> from fxprune.schedules import IterativeConfig
     >>> cfg = IterativeConfig(percentile=10.0, analysis={"ignore": "fc"})
     >>> cfg.analysis.ignore, cfg.settings()
-    (('fc',), ('percentile', 'rounds', 'tolerance', 'num_batches', 'min_channels'))
+    (('fc',), ('percentile', 'rounds', 'tolerance', 'num_batches', 'min_channels', 'uniform'))
     >>> sorted(cfg.fingerprint())[:4]          # what a resumed run must share (not the budget)
     ['analysis', 'min_channels', 'num_batches', 'percentile']
     >>> IterativeConfig(rounds=-1)
@@ -86,6 +86,8 @@ class ScheduleConfig:
         scorer_params: keyword parameters of the scorer.
         num_batches: calibration batches for data-driven scorers (``None``: all).
         min_channels: channels every group keeps at least (>= 1).
+        uniform: groups that repeat one block's width keep identical widths
+            (:func:`fxprune.scoring.select.uniform_plan` on every round's plan).
         analysis: the analysis options (an
             :class:`~fxprune.analysis.analysis.AnalysisConfig`; a mapping of its
             options is converted).
@@ -100,6 +102,7 @@ class ScheduleConfig:
     scorer_params: Mapping[str, Any] = field(default_factory=frozen_mapping)
     num_batches: int | None = None
     min_channels: int = 1
+    uniform: bool = False
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
     def __post_init__(self) -> None:
@@ -108,6 +111,7 @@ class ScheduleConfig:
         require(self.num_batches is None or is_int(self.num_batches, 1), "num_batches",
                 "None or an integer >= 1", self.num_batches)
         require(is_int(self.min_channels, 1), "min_channels", "an integer >= 1", self.min_channels)
+        require(isinstance(self.uniform, bool), "uniform", "True or False", self.uniform)
         if "rounds" in self.field_names():
             require(is_int(self.rounds, 0), "rounds", "an integer >= 0", self.rounds)  # type: ignore[attr-defined]
         self.validate()

@@ -48,6 +48,7 @@ from ..report import build_report
 from ..rewrite.channels import apply_plan
 from ..rewrite.record import RewriteRecord
 from ..scoring import ScoreContext, get_scorer
+from ..scoring.select import SelectionConfig, uniform_plan
 from ..serialize.fingerprint import Fingerprint
 from .checkpoint import RoundSource
 from .config import ScheduleConfig
@@ -276,6 +277,8 @@ class _Loop:
         scores = self.score(analysis, ScoreContext(data=runtime.data, loss_fn=runtime.loss_fn,
                                                    num_batches=self.config.num_batches))
         plan = policy.plan(analysis, scores, state)
+        if self.config.uniform:
+            plan = uniform_plan(analysis, scores, plan, SelectionConfig(min_channels=self.config.min_channels))
         if not plan and policy.stops_when_nothing_to_prune:
             session.stop(STOP_NOTHING)
             return state

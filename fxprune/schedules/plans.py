@@ -19,7 +19,7 @@ import numpy as np
 from ..analysis.analysis import Analysis
 from ..analysis.cost import node_macs
 from ..errors import ConfigError
-from ..scoring.select import GroupInfo, _take
+from ..scoring.select import GroupInfo, check_scores
 
 __all__ = ["threshold_plan", "group_shares"]
 
@@ -30,8 +30,9 @@ def threshold_plan(analysis: Analysis, scores: Mapping[int, Sequence[float]],
 
     Channels go lowest score first; a channel is skipped when removing it would
     empty a member of the group (a concat input keeps one channel), and every
-    group keeps at least ``min_channels`` channels.  NaN scores are never
-    removed.  Groups missing from ``thresholds`` are left alone.
+    group keeps at least ``min_channels`` channels.  Scores that cannot be
+    ranked (NaN, infinite) raise :class:`~fxprune.errors.ScoreError` naming the
+    group.  Groups missing from ``thresholds`` are left alone.
     """
     plan: dict[int, list[int]] = {}
     for g in analysis.groups:
@@ -40,12 +41,13 @@ def threshold_plan(analysis: Analysis, scores: Mapping[int, Sequence[float]],
         if g.id not in scores:
             raise ConfigError(f"the scorer returned no scores for group {g.id}")
         s = np.asarray(scores[g.id], dtype=np.float64)
+        check_scores({g.id: s}, {g.id: GroupInfo(g.size, g.fixed, g.member_counts())})
         thr = float(thresholds[g.id])
         cands = sorted((c for c in g.prunable if s[c] <= thr), key=lambda c: (s[c], c))
         n = min(len(cands), g.size - min_channels)
         if n <= 0:
             continue
-        chosen = _take(cands, n, GroupInfo(g.size, g.fixed, g.member_counts()))
+        chosen = g.take(cands, n)
         if chosen:
             plan[g.id] = sorted(int(c) for c in chosen)
     return plan

@@ -118,6 +118,9 @@ def select_for_target(analysis: Analysis, scores: Mapping[int, np.ndarray], cfg:
     targets = (target,) if isinstance(target, Target) else tuple(target)
     if not targets:
         raise ConfigError("select_for_target needs at least one target")
+    if isinstance(cfg.ratio, Mapping):
+        raise ConfigError("a cost target searches one ratio for every group: it cannot be combined with a "
+                          "mapping of ratios (give per-layer round_to, ignore or a single ratio)")
     plan, before = cost(0.0)
     budgets = [(t.kind is TargetKind.MACS, t.budget(before[1] if t.kind is TargetKind.MACS else before[0]))
                for t in targets]

@@ -1,18 +1,26 @@
-"""The invariant checker: hold any model's pruning to fxprune's four promises.
+"""The invariant checker: hold any model's pruning to fxprune's promises.
 
-:func:`check_pruning` analyses a model and checks, raising
-:class:`InvariantError` with a readable message on the first failure:
+:func:`check_pruning` analyses a float64 copy of a model (the model itself is
+never run) and checks, raising :class:`InvariantError` with a readable message
+on the first failure:
 
-1. **identity** -- the empty plan (ratio 0) gives bit-identical outputs;
+1. **identity** -- the empty plan gives bit-identical outputs and the same
+   parameter count, in the model's mode and in the other one (the emitted
+   module follows its own ``train()``/``eval()``; skipped where capture
+   reported a frozen branch on ``self.training``);
 2. **dead channels** -- for random plans over every group without channel-mixing
    normalisation, the pruned model equals the original with the removed
    channels masked out (producer rows, biases and consumer columns zeroed), to
-   float tolerance;
+   float tolerance, in eval mode;
 3. **shapes** -- output shapes never change, for random plans over *all* groups;
 4. **re-trace** -- the pruned module re-traces with ``symbolic_trace`` and its
    graph lints;
+5. **ties** -- tied parameters stay one tensor under every plan;
 
-and that the input model is bit-identical afterwards.
+and that the input model is bit-identical afterwards.  Every run is on a fresh
+copy from the same state and random seed, so models that update buffers in
+``forward`` (BatchNorm in train mode, counters) and train-mode dropout compare
+like for like.
 
 Example:
     >>> import torch, torch.nn as nn
@@ -34,6 +42,7 @@ import torch.fx as fx
 
 from ..analysis.analysis import Analysis, analyze
 from ..api import apply, prune
+from .. import ir
 from ..errors import FxPruneError
 from ..ir import Role
 from ..modules import get_attr
@@ -57,12 +66,38 @@ class CheckSummary:
     max_abs_diff: float
 
 
-def _outputs(module: torch.nn.Module, inputs: Sequence[Any]) -> list[torch.Tensor]:
-    with torch.no_grad():
+def _outputs(module: torch.nn.Module, inputs: Sequence[Any], *, training: bool | None = None,
+             seed: int = 0) -> list[torch.Tensor]:
+    """The flat tensor outputs of a run on a copy of ``module`` (its buffers and mode untouched).
+
+    Every run starts from the same state and the same random seed, so modules
+    that update buffers in ``forward`` and train-mode dropout compare like for like.
+    """
+    module = copy.deepcopy(module)
+    inputs = copy.deepcopy(tuple(inputs))  # a model may write its inputs in place
+    if training is not None:
+        for m in module.modules():  # not .train(): exported GraphModules refuse it
+            m.training = training
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
         out = module(*inputs)
     flat: list[torch.Tensor] = []
     fx.node.map_aggregate(out, lambda v: flat.append(v) if isinstance(v, torch.Tensor) else None)
     return flat
+
+
+def _ties(module: torch.nn.Module) -> set[frozenset[str]]:
+    """The parameter names that share one tensor (tied weights), as sets of two or more."""
+    by_id: dict[int, set[str]] = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        by_id.setdefault(id(p), set()).add(name)
+    return {frozenset(names) for names in by_id.values() if len(names) > 1}
+
+
+def _in_dtype(value: Any, dtype: torch.dtype) -> Any:
+    """Floating tensors of a (nested) value converted to ``dtype``."""
+    return fx.node.map_aggregate(
+        value, lambda v: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
 
 
 def _snapshot(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], str, bool]:
@@ -145,37 +180,55 @@ def check_pruning(
     ratio: float = 0.5,
     plans: int = 3,
     seed: int = 0,
-    rtol: float = 1e-4,
-    atol: float = 1e-4,
+    rtol: float | None = None,
+    atol: float | None = None,
+    dtype: torch.dtype | None = torch.float64,
     **analyze_kwargs: Any,
 ) -> CheckSummary:
-    """Check the four invariants of fxprune on ``model`` (see the module docstring).
+    """Check the invariants of fxprune on ``model`` (see the module docstring).
 
     Args:
-        model: any traceable model (put it in eval mode for deterministic BatchNorm).
+        model: any traceable model, in either mode; it is never run nor modified: the
+            checks run on a copy (``dtype``), every run on a fresh copy from the same
+            state and random seed.
         example_inputs: a tuple of positional inputs.
         ratio: the ratio of the scorer-driven plan that is also checked.
         plans: how many random plans to check.
-        seed: seed of the random plans.
-        rtol, atol: tolerance of the dead-channel comparison (float32 sums of a few hundred
-            terms reorder differently once channels are gone: differences of 1e-5 are noise,
-            an indexing bug shows as differences of the order of the activations).
+        seed: seed of the random plans and of every run.
+        rtol, atol: tolerance of the dead-channel comparison; default ``1e-6`` in float64,
+            ``1e-4`` in float32 (float32 sums of a few hundred terms reorder differently once
+            channels are gone, and activations of 1e10 make that noise reach 1; an indexing
+            bug shows as differences of the order of the activations).
+        dtype: the floating dtype of the copy the checks run on (``float64`` by default;
+            ``None`` keeps the model's own, e.g. for float32 noise studies).
         analyze_kwargs: passed to :func:`fxprune.analyze`.
 
     Raises:
         InvariantError: naming the invariant, the group, the member and the largest difference.
     """
-    inputs = tuple(example_inputs)
+    precise = dtype == torch.float64
+    rtol = rtol if rtol is not None else (1e-6 if precise else 1e-4)
+    atol = atol if atol is not None else (1e-6 if precise else 1e-4)
     snap = _snapshot(model)
-    analysis = analyze(model, inputs, **analyze_kwargs)
-    reference = _outputs(model, inputs)
+    work = copy.deepcopy(model)
+    inputs = tuple(example_inputs)
+    if dtype is not None:
+        work, inputs = work.to(dtype), _in_dtype(inputs, dtype)
+    analysis = analyze(work, inputs, **analyze_kwargs)
+    mode = bool(work.training)
+    reference = _outputs(work, inputs, seed=seed)
+    eval_reference = _outputs(work, inputs, training=False, seed=seed)
     rng = np.random.default_rng(seed)
 
-    # 1. identity
+    # 1. identity, in the model's mode and (unless capture froze a branch on the mode) in the other
     gm0 = apply(analysis, {})
-    got = _outputs(gm0, inputs)
+    got = _outputs(gm0, inputs, seed=seed)
     if len(got) != len(reference) or not all(torch.equal(a, b) for a, b in zip(got, reference)):
         _fail("identity: pruning nothing changed the outputs", analysis)
+    if sum(p.numel() for p in gm0.parameters()) != sum(p.numel() for p in work.parameters()):
+        _fail("identity: pruning nothing changed the parameter count (tied weights untied?)", analysis)
+    if not analysis.graph_module.meta.get(ir.MODE_BRANCHES):
+        _check_other_mode(work, gm0, inputs, not mode, seed, analysis)
 
     max_diff = 0.0
     checked = set()
@@ -183,19 +236,26 @@ def check_pruning(
     for i in range(plans):
         all_plans.append((random_plan(analysis, rng, include_mixing=False), True))
         all_plans.append((random_plan(analysis, rng, include_mixing=True), False))
+    ties = _ties(work)
     for plan, exact in all_plans:
         try:
             pruned = apply(analysis, plan)
         except FxPruneError as exc:
             _fail(f"rewrite failed: {exc}", analysis, plan)
-        out = _outputs(pruned, inputs)
+        # 5. ties
+        kept, names = _ties(pruned), {n for n, _ in pruned.named_parameters(remove_duplicate=False)}
+        lost = [sorted(common) for t in ties
+                if len(common := t & names) > 1 and not any(common <= k for k in kept)]
+        if lost:
+            _fail(f"ties: tied parameters {lost[0]} are no longer one tensor", analysis, plan)
+        out = _outputs(pruned, inputs, training=False, seed=seed)
         # 3. shapes
-        for a, b in zip(out, reference):
+        for a, b in zip(out, eval_reference):
             if a.shape != b.shape:
                 _fail(f"shapes: output shape {tuple(a.shape)} != original {tuple(b.shape)}", analysis, plan)
-        # 2. dead channels
+        # 2. dead channels (in eval mode: train-mode dropout draws differ once tensors shrink)
         if exact:
-            masked = _outputs(mask_original(analysis, plan), inputs)
+            masked = _outputs(mask_original(analysis, plan), inputs, training=False, seed=seed)
             for k, (a, b) in enumerate(zip(out, masked)):
                 if a.dtype.is_floating_point:
                     diff = (a - b).abs().max().item() if a.numel() else 0.0
@@ -210,15 +270,15 @@ def check_pruning(
         # 4. re-capture (with the analysis' front end) and lint
         try:
             if analysis.config.frontend == "export":
-                re = torch.export.export(pruned, inputs).module()
+                re = torch.export.export(copy.deepcopy(pruned), inputs).module()
             else:
-                re = fx.symbolic_trace(pruned)
+                re = fx.symbolic_trace(copy.deepcopy(pruned))
             re.graph.lint()
         except Exception as exc:  # noqa: BLE001
             _fail(f"re-trace: the pruned module does not re-trace: {exc}", analysis, plan)
     # the scorer's plan at `ratio`
-    result = prune(model, inputs, ratio=ratio, analysis=analysis)
-    for a, b in zip(_outputs(result.graph_module, inputs), reference):
+    result = prune(work, inputs, ratio=ratio, analysis=analysis)
+    for a, b in zip(_outputs(result.graph_module, inputs, seed=seed), reference):
         if a.shape != b.shape:
             _fail("shapes: scorer plan changed an output shape", analysis, result.plan)
     problem = _unchanged(model, snap)
@@ -229,16 +289,29 @@ def check_pruning(
                         len(all_plans) + 1, max_diff)
 
 
+def _check_other_mode(work: torch.nn.Module, gm0: torch.nn.Module, inputs: Sequence[Any], training: bool,
+                      seed: int, analysis: Analysis) -> None:
+    """The emitted module follows its own ``train()``/``eval()`` like the original (empty plan)."""
+    try:
+        want = _outputs(work, inputs, training=training, seed=seed)
+    except Exception:  # noqa: BLE001 - the original does not run in that mode (BatchNorm on one value)
+        return
+    got = _outputs(gm0, inputs, training=training, seed=seed)
+    if len(got) != len(want) or not all(torch.equal(a, b) for a, b in zip(got, want)):
+        _fail(f"identity: in {'train' if training else 'eval'} mode the emitted module differs from the "
+              "original (its train/eval behaviour is frozen)", analysis)
+
+
 def _worst_group(analysis: Analysis, plan: Mapping[int, Sequence[int]], inputs: Sequence[Any],
                  rtol: float, atol: float) -> str:
     """Find one group whose plan alone breaks equality (for the message)."""
     for gid, chans in plan.items():
         sub = {gid: chans}
         try:
-            a = _outputs(apply(analysis, sub), inputs)
+            a = _outputs(apply(analysis, sub), inputs, training=False)
         except FxPruneError as exc:
             return f"; group {gid} alone fails to rewrite: {exc}"
-        b = _outputs(mask_original(analysis, sub), inputs)
+        b = _outputs(mask_original(analysis, sub), inputs, training=False)
         if not all(torch.allclose(x, y, rtol=rtol, atol=atol) for x, y in zip(a, b)
                    if x.dtype.is_floating_point):
             g = analysis.groups[gid]

@@ -11,7 +11,9 @@ as channel-mixing) and compares two computations of that single op:
 * **masked** -- the unsliced op on inputs whose removed indices are zero, its
   output then sliced to the kept indices the rule claims.
 
-They must agree to float tolerance.  Nothing here knows any particular op: a
+They must agree to float tolerance.  A rule declaring ``zeros=Zeros.KEEP`` is
+also held to it: with every input masked, the output's removed indices are
+zero.  Nothing here knows any particular op: a
 newly registered rule is covered as soon as any model the suite checks uses it,
 and users call :func:`check_rules` on their own models and registries.
 
@@ -36,7 +38,7 @@ import torch.fx as fx
 
 from .. import ir
 from ..analysis.analysis import Analysis, analyze
-from ..ir import KeepMask, iter_label_arrays
+from ..ir import KeepMask, Role, Zeros, iter_label_arrays
 from ..modules import set_attr
 from ..ops.context import EmitContext
 from ..ops.registry import node_key
@@ -128,8 +130,8 @@ def check_rules(
     roots = atoms.roots()
     mixing = np.zeros(len(roots), dtype=bool)
     fixed = np.zeros(len(roots), dtype=bool)
-    if atoms.mixing_roots():
-        mixing[np.fromiter(atoms.mixing_roots(), dtype=np.int64)] = True
+    if analysis.state.op_mixing:  # a sum over non-zero dead channels is exact locally (inputs masked)
+        mixing[np.fromiter(analysis.state.op_mixing, dtype=np.int64)] = True
     if atoms.fixed_roots():
         fixed[np.fromiter(atoms.fixed_roots(), dtype=np.int64)] = True
     rng = np.random.default_rng(seed)
@@ -180,6 +182,7 @@ def check_rules(
         candidates = exact if values_checked else candidates
         if candidates.size == 0:
             continue
+        biases = _bias_roots(node, param_labels, analysis, roots)
         for _ in range(trials):
             removed = np.zeros(len(roots), dtype=bool)
             n = int(rng.integers(1, max(2, candidates.size)))
@@ -189,7 +192,7 @@ def check_rules(
                 if removed[roots[lab]].all():
                     removed[roots[lab[0]]] = False
             diff = _check_node(node, rule, module, param_labels, rec.values, KeepMask(roots, removed),
-                               rtol, atol, values_checked)
+                               rtol, atol, values_checked, biases)
             worst = max(worst, diff)
             checked += 1
             checked_keys[key] += 1
@@ -198,7 +201,7 @@ def check_rules(
 
 def _check_node(node: fx.Node, rule: Any, module: torch.nn.Module | None, param_labels: dict,
                 values: dict[str, Any], local: KeepMask, rtol: float, atol: float,
-                compare_values: bool = True) -> float:
+                compare_values: bool = True, biases: Sequence[np.ndarray] = ()) -> float:
     def value(n: fx.Node) -> Any:
         return values[n.name]
 
@@ -233,6 +236,8 @@ def _check_node(node: fx.Node, rule: Any, module: torch.nn.Module | None, param_
             ref = _call(node.op, node.target, masked_args, masked_kwargs)
     diff = 0.0
     for (g, _), (r, labels) in zip(_flatten_out(got, _labels_of(node)), _flatten_out(ref, _labels_of(node))):
+        if compare_values and rule.zeros is Zeros.KEEP and r.is_floating_point():
+            _check_keeps_zeros(node, rule, r, labels, local, biases)
         r = local.slice(r, labels)
         if g.shape != r.shape:
             raise RuleSoundnessError(
@@ -252,6 +257,34 @@ def _check_node(node: fx.Node, rule: Any, module: torch.nn.Module | None, param_
         elif not torch.equal(g, r):
             raise RuleSoundnessError(f"node '{node.name}' ({rule.family} rule): integer results differ")
     return diff
+
+
+def _bias_roots(node: fx.Node, param_labels: dict, analysis: Analysis, roots: np.ndarray) -> list[np.ndarray]:
+    """The roots of each additive (role ``bias``) parameter the node reads."""
+    held = {f"{node.target}.{p}": labs for p, labs in param_labels.items()}
+    fx.node.map_aggregate((node.args, node.kwargs), lambda a: held.setdefault(
+        str(a.target), analysis.state.param_labels.get(str(a.target)))
+        if isinstance(a, fx.Node) and a.op == "get_attr" else None)
+    roles = analysis.state.roles
+    return [np.concatenate([roots[lab] for lab in labs if lab is not None] or [np.zeros(0, dtype=np.int64)])
+            for name, labs in held.items()
+            if labs is not None and any(roles.get((name, d)) is Role.BIAS for d in range(len(labs)))]
+
+
+def _check_keeps_zeros(node: fx.Node, rule: Any, ref: torch.Tensor, labels: Any, local: KeepMask,
+                       biases: Sequence[np.ndarray]) -> None:
+    """A rule declaring ``Zeros.KEEP``: with every input masked, the removed indices of each output
+    dim are zero (dims along which a bias parameter is broadcast aside, as the zeros pass has it)."""
+    for d, lab in enumerate(labels if isinstance(labels, tuple) else ()):
+        if lab is None or any(not np.isin(b, local.roots[lab]).any() for b in biases):
+            continue
+        gone = np.nonzero(~local.kept(lab))[0]
+        sub = ref.index_select(d, torch.as_tensor(gone, dtype=torch.long)) if gone.size else None
+        if sub is not None and bool((sub != 0).any()):
+            raise RuleSoundnessError(
+                f"node '{node.name}' ({rule.family} rule, target {getattr(node.target, '__name__', node.target)}): "
+                f"declares zeros=KEEP, but removed channels of zero inputs are "
+                f"{sub[sub != 0][:4].tolist()} (declare Zeros.PROBE or Zeros.LOSE)")
 
 
 def _frozen(value: torch.Tensor, like: Any) -> torch.Tensor:

@@ -49,7 +49,7 @@ Layout of the package: :mod:`.core` (shapes, code emission, the
 :class:`~.core.Family` record and chain drawing); one module per group of op
 families, each holding, per family, its block dataclass, its draw function and
 its ``Family`` record (:mod:`.basic`, :mod:`.composite`, :mod:`.sequence`,
-:mod:`.mixing`); :mod:`.table` (the ordered family table, from which
+:mod:`.mixing`, :mod:`.hazards`); :mod:`.table` (the ordered family table, from which
 :data:`FAMILIES` is derived); :mod:`.arch` (specs, source generation and
 execution); :mod:`.draw` (the public strategies).  To add a family, write its
 block, draw function and record, and put the record in the table.
@@ -64,10 +64,12 @@ from .core import MAX_CHANNELS, MAX_DRAWN_CHANNELS, MAX_SPATIAL, Shape
 from .draw import arch_specs, architectures, input_specs
 from .mixing import Attention, ChannelShuffle, ChannelsLastLN, SqueezeExcite
 from .sequence import Conv1dStack, TemporalConv, TokenMixing
-from .table import FAMILIES, Block
+from .hazards import AutogradFn, ChannelSum, Inplace, OwnForward, Stateful, Tied, TrainDropout, WeightStd
+from .table import FAMILIES, HAZARD_FAMILIES, Block
 
 __all__ = [
     "FAMILIES",
+    "HAZARD_FAMILIES",
     "MAX_CHANNELS",
     "MAX_DRAWN_CHANNELS",
     "MAX_SPATIAL",
@@ -93,6 +95,14 @@ __all__ = [
     "Conv1dStack",
     "Pool",
     "Upsample",
+    "Inplace",
+    "Tied",
+    "Stateful",
+    "OwnForward",
+    "WeightStd",
+    "AutogradFn",
+    "TrainDropout",
+    "ChannelSum",
     "input_specs",
     "arch_specs",
     "architectures",

@@ -92,6 +92,10 @@ class ArchSpec:
             "import torch.nn.functional as F",
             "",
             "",
+        ]
+        for helper in em.helpers.values():
+            lines += [*helper.strip("\n").split("\n"), "", ""]
+        lines += [
             "class Model(nn.Module):",
             "    def __init__(self):",
             "        super().__init__()",

@@ -145,6 +145,8 @@ class Emitter:
         self._modules: dict[str, int] = {}
         self._vars: dict[str, int] = {}
         self.module_types: set[str] = set()
+        #: module-level definitions the forward needs (helper classes), by name, in order
+        self.helpers: dict[str, str] = {}
 
     def module(self, prefix: str, ctor: str) -> str:
         index = self._modules.get(prefix, 0)
@@ -153,6 +155,19 @@ class Emitter:
         self.init.append(f"self.{name} = {ctor}")
         self.module_types.add(ctor.split("(", 1)[0])
         return f"self.{name}"
+
+    def attribute(self, prefix: str, value: str) -> str:
+        """A plain ``self.<prefix><i> = value`` line (a dict, a buffer registered by hand...)."""
+        index = self._modules.get(prefix, 0)
+        self._modules[prefix] = index + 1
+        name = f"{prefix}{index}"
+        self.init.append(value.format(name=name))
+        return f"self.{name}"
+
+    def helper(self, name: str, source: str) -> str:
+        """Define ``source`` (a class or function named ``name``) once, above ``class Model``."""
+        self.helpers.setdefault(name, source)
+        return name
 
     def var(self, prefix: str) -> str:
         index = self._vars.get(prefix, 0)

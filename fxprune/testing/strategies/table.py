@@ -19,11 +19,14 @@ from .basic import (ACTIVATION, CONV, FLATTEN_LINEAR, LINEAR, NORM, POOL, UPSAMP
                     Conv, FlattenLinear, Linear, Norm, Pool, Upsample)
 from .composite import CONCAT, RESIDUAL, SPLIT, Concat, Residual, Split
 from .core import Family
+from .hazards import (AUTOGRAD_FN, CHANNEL_SUM, INPLACE, OWN_FORWARD, STATEFUL, TIED, TRAIN_DROPOUT,
+                      WEIGHT_STD, AutogradFn, ChannelSum, Inplace, OwnForward, Stateful, Tied, TrainDropout,
+                      WeightStd)
 from .mixing import (ATTENTION, CHANNELS_LAST_LN, SE, SHUFFLE, Attention, ChannelShuffle,
                      ChannelsLastLN, SqueezeExcite)
 from .sequence import SEQUENCE, Conv1dStack, TemporalConv, TokenMixing
 
-__all__ = ["FAMILY_TABLE", "FAMILIES", "FAMILY_BY_NAME", "Block"]
+__all__ = ["FAMILY_TABLE", "FAMILIES", "FAMILY_BY_NAME", "HAZARD_FAMILIES", "Block"]
 
 #: Every op family, ordered roughly simplest first.
 FAMILY_TABLE: tuple[Family, ...] = (
@@ -42,7 +45,20 @@ FAMILY_TABLE: tuple[Family, ...] = (
     SE,
     SHUFFLE,
     ATTENTION,
+    # appended (not ordered simple-first) so that existing draws do not change
+    INPLACE,
+    TIED,
+    STATEFUL,
+    OWN_FORWARD,
+    WEIGHT_STD,
+    AUTOGRAD_FN,
+    TRAIN_DROPOUT,
+    CHANNEL_SUM,
 )
+
+#: the families that once hid verification holes (see :mod:`.hazards`)
+HAZARD_FAMILIES: frozenset[str] = frozenset({"inplace", "tied", "stateful", "own_forward", "weight_std",
+                                             "autograd_fn", "train_dropout", "channel_sum"})
 
 #: The names of every op family, ordered roughly simplest first (hypothesis
 #: shrinks a ``sampled_from`` towards its first element).
@@ -51,4 +67,5 @@ FAMILY_BY_NAME: dict[str, Family] = {family.name: family for family in FAMILY_TA
 
 Block = Union[Conv, Linear, Norm, Activation, Residual, Concat, Split, FlattenLinear,
               ChannelShuffle, ChannelsLastLN, SqueezeExcite, Attention, TokenMixing,
-              TemporalConv, Conv1dStack, Pool, Upsample]
+              TemporalConv, Conv1dStack, Pool, Upsample, Inplace, Tied, Stateful, OwnForward, WeightStd,
+              AutogradFn, TrainDropout, ChannelSum]

@@ -1,0 +1,273 @@
+"""The symbolic tracer behind :func:`fxprune.analysis.capture.trace`.
+
+``torch.fx.symbolic_trace`` runs ``forward`` with proxies, which leaves marks
+on the model and the process unless guarded.  This tracer:
+
+* traces a *copy* of the module tree that shares the parameters and buffers
+  (Python-side state, such as a dict caching a tensor on first call, is written
+  to the copy; the user's model keeps every attribute as it was);
+* records buffers as graph values (``proxy_buffer_attributes``), so an
+  in-place update in ``forward`` (a step counter, an EMA) becomes a node of
+  the graph instead of running for real while tracing;
+* traces through parametrized modules (``torch.nn.utils.parametrizations``):
+  the weight they compute is part of the graph, each parametrization a call
+  (``weight_norm``, ``spectral_norm``: barriers unless a rule is registered);
+* keeps a custom ``torch.autograd.Function`` as one call (an
+  :class:`~fxprune.ir.AutogradFunction` module): its ``backward`` survives,
+  and its channels are a barrier unless a rule is registered for ``Fn.apply``;
+* records ``x += y`` on a tensor as the in-place ``operator.iadd`` eager runs
+  (plain ``torch.fx`` rebinds ``x = x + y``, which differs where ``x`` is aliased);
+* replaces each module's ``training`` flag by a recording int while tracing:
+  where it reaches a call as an argument (``F.dropout(x, p, self.training)``)
+  the graph reads the flag at run time, so the emitted module follows its own
+  ``train()``/``eval()``; where Python branches on it (``if self.training:``)
+  the branch is frozen, and it is reported (a :class:`~fxprune.errors.TrainEvalWarning`
+  and :data:`fxprune.ir.MODE_BRANCHES` in the GraphModule's ``meta``);
+* serialises tracing with a process-wide lock, and lets module calls from other
+  threads run untouched while it patches ``nn.Module.__call__``.
+
+Example:
+    >>> import torch, torch.nn as nn, torch.nn.functional as F
+    >>> class M(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.fc = nn.Linear(3, 3)
+    ...     def forward(self, x):
+    ...         return F.dropout(self.fc(x), 0.5, training=self.training)
+    >>> gm = trace_module(M().eval())
+    >>> "training = self.training" in gm.code, gm.training
+    (True, False)
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import operator
+import threading
+import traceback
+import warnings
+from typing import Any, Iterable, Iterator
+
+import torch
+import torch.fx as fx
+from torch.nn.utils import parametrize
+
+from .. import ir
+from ..errors import TrainEvalWarning
+from ..ir import AutogradFunction
+
+__all__ = ["CAPTURE_LOCK", "trace_module", "tracing_copy"]
+
+#: held while a model is captured: torch.fx patches ``nn.Module.__call__`` process-wide
+CAPTURE_LOCK = threading.RLock()
+
+_LOCAL = threading.local()  # the tracer of this thread, if it is tracing
+
+
+class _ModeFlag(int):
+    """A module's ``training`` flag while tracing: an int 0/1 that records branches on it."""
+
+    def __new__(cls, value: bool, owner: str, kind: str, reads: list[str]) -> "_ModeFlag":
+        flag = super().__new__(cls, bool(value))
+        flag.owner, flag.kind, flag.reads = owner, kind, reads
+        return flag
+
+    def __bool__(self) -> bool:
+        self.reads.append(_user_frame(self.owner or "the model", self.kind))
+        return int(self) != 0
+
+    def __repr__(self) -> str:
+        return repr(int(self) != 0)
+
+
+def _user_frame(owner: str, kind: str) -> str:
+    frames = [f for f in traceback.extract_stack()[:-2]
+              if not any(p in f.filename.replace("\\", "/") for p in ("/torch/", "/fxprune/analysis/"))]
+    where = f"{frames[-1].filename}:{frames[-1].lineno}: {frames[-1].line}" if frames else "an unknown line"
+    return f"a branch on {owner} ({kind}).training at {where}"
+
+
+class _Tracer(fx.Tracer):
+    proxy_buffer_attributes = True
+
+    def __init__(self, leaf_types: tuple[type, ...], leaf_names: frozenset[str],
+                 leaf_functions: tuple[Any, ...]) -> None:
+        super().__init__(autowrap_functions=leaf_functions)
+        self._leaf_types = leaf_types
+        self._leaf_names = leaf_names
+        self._thread = threading.get_ident()
+
+    def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
+        if isinstance(m, AutogradFunction) or qualname in self._leaf_names \
+                or (self._leaf_types and isinstance(m, self._leaf_types)):
+            return True
+        if parametrize.is_parametrized(m) or isinstance(m, parametrize.ParametrizationList):
+            return False  # weight_norm/spectral_norm...: the computed weight is traced, parametrization by parametrization
+        return super().is_leaf_module(m, qualname)
+
+    def call_module(self, m: torch.nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
+        if threading.get_ident() != self._thread:  # another thread's model: run it as it is
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict) -> Any:
+        if threading.get_ident() != self._thread:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+    def autograd_call(self, function: type, args: tuple, kwargs: dict) -> Any:
+        """Record ``function.apply(*args, **kwargs)`` as one call of an AutogradFunction module."""
+        for name, m in self.root.named_children():
+            if isinstance(m, AutogradFunction) and m.function is function:
+                break
+        else:
+            name = f"fxprune_autograd{sum(isinstance(m, AutogradFunction) for m in self.root.children())}"
+            self.root.add_module(name, AutogradFunction(function))
+        return self.create_proxy("call_module", name, args, kwargs)
+
+
+def _has_proxy(values: Any) -> bool:
+    found = []
+    fx.node.map_aggregate(values, lambda v: found.append(v) if isinstance(v, fx.Proxy) else None)
+    return bool(found)
+
+
+_INPLACE_OPERATORS = ("iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow", "imatmul", "iand", "ior",
+                      "ixor", "ilshift", "irshift")
+
+
+@contextlib.contextmanager
+def _inplace_operators_recorded() -> Iterator[None]:
+    """``x += y`` on a proxy records ``operator.iadd(x, y)`` (in place, as eager runs it), not ``x = x + y``."""
+    def recorder(name: str) -> Any:
+        fn = getattr(operator, name)
+
+        def method(self: fx.Proxy, other: Any) -> Any:
+            return self.tracer.create_proxy("call_function", fn, (self, other), {})
+        return method
+
+    saved = {name: fx.Proxy.__dict__.get(f"__{name}__") for name in _INPLACE_OPERATORS}
+    for name in _INPLACE_OPERATORS:
+        setattr(fx.Proxy, f"__{name}__", recorder(name))
+    try:
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                delattr(fx.Proxy, f"__{name}__")
+            else:
+                setattr(fx.Proxy, f"__{name}__", old)
+
+
+@contextlib.contextmanager
+def _autograd_functions_kept() -> Iterator[None]:
+    """While tracing, ``Fn.apply`` on proxies records one call instead of inlining ``Fn.forward``."""
+    original = torch.autograd.Function.__dict__["apply"]
+
+    def apply(cls: type, *args: Any, **kwargs: Any) -> Any:
+        tracer = getattr(_LOCAL, "tracer", None)
+        if tracer is not None and _has_proxy((args, kwargs)):
+            return tracer.autograd_call(cls, args, kwargs)
+        return original.__get__(None, cls)(*args, **kwargs)
+
+    torch.autograd.Function.apply = classmethod(apply)
+    try:
+        yield
+    finally:
+        torch.autograd.Function.apply = original
+
+
+def tracing_copy(model: torch.nn.Module) -> torch.nn.Module | None:
+    """A copy of the module tree sharing every parameter and buffer (``None`` if it cannot be copied)."""
+    memo: dict[int, Any] = {id(t): t for _, t in list(model.named_parameters(remove_duplicate=False))
+                            + list(model.named_buffers(remove_duplicate=False))}
+    try:
+        return copy.deepcopy(model, memo)
+    except Exception:  # noqa: BLE001 - an attribute that cannot be copied: trace the model itself
+        return None
+
+
+@contextlib.contextmanager
+def _state_restored(model: torch.nn.Module) -> Iterator[None]:
+    """Every module attribute (and the contents of dict/list/set attributes) as before, afterwards."""
+    saved = []
+    for m in model.modules():
+        attrs = dict(vars(m))
+        contents = {k: (copy.copy(v)) for k, v in attrs.items() if type(v) in (dict, list, set)}
+        saved.append((m, attrs, contents))
+    try:
+        yield
+    finally:
+        for m, attrs, contents in saved:
+            vars(m).clear()
+            vars(m).update(attrs)
+            for k, v in contents.items():
+                attrs[k].clear()
+                attrs[k].update(v) if isinstance(v, (dict, set)) else attrs[k].extend(v)
+
+
+@contextlib.contextmanager
+def _mode_flags(root: torch.nn.Module, reads: list[str]) -> Iterator[None]:
+    modules = list(root.named_modules())
+    before = [(m, m.training) for _, m in modules]
+    for name, m in modules:
+        m.training = _ModeFlag(m.training, name, type(m).__name__, reads)
+    try:
+        yield
+    finally:
+        for m, flag in before:
+            m.training = bool(flag)
+
+
+def _read_flags_at_run_time(graph: fx.Graph) -> None:
+    """Arguments that were a module's ``training`` flag become a ``get_attr`` of that flag."""
+    anchor = next((n for n in graph.nodes if n.op != "placeholder"), None)
+    flags: dict[str, fx.Node] = {}
+
+    def flag_node(owner: str) -> fx.Node:
+        target = f"{owner}.training" if owner else "training"
+        if target not in flags:
+            with graph.inserting_before(anchor):
+                flags[target] = graph.get_attr(target)
+        return flags[target]
+
+    for node in list(graph.nodes):
+        found: list[_ModeFlag] = []
+        fx.node.map_aggregate((node.args, node.kwargs),
+                              lambda a: found.append(a) if isinstance(a, _ModeFlag) else None)
+        if not found:
+            continue
+        swap = (lambda a: flag_node(a.owner) if isinstance(a, _ModeFlag) else a)
+        node.args = fx.node.map_aggregate(node.args, swap)
+        node.kwargs = fx.node.map_aggregate(node.kwargs, swap)
+
+
+def trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...] = (),
+                 leaf_names: Iterable[str] = (), leaf_functions: tuple[Any, ...] = ()) -> fx.GraphModule:
+    """Trace ``model`` as the module docstring describes; exceptions propagate as torch.fx raises them."""
+    with CAPTURE_LOCK:
+        root = tracing_copy(model)
+        guard = contextlib.nullcontext() if root is not None else _state_restored(model)
+        root = root if root is not None else model
+        reads: list[str] = []
+        tracer = _Tracer(leaf_types, frozenset(leaf_names), leaf_functions)
+        with guard:
+            with _mode_flags(root, reads), _autograd_functions_kept(), _inplace_operators_recorded():
+                _LOCAL.tracer = tracer
+                try:
+                    graph = tracer.trace(root)
+                finally:
+                    _LOCAL.tracer = None
+            _read_flags_at_run_time(graph)
+            gm = fx.GraphModule(root, graph, type(model).__name__)
+            gm.training = bool(root.training)
+    branches = tuple(dict.fromkeys(reads))
+    gm.meta[ir.MODE_BRANCHES] = branches
+    if branches:
+        warnings.warn(f"{type(model).__name__}: train/eval behaviour frozen at capture "
+                      f"({'train' if model.training else 'eval'} mode): " + "; ".join(branches[:3])
+                      + (f" (+{len(branches) - 3} more)" if len(branches) > 3 else "")
+                      + ". The emitted module runs these branches as traced in both modes; "
+                      "keep such modules as leaves (leaf_modules=[...]) or register a leaf rule.",
+                      TrainEvalWarning, stacklevel=3)
+    return gm

@@ -1,0 +1,242 @@
+"""Dead-channel zeros: which removed channels are exactly zero, and sums that need them to be.
+
+The channel pass (:mod:`fxprune.analysis.channels`) maps labels; this pass
+runs after it, when every parameter's role is known, and follows the *values*
+removed channels hold in the masked original (producer rows, biases and
+consumer columns zeroed, multiplicative ``scale`` members kept):
+
+* a parameter's dimension is zero there unless its role is ``scale``;
+* each call's output dims follow its rule's :class:`~fxprune.ir.Zeros`
+  declaration: ``KEEP`` (zero where every input dim sharing the channels is,
+  and no ``bias`` parameter is broadcast along it: a linear layer's bias
+  fills the removed rows of a labelled leading dim),
+  ``PROBE`` (the elementwise op evaluated at zero, on one-element tensors),
+  ``LOSE`` (never zero); a barrier's outputs are never zero;
+* an in-place op that leaves non-zero values makes its channels non-zero in
+  every tensor read afterwards (views of the written tensor included);
+* a parameter-free sum a rule declared with ``ctx.contract`` reads dead
+  channels: where none of its operands is zero there, the channels are marked
+  *mixing* (removing them changes the sum of the kept ones).
+
+The result is stored per node under :data:`fxprune.ir.ZEROS`.
+
+Example:
+    >>> import torch, fxprune
+    >>> def model(f):
+    ...     return torch.nn.Sequential(torch.nn.Linear(3, 4), f, torch.nn.Flatten(0))
+    >>> x = (torch.randn(2, 3),)
+    >>> [fxprune.analyze(model(f), x).graph_module.graph.find_nodes(op="call_module", target="1")[0]
+    ...  .meta["fxprune.zeros"] for f in (torch.nn.ReLU(), torch.nn.Sigmoid())]
+    [(False, True), (False, False)]
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.fx as fx
+
+from .. import ir
+from ..ir import Atoms, Role, TensorSpec, Zeros
+from ..ops.context import Value
+from ..ops.effects import mutated_args
+
+__all__ = ["propagate_zeros"]
+
+#: one-element values standing for "any value" in probe rounds (by dtype kind)
+_ANY = {"float": (0.75, -1.5, 3.0), "int": (3, -2, 1), "bool": (True, False, True)}
+
+
+def _is_tensor_labels(labels: Any) -> bool:
+    return isinstance(labels, tuple) and all(l is None or isinstance(l, np.ndarray) for l in labels)
+
+
+def _map_dims(labels: Any, fn: Any) -> Any:
+    """``fn(labels_array)`` for every labelled dim (``False`` for fixed dims), nested like ``labels``."""
+    if labels is None:
+        return None
+    if _is_tensor_labels(labels):
+        return tuple(False if lab is None else bool(fn(lab)) for lab in labels)
+    return tuple(_map_dims(l, fn) for l in labels)
+
+
+def _pairs(labels: Any, flags: Any) -> Iterator[tuple[np.ndarray, bool]]:
+    """``(labels array, zero flag)`` of every labelled dim of a (nested) value."""
+    if labels is None or flags is None:
+        return
+    if _is_tensor_labels(labels):
+        for lab, flag in zip(labels, flags):
+            if lab is not None:
+                yield lab, bool(flag)
+        return
+    for lab, flag in zip(labels, flags):
+        yield from _pairs(lab, flag)
+
+
+class _ZeroPass:
+    def __init__(self, gm: fx.GraphModule, atoms: Atoms, roles: dict, calls: dict, sums: dict) -> None:
+        self.gm = gm
+        self.atoms = atoms
+        self.roles = roles
+        self.calls = calls
+        self.sums = sums
+        self.roots = atoms.roots()
+        self.dirty = np.zeros(len(self.roots), dtype=bool)  # non-zero wherever read (in-place writes)
+        self.scratch = np.zeros(len(self.roots), dtype=bool)
+
+    # -- flags of values -------------------------------------------------
+    def param_flags(self, name: str, ndim: int) -> tuple[bool, ...]:
+        return tuple(self.roles.get((name, d)) is not Role.SCALE for d in range(ndim))
+
+    def flags(self, v: Value) -> Any:
+        """Zero flags of a value as a rule read it (dirty channels are never zero)."""
+        if v.param is not None and v.node is not None and v.node.op in ("get_attr", "call_module"):
+            flags = self.param_flags(v.param, v.ndim)
+        else:
+            flags = v.node.meta.get(ir.ZEROS) if v.node is not None else None
+        if flags is None:
+            return _map_dims(v.labels, lambda lab: False)
+        if not self.dirty.any():
+            return flags
+        return self._clean(v.labels, flags)
+
+    def _clean(self, labels: Any, flags: Any) -> Any:
+        if labels is None or flags is None:
+            return flags
+        if _is_tensor_labels(labels):
+            return tuple(bool(f) and (lab is None or not self.dirty[self.roots[lab]].any())
+                         for lab, f in zip(labels, flags))
+        return tuple(self._clean(l, f) for l, f in zip(labels, flags))
+
+    def _scale(self, v: Value, d: int) -> bool:
+        return self._held(v) and self.roles.get((v.param, d)) is Role.SCALE
+
+    # -- the rules' declarations -----------------------------------------------
+    def _held(self, v: Value) -> bool:
+        return v.param is not None and v.node is not None and v.node.op in ("get_attr", "call_module")
+
+    def keep(self, out_labels: Any, inputs: list[Value]) -> Any:
+        # an additive parameter (role bias) broadcast along a dim fills that dim's removed channels
+        biases = [v for v in inputs if v.is_tensor and self._held(v)
+                  and any(self.roles.get((v.param, d)) is Role.BIAS for d in range(v.ndim))]
+        pairs = []
+        for v in inputs:
+            flags = self.flags(v)
+            if v.is_tensor:
+                pairs += [(lab, f) for d, (lab, f) in enumerate(zip(v.labels, flags))
+                          if lab is not None and not self._scale(v, d)]
+            else:
+                pairs += list(_pairs(v.labels, flags))
+
+        def zero(lab: np.ndarray) -> bool:
+            r = self.roots[lab]
+            self.scratch[r] = True
+            ok = not any(not f and self.scratch[self.roots[lab_in]].any() for lab_in, f in pairs) \
+                and all(any(b is not None and self.scratch[self.roots[b]].any() for b in v.labels) for v in biases)
+            self.scratch[r] = False
+            return ok
+
+        return _map_dims(out_labels, zero)
+
+    def probe(self, node: fx.Node, out_labels: Any) -> Any:
+        spec = node.meta.get(ir.SPEC)
+        call = self.calls.get(node.name)
+        if not isinstance(spec, TensorSpec) or call is None:
+            return _map_dims(out_labels, lambda lab: False)
+        args, kwargs, _ = call
+        flat: list[Value] = []
+        fx.node.map_aggregate((args, kwargs), lambda a: flat.append(a) if isinstance(a, Value) else None)
+        flags = {id(v): self.flags(v) for v in flat if v.is_tensor}
+        nd = len(spec.shape)
+
+        def zero(lab: np.ndarray, d: int) -> bool:
+            r = self.roots[lab]
+            self.scratch[r] = True
+            dead = set()
+            for v in flat:
+                k = d - (nd - v.ndim) if v.is_tensor else -1
+                if k >= 0 and v.labels[k] is not None and v.shape[k] == spec.shape[d] \
+                        and flags[id(v)][k] and self.scratch[self.roots[v.labels[k]]].any():
+                    dead.add(id(v))
+            self.scratch[r] = False
+            return all(self._evaluate(node, args, kwargs, dead, i) for i in range(3))
+
+        return tuple(False if lab is None else zero(lab, d) for d, lab in enumerate(out_labels))
+
+    def _evaluate(self, node: fx.Node, args: Any, kwargs: Any, dead: set, round_: int) -> bool:
+        def probe(a: Any) -> Any:
+            if not isinstance(a, Value):
+                return a
+            if not a.is_tensor:
+                return a.spec
+            kind = "bool" if a.spec.dtype == torch.bool else "float" if a.spec.dtype.is_floating_point \
+                else "int" if not a.spec.dtype.is_complex else None
+            if kind is None:
+                raise TypeError("complex probe")
+            fill = 0 if id(a) in dead else _ANY[kind][round_]
+            return torch.full((1,) * a.ndim, fill, dtype=a.spec.dtype)
+
+        try:
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                p_args = fx.node.map_aggregate(args, probe)
+                p_kwargs = fx.node.map_aggregate(kwargs, probe)
+                if node.op == "call_module":
+                    out = self.gm.get_submodule(str(node.target))(*p_args, **p_kwargs)
+                elif node.op == "call_method":
+                    out = getattr(p_args[0], str(node.target))(*p_args[1:], **p_kwargs)
+                else:
+                    out = node.target(*p_args, **p_kwargs)
+            return isinstance(out, torch.Tensor) and out.device.type != "meta" and bool((out == 0).all())
+        except Exception:  # noqa: BLE001 - an op that cannot be probed keeps nothing
+            return False
+
+    # -- the pass ------------------------------------------------------------
+    def run(self) -> None:
+        for node in self.gm.graph.nodes:
+            labels = node.meta.get(ir.CHANNELS)
+            if node.op == "output":
+                continue
+            if node.op == "get_attr":
+                spec = node.meta.get(ir.SPEC)
+                node.meta[ir.ZEROS] = self.param_flags(str(node.target), len(spec.shape)) \
+                    if isinstance(spec, TensorSpec) and labels is not None else None
+                continue
+            rule = node.meta.get(ir.RULE)
+            call = self.calls.get(node.name)
+            if labels is None:
+                flags = None
+            elif rule is None or call is None or rule.zeros is Zeros.LOSE:
+                flags = _map_dims(labels, lambda lab: False)
+            elif rule.zeros is Zeros.PROBE and _is_tensor_labels(labels):
+                flags = self.probe(node, labels)
+            elif rule.zeros is Zeros.KEEP:
+                flags = self.keep(labels, call[2])
+            else:
+                flags = _map_dims(labels, lambda lab: False)
+            node.meta[ir.ZEROS] = flags
+            for operands, why in self.sums.get(node.name, ()):
+                self.resolve(node, operands, why)
+            if labels is not None and mutated_args(node, self.gm):
+                for lab, zero in _pairs(labels, flags):
+                    if not zero:
+                        self.dirty[self.roots[lab]] = True
+
+    def resolve(self, node: fx.Node, operands: tuple, why: str) -> None:
+        if any(self.flags(v)[d] for v, d in operands):
+            return
+        reason = (f"node '{node.name}': {why} over channels that are not zero once removed "
+                  f"(an op before it does not map zero to zero)")
+        for v, d in operands:
+            self.atoms.mark_mixing(v.labels[d], reason)
+
+
+def propagate_zeros(gm: fx.GraphModule, atoms: Atoms, roles: dict, calls: dict, sums: dict) -> None:
+    """Annotate every node with :data:`fxprune.ir.ZEROS` and resolve the rules' declared sums.
+
+    ``calls`` maps a call node's name to the ``(args, kwargs, inputs)`` its rule
+    saw (arguments wrapped as :class:`~fxprune.ops.context.Value`, ``inputs``
+    every tensor input and module parameter); ``sums`` maps it to the sums its
+    rule declared with :meth:`~fxprune.ops.context.OpContext.contract`.
+    """
+    _ZeroPass(gm, atoms, roles, calls, sums).run()
