@@ -185,8 +185,9 @@ def load(path: str | os.PathLike, model: torch.nn.Module, *, registry: Registry 
         check_weights: refuse a model whose weights differ from the saved
             original's (default).  ``False`` accepts any model of the same
             architecture (e.g. freshly initialised): the pruned weights come
-            from the file either way; ``result.analysis`` then describes
-            ``model``.
+            from the file either way; ``result.analysis`` (and so
+            ``result.materialize()``, which slices the analysed model's
+            weights) then describes ``model``.
 
     Raises:
         LoadError: a missing, corrupt, altered or foreign file (named in the message).
