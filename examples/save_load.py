@@ -1,6 +1,6 @@
 """Save a pruned model, then load it back in a fresh process, bit for bit.
 
-Run: python examples/save_load.py [DIRECTORY]
+Run: python examples/save_load.py
 
 The first process prunes LeNet-5, saves the result with ``fxprune.save`` (one
 file of JSON and tensors) and the pruned program for deployment with
@@ -71,10 +71,21 @@ def load(directory: str) -> None:
     print("the torch.export program gives the same outputs")
 
 
+def in_a_fresh_process(directory: str) -> None:
+    """Run :func:`load` in a new Python process (with this process's fxprune)."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(fxprune.__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
+    run = subprocess.run([sys.executable, os.path.abspath(__file__), "--load", directory], env=env,
+                         capture_output=True, text=True)
+    print(run.stdout, end="")
+    if run.returncode != 0:
+        raise RuntimeError(f"loading in a fresh process failed:\n{run.stderr}")
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--load":
         load(sys.argv[2])
     else:
-        directory = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp()
-        save(directory)
-        subprocess.run([sys.executable, os.path.abspath(__file__), "--load", directory], check=True)
+        with tempfile.TemporaryDirectory() as directory:
+            save(directory)
+            in_a_fresh_process(directory)

@@ -59,7 +59,7 @@ def test_save_then_load_gives_the_same_result_bit_for_bit(tmp_path, name, fronte
 
 def test_the_example_saves_and_loads_in_a_fresh_process(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    run = subprocess.run([sys.executable, str(REPO / "examples" / "save_load.py"), str(tmp_path)],
+    run = subprocess.run([sys.executable, str(REPO / "examples" / "save_load.py")],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "loaded in a fresh process: identical outputs" in run.stdout
