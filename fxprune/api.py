@@ -156,17 +156,22 @@ def prune(
     check_analysis_of(model, analysis)  # an analysis of another model would prune its weights
     ctx = ScoreContext(data=data, loss_fn=loss_fn, num_batches=num_batches, progress=progress)
     scores = score_fn(analysis, ctx)
-    targets = [Target.parse(kind, value) for kind, value in (("macs", target_macs), ("params", target_params))
-               if value is not None]
-    notes: tuple[str, ...] = ()
-    if targets:
-        plan, hit = select_for_target(analysis, scores, cfg, targets)
-        notes = (hit.note,)
-    else:
-        plan = select_plan(analysis, scores, cfg)
+    plan, notes = choose_plan(analysis, scores, cfg, target_macs=target_macs, target_params=target_params)
     gm = apply_plan(analysis, plan)
     report = build_report(analysis, plan, gm, notes=notes)
     return PruneResult(gm, report, analysis, plan, scores)
+
+
+def choose_plan(analysis: Analysis, scores: Mapping[int, np.ndarray], cfg: SelectionConfig, *,
+                target_macs: float | None = None, target_params: float | None = None,
+                ) -> tuple[dict[int, list[int]], tuple[str, ...]]:
+    """The plan :func:`prune` selects from ``scores`` (a budget search when a target is given), and the report's notes."""
+    targets = [Target.parse(kind, value) for kind, value in (("macs", target_macs), ("params", target_params))
+               if value is not None]
+    if targets:
+        plan, hit = select_for_target(analysis, scores, cfg, targets)
+        return plan, (hit.note,)
+    return select_plan(analysis, scores, cfg), ()
 
 
 def _options() -> tuple[str, ...]:

@@ -75,7 +75,7 @@ from .base import AGGREGATIONS, ScoreContext
 from .calibration import (Accumulator, Batch, iter_batches, num_batches_of, progress, record_activations,
                           require_data)
 
-__all__ = ["ActivationPoint", "ActivationScorer", "read_tensors"]
+__all__ = ["ActivationPoint", "ActivationScorer", "collect_activation", "read_tensors", "statistic_keys"]
 
 
 class ActivationPoint(str, enum.Enum):
@@ -194,6 +194,21 @@ def _key(t: TensorMember) -> tuple[str, bool]:
     return (t.node, t.dim != 0)
 
 
+def statistic_keys(plan: dict[int, list[tuple[TensorMember, frozenset[int]]]]) -> set[tuple[str, bool]]:
+    """The statistics a plan of :func:`read_tensors` needs: ``(node, whether dim 0 is a batch dim)``."""
+    return {_key(t) for reads in plan.values() for t, _ in reads}
+
+
+def collect_activation(acc: Accumulator, keys: set[tuple[str, bool]], node: str, value: object) -> None:
+    """Add ``value``, the output of ``node`` on one batch, to the statistics ``keys`` in ``acc``."""
+    if not isinstance(value, torch.Tensor):
+        return
+    if (node, True) in keys:
+        acc.add((node, True), value.detach().to(torch.float64).sum(0), count=value.shape[0])
+    if (node, False) in keys:
+        acc.add((node, False), value.detach().to(torch.float64), count=1)
+
+
 @dataclass(frozen=True)
 class ActivationScorer:
     """IAP: ``s_c = mean over positions of (mean over samples of A[:, c]) ** power``.
@@ -229,16 +244,11 @@ class ActivationScorer:
     def __call__(self, analysis: Analysis, ctx: ScoreContext) -> dict[int, np.ndarray]:
         require_data(self.name, ctx.data)
         plan = {g.id: read_tensors(analysis, g, self.point) for g in analysis.groups}
-        keys = {_key(t) for reads in plan.values() for t, _ in reads}
+        keys = statistic_keys(plan)
         acc = Accumulator()
 
         def collect(node: str, value: object) -> None:
-            if not isinstance(value, torch.Tensor):
-                return
-            if (node, True) in keys:
-                acc.add((node, True), value.detach().to(torch.float64).sum(0), count=value.shape[0])
-            if (node, False) in keys:
-                acc.add((node, False), value.detach().to(torch.float64), count=1)
+            collect_activation(acc, keys, node, value)
 
         batches = progress(iter_batches(ctx.data, ctx.num_batches),
                            total=num_batches_of(ctx.data, ctx.num_batches),
@@ -251,7 +261,13 @@ class ActivationScorer:
 
         record_activations(analysis.graph_module, {k[0] for k in keys}, counted(), collect)
         acc.reduce()
+        return self.scores_from(analysis, plan, acc)
 
+    def scores_from(self, analysis: Analysis, plan: dict[int, list[tuple[TensorMember, frozenset[int]]]],
+                    acc: Accumulator) -> dict[int, np.ndarray]:
+        """The scores from reduced statistics: ``plan`` is :func:`read_tensors` per group id, ``acc``
+        holds the sums :func:`collect_activation` collected (``fxprune.distributed`` collects them
+        with module hooks under FSDP2)."""
         out: dict[int, np.ndarray] = {}
         for g in analysis.groups:
             rows = []
