@@ -39,19 +39,27 @@ __all__ = ["MemoryMeter", "note_freed", "padded_local_numel", "rank_bytes"]
 _ACTIVE: list["MemoryMeter"] = []
 
 
-def _storage(t: torch.Tensor) -> Any:
-    """The storage behind ``t`` (a DTensor's local piece), or ``None`` on the meta device."""
+def _local(t: torch.Tensor) -> torch.Tensor | None:
+    """The plain tensor holding ``t``'s storage (a DTensor's local piece); ``None`` on the meta device."""
     local = getattr(t, "_local_tensor", t)
-    if local.device.type == "meta":
-        return None
+    return None if local.device.type == "meta" else local
+
+
+def _key(t: torch.Tensor) -> tuple[int, int] | None:
+    """``(data pointer, bytes)`` of the storage behind ``t``, or ``None`` (no storage, or empty)."""
     try:
-        return local.untyped_storage()
+        st = t.untyped_storage()
     except (RuntimeError, NotImplementedError):
         return None
+    n = st.nbytes()
+    return (st.data_ptr(), n) if n else None
 
 
 class MemoryMeter(TorchDispatchMode):
     """Bytes of tensor storage held by this process: a baseline plus everything allocated while active.
+
+    A storage is identified by its data pointer and counted while a tensor
+    an op returned on it (or a view of it) is alive.
 
     Args:
         baseline: tensors already held (counted once per storage).
@@ -59,14 +67,15 @@ class MemoryMeter(TorchDispatchMode):
 
     def __init__(self, baseline: Iterable[torch.Tensor] = ()) -> None:
         super().__init__()
-        self._sizes: dict[int, int] = {}
-        seen: set[int] = set()
+        self._live: dict[int, list[int]] = {}          # data pointer -> [bytes, live tensors]
+        self._base: set[int] = set()
         self.baseline = 0
         for t in baseline:
-            st = _storage(t)
-            if st is not None and id(st) not in seen:
-                seen.add(id(st))
-                self.baseline += st.nbytes()
+            local = _local(t)
+            key = None if local is None else _key(local)
+            if key is not None and key[0] not in self._base:
+                self._base.add(key[0])
+                self.baseline += key[1]
         self.current = self.baseline
         self.peak = self.baseline
 
@@ -78,39 +87,45 @@ class MemoryMeter(TorchDispatchMode):
         _ACTIVE.remove(self)
         return super().__exit__(*exc)
 
-    def freed(self, nbytes: int) -> None:
-        """Storage freed outside an op (see :func:`note_freed`)."""
-        self.current -= nbytes
+    def freed(self, nbytes: int, ptr: int | None = None) -> None:
+        """Baseline storage freed outside an op (see :func:`note_freed`)."""
+        if ptr is None or ptr in self._base:
+            self._base.discard(ptr)  # type: ignore[arg-type]
+            self.current -= nbytes
 
-    def _track(self, st: Any) -> None:
-        key = id(st)
-        if key in self._sizes:
+    def _track(self, t: torch.Tensor) -> None:
+        key = _key(t)
+        if key is None or key[0] in self._base:
             return
-        n = st.nbytes()
-        if n == 0:
-            return
-        self._sizes[key] = n
-        self.current += n
-        self.peak = max(self.peak, self.current)
-        weakref.finalize(st, self._release, key)
+        ptr, n = key
+        entry = self._live.get(ptr)
+        if entry is None:
+            entry = self._live[ptr] = [n, 0]
+            self.current += n
+            self.peak = max(self.peak, self.current)
+        entry[1] += 1
+        weakref.finalize(t, self._drop, ptr, entry)
 
-    def _release(self, key: int) -> None:
-        self.current -= self._sizes.pop(key, 0)
+    def _drop(self, ptr: int, entry: list[int]) -> None:
+        entry[1] -= 1
+        if entry[1] == 0 and self._live.get(ptr) is entry:
+            del self._live[ptr]
+            self.current -= entry[0]
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
         for x in tree_leaves(out):
             if isinstance(x, torch.Tensor):
-                st = _storage(x)
-                if st is not None:
-                    self._track(st)
+                local = _local(x)
+                if local is not None:
+                    self._track(local)
         return out
 
 
-def note_freed(nbytes: int) -> None:
-    """Tell the active :class:`MemoryMeter` s that ``nbytes`` of baseline storage were freed."""
+def note_freed(nbytes: int, ptr: int | None = None) -> None:
+    """Tell the active :class:`MemoryMeter` s that ``nbytes`` of baseline storage (at ``ptr``) were freed."""
     for meter in _ACTIVE:
-        meter.freed(nbytes)
+        meter.freed(nbytes, ptr)
 
 
 def padded_local_numel(shape: Sequence[int], world: int, dim: int = 0) -> int:

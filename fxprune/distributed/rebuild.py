@@ -111,10 +111,10 @@ def _materialize(gm: fx.GraphModule, unit: str, units: Sequence[str], device: to
 def _release(t: torch.Tensor) -> None:
     """Free the local storage of a source parameter (its model is consumed)."""
     storage = getattr(t, "_local_tensor", t).untyped_storage()
-    n = storage.nbytes()
+    n, ptr = storage.nbytes(), storage.data_ptr()
     if n:
         storage.resize_(0)
-        note_freed(n)
+        note_freed(n, ptr)
 
 
 def _tensors(gm: fx.GraphModule, params: bool = True) -> dict[str, torch.Tensor]:
