@@ -24,7 +24,7 @@ from fxprune.testing import zoo
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not available")
 
-CASES = [(m, s) for m in ("llama", "cnn") for s in ("l1", "activation")]
+CASES = [(m, s) for m in ("llama", "cnn") for s in ("l1", "activation")] + [("cnn", "taylor")]
 
 
 class SmallCNN(nn.Module):
@@ -55,11 +55,15 @@ def _model(name: str, meta: bool = False) -> tuple[nn.Module, tuple]:
     return model.eval(), x
 
 
-def _data(name: str) -> list[torch.Tensor]:
+def _data(name: str) -> list:
     g = torch.Generator().manual_seed(2)
     if name == "llama":
         return [torch.randint(0, 64, (2, 8), generator=g) for _ in range(4)]
-    return [torch.randn(3, 3, 8, 8, generator=g) for _ in range(4)]
+    return [(torch.randn(3, 3, 8, 8, generator=g), torch.randint(0, 10, (3,), generator=g)) for _ in range(4)]
+
+
+def _options(scorer: str) -> dict:
+    return {"loss_fn": nn.functional.cross_entropy} if scorer == "taylor" else {}
 
 
 def _sharded(name: str, mesh) -> nn.Module:
@@ -95,7 +99,8 @@ def _worker(rank: int, store: str, out: str) -> None:
         report: dict = {}
         for name, scorer in CASES:
             twin, x = _model(name, meta=True)
-            result = prune_sharded(_sharded(name, mesh), twin, x, 0.5, scorer=scorer, data=_data(name)[rank::2])
+            result = prune_sharded(_sharded(name, mesh), twin, x, 0.5, scorer=scorer, data=_data(name)[rank::2],
+                                   **_options(scorer))
             sd = result.full_state_dict()
             if rank == 0:
                 torch.save(sd, f"{out}/{name}_{scorer}.pt")
@@ -152,7 +157,7 @@ def test_sharded_pruning_equals_single_process(tmp_path: Path, monkeypatch: pyte
     single = {}
     for name, scorer in CASES:
         model, x = _model(name)
-        single[(name, scorer)] = fxprune.prune(model, x, 0.5, scorer=scorer, data=_data(name))
+        single[(name, scorer)] = fxprune.prune(model, x, 0.5, scorer=scorer, data=_data(name), **_options(scorer))
     save(single[("llama", "l1")], tmp_path / "ckpt1")          # no process group: world 1
     mp.spawn(_worker, args=(str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2, join=True)
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
