@@ -86,6 +86,7 @@ def _worker(rank: int, store: str, out: str) -> None:
     from torch.distributed.device_mesh import init_device_mesh
 
     from fxprune.distributed import MemoryMeter, PlanMismatchError, load, prune_sharded, save
+    from fxprune.errors import ConfigError
     from fxprune.modules import get_attr
     from fxprune.scoring import get_scorer
     from fxprune.scoring.base import member_keys
@@ -128,6 +129,12 @@ def _worker(rank: int, store: str, out: str) -> None:
             report["mismatch"] = "no error"
         except PlanMismatchError as exc:
             report["mismatch"] = str(exc)
+        # one rank runs out of calibration batches: every rank raises instead of hanging
+        try:
+            prune_sharded(_sharded("cnn", mesh), twin, x, 0.5, scorer="activation", data=_data("cnn")[:1 + rank])
+            report["ragged"] = "no error"
+        except ConfigError as exc:
+            report["ragged"] = str(exc)
         # a checkpoint of one process, loaded on two ranks
         loaded = load(f"{out}/ckpt1", _model("llama", meta=True)[0])
         sd = loaded.full_state_dict()
@@ -173,6 +180,7 @@ def test_sharded_pruning_equals_single_process(tmp_path: Path, monkeypatch: pyte
         assert mem["peak"] <= bound, mem
         assert mem["pruned_local"] <= mem["pruned"] / 2 + mem["largest"], mem
         assert "different plans" in rep["mismatch"] and "ranks [0]" in rep["mismatch"], rep["mismatch"]
+        assert "different numbers of calibration batches" in rep["ragged"], rep["ragged"]
 
     # saved from 2 ranks, loaded on 1 process; saved on 1, loaded on 2
     want = single[("llama", "l1")].graph_module.state_dict()
@@ -192,3 +200,45 @@ def test_prune_sharded_needs_a_process_group() -> None:
     model, x = _model("cnn")
     with pytest.raises(ConfigError, match="init_process_group"):
         prune_sharded(model, _model("cnn", meta=True)[0], x)
+
+
+def test_scorers_that_cannot_run_on_shards_are_refused() -> None:
+    from fxprune.distributed import sharded_scores
+    from fxprune.errors import ConfigError
+    from fxprune.scoring import ScoreContext, get_scorer
+
+    model, x = _model("cnn")
+    analysis = fxprune.analyze(model, x)
+    with pytest.raises(ConfigError, match="double backward"):
+        sharded_scores(model, analysis, get_scorer("hessian"), ScoreContext(data=_data("cnn")))
+
+    def mine(analysis, ctx):
+        return {}
+
+    with pytest.raises(ConfigError, match="score_sharded"):
+        sharded_scores(model, analysis, mine, ScoreContext())
+    # one process, plain tensors: the sharded l1 is the ordinary l1
+    ours, theirs = sharded_scores(model, analysis, get_scorer("l1"), ScoreContext()), get_scorer("l1")(analysis, ScoreContext())
+    assert all((ours[g] == theirs[g]).all() for g in theirs)
+
+
+def test_a_twin_of_another_model_is_refused() -> None:
+    from fxprune.distributed import check_twin
+    from fxprune.errors import ConfigError
+
+    twin, x = _model("cnn", meta=True)
+    other = SmallCNN()
+    other.head = nn.Linear(16, 7)
+    with pytest.raises(ConfigError, match="'head.weight'"):
+        check_twin(other, fxprune.analyze(twin, x))
+
+
+def test_loading_a_directory_that_is_not_a_checkpoint_fails_clearly(tmp_path: Path) -> None:
+    from fxprune.distributed import load
+    from fxprune.errors import LoadError
+
+    (tmp_path / "fxprune.json").write_text('{"format": "something else"}')
+    with pytest.raises(LoadError, match="not an fxprune distributed checkpoint"):
+        load(tmp_path, _model("cnn", meta=True)[0])
+    with pytest.raises(LoadError, match="missing"):
+        load(tmp_path / "nowhere", _model("cnn", meta=True)[0])

@@ -81,18 +81,9 @@ def sharded_scores(model: torch.nn.Module, analysis: Analysis, scorer: Any, ctx:
     """
     if isinstance(scorer, ShardedScorer):
         return scorer.score_sharded(model, analysis, ctx)
-    if isinstance(scorer, MagnitudeScorer):
-        return _magnitude(model, analysis, scorer)
-    if isinstance(scorer, RandomScorer):
-        return scorer(analysis, ctx)
-    if isinstance(scorer, ActivationScorer):
-        return _activation(model, analysis, scorer, ctx)
-    if isinstance(scorer, TaylorScorer):
-        return _taylor(model, analysis, scorer, ctx)
-    if isinstance(scorer, HessianScorer):
-        raise ConfigError("the hessian scorer needs a double backward through the model, which FSDP2's backward "
-                          "hooks do not support; on a sharded model use scorer='taylor' (first order, with "
-                          "gradients) or 'activation', or prune the gathered model on one process with fxprune.prune")
+    run = _SHARDED.get(type(scorer))
+    if run is not None:
+        return run(model, analysis, scorer, ctx)
     raise ConfigError(f"fxprune.distributed scores sharded models with 'l1', 'l2', 'activation', 'taylor' and "
                       f"'random', or a scorer object with a score_sharded(model, analysis, ctx) method; got "
                       f"{getattr(scorer, 'name', type(scorer).__name__)!r}")
@@ -113,7 +104,8 @@ def _slice_norms(t: torch.Tensor, dim: int, p: int) -> torch.Tensor:
     return out
 
 
-def _magnitude(model: torch.nn.Module, analysis: Analysis, scorer: MagnitudeScorer) -> dict[int, np.ndarray]:
+def _magnitude(model: torch.nn.Module, analysis: Analysis, scorer: MagnitudeScorer,
+               _ctx: ScoreContext) -> dict[int, np.ndarray]:
     per_group, keys = member_keys(analysis, scorer.roles)
     tensors = named_tensors(model)
     _, rank = world_and_rank()
@@ -258,3 +250,18 @@ def _taylor(model: torch.nn.Module, analysis: Analysis, scorer: TaylorScorer,
     acc.reduce()
     return {g.id: aggregate_members(g, {pos: acc.mean(k) for pos, k in per_group[g.id]}, scorer.aggregate)
             for g in analysis.groups}
+
+
+def _random(_model: torch.nn.Module, analysis: Analysis, scorer: RandomScorer, ctx: ScoreContext) -> dict[int, np.ndarray]:
+    return scorer(analysis, ctx)  # from the analysis alone: the same on every rank
+
+
+def _hessian(*_: Any) -> dict[int, np.ndarray]:
+    raise ConfigError("the hessian scorer needs a double backward through the model, which FSDP2's backward "
+                      "hooks do not support; on a sharded model use scorer='taylor' (first order, with "
+                      "gradients) or 'activation', or prune the gathered model on one process with fxprune.prune")
+
+
+#: how each built-in scorer runs on a sharded model (looked up by the scorer's exact type)
+_SHARDED: dict[type, Any] = {MagnitudeScorer: _magnitude, RandomScorer: _random, ActivationScorer: _activation,
+                             TaylorScorer: _taylor, HessianScorer: _hessian}
