@@ -82,7 +82,9 @@ def save(result: PruneResult, path: str | os.PathLike) -> str:
             structure its plan no longer emits (only its weights may change).
     """
     if not isinstance(result, PruneResult):
-        raise ConfigError(f"fxprune.save takes the PruneResult of fxprune.prune, got {type(result).__name__}")
+        raise ConfigError(f"fxprune.save takes the PruneResult of fxprune.prune, got {type(result).__name__} "
+                          "(the result of fxprune.distributed.prune_sharded is saved from every rank with "
+                          "fxprune.distributed.save)")
     path = Path(path)
     if not path.parent.is_dir():
         raise ConfigError(f"cannot save to {str(path)!r}: the directory {str(path.parent)!r} does not exist")
