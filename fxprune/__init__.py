@@ -30,6 +30,7 @@ from .errors import (
     TrainEvalWarning,
     UnsupportedOpError,
 )
+from .latency import LatencyConfig, LatencyTable, latency_table
 from .ops import Rule, default_registry
 from .plot import plot_groups
 from .plan3d import Pruned3D, prune_3d
@@ -48,6 +49,8 @@ __all__ = [
     "ExampleInputError",
     "FxPruneError",
     "Group",
+    "LatencyConfig",
+    "LatencyTable",
     "MaterializeError",
     "Member",
     "Plan3D",
@@ -73,6 +76,7 @@ __all__ = [
     "at_resolution",
     "default_registry",
     "find_blocks",
+    "latency_table",
     "prune",
     "plot_groups",
     "prune_3d",
