@@ -49,7 +49,8 @@ from ..errors import ConfigError
 from ..progress import Progress
 from .select import SelectionConfig, select_plan
 
-__all__ = ["CostFn", "Target", "TargetKind", "TargetResult", "search_target", "select_for_target", "shape_costs"]
+__all__ = ["Bracket", "CostFn", "Target", "TargetKind", "TargetResult", "bisect_plans", "search_target",
+           "select_for_target", "shape_costs"]
 
 #: the largest ratio the selection accepts (it removes at most this fraction of prunable channels)
 _MAX_RATIO = 1.0 - 1e-9
@@ -151,10 +152,56 @@ def shape_costs(analysis: Analysis) -> CostFn:
     return cost
 
 
+@dataclass(frozen=True)
+class Bracket:
+    """Where a monotone predicate over a nested plan family turns true (:func:`bisect_plans`).
+
+    ``below`` is the most pruned plan found for which it is false (``None``
+    when it holds already at ``x = 0``), ``above`` the least pruned one for
+    which it is true (``None`` when it is false even at the top), each as
+    ``(x, plan)``; between them the family has no other plan the bisection
+    could tell apart: they are one channel step apart.
+    """
+
+    below: tuple[float, Plan] | None
+    above: tuple[float, Plan] | None
+
+
+def bisect_plans(plan_at: Callable[[float], Plan], hi: float, done: Callable[[Plan], bool], *,
+                 iterations: int = 48, progress: bool = False, desc: str = "target search") -> Bracket:
+    """Bisection over ``x`` in ``[0, hi]`` for where ``done(plan_at(x))`` turns true.
+
+    ``plan_at`` must be monotone (plans of larger ``x`` remove more) and
+    ``done`` monotone along it (false, then true).  ``done`` is called once per
+    distinct plan probed.  ``progress`` shows a display over the steps.
+    """
+    lo_plan = plan_at(0.0)
+    if done(lo_plan):
+        return Bracket(None, (0.0, lo_plan))
+    top_plan = plan_at(hi)
+    if not done(top_plan):
+        return Bracket((hi, top_plan), None)
+    lo = 0.0
+    with Progress(desc, total=iterations, enabled=progress, unit="step", transient=True) as bar:
+        for _ in range(iterations):  # invariant: done(plan_at(lo)) is false, done(plan_at(hi)) true
+            mid = (lo + hi) / 2
+            mid_plan = plan_at(mid)
+            if mid_plan == top_plan:
+                hi = mid
+            elif mid_plan == lo_plan:
+                lo = mid
+            elif done(mid_plan):
+                hi, top_plan = mid, mid_plan
+            else:
+                lo, lo_plan = mid, mid_plan
+            bar.update(1, postfix={"x": f"{hi:.4g}"})
+    return Bracket((lo, lo_plan), (hi, top_plan))
+
+
 def search_target(plan_at: Callable[[float], Plan], hi: float, cost: CostFn, target: Target | Sequence[Target], *,
                   iterations: int = 48, progress: bool = False,
                   desc: str = "target search") -> tuple[Plan, TargetResult]:
-    """Bisection over ``x`` in ``[0, hi]`` for the least-pruned plan ``plan_at(x)`` whose costs meet ``target``.
+    """The least-pruned plan ``plan_at(x)``, ``x`` in ``[0, hi]``, whose costs meet ``target`` (by bisection).
 
     ``plan_at`` must be monotone (plans of larger ``x`` remove more, so every
     cost falls) and ``plan_at(0)`` is the reference the fractions refer to.
@@ -164,40 +211,28 @@ def search_target(plan_at: Callable[[float], Plan], hi: float, cost: CostFn, tar
     targets = (target,) if isinstance(target, Target) else tuple(target)
     if not targets:
         raise ConfigError("a target search needs at least one target")
-    plan = plan_at(0.0)
-    before = dict(cost(plan))
+    costs: dict[int, tuple[Plan, dict[TargetKind, float]]] = {}
+
+    def cost_of(plan: Plan) -> dict[TargetKind, float]:
+        if id(plan) not in costs:
+            costs[id(plan)] = (plan, dict(cost(plan)))   # the plan is kept so its id stays its own
+        return costs[id(plan)][1]
+
+    start = plan_at(0.0)
+    before = cost_of(start)
     missing = [t.kind.value for t in targets if t.kind not in before]
     if missing:
         raise ConfigError(f"the cost function gives {sorted(TargetKind(k).value for k in before)}, not {missing}")
     budgets = [(t.kind, t.budget(before[t.kind])) for t in targets]
 
-    def fits(costs: Mapping[TargetKind, float]) -> bool:
-        return all(costs[kind] <= budget for kind, budget in budgets)
+    def fits(plan: Plan) -> bool:
+        c = cost_of(plan)
+        return all(c[kind] <= budget for kind, budget in budgets)
 
-    lo, found = 0.0, (0.0, plan, before)
-    if not fits(before):
-        lo_plan, top_plan = plan, plan_at(hi)
-        top = dict(cost(top_plan))
-        found = (hi, top_plan, top)
-        if fits(top):
-            with Progress(desc, total=iterations, enabled=progress, unit="step", transient=True) as bar:
-                for _ in range(iterations):  # invariant: plan_at(lo) misses the budget, plan_at(hi) meets it
-                    mid = (lo + hi) / 2
-                    mid_plan = plan_at(mid)
-                    if mid_plan == top_plan:
-                        hi = mid
-                    elif mid_plan == lo_plan:
-                        lo = mid
-                    else:
-                        mid_costs = dict(cost(mid_plan))
-                        if fits(mid_costs):
-                            hi, top_plan, top = mid, mid_plan, mid_costs
-                        else:
-                            lo, lo_plan = mid, mid_plan
-                    bar.update(1, postfix={"x": f"{hi:.4f}"})
-            found = (hi, top_plan, top)
-    x, plan, after = found
-    return plan, TargetResult(targets, x, before, after, fits(after))
+    bracket = bisect_plans(lambda x: start if x == 0.0 else plan_at(x), hi, fits, iterations=iterations,
+                           progress=progress, desc=desc)
+    x, plan = bracket.above if bracket.above is not None else bracket.below  # type: ignore[misc]
+    return plan, TargetResult(targets, x, before, cost_of(plan), bracket.above is not None)
 
 
 def select_for_target(analysis: Analysis, scores: Mapping[int, np.ndarray], cfg: SelectionConfig,
