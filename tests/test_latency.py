@@ -109,8 +109,8 @@ def fake_table(analysis, seconds_of):
     zeros = {g.id: np.zeros(g.size) for g in analysis.groups}
     works = [plan_work(analysis, select_plan(analysis, zeros, SelectionConfig(ratio=r)) if r else {})
              for r in cfg.ratios]
-    nodes = tuple(NodeLatency(name, "op", tuple(w[name] for w in works), tuple(seconds_of(name, w[name]) for w in works))
-                  for name in works[0])
+    nodes = tuple(NodeLatency(name, "op", tuple(w[name] for w in works),
+                              tuple(seconds_of(name, w[name]) for w in works)) for name in works[0])
     model = tuple(sum(n.seconds[i] for n in nodes) for i in range(len(cfg.ratios)))
     key = graph_fingerprint(analysis.graph_module, "cpu", cfg)
     return LatencyTable(key, "cpu", torch.__version__, 1, cfg.ratios, nodes, model, cfg)
