@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -20,6 +24,7 @@ from fxprune.analysis.latency import LatencyTable, NodeLatency, graph_fingerprin
 from fxprune.latency import LatencyConfig, latency_cost, latency_table
 from fxprune.scoring import ScoreContext, SelectionConfig, get_scorer, select_plan
 from fxprune.scoring.targets import Target, TargetKind, select_for_target
+from fxprune.testing import zoo
 
 X = (torch.randn(4, 8),)
 
@@ -213,3 +218,16 @@ def test_the_cli_takes_a_latency_target(tmp_path, monkeypatch, capsys):
     assert len(data["latency"]) == 12 and list((tmp_path / "latency").glob("*.json"))
     assert main(["prune", "lenet5", "--target-latency", "2"]) == 2
     assert "(0, 1]" in capsys.readouterr().err
+
+
+def test_the_cache_key_is_the_same_in_every_process():
+    code = ("import fxprune; from fxprune.testing import zoo; "
+            "from fxprune.analysis.latency import graph_fingerprint, LatencyConfig; "
+            "print([graph_fingerprint(fxprune.analyze(*zoo.ZOO[n]()).graph_module, 'cpu', LatencyConfig()) "
+            "for n in ('lenet5', 'vit', 'llama', 'shufflenet_v2')])")
+    root = pathlib.Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True,
+                         env={**os.environ, "PYTHONPATH": str(root)}).stdout.strip()
+    here = [graph_fingerprint(fxprune.analyze(*zoo.ZOO[n]()).graph_module, "cpu", LatencyConfig())
+            for n in ("lenet5", "vit", "llama", "shufflenet_v2")]
+    assert out == str(here)

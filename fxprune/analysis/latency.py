@@ -51,6 +51,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -238,6 +239,9 @@ class LatencyTable:
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(self.to_dict(), f)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # as an ordinary file (mkstemp makes it private)
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):
@@ -319,12 +323,22 @@ def _spec_text(spec: Any) -> Any:
     return repr(spec) if isinstance(spec, (int, float, bool, str, type(None))) else type(spec).__name__
 
 
+def _target_text(target: Any) -> str:
+    """A node target as text that is the same in every process (no object addresses)."""
+    if isinstance(target, str):
+        return target
+    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None)
+    if name is not None:
+        return f"{getattr(target, '__module__', None) or ''}.{name}"
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(target))
+
+
 def graph_fingerprint(gm: fx.GraphModule, device: torch.device | str, config: LatencyConfig) -> str:
     """The cache key of a latency table of ``gm`` (an analysed graph with SPEC meta) measured on ``device``."""
     payload = {
         "format": _FORMAT,
         "code": gm.code,
-        "nodes": [[n.name, n.op, str(n.target), _spec_text(n.meta.get(ir.SPEC))] for n in gm.graph.nodes],
+        "nodes": [[n.name, n.op, _target_text(n.target), _spec_text(n.meta.get(ir.SPEC))] for n in gm.graph.nodes],
         "params": [[k, list(v.shape), str(v.dtype)] for k, v in gm.state_dict(keep_vars=True).items()],
         "device": str(device), "torch": torch.__version__, "threads": config.thread_count,
         "ratios": list(config.ratios), "timing": [config.warmup, config.repeat, config.min_time],
