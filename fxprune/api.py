@@ -30,7 +30,7 @@ from .report import Report, build_report
 from .rewrite.channels import apply_plan
 from .rewrite.materialize import materialize
 from .scoring import ScoreContext, SelectionConfig, get_scorer, select_plan
-from .scoring.targets import Target, select_for_target, shape_costs
+from .scoring.targets import Target, TargetResult, select_for_target, shape_costs
 
 __all__ = ["PruneResult", "apply", "prune", "analyze"]
 
@@ -45,6 +45,9 @@ class PruneResult:
         analysis: the analysis of the original model.
         plan: ``{group id: removed group channels}``.
         scores: ``{group id: per-channel scores}`` used for the plan.
+        target: where a target search landed (``target_macs``, ``target_params``,
+            ``target_latency``; ``None`` without one): the ratio, the costs before
+            and after (the predicted latency, in seconds), whether it was reached.
     """
 
     graph_module: fx.GraphModule
@@ -52,6 +55,7 @@ class PruneResult:
     analysis: Analysis
     plan: dict[int, list[int]]
     scores: dict[int, np.ndarray]
+    target: TargetResult | None = None
 
     def materialize(self, *, hf_config: bool = True, rtol: float = 1e-4, atol: float = 1e-5) -> torch.nn.Module:
         """The pruned model as an instance of the original class (see :func:`fxprune.rewrite.materialize`).
@@ -177,6 +181,7 @@ def prune(
     if target_latency is not None or latency is not None:
         table = latency if isinstance(latency, LatencyTable) else latency_table(analysis, latency, progress=progress)
     notes: list[str] = []
+    hit = None
     if targets:
         cost = shape_costs(analysis) if table is None else latency_cost(analysis, table)
         plan, hit = select_for_target(analysis, scores, cfg, targets, cost=cost, progress=progress)
@@ -189,7 +194,7 @@ def prune(
         notes.append(latency_note(table, analysis, plan, gm))
         rows = table.rows(analysis, plan)
     report = build_report(analysis, plan, gm, notes=notes, latency=rows)
-    return PruneResult(gm, report, analysis, plan, scores)
+    return PruneResult(gm, report, analysis, plan, scores, hit)
 
 
 def _options() -> tuple[str, ...]:

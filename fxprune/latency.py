@@ -11,7 +11,7 @@ Example:
     >>> from fxprune.latency import LatencyConfig, latency_table
     >>> model = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
     >>> a = fxprune.analyze(model, (torch.randn(16, 8),))
-    >>> cfg = LatencyConfig(repeat=3, min_time=0, cache_dir=tempfile.mkdtemp())
+    >>> cfg = LatencyConfig(repeat=3, min_time=0, model_min_time=0, cache_dir=tempfile.mkdtemp())
     >>> table = latency_table(a, cfg)
     >>> [n.name for n in table.nodes], table.ratios, table.threads
     (['_0', '_1', '_2'], (0.0, 0.25, 0.5, 0.75), 1)
@@ -33,7 +33,8 @@ import torch.fx as fx
 
 from .analysis.analysis import Analysis
 from .analysis.latency import (LatencyConfig, LatencyRow, LatencyTable, NodeLatency, cached_table, device_of,
-                               graph_fingerprint, node_op, plan_work, store_table, time_model, time_nodes)
+                               node_op, plan_work, store_table, table_key, time_model,
+                               time_nodes)
 from .errors import ConfigError
 from .progress import Progress
 from .rewrite.channels import apply_plan
@@ -59,7 +60,7 @@ def latency_table(analysis: Analysis, config: LatencyConfig | None = None, *,
     config = config or LatencyConfig()
     gm, inputs = analysis.graph_module, analysis.example_inputs
     device = device_of(gm, inputs)
-    key = graph_fingerprint(gm, device, config)
+    key = table_key(analysis, device, config)
     cached = cached_table(key, config)
     if cached is not None:
         return cached
@@ -90,8 +91,7 @@ def latency_cost(analysis: Analysis, table: LatencyTable) -> CostFn:
     Raises:
         ConfigError: ``table`` was measured for another graph or device.
     """
-    key = graph_fingerprint(analysis.graph_module, device_of(analysis.graph_module, analysis.example_inputs),
-                            table.config)
+    key = table_key(analysis, device_of(analysis.graph_module, analysis.example_inputs), table.config)
     if key != table.key:
         raise ConfigError("the latency table was measured for another graph, device, torch version or "
                           "thread count: measure one for this model with fxprune.latency_table(analysis)")

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 import fxprune
 import fxprune.latency as latency_mod
-from fxprune.analysis.latency import LatencyTable, NodeLatency, graph_fingerprint, plan_work, _monotone
+from fxprune.analysis.latency import LatencyTable, NodeLatency, plan_work, table_key, _monotone
 from fxprune.latency import LatencyConfig, latency_cost, latency_table
 from fxprune.scoring import ScoreContext, SelectionConfig, get_scorer, select_plan
 from fxprune.scoring.targets import Target, TargetKind, select_for_target
@@ -35,7 +35,8 @@ def mlp():
 
 
 def quick(tmp_path, **kw):
-    return LatencyConfig(**{"warmup": 0, "repeat": 1, "min_time": 0.0, "cache_dir": str(tmp_path), **kw})
+    return LatencyConfig(**{"warmup": 0, "repeat": 1, "min_time": 0.0, "model_min_time": 0.0,
+                            "cache_dir": str(tmp_path), **kw})
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +83,8 @@ def test_the_cache_can_be_switched_off_and_a_bad_file_is_remeasured(tmp_path):
 
 def test_the_default_cache_directory_is_fxprune_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FXPRUNE_CACHE", str(tmp_path / "here"))
-    table = latency_table(fxprune.analyze(mlp(), X), LatencyConfig(warmup=0, repeat=1, min_time=0.0))
+    table = latency_table(fxprune.analyze(mlp(), X), LatencyConfig(warmup=0, repeat=1, min_time=0.0,
+                                                                   model_min_time=0.0))
     assert (tmp_path / "here" / "latency" / f"{table.key}.json").exists()
 
 
@@ -105,19 +107,24 @@ def test_node_times_are_interpolated_monotonically_over_work():
     assert xs.tolist() == [1.0, 2.0, 3.0, 4.0]
     assert ys.tolist() == [2.0, 2.0, 5.5, 5.5]                          # equal work averaged, violators pooled
     node = NodeLatency("n", "Linear", (100.0, 50.0), (2.0, 1.0))
-    assert node.predict(75.0) == 1.5 and node.predict(10.0) == 1.0 and node.predict(1e9) == 2.0
+    assert node.predict(75.0) == 1.5 and node.predict(1e9) == 2.0
+    assert node.predict(30.0) == pytest.approx(0.6)              # the lowest segment extended (0 at 0 work)
+    overhead = NodeLatency("n", "Linear", (100.0, 50.0), (2.0, 1.5))     # 1 s fixed + 0.01 s per unit
+    assert overhead.predict(20.0) == pytest.approx(1.2)
+    steep = NodeLatency("n", "Linear", (100.0, 50.0), (4.0, 1.0))        # convex: held at proportional
+    assert steep.predict(25.0) == pytest.approx(0.5)
 
 
 def fake_table(analysis, seconds_of):
     """A table whose node times are ``seconds_of(name, work)``, keyed for ``analysis`` (no timing)."""
-    cfg = LatencyConfig(warmup=0, repeat=1, min_time=0.0, cache=False)
+    cfg = LatencyConfig(warmup=0, repeat=1, min_time=0.0, model_min_time=0.0, cache=False)
     zeros = {g.id: np.zeros(g.size) for g in analysis.groups}
     works = [plan_work(analysis, select_plan(analysis, zeros, SelectionConfig(ratio=r)) if r else {})
              for r in cfg.ratios]
     nodes = tuple(NodeLatency(name, "op", tuple(w[name] for w in works),
                               tuple(seconds_of(name, w[name]) for w in works)) for name in works[0])
     model = tuple(sum(n.seconds[i] for n in nodes) for i in range(len(cfg.ratios)))
-    key = graph_fingerprint(analysis.graph_module, "cpu", cfg)
+    key = table_key(analysis, "cpu", cfg)
     return LatencyTable(key, "cpu", torch.__version__, 1, cfg.ratios, nodes, model, cfg)
 
 
@@ -222,12 +229,27 @@ def test_the_cli_takes_a_latency_target(tmp_path, monkeypatch, capsys):
 
 def test_the_cache_key_is_the_same_in_every_process():
     code = ("import fxprune; from fxprune.testing import zoo; "
-            "from fxprune.analysis.latency import graph_fingerprint, LatencyConfig; "
-            "print([graph_fingerprint(fxprune.analyze(*zoo.ZOO[n]()).graph_module, 'cpu', LatencyConfig()) "
+            "from fxprune.analysis.latency import table_key, LatencyConfig; "
+            "print([table_key(fxprune.analyze(*zoo.ZOO[n]()), 'cpu', LatencyConfig()) "
             "for n in ('lenet5', 'vit', 'llama', 'shufflenet_v2')])")
     root = pathlib.Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True,
                          env={**os.environ, "PYTHONPATH": str(root)}).stdout.strip()
-    here = [graph_fingerprint(fxprune.analyze(*zoo.ZOO[n]()).graph_module, "cpu", LatencyConfig())
+    here = [table_key(fxprune.analyze(*zoo.ZOO[n]()), "cpu", LatencyConfig())
             for n in ("lenet5", "vit", "llama", "shufflenet_v2")]
     assert out == str(here)
+    model, x = zoo.llama()
+    assert table_key(fxprune.analyze(model, x, split_policy="outer"), "cpu", LatencyConfig()) != \
+        table_key(fxprune.analyze(model, x), "cpu", LatencyConfig())          # other groups, other grid
+
+
+def test_the_result_says_where_the_target_search_landed(tmp_path):
+    model = mlp()
+    a = fxprune.analyze(model, X)
+    table = fake_table(a, lambda name, work: work * 1e-9)
+    result = fxprune.prune(model, X, target_latency=0.5, latency=table, analysis=a)
+    hit = result.target
+    assert hit.reached and 0 < hit.ratio < 1 and hit.after[TargetKind.LATENCY] == table.predict(a, result.plan)
+    assert fxprune.prune(model, X, ratio=0.5).target is None
+    assert fxprune.prune(model, X, target_macs=0.5).target.macs_after == fxprune.prune(
+        model, X, target_macs=0.5).report.macs_after

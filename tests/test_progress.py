@@ -23,7 +23,7 @@ def mlp():
 
 
 def quick(tmp_path):
-    return LatencyConfig(warmup=0, repeat=1, min_time=0.0, cache=False, cache_dir=str(tmp_path))
+    return LatencyConfig(warmup=0, repeat=1, min_time=0.0, model_min_time=0.0, cache=False, cache_dir=str(tmp_path))
 
 
 def long_steps(tmp_path, progress):

@@ -6,8 +6,8 @@ ratios and times them here) and cached as JSON.  For every call node it holds
 the node's *work* at each measured ratio (its MACs, or for an op without MACs
 the elements it reads and writes) and its measured time there; the time of the
 node under any plan is interpolated over its work (piecewise linear, made
-monotone: more work never takes less time; held at the ends of the measured
-range).  The sum over nodes, mapped to whole-model seconds through the
+monotone: more work never takes less time; below the smallest work measured
+the lowest segment is extended, never below proportional scaling).  The sum over nodes, mapped to whole-model seconds through the
 measured models of the grid (isolated calls do not add up exactly to a
 forward), is the plan's predicted latency (:meth:`LatencyTable.predict`).
 
@@ -21,16 +21,18 @@ Timing (:func:`time_nodes`, :func:`time_model`): each call node runs in
 isolation on its actual input values (captured by running the model through an
 :class:`torch.fx.Interpreter`), under ``torch.no_grad`` in eval mode (the
 module's train/eval flags are restored afterwards); ``warmup`` calls, then
-``repeat`` samples of as many calls as take ``min_time`` seconds, and the
+``repeat`` samples of as many calls as take ``min_time`` seconds
+(``model_min_time`` for a whole forward, so that one noisy call weighs less), and the
 median per call.  On CUDA each sample is synchronised (``torch.cuda.synchronize``)
 before the clock is read.  Measurement runs on ``threads`` intra-op threads
 (default 1; ``None``: torch's current setting); the count used is recorded.
 An in-place op's written arguments are restored after it is timed.
 
 The cache (:func:`cache_dir`: ``$FXPRUNE_CACHE`` or ``~/.cache/fxprune``)
-holds one JSON file per key: a fingerprint of the graph (code, node shapes and
-dtypes, parameter shapes), the device, the torch version, the thread count,
-the ratio grid and the timing settings.  Files are written atomically.
+holds one JSON file per key (:func:`table_key`): a fingerprint of the graph
+(code, node shapes and dtypes, parameter shapes) and of its groups, the device,
+the torch version, the thread count, the ratio grid and the timing settings.
+Files are written atomically.
 
 Example:
     >>> import torch, fxprune
@@ -69,7 +71,7 @@ from ..ops.effects import mutated_args
 from .cost import node_macs, plan_specs
 from .groups import plan_mask
 
-__all__ = ["LatencyConfig", "LatencyRow", "LatencyTable", "NodeLatency", "cache_dir", "graph_fingerprint",
+__all__ = ["LatencyConfig", "LatencyRow", "LatencyTable", "NodeLatency", "cache_dir", "table_key",
            "plan_work", "time_model", "time_nodes"]
 
 _CALLS = ("call_module", "call_function", "call_method")
@@ -86,8 +88,9 @@ class LatencyConfig:
             ``0.0`` (the original) and increases within [0, 1).
         warmup: calls before timing a node or the model.
         repeat: timed samples; the median is kept.
-        min_time: seconds one sample lasts at least (calls per sample are
-            chosen to reach it).
+        min_time: seconds one sample of a node lasts at least (calls per sample
+            are chosen to reach it).
+        model_min_time: the same for a whole forward (:func:`time_model`).
         threads: intra-op threads while measuring (``None``: torch's current setting).
         cache: read and write the cache.
         cache_dir: the cache directory (``None``: :func:`cache_dir`).
@@ -97,6 +100,7 @@ class LatencyConfig:
     warmup: int = 3
     repeat: int = 7
     min_time: float = 2e-4
+    model_min_time: float = 0.02
     threads: int | None = 1
     cache: bool = True
     cache_dir: str | None = None
@@ -111,8 +115,10 @@ class LatencyConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ConfigError(f"LatencyConfig.{name} must be an integer >= {low}, got {v!r}")
-        if isinstance(self.min_time, bool) or not isinstance(self.min_time, (int, float)) or not self.min_time >= 0:
-            raise ConfigError(f"LatencyConfig.min_time must be a number >= 0, got {self.min_time!r}")
+        for name in ("min_time", "model_min_time"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+                raise ConfigError(f"LatencyConfig.{name} must be a number >= 0, got {v!r}")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise ConfigError(f"LatencyConfig.threads must be None or an integer >= 1, got {self.threads!r}")
@@ -133,9 +139,20 @@ class NodeLatency:
     seconds: tuple[float, ...]
 
     def predict(self, work: float) -> float:
-        """Seconds at ``work``: monotone piecewise-linear interpolation over the measured points."""
+        """Seconds at ``work``: monotone piecewise-linear interpolation over the measured points.
+
+        Above the largest work measured (the original) the time is held; below the
+        smallest, the lowest segment is extended, but never below proportional
+        scaling of the smallest measured time.
+        """
         xs, ys = _monotone(self.work, self.seconds)
-        return float(np.interp(work, xs, ys))
+        if work >= xs[0] or xs[0] <= 0:
+            return float(np.interp(work, xs, ys))
+        proportional = ys[0] * work / xs[0]
+        if len(xs) == 1:
+            return float(proportional)
+        slope = (ys[1] - ys[0]) / (xs[1] - xs[0])
+        return float(max(ys[0] + slope * (work - xs[0]), proportional))
 
 
 @dataclass(frozen=True)
@@ -333,15 +350,24 @@ def _target_text(target: Any) -> str:
     return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(target))
 
 
-def graph_fingerprint(gm: fx.GraphModule, device: torch.device | str, config: LatencyConfig) -> str:
-    """The cache key of a latency table of ``gm`` (an analysed graph with SPEC meta) measured on ``device``."""
+def table_key(analysis: Any, device: torch.device | str, config: LatencyConfig) -> str:
+    """The cache key of a latency table of ``analysis``'s model measured on ``device``.
+
+    A fingerprint of the graph (code, every node's shapes and dtypes, parameter
+    shapes), of the groups (which parameter dimensions they hold: the split
+    policy decides which shapes the grid's models have), the device, the torch
+    version, the thread count, the ratio grid and the timing settings.
+    """
+    gm = analysis.graph_module
     payload = {
         "format": _FORMAT,
         "code": gm.code,
         "nodes": [[n.name, n.op, _target_text(n.target), _spec_text(n.meta.get(ir.SPEC))] for n in gm.graph.nodes],
         "params": [[k, list(v.shape), str(v.dtype)] for k, v in gm.state_dict(keep_vars=True).items()],
+        "groups": [[g.size, sorted(g.fixed), [[m.param, m.dim] for m in g.members]] for g in analysis.groups],
         "device": str(device), "torch": torch.__version__, "threads": config.thread_count,
-        "ratios": list(config.ratios), "timing": [config.warmup, config.repeat, config.min_time],
+        "ratios": list(config.ratios), "timing": [config.warmup, config.repeat, config.min_time,
+                                                  config.model_min_time],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
@@ -390,7 +416,7 @@ def _synchronizer(device: torch.device) -> Callable[[], None]:
     return lambda: None
 
 
-def _timeit(fn: Callable[[], Any], config: LatencyConfig, sync: Callable[[], None]) -> float:
+def _timeit(fn: Callable[[], Any], config: LatencyConfig, sync: Callable[[], None], min_time: float) -> float:
     """Median seconds per call of ``fn`` (see the module docstring)."""
     def sample(number: int) -> float:
         sync()
@@ -403,8 +429,8 @@ def _timeit(fn: Callable[[], Any], config: LatencyConfig, sync: Callable[[], Non
     for _ in range(config.warmup):
         fn()
     number, first = 1, sample(1)
-    while first < config.min_time and number < 1 << 20:
-        number = min(1 << 20, max(2 * number, math.ceil(number * config.min_time / max(first, 1e-9))))
+    while first < min_time and number < 1 << 20:
+        number = min(1 << 20, max(2 * number, math.ceil(number * min_time / max(first, 1e-9))))
         first = sample(number)
     samples = [first] + [sample(number) for _ in range(config.repeat - 1)]
     return statistics.median(samples) / number
@@ -423,7 +449,7 @@ def time_model(gm: torch.nn.Module, inputs: Sequence[Any], config: LatencyConfig
     """Median seconds of one forward of ``gm`` on ``inputs`` (eval mode, no autograd)."""
     device = device_of(gm, inputs)
     with measuring(gm, config):
-        return _timeit(lambda: gm(*inputs), config, _synchronizer(device))
+        return _timeit(lambda: gm(*inputs), config, _synchronizer(device), config.model_min_time)
 
 
 class _NodeTimer(fx.Interpreter):
@@ -448,7 +474,7 @@ class _NodeTimer(fx.Interpreter):
             fn = n.target  # type: ignore[assignment]
         written = [self.env[a] for a in mutated_args(n, self.module) if isinstance(self.env.get(a), torch.Tensor)]
         saved = [t.clone() for t in written]
-        self.seconds[n.name] = _timeit(lambda: fn(*args, **kwargs), self.config, self.sync)
+        self.seconds[n.name] = _timeit(lambda: fn(*args, **kwargs), self.config, self.sync, self.config.min_time)
         for t, s in zip(written, saved):
             t.copy_(s)
         if self.tick is not None:
