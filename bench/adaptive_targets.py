@@ -13,26 +13,10 @@ import time
 
 import torch
 
-import fxprune
-from fxprune.errors import PlanError
 from fxprune.schedules import adaptive
-from fxprune.scoring.targets import TargetKind, shape_costs
+from fxprune.scoring.targets import TargetKind
 from fxprune.testing import zoo
-
-
-def largest_channel_step(gm: torch.nn.Module, x: tuple, kind: TargetKind) -> float:
-    """The most one channel of ``gm`` costs."""
-    analysis = fxprune.analyze(gm, x)
-    cost = shape_costs(analysis)
-    full = cost({})[kind]
-    steps = [0.0]
-    for g in analysis.groups:
-        for c in g.prunable:
-            try:
-                steps.append(full - cost({g.id: [c]})[kind])
-            except PlanError:
-                pass
-    return max(steps)
+from fxprune.testing.targets import largest_channel_step
 
 
 def main() -> None:

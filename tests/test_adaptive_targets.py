@@ -13,27 +13,12 @@ import torch
 import torch.nn as nn
 
 import fxprune
-from fxprune.errors import PlanError
 from fxprune.schedules import ScheduleInterrupted, adaptive
-from fxprune.scoring.targets import TargetKind, shape_costs
+from fxprune.scoring.targets import TargetKind
 from fxprune.testing import zoo
+from fxprune.testing.targets import largest_channel_step
 
 SUBSET = ["lenet5", "resnet_basic", "densenet", "mobilenet_v3", "vit", "llama"]
-
-
-def largest_channel_step(gm, x, kind):
-    """The most one channel of ``gm`` costs (``kind``): a bound on one channel step."""
-    analysis = fxprune.analyze(gm, x)
-    cost = shape_costs(analysis)
-    full = cost({})[kind]
-    steps = [0.0]
-    for g in analysis.groups:
-        for c in g.prunable:
-            try:
-                steps.append(full - cost({g.id: [c]})[kind])
-            except PlanError:  # the channel cannot go alone (it would empty a member)
-                pass
-    return max(steps)
 
 
 @pytest.mark.parametrize("name", SUBSET)
