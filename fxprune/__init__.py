@@ -21,6 +21,7 @@ from .errors import (
     ConfigError,
     ExampleInputError,
     FxPruneError,
+    LoadError,
     MaterializeError,
     PlanError,
     RecipeError,
@@ -38,16 +39,18 @@ from .recipes import recipe
 from .report import Report
 from .rewrite.blocks import remove_blocks
 from .rewrite.compose import Plan3D, Result3D, apply_3d
-
-__version__ = "0.1.0"
+from .serialize import load, save
+from .version import __version__
 
 __all__ = [
+    "__version__",
     "Analysis",
     "AnalysisConfig",
     "Block",
     "ConfigError",
     "ExampleInputError",
     "FxPruneError",
+    "LoadError",
     "Group",
     "LatencyConfig",
     "LatencyTable",
@@ -77,9 +80,11 @@ __all__ = [
     "default_registry",
     "find_blocks",
     "latency_table",
+    "load",
     "prune",
     "plot_groups",
     "prune_3d",
     "recipe",
     "remove_blocks",
+    "save",
 ]

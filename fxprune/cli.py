@@ -9,7 +9,7 @@ Examples::
 
     fxprune zoo
     fxprune analyze resnet_basic
-    fxprune prune resnet_basic --ratio 0.5 --out pruned.pt
+    fxprune prune resnet_basic --ratio 0.5 --out pruned.fxp --export-out pruned.pt2
     fxprune prune mypkg.models:build --input-shape 1,3,224,224 --scorer l2 --global
     fxprune prune resnet_basic --target-macs 0.5 --report json
     fxprune prune resnet_basic --target-latency 0.6 --progress
@@ -125,9 +125,9 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     from .api import prune
     from .errors import ConfigError
 
-    if args.out and not Path(args.out).resolve().parent.is_dir():
-        raise ConfigError(f"--out {args.out!r}: the directory {str(Path(args.out).resolve().parent)!r} "
-                          "does not exist")
+    for flag, out in (("--out", args.out), ("--export-out", args.export_out)):
+        if out and not Path(out).resolve().parent.is_dir():
+            raise ConfigError(f"{flag} {out!r}: the directory {str(Path(out).resolve().parent)!r} does not exist")
     model, inputs = load_model(args.model, args.input_shape)
     data = load_calibration(args.calib) if args.calib else None
     loss_fn = getattr(torch.nn.functional, _LOSSES[args.loss]) if args.loss else None
@@ -143,9 +143,16 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
         print(f"wrote {plot_groups(result, args.plot)}", file=sys.stderr)
     if args.out:
-        torch.save(gm, args.out)
-        print(f"saved the pruned GraphModule to {args.out} (load with torch.load(path, weights_only=False))",
-              file=sys.stderr)
+        from .serialize import save
+
+        save(result, args.out)
+        print(f"saved the pruned result to {args.out} (reload it with fxprune.load(path, model))", file=sys.stderr)
+    if args.export_out:
+        from .serialize.files import atomic_write
+
+        program = torch.export.export(gm, tuple(inputs))
+        atomic_write(args.export_out, lambda fh: torch.export.save(program, fh))
+        print(f"saved the pruned program to {args.export_out} (torch.export.load(path).module())", file=sys.stderr)
     if args.code:
         print(gm.code, file=sys.stderr if args.report == "json" else sys.stdout)
     return 0
@@ -207,7 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--report", choices=["text", "json", "md"], default="text",
                     help="how the report is printed (json: only the report on stdout)")
     sp.add_argument("--plot", metavar="PNG", help="write kept/removed channels per layer (needs matplotlib)")
-    sp.add_argument("--out", help="save the pruned GraphModule here (torch.save)")
+    sp.add_argument("--out", metavar="FILE",
+                    help="save the pruned result here (fxprune.save: JSON and tensors; fxprune.load reloads it)")
+    sp.add_argument("--export-out", metavar="PT2",
+                    help="save the pruned program for deployment (torch.export.save; torch.export.load reloads it)")
     sp.add_argument("--code", action="store_true", help="print the emitted forward code")
     sp.set_defaults(fn=_cmd_prune)
 

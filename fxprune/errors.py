@@ -12,6 +12,7 @@ __all__ = [
     "MaterializeError",
     "RecipeError",
     "RegistrationError",
+    "LoadError",
     "ResolutionError",
     "ScoreError",
     "TrainEvalWarning",
@@ -57,6 +58,14 @@ class RecipeError(FxPruneError, ValueError):
 
 class RegistrationError(FxPruneError, LookupError):
     """A rule's keys name an op that does not exist (raised when the rule is built)."""
+
+
+class LoadError(FxPruneError, ValueError):
+    """A saved file is missing, corrupt, altered or not an fxprune file (the message names it).
+
+    Raised by :func:`fxprune.load` and by schedule checkpoints; nothing in the
+    file is executed while finding out.
+    """
 
 
 class ResolutionError(ConfigError):

@@ -64,6 +64,7 @@ from .errors import ConfigError, RecipeError
 from .schedules import POLICIES, ScheduleConfig
 from .schedules.engine import RUNTIME
 from .scoring import SCORERS, get_scorer
+from .serialize.files import atomic_write
 
 __all__ = [
     "Recipe",
@@ -260,7 +261,7 @@ class Recipe:
             raise RecipeError(f"{where}: [recipe] name must be a non-empty string")
         if not isinstance(self.description, str):
             raise RecipeError(f"{where}: [recipe] description must be a string")
-        if self.schedule not in POLICIES:
+        if not isinstance(self.schedule, str) or self.schedule not in POLICIES:
             raise RecipeError(f"{where}: unknown schedule {self.schedule!r} in [schedule]; "
                               f"available: {sorted(POLICIES)}")
         if not isinstance(self.scorer, str) or self.scorer not in SCORERS:
@@ -352,8 +353,9 @@ class Recipe:
         return "\n".join(lines) + "\n"
 
     def to_toml_path(self, path: str | os.PathLike) -> str:
-        """Write :meth:`to_toml` to ``path``; returns the path as a string."""
-        Path(path).write_text(self.to_toml(), encoding="utf-8")
+        """Write :meth:`to_toml` to ``path`` (atomically); returns the path as a string."""
+        body = self.to_toml().encode("utf-8")
+        atomic_write(path, lambda fh: fh.write(body))
         return str(path)
 
     def replace(self, **schedule_params: Any) -> "Recipe":
@@ -439,6 +441,8 @@ def recipe(name_or_path: str | os.PathLike | Recipe) -> Recipe:
         raise RecipeError(f"recipe() takes a name, a path or a Recipe, got {type(name_or_path).__name__}")
     try:
         data = _toml.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"recipe file {str(path)!r} is not UTF-8 text (TOML files are UTF-8): {exc}") from None
     except _toml.TOMLDecodeError as exc:
         raise RecipeError(f"recipe file {str(path)!r} is not valid TOML: {exc}") from exc
     return Recipe.from_dict(data, source=str(path), default_name=path.stem)

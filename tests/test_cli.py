@@ -34,12 +34,31 @@ def test_analyze_json(capsys):
 
 
 def test_prune_saves_a_smaller_module(tmp_path, capsys):
-    out = tmp_path / "pruned.pt"
-    assert main(["prune", "lenet5", "--ratio", "0.5", "--out", str(out)]) == 0
+    import fxprune
+    from fxprune.testing import zoo
+
+    out, pt2 = tmp_path / "pruned.fxp", tmp_path / "pruned.pt2"
+    assert main(["prune", "lenet5", "--ratio", "0.5", "--out", str(out), "--export-out", str(pt2)]) == 0
     assert "params:" in capsys.readouterr().out
-    gm = torch.load(out, weights_only=False)
+    model, x = zoo.lenet5()
+    gm = fxprune.load(out, model).graph_module
     assert gm.conv1.out_channels == 3
     assert gm(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    program = torch.export.load(str(pt2)).module()
+    assert torch.equal(program(*x), gm(*x))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pruned.fxp", "pruned.pt2"]   # no temporary file left
+
+
+@pytest.mark.parametrize("frontend", ["fx", "export"])
+def test_cli_out_saves_results_of_both_front_ends(tmp_path, frontend, capsys):
+    import fxprune
+    from fxprune.testing import zoo
+
+    out = tmp_path / "pruned.fxp"
+    assert main(["prune", "vit", "--frontend", frontend, "--out", str(out)]) == 0
+    model, x = zoo.vit()
+    ref = fxprune.prune(model, x, frontend=frontend).graph_module
+    assert torch.equal(fxprune.load(out, model).graph_module(*x), ref(*x))
 
 
 def test_errors_exit_2_with_a_message(capsys):
@@ -76,6 +95,8 @@ def test_prune_with_calibration_data_markdown_and_plot(tmp_path, capsys):
 def test_bad_command_lines_exit_2_before_any_work(tmp_path, capsys):
     assert main(["prune", "mobilenet_v2", "--out", str(tmp_path / "no" / "such" / "dir.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["prune", "mobilenet_v2", "--export-out", str(tmp_path / "no" / "such" / "dir.pt2")]) == 2
+    assert "--export-out" in capsys.readouterr().err
     assert main(["prune", "fxprune.testing.zoo:LeNet5", "--input-shape", "2,1,28x28"]) == 2
     assert "comma-separated integers" in capsys.readouterr().err
     bad = tmp_path / "calib.pt"

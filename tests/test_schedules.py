@@ -17,6 +17,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 import fxprune
+from _saving import XC, conv_net, shrink
 from fxprune.errors import ConfigError
 from fxprune.schedules import (
     History,
@@ -197,23 +198,6 @@ def test_rewinding_rejects_a_state_dict_of_another_model():
 # ---------------------------------------------------------------------------
 # checkpoints, resume, interrupts
 # ---------------------------------------------------------------------------
-def conv_net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3),
-                         nn.ReLU(), nn.Flatten(), nn.Linear(8 * 2 * 2, 3)).eval()
-
-
-XC = (torch.randn(2, 3, 6, 6),)
-
-
-def shrink(gm):
-    """A deterministic 'training' step that changes the scores of the next round."""
-    with torch.no_grad():
-        for i, p in enumerate(gm.parameters()):
-            p.mul_(0.9).add_(0.01 * (i + 1))
-    return gm
-
-
 def fake_accuracy(gm):
     return 80.0 + sum(p.numel() for p in gm.parameters()) / 1000.0
 
@@ -269,19 +253,23 @@ def test_interrupt_keeps_finished_rounds_and_resume_does_not_redo_them(tmp_path)
     again = run_iterative(tmp_path, shrink, evaluate3)
     assert evaluate3.calls == 0
     same_history(again, reference)
-    same_history(History.load(tmp_path), reference)
+    same_history(History.load(tmp_path, conv_net()), reference)
 
 
-def test_checkpointed_graph_modules_reload_with_torch_load(tmp_path):
+def test_checkpoint_files_hold_only_tensors_and_json_and_reload_onto_the_model(tmp_path):
     history = run_iterative(tmp_path, shrink, fake_accuracy)
-    for r in history.rounds:
-        gm = torch.load(tmp_path / f"round_{r.round:04d}.pt", weights_only=False)
-        assert isinstance(gm, fx.GraphModule)
-        assert torch.equal(gm(*XC), r.graph_module(*XC))
+    loaded = History.load(tmp_path, conv_net())
+    same_history(loaded, history)
+    for r, again in zip(history.rounds, loaded.rounds):
+        tensors = torch.load(tmp_path / f"round_{r.round:04d}.pt", weights_only=True)
+        assert all(type(v) is torch.Tensor for v in tensors.values())
+        assert set(tensors) >= set(r.graph_module.state_dict())
+        assert again.graph_module.code == r.graph_module.code
+        assert torch.equal(again.graph_module(*XC), r.graph_module(*XC))
         metrics = json.loads((tmp_path / f"round_{r.round:04d}.json").read_text())["metrics"]
         assert metrics == dict(r.metrics)
     # a reloaded model can be analysed and pruned again
-    assert fxprune.analyze(gm, XC).groups
+    assert fxprune.analyze(loaded.graph_module, XC).groups
 
 
 def test_resume_with_other_settings_is_refused_and_a_larger_budget_extends(tmp_path):

@@ -22,6 +22,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import traceback
 import warnings
 from typing import Any, Iterable, Sequence
@@ -122,6 +123,7 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any]) -> fx.GraphMod
                          "Fixes: check the example inputs; make data-dependent control flow use "
                          "torch.cond, or try frontend='fx' (symbolic_trace).") from exc
     gm = program.module()
+    _picklable_guards(gm, example_inputs)
     gm.training = bool(model.training)
     frozen = _follow_mode(gm, model)
     gm.meta[ir.MODE_BRANCHES] = frozen
@@ -130,6 +132,24 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any]) -> fx.GraphMod
                       + ". Use frontend='fx' for models whose own code reads self.training.",
                       TrainEvalWarning, stacklevel=3)
     return gm
+
+
+def check_input_shapes(shapes: tuple, *args: Any) -> None:
+    """The input guard of an exported program captured with static shapes: each tensor input keeps its shape."""
+    for i, (want, got) in enumerate(zip(shapes, args)):
+        if want is not None and isinstance(got, torch.Tensor) and tuple(got.shape) != want:
+            raise AssertionError(f"Guard failed: input {i} has shape {tuple(got.shape)}; "
+                                 f"the program was exported for {want}")
+
+
+def _picklable_guards(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> None:
+    """Make the ``_guards_fn`` of ``ExportedProgram.module()`` picklable (its generated forward is a
+    closure, so ``torch.save`` of the pruned module failed): the same check, as a ``functools.partial``."""
+    guards = getattr(gm, "_guards_fn", None)
+    if isinstance(guards, torch.nn.Module) and "forward" in vars(guards):
+        flat = torch.utils._pytree.tree_leaves(tuple(example_inputs))
+        shapes = tuple(tuple(x.shape) if isinstance(x, torch.Tensor) else None for x in flat)
+        guards.forward = functools.partial(check_input_shapes, shapes)
 
 
 def _mode_argument(target: Any) -> int | None:

@@ -25,7 +25,7 @@ from ..errors import PlanError
 from ..ir import KeepMask, Role
 from .channels import ChannelState
 
-__all__ = ["Member", "TensorMember", "Group", "build_groups", "plan_mask", "take_channels"]
+__all__ = ["Member", "TensorMember", "Group", "build_groups", "check_plan", "plan_mask", "take_channels"]
 
 
 def take_channels(order: Iterable[int], n: int, counts: np.ndarray) -> list[int]:
@@ -161,6 +161,42 @@ class Group:
         return "\n".join(lines)
 
 
+def _is_int(x: Any) -> bool:
+    return hasattr(x, "__index__") and not isinstance(x, (bool, np.bool_))
+
+
+def check_plan(plan: Any, what: str = "plan") -> dict[int, list[int]]:
+    """``plan`` as ``{int group id: sorted distinct int channels}``, after checking its form.
+
+    Raises:
+        PlanError: ``plan`` is not a mapping of integer group ids to collections of
+            integer channels (e.g. a list, or ``{0: 3}``).
+
+    Example:
+        >>> check_plan({1: [3, 0, 3]})
+        {1: [0, 3]}
+        >>> check_plan([0, 1])
+        Traceback (most recent call last):
+        ...
+        fxprune.errors.PlanError: a plan maps group ids to the channels removed, e.g. {0: [3, 7]}; got a list: [0, 1]
+    """
+    if not isinstance(plan, Mapping):
+        raise PlanError(f"a {what} maps group ids to the channels removed, e.g. {{0: [3, 7]}}; "
+                        f"got a {type(plan).__name__}: {str(plan)[:80]}")
+    out: dict[int, list[int]] = {}
+    for gid, chans in plan.items():
+        if not _is_int(gid):
+            raise PlanError(f"{what}: group ids are integers, got {gid!r}")
+        if isinstance(chans, (str, bytes)) or not isinstance(chans, Iterable):
+            raise PlanError(f"{what}: group {gid} maps to {chans!r}, not a collection of channels (e.g. [{chans!r}])")
+        chans = list(chans)
+        bad = [c for c in chans if not _is_int(c)]
+        if bad:
+            raise PlanError(f"{what}: group {gid}'s channels must be integers, got {bad[:5]}")
+        out[int(gid)] = sorted({int(c) for c in chans})
+    return out
+
+
 def plan_mask(groups: Sequence[Group], roots: np.ndarray, plan: Mapping[int, Sequence[int]]) -> KeepMask:
     """The :class:`~fxprune.ir.KeepMask` of a plan, after checking the plan against the groups.
 
@@ -172,12 +208,11 @@ def plan_mask(groups: Sequence[Group], roots: np.ndarray, plan: Mapping[int, Seq
     """
     removed = np.zeros(len(roots), dtype=bool)
     by_id = {g.id: g for g in groups}
-    for gid, chans in plan.items():
+    for gid, chans in check_plan(plan).items():
         if gid not in by_id:
             raise PlanError(f"plan names group {gid}, but the analysis has groups "
                             f"0..{len(groups) - 1}")
         g = by_id[gid]
-        chans = sorted({int(c) for c in chans})
         if not chans:
             continue
         bad = [c for c in chans if not 0 <= c < g.size]

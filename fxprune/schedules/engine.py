@@ -46,11 +46,14 @@ from ..errors import ConfigError
 from ..ops.registry import Registry
 from ..report import build_report
 from ..rewrite.channels import apply_plan
+from ..rewrite.record import RewriteRecord
 from ..scoring import ScoreContext, get_scorer
 from ..scoring.select import SelectionConfig, uniform_plan
+from ..serialize.fingerprint import Fingerprint
+from .checkpoint import RoundSource
 from .config import ScheduleConfig
 from .history import History
-from .rewind import compose_index_map, rewind_weights
+from .rewind import check_rewind_state, compose_index_map, rewind_weights
 from .session import STOP_BUDGET, Session
 
 __all__ = ["Policy", "Decision", "Runtime", "RUNTIME", "STOP_NOTHING"]
@@ -162,9 +165,14 @@ class Policy:
         raise NotImplementedError(f"{type(self).__name__} must implement plan()")
 
     def rewrite(self, analysis: Analysis, scores: Mapping[int, Any],
-                plan: Plan) -> tuple[fx.GraphModule, Plan, dict[str, Any]]:
-        """The pruned model, the plan it removed, and extra metrics (default: :func:`apply_plan`)."""
-        return apply_plan(analysis, plan), plan, {}
+                plan: Plan) -> tuple[fx.GraphModule, RewriteRecord | Plan, dict[str, Any]]:
+        """The pruned model, what the rewrite did, and extra metrics (default: :func:`apply_plan`).
+
+        What it did is a :class:`~fxprune.rewrite.record.RewriteRecord` (the
+        plan removed, implants), or just the plan removed; checkpoints save it
+        and emit it again on resume, so it must describe the returned model.
+        """
+        return apply_plan(analysis, plan), RewriteRecord(plan), {}
 
     def decide(self, number: int, metrics: Mapping[str, Any], state: Mapping[str, Any],
                history: History) -> Decision:
@@ -245,6 +253,8 @@ class _Loop:
 
     def run(self) -> History:
         session = self.session
+        if self.runtime.rewind_state is not None:
+            check_rewind_state(session.model, self.runtime.rewind_state)
         try:
             state = session.start({"round": 0, "current": 0, **self.policy.initial_state()})
             session.reopen_if_budget_grew(state["round"])
@@ -272,17 +282,22 @@ class _Loop:
         if not plan and policy.stops_when_nothing_to_prune:
             session.stop(STOP_NOTHING)
             return state
-        gm, plan, metrics = policy.rewrite(analysis, scores, plan)
+        gm, record, metrics = policy.rewrite(analysis, scores, plan)
+        record = record if isinstance(record, RewriteRecord) else RewriteRecord(record)
+        plan = {g: list(c) for g, c in record.plan.items()}
         report = build_report(analysis, plan, gm)
         extra: dict[str, Any] = {}
         if runtime.rewind_state is not None:
             index_map = compose_index_map(session.extras[current].get("index_map", {}), analysis, plan)
             rewind_weights(gm, runtime.rewind_state, index_map)
             extra["index_map"] = index_map
+        emitted = Fingerprint.of(gm, values=False) if session.store is not None else None
         gm = _call_finetune(runtime.finetune, gm)
+        if emitted is not None:
+            self.check_rebuildable(analysis, record, emitted, gm)
         removed = sum(len(c) for c in plan.values())
         alive = sum(len(g.prunable) for g in analysis.groups)
-        metrics.update({"accuracy": session.measure(gm), "params": count_params(gm), "macs": report.macs_after,
+        metrics.update({"accuracy": session.measure(gm, number), "params": count_params(gm), "macs": report.macs_after,
                         "channels_removed": removed, "ratio": removed / alive if alive else 0.0,
                         "groups_pruned": len(plan)})
         diagnostics = getattr(scores, "diagnostics", None)
@@ -297,7 +312,29 @@ class _Loop:
             current = number
         new_state = {**state, **decision.state, "round": number, "current": current}
         best = current if decision.best_round is None else decision.best_round
-        session.commit(number, gm, metrics, new_state, best_round=best, extra=extra)
+        session.commit(number, gm, metrics, new_state, best_round=best, extra=extra,
+                       source=RoundSource.of(state["current"], record, analysis))
         if decision.stop is not None:
             session.stop(decision.stop)
         return new_state
+
+    def check_rebuildable(self, analysis: Analysis, record: RewriteRecord, emitted: Fingerprint,
+                          gm: torch.nn.Module) -> None:
+        """Checkpoints save a round as its rewrite record and tensors: refuse a round they cannot rebuild.
+
+        Raises:
+            ConfigError: ``finetune`` returned a model of another structure, or
+                a policy's ``rewrite`` returned a model its record does not emit.
+        """
+        if type(self.policy).rewrite is not Policy.rewrite:
+            again = Fingerprint.of(record.emit(analysis, verify=False), values=False)
+            diffs = again.differences(emitted, values=False, labels=("as its record emits it", "as returned"))
+            if diffs:
+                raise ConfigError(f"{self.policy.name}: rewrite returned a model its RewriteRecord does not emit "
+                                  f"again ({'; '.join(diffs)}); checkpoints rebuild rounds from the record")
+        diffs = emitted.differences(Fingerprint.of(gm, values=False), values=False,
+                                    labels=("as pruned", "after finetune"))
+        if diffs:
+            raise ConfigError(f"finetune changed the model's structure ({'; '.join(diffs)}); with a checkpoint_dir "
+                              "every round is saved as its plan and tensors, so finetune must keep the pruned "
+                              "model's structure (train it in place, or return a model of the same structure)")

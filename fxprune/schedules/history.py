@@ -25,8 +25,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+import torch
 import torch.fx as fx
 
+from ..errors import LoadError
+from ..ops.registry import Registry
 from .checkpoint import CheckpointStore, SavedRound
 
 __all__ = ["RoundRecord", "History", "ScheduleInterrupted"]
@@ -174,11 +177,23 @@ class History:
                 f"interrupted={self.interrupted})")
 
     @classmethod
-    def load(cls, checkpoint_dir: str | Path) -> "History":
-        """The history saved in ``checkpoint_dir`` (models loaded with ``torch.load``)."""
-        saved = CheckpointStore(checkpoint_dir).load()
+    def load(cls, checkpoint_dir: str | Path, model: torch.nn.Module, *, registry: Registry | None = None,
+             check_weights: bool = True) -> "History":
+        """The history saved in ``checkpoint_dir`` by a run on ``model``.
+
+        Nothing is unpickled: every round's model is rebuilt from ``model``
+        (the run's original model, or with ``check_weights=False`` any model of
+        its architecture) by re-applying the saved plans, and its saved
+        tensors are copied in.  ``registry``: the rule registry of the run, if
+        it had one.
+
+        Raises:
+            LoadError: no checkpoint, or a missing, corrupt, altered or swapped file (named).
+            ConfigError: ``model`` differs from the run's model (the message says how).
+        """
+        saved = CheckpointStore(checkpoint_dir).load(model, registry=registry, check_weights=check_weights)
         if saved is None:
-            raise FileNotFoundError(f"no schedule checkpoint in {checkpoint_dir}")
+            raise LoadError(f"{checkpoint_dir}: no schedule checkpoint (state.json is missing)")
         header, rounds, _ = saved
         return cls.restore(header, rounds, checkpoint_dir)
 

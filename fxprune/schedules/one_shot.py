@@ -22,9 +22,9 @@ import torch
 import torch.fx as fx
 
 from ..analysis.analysis import Analysis
-from ..analysis.capture import propagate_shapes
 from ..errors import ConfigError
-from ..rewrite.implant import IMPLANT_KINDS, apply_with_implants, family_groups, split_bands
+from ..rewrite.implant import IMPLANT_KINDS, family_groups, split_bands
+from ..rewrite.record import RewriteRecord
 from ..scoring import SelectionConfig, select_plan
 from .config import ScheduleConfig, is_number, require
 from .engine import Decision, Plan, Policy
@@ -110,16 +110,15 @@ class OneShot(Policy):
         return select_plan(analysis, scores, self.config.selection(), groups)
 
     def rewrite(self, analysis: Analysis, scores: Mapping[int, Any],
-                plan: Plan) -> tuple[fx.GraphModule, Plan, dict[str, Any]]:
+                plan: Plan) -> tuple[fx.GraphModule, RewriteRecord | Plan, dict[str, Any]]:
         cfg = self.config
         if cfg.implant_ratio <= 0:
             gm, plan, metrics = super().rewrite(analysis, scores, plan)
             return gm, plan, {**metrics, "channels_implanted": 0}
         plan, implants = split_bands(analysis, scores, plan, cfg.implant_ratio, kind=cfg.implant_kind,
                                      families=cfg.implant_families)
-        gm = apply_with_implants(analysis, plan, implants, kind=cfg.implant_kind, rank=cfg.implant_rank)
-        propagate_shapes(gm, analysis.example_inputs)
-        return gm, plan, {"channels_implanted": sum(len(c) for c in implants.values())}
+        record = RewriteRecord(plan, implants, cfg.implant_kind, cfg.implant_rank)
+        return record.emit(analysis), record, {"channels_implanted": sum(len(c) for c in implants.values())}
 
     def decide(self, number: int, metrics: Mapping[str, Any], state: Mapping[str, Any],
                history: History) -> Decision:

@@ -22,7 +22,7 @@ from ..analysis.analysis import Analysis
 from ..errors import ConfigError
 from ..rewrite.channels import kept_indices
 
-__all__ = ["compose_index_map", "rewind_weights"]
+__all__ = ["check_rewind_state", "compose_index_map", "rewind_weights"]
 
 
 def compose_index_map(index_map: Mapping[str, list], analysis: Analysis,
@@ -48,6 +48,32 @@ def compose_index_map(index_map: Mapping[str, list], analysis: Analysis,
                 new.append([int(prev[d][int(i)]) for i in k])
         out[name] = new
     return out
+
+
+def check_rewind_state(model: torch.nn.Module, rewind_state: Mapping[str, Any]) -> None:
+    """Refuse a ``rewind_state`` that is not (part of) a state_dict of ``model``, the original model.
+
+    Raises:
+        ConfigError: an entry that is not a tensor, names no parameter or buffer
+            of the model, or has another shape than the model's tensor (e.g. a
+            wider model's state_dict).
+    """
+    if not isinstance(rewind_state, Mapping):
+        raise ConfigError(f"rewind_state must be a state_dict (a mapping of names to tensors), "
+                          f"got {type(rewind_state).__name__}")
+    own = dict(model.named_parameters(remove_duplicate=False))
+    own.update(model.named_buffers(remove_duplicate=False))
+    unknown = sorted(k for k in rewind_state if k not in own)
+    if unknown:
+        raise ConfigError(f"rewind_state names {unknown[:5]}, which are not parameters or buffers of the model; "
+                          f"it must be a state_dict of the original model (which has e.g. {sorted(own)[:3]})")
+    for name, value in rewind_state.items():
+        if not isinstance(value, torch.Tensor):
+            raise ConfigError(f"rewind_state[{name!r}] is a {type(value).__name__}, not a tensor")
+        if tuple(value.shape) != tuple(own[name].shape):
+            raise ConfigError(f"rewind_state[{name!r}] has shape {tuple(value.shape)}, but the model's tensor has "
+                              f"{tuple(own[name].shape)}; rewind_state must be a state_dict of the original, "
+                              "unpruned model")
 
 
 def rewind_weights(gm: torch.nn.Module, rewind_state: Mapping[str, Any],

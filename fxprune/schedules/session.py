@@ -18,6 +18,7 @@ Example:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -30,8 +31,8 @@ from ..analysis.cost import count_macs, count_params
 from ..errors import ConfigError
 from ..ops.registry import Registry
 from ..progress import Progress
-from ..rewrite.channels import apply_plan
-from .checkpoint import CheckpointStore
+from ..rewrite.record import RewriteRecord
+from .checkpoint import CheckpointStore, RoundSource
 from .config import jsonable
 from .history import History, RoundRecord, ScheduleInterrupted
 
@@ -93,10 +94,23 @@ class Session:
     def analyze(self, model: torch.nn.Module) -> Analysis:
         return analyze(model, self.example_inputs, self.analysis, registry=self.registry)
 
-    def measure(self, gm: torch.nn.Module) -> float | None:
+    def measure(self, gm: torch.nn.Module, number: int = 0) -> float | None:
+        """``evaluate(gm)`` as a float (``None`` without ``evaluate``).
+
+        Raises:
+            ConfigError: ``evaluate`` returned ``None``, a non-number or a NaN/infinity.
+        """
         if self.evaluate is None:
             return None
-        return float(self.evaluate(gm))
+        value = self.evaluate(gm)
+        try:
+            accuracy = None if isinstance(value, (str, bytes, bool)) else float(value)
+        except (TypeError, ValueError, RuntimeError):
+            accuracy = None
+        if accuracy is None or not math.isfinite(accuracy):
+            raise ConfigError(f"evaluate returned {value!r} for round {number}; it must return the accuracy "
+                              "in percent as a finite number")
+        return accuracy
 
     @property
     def baseline(self) -> dict[str, Any]:
@@ -108,10 +122,11 @@ class Session:
     # -- lifecycle -----------------------------------------------------------
     def start(self, initial_state: dict[str, Any]) -> dict[str, Any]:
         """Resume from the checkpoint directory, or measure the baseline; returns the state."""
-        saved = self.store.load() if self.store is not None else None
-        if saved is not None:
-            header, rounds, extras = saved
+        header = self.store.header() if self.store is not None else None
+        if header is not None:
             self._check_header(header)
+            header, rounds, extras = self.store.load(self.model, example_inputs=self.example_inputs,
+                                                     registry=self.registry, progress=self.progress)
             self.history = History.restore(header, rounds, self.checkpoint_dir)
             self.extras = extras
             self.state = header["state"]
@@ -120,12 +135,16 @@ class Session:
             return self.state
         self._progress = self._display()
         analysis = self.analyze(self.model)
-        gm0 = apply_plan(analysis, {})  # an independent GraphModule copy of the model
+        if self.store is not None:
+            self.store.start(analysis)
+        record = RewriteRecord()
+        gm0 = record.emit(analysis)  # an independent GraphModule copy of the model
         accuracy = self.measure(gm0)
         metrics = {"params": count_params(gm0), "macs": count_macs(analysis.graph_module, analysis.registry),
                    "accuracy": accuracy, "drop": 0.0 if accuracy is not None else None,
                    "channels_removed": 0, "ratio": 0.0, "accepted": True}
-        self.commit(0, gm0, metrics, dict(initial_state), best_round=0, extra={"index_map": {}})
+        self.commit(0, gm0, metrics, dict(initial_state), best_round=0, extra={"index_map": {}},
+                    source=RoundSource.of(None, record, analysis))
         return self.state
 
     def _display(self, initial: int = 0) -> Progress:
@@ -143,14 +162,15 @@ class Session:
             details = "; ".join(f"{k}: saved {old.get(k)!r}, now {new.get(k)!r}" for k in diff)
             raise ConfigError(f"{where} was written with other settings ({details}); "
                               "use the same settings to resume, or another directory")
-        params = count_params(self.model)
-        if header.get("model_params") not in (None, params):
-            raise ConfigError(f"{where} was written for a model with {header['model_params']:,} "
-                              f"parameters; this one has {params:,}")
 
     def commit(self, number: int, gm: torch.nn.Module, metrics: dict[str, Any], state: dict[str, Any],
-               *, best_round: int | None, extra: dict[str, Any] | None = None) -> RoundRecord:
-        """Record a finished round: complete its metrics, save it, then append it."""
+               *, best_round: int | None, extra: dict[str, Any] | None = None,
+               source: RoundSource | None = None) -> RoundRecord:
+        """Record a finished round: complete its metrics, save it, then append it.
+
+        ``source`` (how the round's model was made) is saved with it; a
+        checkpointed run needs it.
+        """
         metrics = dict(metrics)
         metrics["round"] = number
         base = metrics if number == 0 else self.baseline
@@ -166,7 +186,9 @@ class Session:
         if self.store is not None:
             header = self._header(state, best_round, stop_reason=None,
                                   rounds=[r.round for r in self.history.rounds] + [number])
-            self.store.save_round(number, gm, metrics, extra, header)
+            if source is None:
+                raise ConfigError(f"round {number} cannot be checkpointed without its source (how it was made)")
+            self.store.save_round(number, gm, metrics, extra, header, source)
         record = RoundRecord(number, gm, metrics)
         self.history.rounds.append(record)
         self.history.best_round = best_round
@@ -179,7 +201,6 @@ class Session:
     def _header(self, state: dict[str, Any], best_round: int | None, stop_reason: str | None,
                 rounds: list[int] | None = None) -> dict[str, Any]:
         return {"schedule": self.schedule, "config": jsonable(self.fingerprint),
-                "model_params": count_params(self.model),
                 "rounds": rounds if rounds is not None else [r.round for r in self.history.rounds],
                 "state": jsonable(state), "best_round": best_round, "stop_reason": stop_reason}
 

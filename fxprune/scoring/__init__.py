@@ -57,6 +57,9 @@ SCORERS: "MappingProxyType[str, Callable[..., Scorer]]" = MappingProxyType({
 def get_scorer(name: str | Scorer, **params: Any) -> Scorer:
     """The scorer called ``name`` with ``params`` (a scorer object is returned as is)."""
     if not isinstance(name, str):
+        if not callable(name):
+            raise ConfigError(f"scorer must be a scorer name ({', '.join(sorted(SCORERS))}) or a scorer object "
+                              f"(called as scorer(analysis, ctx)), got {name!r}")
         return name
     if name not in SCORERS:
         raise ConfigError(f"unknown scorer {name!r}; available: {sorted(SCORERS)}")

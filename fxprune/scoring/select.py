@@ -99,8 +99,9 @@ class SelectionConfig:
         if isinstance(self.ratio, Mapping) and self.global_ranking:
             raise ConfigError("a mapping of ratios needs per-group selection: global_ranking ranks every "
                               "group against one ratio")
-        if not 0.0 < self.max_ratio <= 1.0:
-            raise ConfigError(f"max_ratio must be in (0, 1], got {self.max_ratio!r}")
+        if isinstance(self.max_ratio, bool) or not (isinstance(self.max_ratio, (int, float))
+                                                    and 0.0 < self.max_ratio <= 1.0):
+            raise ConfigError(f"max_ratio must be a number in (0, 1], got {self.max_ratio!r}")
         if isinstance(self.min_channels, bool) or not isinstance(self.min_channels, int) or self.min_channels < 1:
             raise ConfigError(f"min_channels must be an int >= 1, got {self.min_channels!r}")
         if self.normalize not in ("mean", "max", "none"):
