@@ -38,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -237,7 +237,7 @@ def search_target(plan_at: Callable[[float], Plan], hi: float, cost: CostFn, tar
 
 def select_for_target(analysis: Analysis, scores: Mapping[int, np.ndarray], cfg: SelectionConfig,
                       target: Target | Sequence[Target], *, cost: CostFn | None = None, iterations: int = 48,
-                      progress: bool = False) -> tuple[Plan, TargetResult]:
+                      progress: bool = False, groups: Collection[int] | None = None) -> tuple[Plan, TargetResult]:
     """The plan of the smallest selection ratio whose pruned model meets ``target`` (see the module docstring).
 
     Several targets (a MACs and a parameter budget) must all be met.
@@ -246,10 +246,12 @@ def select_for_target(analysis: Analysis, scores: Mapping[int, np.ndarray], cfg:
     caps, ``round_to``).  ``cost`` gives a plan's costs (default
     :func:`shape_costs`: params and MACs); it must give every target's kind.
     When even the largest ratio misses the budget, that plan is returned with
-    ``reached=False``.
+    ``reached=False``.  ``groups``: only these groups are pruned (as in
+    :func:`~fxprune.scoring.select_plan`).
     """
     if isinstance(cfg.ratio, Mapping):
         raise ConfigError("a cost target searches one ratio for every group: it cannot be combined with a "
                           "mapping of ratios (give per-layer round_to, ignore or a single ratio)")
-    return search_target(lambda r: select_plan(analysis, scores, dataclasses.replace(cfg, ratio=r)), _MAX_RATIO,
+    return search_target(lambda r: select_plan(analysis, scores, dataclasses.replace(cfg, ratio=r), groups),
+                         _MAX_RATIO,
                          cost or shape_costs(analysis), target, iterations=iterations, progress=progress)
