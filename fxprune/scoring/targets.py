@@ -7,7 +7,8 @@ searches the selection's ratio by bisection: the plans of increasing ratios are
 nested (channels leave in score order), so the cost falls monotonically, and
 the search returns the least-pruned plan that meets the budget: one channel
 step less would exceed it, so the result is within one channel step of the
-budget.
+budget (per group, one step can be a channel in each of several groups of the
+same size; with a global ranking it is one channel).
 
 The search is generic (:func:`search_target`): it takes a family of plans
 (``plan_at(x)``, more pruned as ``x`` grows) and a cost function
