@@ -132,7 +132,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     data = load_calibration(args.calib) if args.calib else None
     loss_fn = getattr(torch.nn.functional, _LOSSES[args.loss]) if args.loss else None
     result = prune(model, inputs, ratio=args.ratio, scorer=args.scorer, global_ranking=args.global_ranking,
-                   round_to=args.round_to, target_macs=args.target_macs, target_params=args.target_params,
+                   round_to=args.round_to, uniform=args.uniform, target_macs=args.target_macs, target_params=args.target_params,
                    target_latency=args.target_latency, data=data, loss_fn=loss_fn, progress=args.progress,
                    **_analysis_options(args))
     gm = result.graph_module
@@ -196,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--scorer", default="l1", help="scorer name (default l1)")
     sp.add_argument("--global", dest="global_ranking", action="store_true", help="rank channels globally")
     sp.add_argument("--round-to", type=int, default=1, help="keep channel counts multiples of N")
+    sp.add_argument("--uniform", action="store_true",
+                    help="repeated blocks keep identical widths (needed to materialize them as the original classes)")
     sp.add_argument("--ignore", nargs="*", help="module names whose output channels are kept")
     sp.add_argument("--target-macs", type=float, metavar="F",
                     help="a MACs budget instead of --ratio: a fraction <= 1 of the original, or a count")
