@@ -253,3 +253,17 @@ def test_the_result_says_where_the_target_search_landed(tmp_path):
     assert fxprune.prune(model, X, ratio=0.5).target is None
     assert fxprune.prune(model, X, target_macs=0.5).target.macs_after == fxprune.prune(
         model, X, target_macs=0.5).report.macs_after
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_latency_target_on_cuda(tmp_path):
+    """The table is measured where the model lives (synchronised samples); its key names the device."""
+    model = mlp().cuda()
+    x = tuple(t.cuda() for t in X)
+    result = fxprune.prune(model, x, target_latency=0.8, latency=quick(tmp_path))
+    table = latency_table(result.analysis, quick(tmp_path))
+    assert table.device.startswith("cuda") and table.original_seconds > 0
+    assert result.report.notes[1].startswith("latency on cuda")
+    assert result.target.reached and next(result.graph_module.parameters()).is_cuda
+    with torch.no_grad():
+        assert result.graph_module(*x).shape == model(*x).shape
