@@ -31,6 +31,7 @@ from .errors import (
     TrainEvalWarning,
     UnsupportedOpError,
 )
+from .latency import LatencyConfig, LatencyTable, latency_table
 from .ops import Rule, default_registry
 from .plot import plot_groups
 from .plan3d import Pruned3D, prune_3d
@@ -51,6 +52,8 @@ __all__ = [
     "FxPruneError",
     "LoadError",
     "Group",
+    "LatencyConfig",
+    "LatencyTable",
     "MaterializeError",
     "Member",
     "Plan3D",
@@ -76,6 +79,7 @@ __all__ = [
     "at_resolution",
     "default_registry",
     "find_blocks",
+    "latency_table",
     "load",
     "prune",
     "plot_groups",

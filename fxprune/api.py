@@ -24,11 +24,13 @@ from .analysis.analysis import Analysis, AnalysisConfig, analyze, unknown_names
 from .errors import ConfigError
 from .analysis.capture import check_analysis_of
 from .ops.registry import Registry
+from .analysis.latency import LatencyConfig, LatencyTable
+from .latency import latency_cost, latency_note, latency_table
 from .report import Report, build_report
 from .rewrite.channels import apply_plan
 from .rewrite.materialize import materialize
 from .scoring import ScoreContext, SelectionConfig, get_scorer, select_plan
-from .scoring.targets import Target, select_for_target
+from .scoring.targets import CostFn, Target, TargetResult, select_for_target
 
 __all__ = ["PruneResult", "apply", "prune", "analyze"]
 
@@ -43,6 +45,9 @@ class PruneResult:
         analysis: the analysis of the original model.
         plan: ``{group id: removed group channels}``.
         scores: ``{group id: per-channel scores}`` used for the plan.
+        target: where a target search landed (``target_macs``, ``target_params``,
+            ``target_latency``; ``None`` without one): the ratio, the costs before
+            and after (the predicted latency, in seconds), whether it was reached.
     """
 
     graph_module: fx.GraphModule
@@ -50,6 +55,7 @@ class PruneResult:
     analysis: Analysis
     plan: dict[int, list[int]]
     scores: dict[int, np.ndarray]
+    target: TargetResult | None = None
 
     def materialize(self, *, hf_config: bool = True, rtol: float = 1e-4, atol: float = 1e-5) -> torch.nn.Module:
         """The pruned model as an instance of the original class (see :func:`fxprune.rewrite.materialize`).
@@ -87,6 +93,8 @@ def prune(
     uniform: bool = False,
     target_macs: float | None = None,
     target_params: float | None = None,
+    target_latency: float | None = None,
+    latency: LatencyConfig | LatencyTable | None = None,
     data: Any = None,
     loss_fn: Any = None,
     num_batches: int | None = None,
@@ -122,7 +130,18 @@ def prune(
             absolute count).  The selection's ratio is searched (monotone bisection)
             to the least-pruned plan within budget, one channel step from it; the
             report's notes say where it landed.
-        data, loss_fn, num_batches, progress: calibration inputs of data-driven scorers.
+        target_latency: a latency budget, a fraction in (0, 1] of the original model's
+            latency on this machine: searched like the other targets through a
+            :class:`~fxprune.analysis.latency.LatencyTable` (measured once and
+            cached, see :func:`fxprune.latency_table`); the pruned model is then
+            measured once and the report's notes give predicted and measured latency.
+        latency: how the latency table is measured (a :class:`~fxprune.analysis.latency.LatencyConfig`),
+            or a table already measured for this model; given without
+            ``target_latency``, the report still gives the plan's predicted and
+            measured latency and the per-layer latency table.
+        data, loss_fn, num_batches: calibration inputs of data-driven scorers.
+        progress: show progress displays (calibration batches, the latency
+            measurement, the target search) on stderr.
         analysis: reuse an existing analysis of ``model`` (then no analysis
             option or registry may be given: they would be ignored).
         registry: the rule registry (see :func:`fxprune.analyze`).
@@ -156,22 +175,38 @@ def prune(
     check_analysis_of(model, analysis)  # an analysis of another model would prune its weights
     ctx = ScoreContext(data=data, loss_fn=loss_fn, num_batches=num_batches, progress=progress)
     scores = score_fn(analysis, ctx)
-    plan, notes = choose_plan(analysis, scores, cfg, target_macs=target_macs, target_params=target_params)
+    table = None
+    if target_latency is not None or latency is not None:
+        table = latency if isinstance(latency, LatencyTable) else latency_table(analysis, latency, progress=progress)
+    cost = None if table is None else latency_cost(analysis, table)
+    plan, found, hit = choose_plan(analysis, scores, cfg, target_macs=target_macs, target_params=target_params,
+                                   target_latency=target_latency, cost=cost, progress=progress)
+    notes = list(found)
     gm = apply_plan(analysis, plan)
-    report = build_report(analysis, plan, gm, notes=notes)
-    return PruneResult(gm, report, analysis, plan, scores)
+    rows: tuple = ()
+    if table is not None:
+        notes.append(latency_note(table, analysis, plan, gm))
+        rows = table.rows(analysis, plan)
+    report = build_report(analysis, plan, gm, notes=notes, latency=rows)
+    return PruneResult(gm, report, analysis, plan, scores, hit)
 
 
 def choose_plan(analysis: Analysis, scores: Mapping[int, np.ndarray], cfg: SelectionConfig, *,
                 target_macs: float | None = None, target_params: float | None = None,
-                ) -> tuple[dict[int, list[int]], tuple[str, ...]]:
-    """The plan :func:`prune` selects from ``scores`` (a budget search when a target is given), and the report's notes."""
-    targets = [Target.parse(kind, value) for kind, value in (("macs", target_macs), ("params", target_params))
-               if value is not None]
+                target_latency: float | None = None, cost: CostFn | None = None, progress: bool = False,
+                ) -> tuple[dict[int, list[int]], tuple[str, ...], TargetResult | None]:
+    """The plan :func:`prune` selects from ``scores``, the report's notes, and the target search's result.
+
+    With a budget the selection ratio is searched to the least-pruned plan within every
+    budget (``cost`` prices a plan, default params and MACs from shapes; a latency budget
+    needs a latency ``cost``); without, ``cfg``'s ratio is used as it is and the result is ``None``.
+    """
+    targets = [Target.parse(kind, value) for kind, value in
+               (("macs", target_macs), ("params", target_params), ("latency", target_latency)) if value is not None]
     if targets:
-        plan, hit = select_for_target(analysis, scores, cfg, targets)
-        return plan, (hit.note,)
-    return select_plan(analysis, scores, cfg), ()
+        plan, hit = select_for_target(analysis, scores, cfg, targets, cost=cost, progress=progress)
+        return plan, (hit.note,), hit
+    return select_plan(analysis, scores, cfg), (), None
 
 
 def _options() -> tuple[str, ...]:

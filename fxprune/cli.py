@@ -12,6 +12,7 @@ Examples::
     fxprune prune resnet_basic --ratio 0.5 --out pruned.fxp --export-out pruned.pt2
     fxprune prune mypkg.models:build --input-shape 1,3,224,224 --scorer l2 --global
     fxprune prune resnet_basic --target-macs 0.5 --report json
+    fxprune prune resnet_basic --target-latency 0.6 --progress
     fxprune prune lenet5 --scorer activation --calib batches.pt --plot groups.png
 """
 from __future__ import annotations
@@ -131,8 +132,9 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     data = load_calibration(args.calib) if args.calib else None
     loss_fn = getattr(torch.nn.functional, _LOSSES[args.loss]) if args.loss else None
     result = prune(model, inputs, ratio=args.ratio, scorer=args.scorer, global_ranking=args.global_ranking,
-                   round_to=args.round_to, target_macs=args.target_macs, target_params=args.target_params,
-                   data=data, loss_fn=loss_fn, **_analysis_options(args))
+                   round_to=args.round_to, uniform=args.uniform, target_macs=args.target_macs, target_params=args.target_params,
+                   target_latency=args.target_latency, data=data, loss_fn=loss_fn, progress=args.progress,
+                   **_analysis_options(args))
     gm = result.graph_module
     report = result.report
     print({"text": str, "json": lambda r: r.to_json(indent=1), "md": lambda r: r.to_markdown()}[args.report](report))
@@ -194,11 +196,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--scorer", default="l1", help="scorer name (default l1)")
     sp.add_argument("--global", dest="global_ranking", action="store_true", help="rank channels globally")
     sp.add_argument("--round-to", type=int, default=1, help="keep channel counts multiples of N")
+    sp.add_argument("--uniform", action="store_true",
+                    help="repeated blocks keep identical widths (needed to materialize them as the original classes)")
     sp.add_argument("--ignore", nargs="*", help="module names whose output channels are kept")
     sp.add_argument("--target-macs", type=float, metavar="F",
                     help="a MACs budget instead of --ratio: a fraction <= 1 of the original, or a count")
     sp.add_argument("--target-params", type=float, metavar="F",
                     help="a parameter budget instead of --ratio (fraction or count)")
+    sp.add_argument("--target-latency", type=float, metavar="F",
+                    help="a latency budget instead of --ratio: a fraction in (0, 1] of the original model's "
+                         "latency, measured on this machine (one thread; the table is cached under "
+                         "$FXPRUNE_CACHE or ~/.cache/fxprune)")
+    sp.add_argument("--progress", action="store_true",
+                    help="show progress on stderr (calibration, latency measurement, target search)")
     sp.add_argument("--calib", metavar="FILE",
                     help="calibration data for the activation, taylor and hessian scorers: a torch.save file of "
                          "a tensor, a list of tensors, or {'inputs': [...], 'targets': [...]}")

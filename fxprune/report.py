@@ -33,6 +33,7 @@ from . import ir
 from .analysis.analysis import Analysis
 from .analysis.capture import propagate_shapes
 from .analysis.cost import count_macs, count_params, node_macs
+from .analysis.latency import LatencyRow
 from .modules import get_attr
 from .ops.registry import Registry
 
@@ -82,7 +83,10 @@ class LayerRow:
 class Report:
     """Per-group decisions, parameter and MAC counts, and barriers.
 
-    ``str(report)`` is a readable table.
+    ``str(report)`` is a readable table.  ``layers`` is the per-layer table;
+    ``latency`` the per-node latency table (measured before, predicted after,
+    seconds, slowest first) when a latency table was used
+    (``prune(target_latency=...)`` or ``prune(latency=...)``).
     """
 
     params_before: int
@@ -93,6 +97,7 @@ class Report:
     barriers: tuple[tuple[str, str, str], ...]
     notes: tuple[str, ...] = ()
     layers: tuple[LayerRow, ...] = ()
+    latency: tuple[LatencyRow, ...] = ()
 
     @property
     def params_ratio(self) -> float:
@@ -131,6 +136,7 @@ class Report:
             "layers": [asdict(row) for row in self.layers],
             "barriers": [{"node": n, "op": op, "reason": why} for n, op, why in self.barriers],
             "notes": list(self.notes),
+            "latency": [asdict(row) for row in self.latency],
         }
 
     def to_json(self, **dumps: Any) -> str:
@@ -155,13 +161,19 @@ class Report:
         if self.barriers:
             lines += ["", "Barriers (channels not pruned):", ""]
             lines += [f"- `{n}` ({op}): {why}" for n, op, why in self.barriers]
+        if self.latency:
+            lines += ["", "| node | op | ms before | ms after (predicted) |", "|---|---|---:|---:|"]
+            lines += [f"| `{r.name}` | {r.op} | {r.before * 1e3:.4f} | {r.after * 1e3:.4f} |" for r in self.latency]
         lines += [f"\n{n}" for n in self.notes]
         return "\n".join(lines) + "\n"
 
 
 def build_report(analysis: Analysis, plan: Mapping[int, Sequence[int]], pruned: fx.GraphModule,
-                 notes: Sequence[str] = ()) -> Report:
-    """The report of applying ``plan`` to ``analysis`` (``pruned`` has SPEC meta)."""
+                 notes: Sequence[str] = (), latency: Sequence[LatencyRow] = ()) -> Report:
+    """The report of applying ``plan`` to ``analysis`` (``pruned`` has SPEC meta).
+
+    ``latency``: the per-node latency table (:meth:`~fxprune.analysis.latency.LatencyTable.rows`), if measured.
+    """
     before_gm = analysis.graph_module
     decisions = []
     for g in analysis.groups:
@@ -180,6 +192,7 @@ def build_report(analysis: Analysis, plan: Mapping[int, Sequence[int]], pruned: 
         barriers=tuple((b.node, b.op, b.reason) for b in analysis.barriers),
         notes=tuple(notes),
         layers=layer_rows(before_gm, pruned, analysis.registry),
+        latency=tuple(latency),
     )
 
 

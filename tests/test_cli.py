@@ -103,3 +103,19 @@ def test_bad_command_lines_exit_2_before_any_work(tmp_path, capsys):
     torch.save({"x": 1}, bad)
     assert main(["prune", "lenet5", "--scorer", "activation", "--calib", str(bad)]) == 2
     assert "--calib" in capsys.readouterr().err
+
+
+def test_uniform_gives_repeated_blocks_one_width(capsys):
+    import fxprune
+    from fxprune.testing import zoo
+
+    def mlp_widths(data):
+        return {row["name"]: row["width_after"] for row in data["layers"] if row["name"].endswith("gate_proj")}
+
+    assert main(["prune", "llama", "--global", "--report", "json"]) == 0
+    ragged = mlp_widths(json.loads(capsys.readouterr().out))
+    assert main(["prune", "llama", "--global", "--uniform", "--report", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len({str(w) for w in mlp_widths(data).values()}) == 1 < len({str(w) for w in ragged.values()})
+    model, x = zoo.ZOO["llama"]()
+    assert data == json.loads(fxprune.prune(model, x, global_ranking=True, uniform=True).report.to_json())

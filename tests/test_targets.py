@@ -48,7 +48,9 @@ def test_absolute_and_invalid_targets():
         with pytest.raises(fxprune.ConfigError):
             Target.parse("macs", bad)
     with pytest.raises(fxprune.ConfigError, match="unknown target"):
-        Target.parse("latency", 0.5)
+        Target.parse("energy", 0.5)
+    with pytest.raises(fxprune.ConfigError, match="fraction of the measured original latency"):
+        Target.parse("latency", 2.0)
 
 
 @pytest.mark.parametrize("name", sorted(zoo.ZOO))

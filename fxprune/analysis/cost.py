@@ -28,7 +28,7 @@ from ..ir import Atoms, KeepMask, TensorSpec
 from ..ops.context import OpContext, Value
 from ..ops.registry import Registry
 
-__all__ = ["count_macs", "count_params", "node_macs", "plan_costs"]
+__all__ = ["count_macs", "count_params", "node_macs", "plan_costs", "plan_specs"]
 
 
 def count_params(module: torch.nn.Module) -> int:
@@ -70,14 +70,12 @@ def count_macs(gm: fx.GraphModule, registry: Registry) -> int:
     return sum(node_macs(gm, node, registry) for node in gm.graph.nodes)
 
 
-def plan_costs(gm: fx.GraphModule, registry: Registry, mask: KeepMask,
-               param_labels: Mapping[str, tuple]) -> tuple[int, int]:
-    """``(params, macs)`` the pruned model would have, predicted from shapes without rewriting.
+def plan_specs(mask: KeepMask, param_labels: Mapping[str, tuple]) -> tuple[
+        Callable[[fx.Node], Any], Callable[[str, torch.Tensor], TensorSpec]]:
+    """``(spec_of, param_spec)``: the shapes an analysed graph's values and parameters take under ``mask``.
 
-    ``gm`` is an analysed graph (SPEC and CHANNELS meta), ``mask`` a plan's
-    :class:`~fxprune.ir.KeepMask` and ``param_labels`` the analysis' labels of every
-    parameter (``analysis.state.param_labels``).  Exact for every rule's ``macs``:
-    they read only shapes.
+    ``spec_of(node)`` is the node's :data:`fxprune.ir.SPEC` resized by the plan,
+    ``param_spec(qualname, tensor)`` a parameter's; both as :func:`node_macs` takes them.
     """
     def spec_of(n: fx.Node) -> Any:
         spec = n.meta.get(ir.SPEC)
@@ -87,6 +85,19 @@ def plan_costs(gm: fx.GraphModule, registry: Registry, mask: KeepMask,
         spec = TensorSpec(tuple(t.shape), t.dtype)
         return TensorSpec(mask.shape(spec, param_labels.get(name)), t.dtype)
 
+    return spec_of, param_spec
+
+
+def plan_costs(gm: fx.GraphModule, registry: Registry, mask: KeepMask,
+               param_labels: Mapping[str, tuple]) -> tuple[int, int]:
+    """``(params, macs)`` the pruned model would have, predicted from shapes without rewriting.
+
+    ``gm`` is an analysed graph (SPEC and CHANNELS meta), ``mask`` a plan's
+    :class:`~fxprune.ir.KeepMask` and ``param_labels`` the analysis' labels of every
+    parameter (``analysis.state.param_labels``).  Exact for every rule's ``macs``:
+    they read only shapes.
+    """
+    spec_of, param_spec = plan_specs(mask, param_labels)
     params = sum(math.prod(param_spec(name, p).shape) for name, p in gm.named_parameters())
     macs = sum(node_macs(gm, node, registry, spec_of, param_spec) for node in gm.graph.nodes)
     return int(params), int(macs)

@@ -196,7 +196,7 @@ def prune_sharded(
     check_same(digest(group_signatures(analysis)), "analyses of the meta twin")
     ctx = ScoreContext(data=data, loss_fn=loss_fn, num_batches=num_batches, progress=progress)
     scores = sharded_scores(model, analysis, score_fn, ctx)
-    plan, notes = choose_plan(analysis, scores, cfg, target_macs=target_macs, target_params=target_params)
+    plan, notes, _ = choose_plan(analysis, scores, cfg, target_macs=target_macs, target_params=target_params)
     check_same(plan_digest(plan), "plans")
     pruned = apply_plan(analysis, plan)
     report = build_report(analysis, plan, pruned, notes=notes)

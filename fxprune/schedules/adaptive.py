@@ -37,6 +37,22 @@ Reading of the open points (the defaults):
 * the result (:attr:`History.best`) is the accepted round with the fewest
   parameters (MACs for a MAC target), the latest on ties.
 
+Cost targets with default settings (``params`` / ``macs``; the accuracy
+target is unchanged):
+
+* ``lambda0=None`` (the default) chooses the step from the scores: round 1
+  finds, on the unpruned model and through costs predicted from shapes, the
+  threshold ``T_hit`` at which the reduction would reach ``target_value``, and
+  steps by ``T_hit / 4``, so ``T`` climbs to the target in about four rounds
+  whatever the scale of the scores.  (For ``target="accuracy"``, ``None``
+  means 1.0, the released code's CIFAR-scale value.)
+* ``finish_exact=True`` (the default): the last round of the budget prunes
+  the current model with the threshold found by bisection (predicted costs)
+  that brings the reduction as close to ``target_value`` as one channel allows
+  without going beyond it.  So the result lands within one channel step of
+  the target, unless ``max_drop`` rejects that round or the schedule stopped
+  earlier (``no good checkpoint``).
+
 Example:
     >>> import torch, torch.nn as nn
     >>> from fxprune.schedules import adaptive
@@ -47,16 +63,21 @@ Example:
     True
     >>> [round(r.metrics["threshold"], 3) for r in history.rounds[1:4]]
     [0.0, 1.0, 2.0]
+    >>> history = adaptive(model, (torch.randn(2, 8),), target="params", target_value=0.5, progress=False)
+    >>> history.best.metrics["params"], history.rounds[0].metrics["params"]   # half is 210; a channel costs 13
+    (212, 420)
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from ..analysis.analysis import Analysis
 from ..errors import ConfigError
+from ..scoring.targets import TargetKind, bisect_plans, shape_costs
 from .config import ScheduleConfig, is_number, require
 from .engine import Decision, Plan, Policy
 from .history import History
@@ -75,7 +96,9 @@ class AdaptiveConfig(ScheduleConfig):
 
     Attributes:
         lambda0: the initial step of ``T`` (> 0; 1.0 CIFAR-scale, 0.1 ImageNet-scale
-            in the released code, for activation scores).
+            in the released code, for activation scores); ``None`` (default): 1.0
+            for an accuracy target, chosen from the scores for a cost target
+            (a quarter of the threshold that reaches it, see the module docstring).
         rounds: the round budget (>= 0).
         target: ``accuracy``, ``params`` or ``macs``.
         target_value: accuracy: the largest drop in points (>= 0);
@@ -83,17 +106,22 @@ class AdaptiveConfig(ScheduleConfig):
         max_drop: with a params/macs target, also require the accuracy drop to
             stay within this many points (``None``: accuracy is only recorded).
         share: ``params`` or ``macs``: how ``T`` is split among groups.
+        finish_exact: with a params/macs target, the last round of the budget
+            prunes to the target within one channel step (see the module docstring).
     """
 
-    lambda0: float = 1.0
+    lambda0: float | None = None
     rounds: int = 20
     target: str = "accuracy"
     target_value: float = 1.0
     max_drop: float | None = None
     share: str = "params"
+    finish_exact: bool = True
 
     def validate(self) -> None:
-        require(is_number(self.lambda0) and self.lambda0 > 0, "lambda0", "a number > 0", self.lambda0)
+        require(self.lambda0 is None or is_number(self.lambda0) and self.lambda0 > 0, "lambda0",
+                "None or a number > 0", self.lambda0)
+        require(isinstance(self.finish_exact, bool), "finish_exact", "True or False", self.finish_exact)
         require(self.target in TARGETS, "target", f"one of {TARGETS}", self.target)
         require(is_number(self.target_value), "target_value", "a number", self.target_value)
         if self.target == "accuracy" and not self.target_value >= 0:
@@ -143,16 +171,53 @@ class Adaptive(Policy):
                               + " needs evaluate(gm) -> accuracy")
 
     def initial_state(self) -> dict[str, Any]:
-        return {"T": 0.0, "step": float(self.config.lambda0), "resets": 0, "good": []}
+        lambda0 = self.config.lambda0
+        if lambda0 is None and self.config.target == "accuracy":
+            lambda0 = 1.0
+        # step None: chosen from round 1's scores; reference: the unpruned model's cost (cost targets)
+        return {"T": 0.0, "step": lambda0, "resets": 0, "good": [], "reference": None}
 
     def plan(self, analysis: Analysis, scores: Mapping[int, Any], state: Mapping[str, Any]) -> Plan:
         shares = group_shares(analysis, self.config.share)
-        return threshold_plan(analysis, scores, {gid: float(state["T"]) * s for gid, s in shares.items()},
-                              self.config.min_channels)
+
+        def plan_at(T: float) -> Plan:
+            return threshold_plan(analysis, scores, {gid: T * s for gid, s in shares.items()},
+                                  self.config.min_channels)
+
+        self._chosen: dict[str, Any] = {}
+        if self.config.target == "accuracy":
+            return plan_at(float(state["T"]))
+        kind = TargetKind(self.config.target)
+        cost = shape_costs(analysis)
+        reference = state.get("reference")
+        if reference is None:  # round 1 prunes the unpruned model
+            reference = cost({})[kind]
+            self._chosen["reference"] = reference
+        budget = (1.0 - self.config.target_value) * reference
+        T_max = _top_threshold(scores, shares)
+        step = state.get("step")
+        if step is None or self._finishing(state):
+            # where the reduction goes beyond the target: the plans just below are the answer
+            bracket = bisect_plans(plan_at, T_max, lambda p: cost(p)[kind] < budget)
+            below = bracket.below if bracket.below is not None else (0.0, {})
+            if step is None:
+                self._chosen["step"] = max(below[0], T_max * 1e-6) / 4
+            if self._finishing(state):
+                self._chosen["T"] = below[0]
+                return below[1]
+        return plan_at(float(state["T"]))
+
+    def _finishing(self, state: Mapping[str, Any]) -> bool:
+        """Whether this round is the exact last round of a cost target."""
+        return self.config.finish_exact and int(state["round"]) + 1 == self.config.budget
 
     def decide(self, number: int, metrics: Mapping[str, Any], state: Mapping[str, Any],
                history: History) -> Decision:
-        T, step, resets = float(state["T"]), float(state["step"]), int(state["resets"])
+        chosen = getattr(self, "_chosen", {})
+        T = float(chosen.get("T", state["T"]))
+        step = float(chosen["step"] if state["step"] is None else state["step"])
+        resets = int(state["resets"])
+        reference = chosen.get("reference", state.get("reference"))
         good = [list(g) for g in state["good"]]
         info = {"threshold": T, "step": step, "from_round": state["current"]}
         met = self.config.met(metrics, history.rounds[0].metrics)
@@ -175,7 +240,8 @@ class Adaptive(Policy):
                 step = float(step_good) / 2 ** resets
                 T = float(t_good) + step
         return Decision(accepted=met, current=current, best_round=self._best(number, met, metrics, history),
-                        stop=stop, state={"T": T, "step": step, "resets": resets, "good": good},
+                        stop=stop, state={"T": T, "step": step, "resets": resets, "good": good,
+                                          "reference": reference},
                         metrics={**info, "next_threshold": T, "next_step": step, "resets": resets,
                                  "good": [int(g[0]) for g in good]})
 
@@ -187,6 +253,12 @@ class Adaptive(Policy):
         if met and metrics[key] <= history.round(best).metrics[key]:
             best = number
         return best
+
+
+def _top_threshold(scores: Mapping[int, Any], shares: Mapping[int, float]) -> float:
+    """A global threshold at which every group's share of it reaches the group's highest score."""
+    tops = [float(np.max(scores[gid])) / s for gid, s in shares.items() if s > 0 and len(scores[gid])]
+    return max([t for t in tops if np.isfinite(t)] + [0.0]) * (1 + 1e-9) + 1e-12
 
 
 def adaptive(model: torch.nn.Module, example_inputs: Sequence[Any], config: AdaptiveConfig | None = None,

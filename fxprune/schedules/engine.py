@@ -275,7 +275,7 @@ class _Loop:
         number, current = state["round"] + 1, state["current"]
         analysis = session.analyze(session.model_of(current))
         scores = self.score(analysis, ScoreContext(data=runtime.data, loss_fn=runtime.loss_fn,
-                                                   num_batches=self.config.num_batches))
+                                                   num_batches=self.config.num_batches, progress=runtime.progress))
         plan = policy.plan(analysis, scores, state)
         if self.config.uniform:
             plan = uniform_plan(analysis, scores, plan, SelectionConfig(min_channels=self.config.min_channels))

@@ -26,6 +26,7 @@ from ..errors import ConfigError
 from ..rewrite.implant import IMPLANT_KINDS, family_groups, split_bands
 from ..rewrite.record import RewriteRecord
 from ..scoring import SelectionConfig, select_plan
+from ..scoring.targets import Target, select_for_target
 from .config import ScheduleConfig, is_number, require
 from .engine import Decision, Plan, Policy
 from .history import History
@@ -60,6 +61,12 @@ class OneShotConfig(ScheduleConfig):
         rank_families: rank (and prune) only the groups whose producers come from
             these rule families, e.g. ``("conv",)`` as HAP's code does when it
             implants; ``None`` ranks every group.
+        target_macs, target_params: budgets instead of ``ratio`` (a fraction <= 1
+            of the original, or an absolute count), as in :func:`fxprune.prune`:
+            the ratio is searched to the least-pruned plan within every budget,
+            one channel step from it, through the same ranking, caps and
+            ``round_to``.  Not with implants (an implant adds parameters the
+            search does not see).
     """
 
     ratio: float = 0.5
@@ -72,12 +79,19 @@ class OneShotConfig(ScheduleConfig):
     implant_rank: int | None = None
     implant_families: tuple[str, ...] = ("conv",)
     rank_families: tuple[str, ...] | None = None
+    target_macs: float | None = None
+    target_params: float | None = None
 
     def validate(self) -> None:
         require(is_number(self.implant_ratio) and 0.0 <= self.implant_ratio <= 1.0, "implant_ratio",
                 "in [0, 1]", self.implant_ratio)
         require(self.implant_kind in IMPLANT_KINDS, "implant_kind", f"one of {IMPLANT_KINDS}", self.implant_kind)
         self.selection()  # validates ratio, max_ratio, round_to, normalize
+        targets = self.targets()  # validates the budgets
+        if targets and self.implant_ratio > 0:
+            raise ConfigError("one_shot: target_macs/target_params cannot be combined with implant_ratio > 0 "
+                              "(implants add parameters and MACs the target search does not see); "
+                              "set implant_ratio=0 or prune by ratio")
         require(isinstance(self.global_ranking, bool), "global_ranking", "True or False", self.global_ranking)
         for name in ("implant_families", "rank_families"):
             value = getattr(self, name)
@@ -85,6 +99,11 @@ class OneShotConfig(ScheduleConfig):
                 object.__setattr__(self, name, (value,))
             elif value is not None:
                 object.__setattr__(self, name, tuple(value))
+
+    def targets(self) -> list[Target]:
+        """The cost budgets (empty: prune by ``ratio``)."""
+        return [Target.parse(kind, value) for kind, value in (("macs", self.target_macs),
+                                                               ("params", self.target_params)) if value is not None]
 
     def selection(self) -> SelectionConfig:
         return SelectionConfig(ratio=self.ratio, global_ranking=self.global_ranking,
@@ -107,7 +126,12 @@ class OneShot(Policy):
     def plan(self, analysis: Analysis, scores: Mapping[int, Any], state: Mapping[str, Any]) -> Plan:
         families = self.config.rank_families
         groups = None if families is None else family_groups(analysis, families)
-        return select_plan(analysis, scores, self.config.selection(), groups)
+        targets = self.config.targets()
+        if not targets:
+            return select_plan(analysis, scores, self.config.selection(), groups)
+        plan, _ = select_for_target(analysis, scores, self.config.selection(), targets, groups=groups,
+                                    progress=self.runtime.progress)
+        return plan
 
     def rewrite(self, analysis: Analysis, scores: Mapping[int, Any],
                 plan: Plan) -> tuple[fx.GraphModule, RewriteRecord | Plan, dict[str, Any]]:
@@ -134,7 +158,7 @@ def one_shot(model: torch.nn.Module, example_inputs: Sequence[Any], config: OneS
     as a criterion; ``rewind_state`` cannot be combined with implants) and
     settings, the fields of :class:`OneShotConfig` (``ratio``,
     ``max_ratio``, ``global_ranking``, ``normalize``, ``round_to``,
-    ``implant_ratio`` ...) applied over ``config``; ``analysis_options`` (a
+    ``implant_ratio``, ``target_macs``, ``target_params`` ...) applied over ``config``; ``analysis_options`` (a
     dict) is accepted for ``analysis``.
 
     Returns:

@@ -49,6 +49,9 @@ measured errors and rank correlations on LeNet-5).  The scores returned by a cal
 probes drawn, relative errors) a schedule can record;
 :meth:`HessianScorer.estimate` returns the whole :class:`TraceEstimate`.
 
+With ``ScoreContext(progress=True)`` a display counts the calibration batches
+and shows the probes drawn in the current one (nothing on ranks other than 0).
+
 :func:`exact_channel_hessian_traces` computes the same traces exactly with the
 full Hessian, for tests on tiny models.
 
@@ -81,8 +84,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ..analysis.analysis import Analysis
 from ..errors import ConfigError
 from .base import Scores, Key, ScoreContext, aggregate_members, check_roles, member_keys, slice_sums
+from ..progress import Progress
 from .calibration import (Accumulator, batch_loss, distributed_rank, iter_batches,
-                          model_device, num_batches_of, private_state, progress, require_data)
+                          model_device, num_batches_of, private_state, require_data)
 
 __all__ = ["HessianScorer", "Scores", "TraceEstimate", "exact_channel_hessian_traces", "weight_factor"]
 
@@ -220,46 +224,48 @@ class HessianScorer:
         device = model_device(gm)
         acc = Accumulator()
         drawn: list[int] = []
-        batches = progress(iter_batches(ctx.data, ctx.num_batches, need_target=True),
-                           total=num_batches_of(ctx.data, ctx.num_batches),
-                           desc="hessian traces", enabled=ctx.progress)
+        bar = Progress("hessian traces", num_batches_of(ctx.data, ctx.num_batches), enabled=ctx.progress,
+                       unit="batch", transient=True)
         fixed = self.tol is None
         cap = self.n_probes if fixed else self.max_probes
-        for batch in batches:
-            if device is not None:
-                batch = batch.to(device)
-            # fused attention kernels have no double backward; the math kernel does
-            with sdpa_kernel([SDPBackend.MATH]):
-                loss = batch_loss(gm, state, batch, ctx.loss_fn)
-            grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
-            live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
-            t = {k: torch.zeros(state[k[0]].shape[k[1]], dtype=torch.float64, device=state[k[0]].device)
-                 for k in keys}
-            sq = {k: torch.zeros_like(v) for k, v in t.items()}
-            probe = 0
-            while probe < cap:
-                vs = [_rademacher(leaf, gen) for leaf in leaves]
-                prev = {k: v.clone() for k, v in t.items()} if not fixed else t
-                probe += 1
-                if live:  # else the loss is at most linear in the parameters: H = 0
-                    hv = self._hvp(grads, live, leaves, vs, retain=not fixed or probe < self.n_probes)
-                    for k in keys:
-                        j = where[k[0]]
-                        if hv[j] is not None:
-                            s = slice_sums(hv[j] * vs[j], k[1])
-                            t[k] += s
-                            sq[k] += s * s
-                if not fixed and probe >= max(2, self.n_probes) and self._converged(t, prev, probe):
-                    break
-            drawn.append(probe)
-            for k in keys:
-                mean = t[k] / probe
-                acc.add(k, mean, count=1)
-                var = (sq[k] - probe * mean * mean).clamp_min(0) / (probe - 1) if probe > 1 \
-                    else torch.full_like(mean, float("nan"))
-                acc.add(("var", k), var / probe, count=1)
-            acc.step()
-            del loss, grads
+        with bar:
+            for batch in iter_batches(ctx.data, ctx.num_batches, need_target=True):
+                if device is not None:
+                    batch = batch.to(device)
+                # fused attention kernels have no double backward; the math kernel does
+                with sdpa_kernel([SDPBackend.MATH]):
+                    loss = batch_loss(gm, state, batch, ctx.loss_fn)
+                grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+                live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+                t = {k: torch.zeros(state[k[0]].shape[k[1]], dtype=torch.float64, device=state[k[0]].device)
+                     for k in keys}
+                sq = {k: torch.zeros_like(v) for k, v in t.items()}
+                probe = 0
+                while probe < cap:
+                    vs = [_rademacher(leaf, gen) for leaf in leaves]
+                    prev = {k: v.clone() for k, v in t.items()} if not fixed else t
+                    probe += 1
+                    if live:  # else the loss is at most linear in the parameters: H = 0
+                        hv = self._hvp(grads, live, leaves, vs, retain=not fixed or probe < self.n_probes)
+                        for k in keys:
+                            j = where[k[0]]
+                            if hv[j] is not None:
+                                s = slice_sums(hv[j] * vs[j], k[1])
+                                t[k] += s
+                                sq[k] += s * s
+                    bar.update(0, postfix={"probes": probe})
+                    if not fixed and probe >= max(2, self.n_probes) and self._converged(t, prev, probe):
+                        break
+                drawn.append(probe)
+                bar.update(1, postfix={"probes": probe})
+                for k in keys:
+                    mean = t[k] / probe
+                    acc.add(k, mean, count=1)
+                    var = (sq[k] - probe * mean * mean).clamp_min(0) / (probe - 1) if probe > 1 \
+                        else torch.full_like(mean, float("nan"))
+                    acc.add(("var", k), var / probe, count=1)
+                acc.step()
+                del loss, grads
         acc.reduce()
         groups: dict[Key, list[int]] = {}
         for gid, rows in per_group.items():
