@@ -104,17 +104,17 @@ class RewriteRecord:
         """Whether the record removes blocks or changes the input size (3D pruning)."""
         return bool(self.blocks) or self.input_size is not None
 
-    def emit(self, analysis: Analysis, *, verify: bool = True) -> fx.GraphModule:
+    def emit(self, analysis: Analysis, *, verify: bool = True, resized: Analysis | None = None) -> fx.GraphModule:
         """The pruned (and implanted) GraphModule of this record applied to ``analysis``.
 
         A 3D record re-analyses ``analysis``' model at :attr:`input_size` and
         applies the blocks and channels there (:func:`~fxprune.rewrite.compose.apply_3d`,
-        which always verifies shapes).
+        which always verifies shapes); ``resized`` is that analysis if the caller already has it.
         """
         if self.is_3d:
             from .compose import Plan3D, analysis_at_size, apply_3d
 
-            target = analysis if self.input_size is None else analysis_at_size(analysis, self.input_size)
+            target = analysis if self.input_size is None else resized or analysis_at_size(analysis, self.input_size)
             return apply_3d(target, Plan3D(self.plan, self.blocks, self.projection)).graph_module
         if not self.implants:
             return apply_plan(analysis, self.plan, verify=verify)
