@@ -23,7 +23,8 @@ The schedule (``methods.md`` section 5, ``docs/methods/three_d.md``):
 ``evaluate`` and ``finetune`` receive a round's model behind
 :class:`~fxprune.modules.ResizeInputs` when its input size changed, so they
 feed the original images; ``history.graph_module`` is the pruned module itself
-(it expects ``history.best.metrics["input_size"]``).
+(it expects ``history.best.metrics["input_size"]``); :func:`wrapped` puts the
+resize in front of it.
 
 Example (a fake ``evaluate``: accuracy grows with width and depth):
     >>> import torch
@@ -40,6 +41,8 @@ Example (a fake ``evaluate``: accuracy grows with width and depth):
     >>> best = history.best.metrics
     >>> best["macs"] <= best["macs_budget"] == 0.5 * history.rounds[0].metrics["macs"]
     True
+    >>> wrapped(history)(torch.randn(1, 3, 32, 32)).shape      # fed the original size
+    torch.Size([1, 10])
 """
 from __future__ import annotations
 
@@ -66,7 +69,7 @@ from .fit3d import FitSelection, design_points, maximise, select_fit
 from .history import History
 from .one_shot import STOP_DONE
 
-__all__ = ["BlockScoring", "Phase", "ThreeD", "ThreeDConfig", "candidates", "three_d"]
+__all__ = ["BlockScoring", "Phase", "ThreeD", "ThreeDConfig", "candidates", "three_d", "wrapped"]
 
 
 class BlockScoring(str, enum.Enum):
@@ -337,3 +340,20 @@ def three_d(model: torch.nn.Module, example_inputs: Sequence[Any], config: Three
 
 
 three_d.__signature__ = ThreeD.signature()  # type: ignore[attr-defined]
+
+
+def wrapped(history: History, mode: str = "bilinear") -> torch.nn.Module:
+    """A 3D run's result behind a resize of its inputs to the size it was pruned for.
+
+    The :class:`~fxprune.modules.ResizeInputs` takes inputs of the original size
+    (every floating input of 3+ dims); without a size change, the model itself.
+    """
+    best = history.best
+    if best is None:
+        raise ConfigError("the history has no result yet")
+    size = tuple(best.metrics.get("input_size") or ())
+    gm = best.graph_module
+    if not size:
+        return gm
+    inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    return ResizeInputs(gm, [(1, 1, *size)] * len(inputs), mode=mode)
