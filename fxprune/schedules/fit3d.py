@@ -4,10 +4,10 @@
 (``methods.md`` section 5).  The coefficient tensor ``Lambda`` (``(K+1)**3``
 numbers) is either
 
-* **low rank** (``rank=R``): a constant plus a rank-``R`` CP tensor,
+* **low rank** (``rank=R``): a free constant plus a rank-``R`` CP tensor,
   ``lambda_ijk = c * [i=j=k=0] + sum_q a_q[i] * b_q[j] * c_q[k]``, fitted by
   alternating ridge least squares (given two factors, ``F`` is linear in the
-  third), from several seeded starts; or
+  third and in ``c``), from several seeded starts; or
 * **full** (``rank=None``): ridge least squares on all ``(K+1)**3`` monomials.
 
 :func:`select_fit` picks ``K`` and ``R`` (and the full tensor where the
@@ -115,9 +115,10 @@ class PolyFit:
         return cls(int(data["degree"]), data["rank"], np.asarray(data["coefficients"]).reshape(k1, k1, k1))
 
 
-def _ridge(z: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
+def _ridge(z: np.ndarray, y: np.ndarray, lam: float, free: int = 0) -> np.ndarray:
+    """Ridge least squares; the first ``free`` columns are not penalised."""
     a = z.T @ z
-    a[np.diag_indices_from(a)] += lam
+    a.flat[free * (z.shape[1] + 1)::z.shape[1] + 1] += lam     # the diagonal, past the free columns
     try:
         return np.linalg.solve(a, z.T @ y)
     except np.linalg.LinAlgError:
@@ -125,26 +126,31 @@ def _ridge(z: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
 
 
 def _cp(v: list[np.ndarray], y: np.ndarray, rank: int, lam: float, rng: np.random.Generator, iterations: int,
-        tol: float) -> tuple[list[np.ndarray], float]:
-    """Alternating ridge least squares for ``y ~ sum_q prod_m (v[m] @ f[m][:, q])``; one start."""
+        tol: float) -> tuple[list[np.ndarray], float, float]:
+    """Alternating ridge least squares for ``y ~ c + sum_q prod_m (v[m] @ f[m][:, q])``; one start.
+
+    Returns the factors, the constant ``c`` (refitted, unpenalised, with every factor) and the loss.
+    """
     n, k1 = v[0].shape
     f = [rng.normal(0.0, 1.0, size=(k1, rank)) for _ in range(3)]
-    previous = np.inf
-    loss = np.inf
+    z = np.ones((n, 1 + k1 * rank))              # column 0: the constant; the rest rewritten per factor
+    previous = loss = np.inf
+    const = 0.0
     for _ in range(iterations):
         for m in range(3):
             a, b = (v[o] @ f[o] for o in range(3) if o != m)
-            z = (v[m][:, :, None] * (a * b)[:, None, :]).reshape(n, k1 * rank)
-            f[m] = _ridge(z, y, lam).reshape(k1, rank)
+            z[:, 1:] = (v[m][:, :, None] * (a * b)[:, None, :]).reshape(n, k1 * rank)
+            x = _ridge(z, y, lam, free=1)
+            const, f[m] = float(x[0]), x[1:].reshape(k1, rank)
         norms = np.stack([np.linalg.norm(x, axis=0) for x in f])  # balance the factors' scales
         scale = np.where(norms.prod(0) > 0, np.cbrt(norms.prod(0)), 1.0)
         f = [x * np.where(nm > 0, scale / np.where(nm > 0, nm, 1.0), 1.0) for x, nm in zip(f, norms)]
-        pred = np.prod([v[o] @ f[o] for o in range(3)], axis=0).sum(1)
+        pred = const + np.prod([v[o] @ f[o] for o in range(3)], axis=0).sum(1)
         loss = float(np.mean((pred - y) ** 2) + lam / n * sum(float((x ** 2).sum()) for x in f))
         if np.isfinite(previous) and abs(previous - loss) <= tol * max(1.0, previous):
             break
         previous = loss
-    return f, loss
+    return f, const, loss
 
 
 def _expansion(centre: float, half: float, degree: int) -> np.ndarray:
@@ -189,9 +195,10 @@ def fit_polynomial(points: Any, values: Any, degree: int, rank: int | None = Non
         tensor = _ridge(z, ys, lam).reshape(k1, k1, k1)
     else:
         rng = np.random.default_rng(seed)
-        best = min((_cp(v, ys, rank, lam, rng, iterations, tol) for _ in range(max(1, restarts))),
-                   key=lambda fl: fl[1])[0]
-        tensor = np.einsum("iq,jq,kq->ijk", *best)
+        factors, const, _ = min((_cp(v, ys, rank, lam, rng, iterations, tol) for _ in range(max(1, restarts))),
+                                key=lambda fcl: fcl[2])
+        tensor = np.einsum("iq,jq,kq->ijk", *factors)
+        tensor[0, 0, 0] += const
     tensor = tensor * std
     tensor[0, 0, 0] += mean
     m = [_expansion(centre[a], half[a], degree) for a in range(3)]
