@@ -188,3 +188,15 @@ def test_the_random_weight_check_sees_what_tiny_weights_hide():
     assert random_params(two, four).keys() == dict(two.named_parameters()).keys()
     assert check_outputs(two, four, x).startswith("with random weights, output 0 differs")
     assert check_outputs(two, copy.deepcopy(two), x) is None
+
+
+def test_materialize_takes_the_fine_tuned_weights_of_the_graph_module():
+    model, x = zoo.ZOO["resnet_basic"]()
+    result = fxprune.prune(model, x, ratio=0.5)
+    with torch.no_grad():  # "fine-tune" the pruned module
+        for p in result.graph_module.parameters():
+            p.mul_(1.01)
+    small = result.materialize()
+    assert torch.equal(small.layer1[0].conv1.weight, result.graph_module.get_parameter("layer1.0.conv1.weight"))
+    with torch.no_grad():
+        torch.testing.assert_close(small(*x), result.graph_module(*x), rtol=1e-4, atol=1e-5)

@@ -45,7 +45,9 @@ def materialize(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
         analysis: the analysis of the model (it holds the model, never modified).
         plan: ``{group id: removed group channels}``.
         graph_module: the pruned GraphModule of the plan, the reference the copy
-            is checked against (default: :func:`~fxprune.rewrite.channels.apply_plan`).
+            is checked against (default: :func:`~fxprune.rewrite.channels.apply_plan`);
+            its current weights (fine-tuned, or loaded with :func:`fxprune.load`) are
+            the copy's, wherever their names and shapes match.
         hf_config: for a Hugging Face model, rebuild it from a config with the
             pruned widths (``False``: the resized copy, whose ``config`` still
             has the original sizes).
@@ -62,6 +64,8 @@ def materialize(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
     if isinstance(analysis.model, fx.GraphModule):  # a GraphModule's class is its graph: the pruned one
         return reference
     model, resized = eager_copy(analysis, plan)
+    if graph_module is not None:
+        _adopt_weights(model, graph_module)
     if hf_config and is_hf_model(analysis.model):
         return rebuild_from_config(analysis, plan, model, reference, rtol=rtol, atol=atol)
     try:
@@ -71,3 +75,13 @@ def materialize(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
     if why is not None:
         raise hard_coded_error(analysis, plan, model, resized, why)
     return model
+
+
+def _adopt_weights(model: torch.nn.Module, graph_module: fx.GraphModule) -> None:
+    """Copy ``graph_module``'s parameters and buffers into ``model`` where names and shapes match."""
+    own = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    with torch.no_grad():
+        for name, t in list(graph_module.named_parameters()) + list(graph_module.named_buffers()):
+            target = own.get(name)
+            if target is not None and target.shape == t.shape and target.dtype == t.dtype:
+                target.copy_(t)
