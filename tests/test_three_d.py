@@ -247,6 +247,49 @@ def test_the_schedule_samples_fits_and_prunes_within_the_budget():
     assert "three_d: 5 rounds, stopped: done" in history.summary()
 
 
+def _depth_cheap(m):
+    """A metric that barely cares about depth: the fit should trade blocks away first."""
+    size = m.sizes[0][-1] if isinstance(m, ResizeInputs) else 8
+    gm = m.module if isinstance(m, ResizeInputs) else m
+    convs = sum(hasattr(gm, n) for n in ("a1", "a2", "b1", "b2"))
+    return 40 + 2 * convs / 4 + 20 * (gm.stem.out_channels / 8) ** 0.5 + 20 * (size / 8) ** 0.5
+
+
+@pytest.mark.parametrize("metric, reduced", [("calls", ("width", "resolution")), ("depth_cheap", ("depth",))])
+def test_the_result_has_the_chosen_depth_width_and_resolution_and_is_a_sound_graph(metric, reduced):
+    model = _model()
+    evaluate = Calls().evaluate if metric == "calls" else _depth_cheap
+    history = three_d(model, X, evaluate=evaluate, finetune=Calls().finetune, macs_target=0.2,
+                      **{**SMALL, "samples": 6, "degrees": (1, 2)})
+    m = history.best.metrics
+    gm, size = history.graph_module, tuple(m["input_size"])
+    inputs = (torch.randn(2, 3, *size),)
+    # the chosen point, rebuilt independently from the original model (same block and channel scores)
+    space = Space3D(fxprune.analyze(model, X))
+    point = space.point(m["depth"], m["width"], m["resolution"])
+    assert (list(point.blocks), list(point.size)) == (m["blocks_removed"], m["input_size"])
+    assert all(getattr(point, axis) < 1.0 for axis in reduced), point    # the axes this metric trades away
+    reference = space.record(point).emit(space.analysis)
+    assert {k: v.shape for k, v in gm.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    # depth: the re-analysed result lists exactly the blocks that were kept
+    result = fxprune.analyze(gm, inputs)
+    assert len(result.blocks) == space.n_blocks - len(point.blocks) == round(point.depth * space.n_blocks)
+    # width: every conv and linear keeps about w of its prunable output channels (the head's outputs stay)
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Conv2d) and hasattr(gm, name):
+            kept = getattr(gm, name).out_channels
+            assert abs(kept - point.width * mod.out_channels) <= 1, (name, kept, point.width)
+    assert gm.head.out_features == 4
+    assert m["macs"] == count_macs(result.graph_module, result.registry) <= m["macs_budget"]
+    # the result is a sound graph in its own right: the dead-channel and block-removal invariants hold on it
+    gm.eval()
+    fxprune.testing.check_pruning(gm, inputs, plans=2)
+    if result.blocks:
+        fxprune.testing.check_block_removal(gm, inputs, subsets=1)
+    fxprune.testing.check_block_removal(model.eval(), X, subsets=1)
+    assert torch.equal(model.stem.weight, _model().stem.weight)          # the input model is never mutated
+
+
 def test_checkpoints_interrupt_and_resume_give_the_uninterrupted_run(tmp_path):
     full = three_d(_model(), X, evaluate=Calls().evaluate, finetune=Calls().finetune, **SMALL)
     calls = Calls(interrupt_at=3)
