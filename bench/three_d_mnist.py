@@ -34,6 +34,7 @@ model's own input size):
   reports test accuracy.
 
 Run:     python bench/three_d_mnist.py              (the real run; see docs/benchmarks.md)
+Short:   python bench/three_d_mnist.py --short      (one seed, 4 + 2 epochs, 6 + 7 samples; ~10 min, 2 cores)
 Smoke:   python bench/three_d_mnist.py --quick      (tiny budget, < 60 s)
 """
 from __future__ import annotations
@@ -49,7 +50,7 @@ import math  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from dataclasses import asdict, dataclass  # noqa: E402
+from dataclasses import asdict, dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's fxprune
@@ -79,6 +80,7 @@ class Budget:
     batch_size: int = 64
     samples: int = 16              # 3D: Latin-hypercube points (plus 7 corners)
     corners: bool = True
+    box: tuple = (0.0, 0.25, 0.5)  # 3D: the sampled box's lower corner (depth_min, width_min, resolution_min)
     degrees: tuple = (1, 2, 3)
     ranks: tuple = (1, 2, 3)
     widths: int = 76
@@ -88,6 +90,8 @@ class Budget:
 
 
 REAL = Budget()
+SHORT = Budget(base_epochs=4, final_epochs=2, samples=6, degrees=(1, 2), ranks=(1, 2), widths=40, resolutions=8,
+               targets=(0.5, 0.25), seeds=(0,))
 QUICK = Budget(n_train=400, base_epochs=1, final_epochs=1, samples=2, corners=False, degrees=(1,), ranks=(1,),
                widths=6, resolutions=3, targets=(0.5,), seeds=(0,))
 
@@ -212,6 +216,7 @@ def run_3d(model, example, trainer: Trainer, budget: Budget, target: float, prog
     history = fxprune.recipe("three_d").run(
         model, example, evaluate=trainer.validate, finetune=trainer.finetune, data=trainer.calibration(),
         macs_target=target, projection="replace", samples=budget.samples, corners=budget.corners,
+        depth_min=budget.box[0], width_min=budget.box[1], resolution_min=budget.box[2],
         degrees=budget.degrees, ranks=budget.ranks, widths=budget.widths, resolutions=budget.resolutions,
         sample_finetunes=budget.sample_epochs, final_finetunes=budget.final_epochs, progress=progress)
     m = history.best.metrics
@@ -284,18 +289,26 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny budget smoke run (< 60 s)")
+    parser.add_argument("--short", action="store_true", help="one seed, shorter training (about 10 min on 2 cores)")
     parser.add_argument("--seeds", type=lambda s: tuple(int(v) for v in s.split(",")), default=None)
     parser.add_argument("--targets", type=lambda s: tuple(float(v) for v in s.split(",")), default=None)
+    parser.add_argument("--box", type=lambda s: tuple(float(v) for v in s.split(",")), default=None,
+                        help="3D: the box's lower corner depth_min,width_min,resolution_min (default: the recipe's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, help="also write every row (and the 3D rounds) as JSON")
     parser.add_argument("--progress", action="store_true", help="show the schedule's progress")
     args = parser.parse_args(argv)
-    budget = QUICK if args.quick else REAL
+    budget = QUICK if args.quick else SHORT if args.short else REAL
+    if args.box is not None:
+        if len(args.box) != 3:
+            parser.error("--box takes three numbers: depth_min,width_min,resolution_min")
+        budget = replace(budget, box=args.box)
     seeds = args.seeds or budget.seeds
     targets = args.targets or budget.targets
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    print(f"# three_d_mnist{' --quick' if args.quick else ''}: {datetime.date.today().isoformat()}, "
+    print(f"# three_d_mnist{' --quick' if args.quick else ' --short' if args.short else ''}"
+          f"{' --box ' + ','.join(map(str, args.box)) if args.box else ''}: {datetime.date.today().isoformat()}, "
           f"torch {torch.__version__}, python {platform.python_version()}, {torch.get_num_threads()} threads, "
           f"seeds {list(seeds)}, MACs budgets {list(targets)}")
     print(f"# budget: {asdict(budget)}")

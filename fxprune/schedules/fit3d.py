@@ -228,11 +228,13 @@ class FitSelection:
     samples: int = 0
 
     def table(self) -> str:
-        rows = [f"{'degree':>6} {'rank':>5} {'params':>6} {'cv rmse':>9} {'se':>8}"]
+        """Every candidate's held-out mean squared error and its standard error (the one-SE rule compares
+        these), and the root of the mean; ``*`` marks the chosen one."""
+        rows = [f"{'degree':>6} {'rank':>5} {'params':>6} {'cv mse':>10} {'se':>10} {'cv rmse':>8}"]
         for s in self.scores:
             mark = " *" if s is self.chosen else ""
             rows.append(f"{s.degree:>6} {'full' if s.rank is None else s.rank:>5} {s.num_parameters:>6} "
-                        f"{np.sqrt(s.cv_mse):>9.4f} {s.cv_se:>8.4f}{mark}")
+                        f"{s.cv_mse:>10.4g} {s.cv_se:>10.4g} {np.sqrt(s.cv_mse):>8.4g}{mark}")
         return "\n".join(rows)
 
     def to_json(self) -> dict[str, Any]:
