@@ -80,7 +80,7 @@ class Budget:
     batch_size: int = 64
     samples: int = 16              # 3D: Latin-hypercube points (plus 7 corners)
     corners: bool = True
-    box: tuple = (0.0, 0.25, 0.5)  # 3D: the sampled box's lower corner (depth_min, width_min, resolution_min)
+    box: tuple = (0.5, 0.5, 0.5)  # 3D: the sampled box's lower corner (depth_min, width_min, resolution_min)
     degrees: tuple = (1, 2, 3)
     ranks: tuple = (1, 2, 3)
     widths: int = 76
@@ -293,7 +293,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=lambda s: tuple(int(v) for v in s.split(",")), default=None)
     parser.add_argument("--targets", type=lambda s: tuple(float(v) for v in s.split(",")), default=None)
     parser.add_argument("--box", type=lambda s: tuple(float(v) for v in s.split(",")), default=None,
-                        help="3D: the box's lower corner depth_min,width_min,resolution_min (default: the recipe's)")
+                        help="3D: the box's lower corner depth_min,width_min,resolution_min (default: 0.5,0.5,0.5, the recipe's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, help="also write every row (and the 3D rounds) as JSON")
     parser.add_argument("--progress", action="store_true", help="show the schedule's progress")

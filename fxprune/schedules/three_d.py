@@ -101,7 +101,8 @@ class ThreeDConfig(ScheduleConfig):
         samples: points of the Latin-hypercube design (>= 0).
         corners: also sample the box's 7 corners other than ``(1, 1, 1)``.
         depth_min, width_min, resolution_min: the box's lower corner (fractions of
-            removable blocks kept, channel multiplier, input-size multiplier).
+            removable blocks kept, channel multiplier, input-size multiplier); keep it where
+            accuracy varies smoothly: a polynomial cannot model a collapse (``docs/methods/three_d.md``).
         degrees, ranks: the fit's candidate degrees ``K`` and CP ranks ``R``.
         full_tensor: also try the full ``(K+1)**3`` tensor where the samples suffice.
         folds: cross-validation folds; ridge: the fit's ridge weight.
@@ -118,8 +119,8 @@ class ThreeDConfig(ScheduleConfig):
     macs_target: float = 0.5
     samples: int = 16
     corners: bool = True
-    depth_min: float = 0.0
-    width_min: float = 0.25
+    depth_min: float = 0.5
+    width_min: float = 0.5
     resolution_min: float = 0.5
     degrees: tuple[int, ...] = (1, 2, 3)
     ranks: tuple[int, ...] = (1, 2, 3)
