@@ -197,6 +197,33 @@ model.eval()
 example_inputs = (torch.randn(2, 14, 23),)
 '''
 
+# chunk(2) of a 2-channel conv pruned to 1 channel gives ONE section: the rewrite kept `chunk`
+# (its sizes [1, 0] looked like chunk's) and `getitem(chunk, 1)` failed. Found by the 2026-12-01 soak.
+CASES['chunk_of_a_pruned_section_gives_fewer_sections'] = '''\
+import torch
+import torch.nn as nn
+
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(8, 2, 3, padding=1)
+        self.fc = nn.Linear(10, 8)
+
+    def forward(self, x):
+        x = self.conv(x)
+        part, part1 = x.chunk(2, dim=1)
+        x = torch.relu(torch.cat([part, part1], dim=1))
+        return self.fc(torch.flatten(x, 1))
+
+
+torch.manual_seed(0)
+model = Model()
+model.eval()
+example_inputs = (torch.randn(2, 8, 5),)
+'''
+
+
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_regression(name):

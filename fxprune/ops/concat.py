@@ -122,6 +122,19 @@ SPLIT_ATEN = Rule("split", _split, emit=_emit_aten_split,
                   keys=Keys(aten=("split", "split_with_sizes")), zeros=Zeros.KEEP)
 
 
+def chunk_sizes(total: int, chunks: int) -> list[int]:
+    """The section sizes ``torch.chunk`` gives: ``ceil(total / chunks)`` each, the last smaller, and
+    fewer than ``chunks`` sections when they do not all fit (``chunk(1 channel, 2)`` is one section).
+
+    >>> chunk_sizes(5, 2), chunk_sizes(1, 2), chunk_sizes(0, 2)
+    ([3, 2], [1], [0, 0])
+    """
+    if total == 0:
+        return [0] * chunks
+    per = -(-total // chunks)
+    return [min(per, total - start) for start in range(0, total, per)]
+
+
 def _emit_chunk(ctx: EmitContext) -> tuple:
     x = ctx.args[0]
     xl = ctx.labels_of(ctx.node.args[0])
@@ -130,11 +143,7 @@ def _emit_chunk(ctx: EmitContext) -> tuple:
     if xl[d] is None:
         return ctx.node.target, ctx.args, ctx.kwargs
     sizes = [int(s[d]) for s in ctx.out_shape()]
-    chunks = len(sizes)
-    total = sum(sizes)
-    per = -(-total // chunks) if chunks else 0
-    expected = [min(per, total - i * per) for i in range(chunks)]
-    if sizes == expected:
+    if sizes == chunk_sizes(sum(sizes), len(sizes)):
         return ctx.node.target, ctx.args, ctx.kwargs
     if ctx.node.op == "call_method":
         return "split", (x, sizes, old_dim), {}
