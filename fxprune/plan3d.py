@@ -18,7 +18,10 @@ multiplier and ``r`` the input-resolution multiplier (MACs scale roughly like
    analysis as the blocks.
 
 The search over ``(d, w, r)`` (fitting accuracy, maximising it under a MAC
-budget) belongs to a schedule; this module is what such a schedule calls.
+budget) is the ``three_d`` schedule (:mod:`fxprune.schedules.three_d`); this
+module is what it calls: :class:`Space3D` maps multipliers to realisable
+configurations (:class:`Point3D`), their plans (as a
+:class:`~fxprune.rewrite.record.RewriteRecord`) and their exact MACs.
 
 Example:
     >>> import torch, fxprune
@@ -43,16 +46,20 @@ import torch.fx as fx
 
 from .analysis.analysis import Analysis, analyze
 from .analysis.blocks import Block, ProjectionPolicy, blocks_of
+from .analysis.cost import count_macs, plan_node_macs
 from .analysis.resolution import Resolution, at_resolution, scale_inputs
 from .errors import ConfigError
 from .rewrite.blocks import remove_blocks
 from .modules import ResizeInputs
-from .rewrite.compose import Plan3D, Result3D, apply_3d
+from .rewrite.channels import plan_mask
+from .rewrite.compose import Plan3D, Result3D, analysis_at_size, apply_3d
+from .rewrite.record import RewriteRecord
 from .scoring import ScoreContext, SelectionConfig, get_scorer, select_plan
 from .scoring.blocks import branch_norm_scores
 from .scoring.calibration import Batch, iter_batches
 
-__all__ = ["Pruned3D", "accuracy_drop_scores", "choose_blocks", "plan_3d", "prune_3d", "width_plan"]
+__all__ = ["Point3D", "Pruned3D", "Space3D", "accuracy_drop_scores", "choose_blocks", "plan_3d", "prune_3d",
+           "resized_batches", "spatial_size", "width_plan"]
 
 
 def _fraction(name: str, value: float, *, low_open: bool) -> float:
@@ -83,16 +90,18 @@ def choose_blocks(blocks: Sequence[Block], scores: Mapping[int, float], depth: f
 
 
 def width_plan(analysis: Analysis, width: float, *, scorer: Any = "l1", scorer_params: Mapping[str, Any] | None = None,
-               round_to: int = 1, context: ScoreContext | None = None) -> dict[int, list[int]]:
+               round_to: int = 1, context: ScoreContext | None = None,
+               scores: Mapping[int, Any] | None = None) -> dict[int, list[int]]:
     """A uniform channel plan: each group keeps about ``width`` of its prunable channels.
 
-    ``SelectionConfig(ratio=1 - width, round_to=round_to)`` through the scorer's scores.
+    ``SelectionConfig(ratio=1 - width, round_to=round_to)`` through the scorer's
+    scores (or the given ``scores`` of ``analysis``).
     """
     width = _fraction("width", width, low_open=True)
     if width == 1.0:
         return {}
-    score_fn = get_scorer(scorer, **dict(scorer_params or {}))
-    scores = score_fn(analysis, context or ScoreContext())
+    if scores is None:
+        scores = get_scorer(scorer, **dict(scorer_params or {}))(analysis, context or ScoreContext())
     return select_plan(analysis, scores, SelectionConfig(ratio=1.0 - width, round_to=round_to))
 
 
@@ -170,9 +179,15 @@ class Pruned3D:
                 f"MACs {self.macs_original} -> {r.macs} ({r.macs / max(self.macs_original, 1):.3f}x)")
 
 
-def _resized(data: Any, example_inputs: tuple) -> Iterator[Batch]:
-    size = next((tuple(x.shape[2:]) for x in example_inputs
-                 if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim >= 3), None)
+def spatial_size(inputs: Sequence[Any]) -> tuple[int, ...]:
+    """The spatial size of the first floating input with 3+ dims (``()`` if there is none)."""
+    return next((tuple(x.shape[2:]) for x in inputs
+                 if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim >= 3), ())
+
+
+def resized_batches(data: Any, example_inputs: tuple) -> Iterator[Batch]:
+    """Calibration batches of ``data`` with their inputs resized to the spatial size of ``example_inputs``."""
+    size = spatial_size(example_inputs) or None
     for batch in iter_batches(data):
         yield Batch(scale_inputs(batch.inputs, size=size), batch.target)
 
@@ -208,7 +223,7 @@ def prune_3d(model: torch.nn.Module, example_inputs: Sequence[Any], *, depth: fl
     else:
         analysis = analyze(model, inputs, **analyze_kwargs)
         macs_original = -1
-    batches = None if data is None else (list(_resized(data, analysis.example_inputs)) if res else data)
+    batches = None if data is None else (list(resized_batches(data, analysis.example_inputs)) if res else data)
     if callable(block_scores):
         block_scores = block_scores(analysis)
     elif block_scores is None and depth < 1.0:
@@ -220,3 +235,145 @@ def prune_3d(model: torch.nn.Module, example_inputs: Sequence[Any], *, depth: fl
     result = apply_3d(analysis, plan)
     return Pruned3D(result, res, dict(block_scores or {}), depth, width, float(resolution),
                     result.macs_before if macs_original < 0 else macs_original)
+
+
+@dataclass(frozen=True)
+class Point3D:
+    """A realisable 3D configuration.
+
+    Attributes:
+        depth: fraction of the removable blocks kept (``kept / n``; 1 without blocks).
+        width: the channel multiplier (as asked: each group keeps about this fraction).
+        resolution: the input-size multiplier realised (new / original size of the first spatial dim).
+        blocks: ids of the removed blocks.
+        size: the spatial input size (``()`` for inputs without spatial dims).
+    """
+
+    depth: float
+    width: float
+    resolution: float
+    blocks: tuple[int, ...]
+    size: tuple[int, ...]
+
+    @property
+    def dwr(self) -> tuple[float, float, float]:
+        return (self.depth, self.width, self.resolution)
+
+
+class Space3D:
+    """The 3D configurations of one analysed model: realisable points, their rewrites and exact MACs.
+
+    Blocks are ranked once by ``block_scores`` (default: branch output norms on
+    ``data`` or the example inputs), so depth ``d`` always removes the same
+    nested sets of blocks, at every resolution.  Channels are chosen per input
+    size by ``scorer`` on the analysis at that size (calibration ``data`` resized).
+    :meth:`macs` is exact: the per-node MACs of the width plan at that size
+    (:func:`~fxprune.analysis.cost.plan_node_macs`) less the removed branches,
+    the same number the rewrite's report gives, without rewriting.
+
+    Example:
+        >>> import fxprune
+        >>> from fxprune.testing import zoo
+        >>> model, inputs = zoo.resnet_basic()
+        >>> space = Space3D(fxprune.analyze(model, inputs))
+        >>> p = space.point(0.6, 0.5, 0.5)
+        >>> p.depth, p.resolution, p.size, len(p.blocks)        # 3 of the 5 identity blocks kept
+        (0.6, 0.5, (16, 16), 2)
+        >>> gm = space.record(p).emit(space.analysis)
+        >>> small = fxprune.analyze(gm, space.analysis_at(p.size).example_inputs)
+        >>> space.macs(p) == count_macs(small.graph_module, small.registry) < space.macs_original
+        True
+    """
+
+    def __init__(self, analysis: Analysis, *, block_scores: Mapping[int, float] | None = None,
+                 projection: ProjectionPolicy = ProjectionPolicy.KEEP, scorer: Any = "l1",
+                 scorer_params: Mapping[str, Any] | None = None, round_to: int = 1, data: Any = None,
+                 loss_fn: Any = None, num_batches: int | None = None) -> None:
+        self.analysis, self.projection = analysis, ProjectionPolicy(projection)
+        self.scorer, self.scorer_params, self.round_to = scorer, dict(scorer_params or {}), round_to
+        self.data, self.loss_fn, self.num_batches = data, loss_fn, num_batches
+        removable = [b for b in blocks_of(analysis) if b.removable(self.projection)]
+        if block_scores is None and removable:
+            block_scores = branch_norm_scores(analysis, data if data is not None else [analysis.example_inputs],
+                                              num_batches=num_batches)
+        self.block_scores = {int(k): float(v) for k, v in (block_scores or {}).items()}
+        self.n_blocks = len(removable)
+        self.blocks = blocks_of(analysis)
+        self._removable = tuple(b.id for b in removable)
+        self.spatial = spatial_size(analysis.example_inputs)
+        self.macs_original = count_macs(analysis.graph_module, analysis.registry)
+        self._analyses: dict[tuple[int, ...], Analysis] = {self.spatial: analysis}
+        self._scores: dict[tuple[int, ...], Mapping[int, Any]] = {}
+        self._node_macs: dict[tuple[tuple[int, ...], float], dict[str, int]] = {}
+
+    # -- the axes -------------------------------------------------------------
+    def depths(self, minimum: float = 0.0) -> tuple[float, ...]:
+        """The realisable depths ``k / n`` in ``[minimum, 1]`` (``(1.0,)`` without removable blocks)."""
+        n = self.n_blocks
+        return tuple(k / n for k in range(n + 1) if k / n >= minimum - 1e-9) if n else (1.0,)
+
+    def resolutions(self, minimum: float = 1.0, count: int | None = None) -> tuple[float, ...]:
+        """Realisable resolutions ``h / H`` in ``[minimum, 1]`` (at most ``count`` of them, evenly spread)."""
+        if not self.spatial or minimum >= 1.0:
+            return (1.0,)
+        top = self.spatial[0]
+        sizes = list(range(max(1, math.ceil(minimum * top - 1e-9)), top + 1))
+        if count is not None and len(sizes) > count:
+            picks = {round(i * (len(sizes) - 1) / (count - 1)) for i in range(count)} if count > 1 else {len(sizes) - 1}
+            sizes = [sizes[i] for i in sorted(picks)]
+        return tuple(h / top for h in sizes)
+
+    def point(self, depth: float, width: float, resolution: float) -> Point3D:
+        """The realisable configuration nearest to ``(depth, width, resolution)``."""
+        blocks = choose_blocks(self.blocks, self.block_scores, depth, self.projection) if self.n_blocks else ()
+        d = (self.n_blocks - len(blocks)) / self.n_blocks if self.n_blocks else 1.0
+        _fraction("width", width, low_open=True)
+        if not self.spatial:
+            return Point3D(d, float(width), 1.0, blocks, ())
+        if isinstance(resolution, bool) or not resolution > 0:
+            raise ConfigError(f"resolution must be a positive number, got {resolution!r}")
+        size = tuple(max(1, int(math.floor(resolution * n + 0.5))) for n in self.spatial)
+        return Point3D(d, float(width), size[0] / self.spatial[0], blocks, size)
+
+    # -- plans and costs ------------------------------------------------------
+    def analysis_at(self, size: tuple[int, ...]) -> Analysis:
+        """The analysis at spatial input size ``size`` (cached)."""
+        size = tuple(size)
+        if size not in self._analyses:
+            self._analyses[size] = analysis_at_size(self.analysis, size)
+        return self._analyses[size]
+
+    def _scores_at(self, size: tuple[int, ...]) -> Mapping[int, Any]:
+        if size not in self._scores:
+            a = self.analysis_at(size)
+            batches = None if self.data is None else list(resized_batches(self.data, a.example_inputs))
+            ctx = ScoreContext(data=batches, loss_fn=self.loss_fn, num_batches=self.num_batches)
+            self._scores[size] = get_scorer(self.scorer, **self.scorer_params)(a, ctx)
+        return self._scores[size]
+
+    def channels(self, point: Point3D) -> dict[int, list[int]]:
+        """The width plan of ``point`` against :meth:`analysis_at` its size."""
+        return width_plan(self.analysis_at(point.size), point.width, round_to=self.round_to,
+                          scores=self._scores_at(point.size) if point.width < 1.0 else {})
+
+    def record(self, point: Point3D) -> RewriteRecord:
+        """The :class:`~fxprune.rewrite.record.RewriteRecord` of ``point`` against :attr:`analysis`."""
+        same = point.size == self.spatial
+        return RewriteRecord(self.channels(point), blocks=point.blocks, projection=self.projection,
+                             input_size=None if same else point.size)
+
+    def macs(self, point: Point3D) -> int:
+        """The exact MACs of the model :meth:`record` emits (at the example inputs' batch size)."""
+        key = (point.size, point.width)
+        if key not in self._node_macs:
+            a = self.analysis_at(point.size)
+            mask = plan_mask(a, self.channels(point))
+            self._node_macs[key] = plan_node_macs(a.graph_module, a.registry, mask, a.state.param_labels)
+        per_node = self._node_macs[key]
+        gone: set[str] = set()
+        blocks = blocks_of(self.analysis_at(point.size))
+        for i in point.blocks:
+            gone.update(blocks[i].nodes)
+            gone.add(blocks[i].add)
+        return int(sum(m for n, m in per_node.items() if n not in gone))
+

@@ -20,7 +20,7 @@ from fxprune.scoring import SCORERS
 from fxprune.schedules import History
 
 REPO = Path(__file__).resolve().parent.parent
-SHIPPED = ("aiap", "hap", "hap_implant", "iap", "l1")
+SHIPPED = ("aiap", "hap", "hap_implant", "iap", "l1", "three_d")
 
 
 def write(tmp_path: Path, text: str, name: str = "r.toml") -> str:
@@ -124,7 +124,7 @@ def test_the_name_defaults_to_the_file_stem(tmp_path):
 # errors
 # ---------------------------------------------------------------------------
 def test_unknown_recipe_names_list_the_available_ones():
-    with pytest.raises(RecipeError, match=r"unknown recipe 'iapp'; available: \['aiap', 'hap', 'hap_implant', 'iap', 'l1'\]"):
+    with pytest.raises(RecipeError, match=r"unknown recipe 'iapp'; available: \['aiap', 'hap', 'hap_implant', 'iap', 'l1', 'three_d'\]"):
         recipe("iapp")
     with pytest.raises(RecipeError, match="not found"):
         recipe("/nonexistent/dir/x.toml")
@@ -135,7 +135,7 @@ def test_unknown_recipe_names_list_the_available_ones():
     (MINIMAL.replace('name = "l1"', 'name = "l3"'),
      r"unknown scorer 'l3' in \[scorer\]; available: \[.*'l1', 'l2'.*\]"),
     (MINIMAL.replace('name = "iterative"', 'name = "gradual"'),
-     r"unknown schedule 'gradual' in \[schedule\]; available: \['adaptive', 'iterative', 'one_shot'\]"),
+     r"unknown schedule 'gradual' in \[schedule\]; available: \['adaptive', 'iterative', 'one_shot', 'three_d'\]"),
     (MINIMAL + "percentil = 20.0\n",
      r"unknown parameter\(s\) \['percentil'\] for schedule 'iterative' in \[schedule\]; valid: .*'percentile'"),
     (MINIMAL + "evaluate = 1\n", r"unknown parameter\(s\) \['evaluate'\].*given to Recipe.run"),

@@ -28,7 +28,7 @@ from ..ir import Atoms, KeepMask, TensorSpec
 from ..ops.context import OpContext, Value
 from ..ops.registry import Registry
 
-__all__ = ["count_macs", "count_params", "node_macs", "plan_costs", "plan_specs"]
+__all__ = ["count_macs", "count_params", "node_macs", "plan_costs", "plan_node_macs", "plan_specs"]
 
 
 def count_params(module: torch.nn.Module) -> int:
@@ -97,10 +97,22 @@ def plan_costs(gm: fx.GraphModule, registry: Registry, mask: KeepMask,
     parameter (``analysis.state.param_labels``).  Exact for every rule's ``macs``:
     they read only shapes.
     """
-    spec_of, param_spec = plan_specs(mask, param_labels)
+    _, param_spec = plan_specs(mask, param_labels)
     params = sum(math.prod(param_spec(name, p).shape) for name, p in gm.named_parameters())
-    macs = sum(node_macs(gm, node, registry, spec_of, param_spec) for node in gm.graph.nodes)
-    return int(params), int(macs)
+    return int(params), sum(plan_node_macs(gm, registry, mask, param_labels).values())
+
+
+def plan_node_macs(gm: fx.GraphModule, registry: Registry, mask: KeepMask,
+                   param_labels: Mapping[str, tuple]) -> dict[str, int]:
+    """``{node name: MACs}`` of every call node as the pruned model would have them (see :func:`plan_costs`).
+
+    Summing a subset gives the MACs of a graph from which the other nodes are
+    removed (e.g. residual branches, :mod:`fxprune.analysis.blocks`) while the
+    survivors keep their shapes.
+    """
+    spec_of, param_spec = plan_specs(mask, param_labels)
+    return {node.name: node_macs(gm, node, registry, spec_of, param_spec) for node in gm.graph.nodes
+            if node.op in ("call_module", "call_function", "call_method")}
 
 
 def _resized(spec: Any, shape: Any) -> Any:

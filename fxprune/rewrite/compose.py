@@ -44,7 +44,7 @@ from ..modules import ResizeInputs
 from .blocks import remove_blocks, select_blocks
 from .channels import apply_plan, plan_mask
 
-__all__ = ["Plan3D", "Result3D", "apply_3d", "reanalyze", "translate_plan"]
+__all__ = ["Plan3D", "Result3D", "analysis_at_size", "apply_3d", "reanalyze", "translate_plan"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,20 @@ def reanalyze(analysis: Analysis, module: torch.nn.Module) -> Analysis:
     config = cfg.replace(leaf_modules=tuple(m for m in cfg.leaf_modules if present(m)),
                          ignore=tuple(e for e in cfg.ignore if present(e)))
     return analyze(module, analysis.example_inputs, config, registry=analysis.registry)
+
+
+def analysis_at_size(analysis: Analysis, size: Sequence[int]) -> Analysis:
+    """``analysis``' model analysed like it at the spatial input size ``size``.
+
+    :func:`~fxprune.analysis.resolution.at_resolution` of ``analysis.graph_module``
+    (positional embeddings interpolated in a copy, baked sizes reported as
+    :class:`~fxprune.errors.ResolutionError`), with the same options and registry.
+    Group and block ids are those of ``analysis``: the graph is the same.
+    """
+    from ..analysis.resolution import at_resolution
+
+    return at_resolution(analysis.graph_module, analysis.example_inputs, size=tuple(size),
+                         config=analysis.config, registry=analysis.registry).analysis
 
 
 def translate_plan(old: Analysis, plan: Mapping[int, Sequence[int]], new: Analysis) -> dict[int, list[int]]:

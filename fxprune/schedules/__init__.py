@@ -1,4 +1,4 @@
-"""Schedule drivers: iterative (ILP/IAP), adaptive (AIAP) and one-shot (HAP) pruning.
+"""Schedule drivers: iterative (ILP/IAP), adaptive (AIAP), one-shot (HAP) and 3D pruning.
 
 Every schedule works on any model :func:`fxprune.analyze` accepts, calls
 user callbacks to fine-tune (``finetune(gm) -> gm``) and to measure
@@ -34,6 +34,7 @@ from .engine import Decision, Policy, Runtime
 from .history import History, RoundRecord, ScheduleInterrupted
 from .iterative import Iterative, IterativeConfig, iterative
 from .one_shot import OneShot, OneShotConfig, one_shot
+from .three_d import ThreeD, ThreeDConfig, three_d
 
 __all__ = [
     "POLICIES",
@@ -52,9 +53,12 @@ __all__ = [
     "Runtime",
     "ScheduleConfig",
     "ScheduleInterrupted",
+    "ThreeD",
+    "ThreeDConfig",
     "adaptive",
     "iterative",
     "one_shot",
+    "three_d",
 ]
 
 #: schedule name -> (driver function, its configuration class)
@@ -62,7 +66,8 @@ SCHEDULES = MappingProxyType({
     "iterative": (iterative, IterativeConfig),
     "adaptive": (adaptive, AdaptiveConfig),
     "one_shot": (one_shot, OneShotConfig),
+    "three_d": (three_d, ThreeDConfig),
 })
 
 #: schedule name -> its policy class
-POLICIES = MappingProxyType({p.name: p for p in (Iterative, Adaptive, OneShot)})
+POLICIES = MappingProxyType({p.name: p for p in (Iterative, Adaptive, OneShot, ThreeD)})

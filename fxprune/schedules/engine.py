@@ -148,6 +148,8 @@ class Policy:
     stops_when_nothing_to_prune: ClassVar[bool] = False
     #: the stop reason once the round budget is spent
     budget_stop: ClassVar[str] = STOP_BUDGET
+    #: the round scores the current model with the configured scorer (``False``: ``plan`` gets ``{}``)
+    uses_scores: ClassVar[bool] = True
 
     def __init__(self, config: ScheduleConfig, runtime: Runtime) -> None:
         self.config, self.runtime = config, runtime
@@ -173,6 +175,14 @@ class Policy:
         and emit it again on resume, so it must describe the returned model.
         """
         return apply_plan(analysis, plan), RewriteRecord(plan), {}
+
+    def finetune(self, gm: fx.GraphModule, number: int, state: Mapping[str, Any]) -> fx.GraphModule:
+        """Fine-tune round ``number``'s pruned model (default: the runtime's ``finetune``, once)."""
+        return _call_finetune(self.runtime.finetune, gm)
+
+    def view(self, gm: fx.GraphModule) -> torch.nn.Module:
+        """The module ``evaluate`` is given for this round's model (default: the model itself)."""
+        return gm
 
     def decide(self, number: int, metrics: Mapping[str, Any], state: Mapping[str, Any],
                history: History) -> Decision:
@@ -275,7 +285,8 @@ class _Loop:
         number, current = state["round"] + 1, state["current"]
         analysis = session.analyze(session.model_of(current))
         scores = self.score(analysis, ScoreContext(data=runtime.data, loss_fn=runtime.loss_fn,
-                                                   num_batches=self.config.num_batches, progress=runtime.progress))
+                                                   num_batches=self.config.num_batches, progress=runtime.progress)
+                            ) if policy.uses_scores else {}
         plan = policy.plan(analysis, scores, state)
         if self.config.uniform:
             plan = uniform_plan(analysis, scores, plan, SelectionConfig(min_channels=self.config.min_channels))
@@ -292,12 +303,12 @@ class _Loop:
             rewind_weights(gm, runtime.rewind_state, index_map)
             extra["index_map"] = index_map
         emitted = Fingerprint.of(gm, values=False) if session.store is not None else None
-        gm = _call_finetune(runtime.finetune, gm)
+        gm = policy.finetune(gm, number, state)
         if emitted is not None:
             self.check_rebuildable(analysis, record, emitted, gm)
         removed = sum(len(c) for c in plan.values())
         alive = sum(len(g.prunable) for g in analysis.groups)
-        metrics.update({"accuracy": session.measure(gm, number), "params": count_params(gm), "macs": report.macs_after,
+        metrics.update({"accuracy": session.measure(policy.view(gm), number), "params": count_params(gm), "macs": report.macs_after,
                         "channels_removed": removed, "ratio": removed / alive if alive else 0.0,
                         "groups_pruned": len(plan)})
         diagnostics = getattr(scores, "diagnostics", None)
