@@ -133,3 +133,76 @@ def test_percentile_rule_is_an_enum_converted_from_strings_and_validated():
     r = fxprune.recipe("iap").replace(percentile_rule="threshold")    # a recipe passes the TOML string
     assert r.config().percentile_rule is PercentileRule.THRESHOLD
     assert fxprune.recipe("l1").config().percentile_rule is PercentileRule.COUNT
+
+
+# ---------------------------------------------------------------------------
+# AIAP: faithful_to="code" (the released code's loop) next to the spec's loop
+# ---------------------------------------------------------------------------
+def ten_scores() -> nn.Sequential:
+    """Linear(4, 10) -> ReLU -> Linear(10, 2) whose hidden channel c has L1 score c + 1 (one group, share 1)."""
+    return mlp_with_norms([float(c + 1) for c in range(10)])
+
+
+def test_aiap_code_starts_at_lambda0_with_the_baseline_as_good_checkpoint_and_goes_on_after_the_pop():
+    # every prune fails: the accuracy drops unless all 10 channels are kept
+    evaluate = lambda gm: 90.0 if hidden(gm) == 10 else 80.0  # noqa: E731
+    spec = fxprune.schedules.adaptive(ten_scores(), X, lambda0=4.0, rounds=6, evaluate=evaluate, progress=False)
+    # spec: round 1 at T = 0 removes nothing (accepted); T = 4, 2, 1 fail; the third reset pops round 1,
+    # the stack is empty: stop
+    assert [r.metrics["threshold"] for r in spec.rounds[1:]] == [0.0, 4.0, 2.0, 1.0]
+    assert spec.stop_reason == "no good checkpoint"
+    # (the MLP has no convolution: rank its linear group, as the code's loop ranks convolutions)
+    code = fxprune.schedules.adaptive(ten_scores(), X, lambda0=4.0, rounds=6, evaluate=evaluate, progress=False,
+                                      faithful_to="code", rank_families=("linear",))
+    m = [r.metrics for r in code.rounds[1:]]
+    # code: round 1 at T = lambda0 = 4 fails and restores the baseline (a good checkpoint: T = 0);
+    # retries at 0 + 4/2 and 0 + 4/4 fail; the third reset pops the baseline, T = 0, step 0.5, and the run
+    # goes on: round 4 prunes the baseline at T = 0 (nothing goes, accepted), round 5 at 0.5, round 6 at 1.0
+    assert [x["threshold"] for x in m] == [4.0, 2.0, 1.0, 0.0, 0.5, 1.0]
+    assert [x["from_round"] for x in m[:5]] == [0, 0, 0, 0, 4]
+    assert [r.accepted for r in code.rounds[1:]] == [False, False, False, True, True, False]
+    assert m[0]["good"] == [0] and m[2]["good"] == [] and m[2]["next_step"] == 0.5
+    assert code.stop_reason == "budget" and code.best.round == 5
+    # the next failure with an empty stack stops the code's loop too: round 4 fails as well here
+    calls = iter([90.0, 80.0, 80.0, 80.0, 80.0, 90.0, 90.0])
+    stopped = fxprune.schedules.adaptive(ten_scores(), X, lambda0=4.0, rounds=6, faithful_to="code",
+                                         rank_families=("linear",), evaluate=lambda gm: next(calls),
+                                         progress=False)
+    assert stopped.stop_reason == "no good checkpoint" and len(stopped.rounds) == 5
+
+
+def test_aiap_code_prunes_convolutions_only_and_splits_the_threshold_among_them():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 4 * 4, 8), nn.ReLU(),
+                          nn.Linear(8, 2))
+    x = (torch.randn(2, 1, 6, 6),)
+    a = fxprune.analyze(model, x)
+    conv, fc = (g.id for g in a.groups)
+    scores = fxprune.scoring.get_scorer("l1")(a, fxprune.scoring.ScoreContext())
+    lam = float(np.sort(scores[conv])[2]) + 1e-6          # the code's round 1: T = lambda0 on the conv alone
+    h = fxprune.schedules.adaptive(model, x, lambda0=lam, rounds=1, evaluate=lambda gm: 1.0, progress=False,
+                                   faithful_to="code")
+    gm = h.rounds[1].graph_module
+    assert gm.get_submodule("0").out_channels == 3 and gm.get_submodule("3").out_features == 8
+    both = fxprune.schedules.adaptive(model, x, lambda0=1e6, rounds=1, evaluate=lambda gm: 1.0, progress=False,
+                                      faithful_to="code", rank_families=("conv", "linear"))
+    assert both.rounds[1].graph_module.get_submodule("3").out_features == 1    # linear pruned too when asked
+    spec = fxprune.schedules.adaptive(model, x, lambda0=1e6, rounds=2, evaluate=lambda gm: 1.0, progress=False)
+    assert spec.rounds[2].graph_module.get_submodule("3").out_features == 1    # the spec ranks every group
+
+
+def test_faithful_to_is_an_enum_converted_from_strings_and_validated():
+    from fxprune.schedules import AdaptiveConfig
+    from fxprune.schedules.reading import AdaptiveReading
+
+    assert AdaptiveConfig().faithful_to is AdaptiveReading.SPEC
+    cfg = fxprune.recipe("aiap").replace(faithful_to="code", rank_families=["conv"]).config()
+    assert cfg.faithful_to is AdaptiveReading.CODE and cfg.rank_families == ("conv",)
+    with pytest.raises(ConfigError, match=r"faithful_to must be one of \['spec', 'code'\]"):
+        AdaptiveConfig(faithful_to="paper")
+
+
+def test_aiap_code_on_a_model_without_convolutions_says_to_name_the_families():
+    with pytest.raises(ConfigError, match=r"families \['conv'\] and this model has none.*rank_families"):
+        fxprune.schedules.adaptive(ten_scores(), X, lambda0=4.0, rounds=2, evaluate=lambda gm: 90.0,
+                                   progress=False, faithful_to="code")

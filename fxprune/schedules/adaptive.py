@@ -37,6 +37,11 @@ Reading of the open points (the defaults):
 * the result (:attr:`History.best`) is the accepted round with the fewest
   parameters (MACs for a MAC target), the latest on ties.
 
+``faithful_to="code"`` runs the released code's loop instead: round 1 at
+``T = lambda0`` with the unpruned model as the first good checkpoint, no stop
+when a pop empties the stack, convolutions only (``rank_families``); see
+:mod:`fxprune.schedules.reading`.
+
 Example:
     >>> import torch, torch.nn as nn
     >>> from fxprune.schedules import adaptive
@@ -61,6 +66,7 @@ from .config import ScheduleConfig, is_number, require
 from .engine import Decision, Plan, Policy
 from .history import History
 from .plans import group_shares, threshold_plan
+from .reading import AdaptiveReading, ranked_shares
 
 __all__ = ["AdaptiveConfig", "Adaptive", "adaptive", "TARGETS", "STOP_NO_GOOD"]
 
@@ -83,6 +89,11 @@ class AdaptiveConfig(ScheduleConfig):
         max_drop: with a params/macs target, also require the accuracy drop to
             stay within this many points (``None``: accuracy is only recorded).
         share: ``params`` or ``macs``: how ``T`` is split among groups.
+        faithful_to: ``spec`` (methods.md's loop) or ``code`` (the released
+            code's; :class:`~fxprune.schedules.reading.AdaptiveReading`).
+        rank_families: prune (and share ``T`` among) only the groups whose
+            producers come from these rule families; ``None``: the reading's
+            default (``spec``: every group, ``code``: ``("conv",)``).
     """
 
     lambda0: float = 1.0
@@ -91,8 +102,19 @@ class AdaptiveConfig(ScheduleConfig):
     target_value: float = 1.0
     max_drop: float | None = None
     share: str = "params"
+    faithful_to: AdaptiveReading = AdaptiveReading.SPEC
+    rank_families: tuple[str, ...] | None = None
 
     def validate(self) -> None:
+        try:
+            object.__setattr__(self, "faithful_to", AdaptiveReading(self.faithful_to))
+        except ValueError:
+            raise ConfigError(f"faithful_to must be one of {[r.value for r in AdaptiveReading]}, "
+                              f"got {self.faithful_to!r}") from None
+        if isinstance(self.rank_families, str):
+            object.__setattr__(self, "rank_families", (self.rank_families,))
+        elif self.rank_families is not None:
+            object.__setattr__(self, "rank_families", tuple(self.rank_families))
         require(is_number(self.lambda0) and self.lambda0 > 0, "lambda0", "a number > 0", self.lambda0)
         require(self.target in TARGETS, "target", f"one of {TARGETS}", self.target)
         require(is_number(self.target_value), "target_value", "a number", self.target_value)
@@ -143,10 +165,16 @@ class Adaptive(Policy):
                               + " needs evaluate(gm) -> accuracy")
 
     def initial_state(self) -> dict[str, Any]:
-        return {"T": 0.0, "step": float(self.config.lambda0), "resets": 0, "good": []}
+        return self.config.faithful_to.initial_state(self.config.lambda0)
 
     def plan(self, analysis: Analysis, scores: Mapping[int, Any], state: Mapping[str, Any]) -> Plan:
-        shares = group_shares(analysis, self.config.share)
+        cfg = self.config
+        families = cfg.rank_families if cfg.rank_families is not None else cfg.faithful_to.default_families
+        shares = ranked_shares(analysis, group_shares(analysis, cfg.share), families)
+        if not shares and analysis.groups:
+            raise ConfigError(f"adaptive(faithful_to={cfg.faithful_to.value!r}) ranks only the groups of rule "
+                              f"families {list(families or ())} and this model has none; name the families "
+                              f"to rank with rank_families=(...), e.g. ('linear',)")
         return threshold_plan(analysis, scores, {gid: float(state["T"]) * s for gid, s in shares.items()},
                               self.config.min_channels)
 
@@ -169,7 +197,7 @@ class Adaptive(Policy):
             if resets == 3:
                 step, T, resets = step / 2, float(t_good), 0
                 good.pop()
-                if not good:
+                if not good and self.config.faithful_to.stops_when_popped_empty:
                     stop = STOP_NO_GOOD
             else:
                 step = float(step_good) / 2 ** resets
