@@ -32,7 +32,11 @@ def test_seeds_lenet_quick_runs_and_prints_the_tables():
     assert header is not None, out[-2000:]
     for column in ("val %", "test %", "compr<=1pt", "MACs red.", "rounds", "ft ep", "test@", "wall s"):
         assert column in header
-    for method in ("ILP", "IAP", "AIAP", "AIAP-code", "HAP", "HAP+NI-pw", "HAP+NI-lr"):
+    for method in ("ILP", "IAP", "AIAP", "AIAP-code", "HAP", "HAP-conv", "HAP+NI-pw", "HAP+NI-lr"):
         assert sum(line.startswith(f"{method} ") for line in lines) >= 2, method   # per seed and over seeds
+    # the pointwise implant really implants (conv-only ranking: 10% of the conv channels below the threshold)
+    paths = out.split("Paths (", 1)[1]
+    pointwise = paths.split("HAP+NI-pw (", 1)[1].split("HAP+NI-lr (", 1)[0]
+    assert "implanted" in pointwise, pointwise
     assert "Paths (" in out and "Over seeds: mean +- standard deviation" in out
     assert "plot:" not in out  # --quick never overwrites docs/seeds_lenet.png
