@@ -31,7 +31,7 @@ Example:
     >>> history = r.run(model, (torch.randn(2, 8),), evaluate=lambda gm: 90.0, rounds=2,
     ...                 progress=False)
     >>> [m["round"] for m in history.metrics], history.graph_module.get_submodule("0").out_features
-    ([0, 1, 2], 20)
+    ([0, 1, 2], 21)
     >>> import os, tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "my_l1.toml")
     >>> fxprune.recipe(r.to_toml_path(path)) == r

@@ -41,7 +41,7 @@ def width(gm: nn.Module) -> int:
 # ---------------------------------------------------------------------------
 def test_an_unknown_setting_is_refused_with_the_valid_names():
     with pytest.raises(ConfigError, match=r"unknown iterative setting\(s\) \['percentil'\]; "
-                                          r"did you mean \['percentile'\]\?.*'rounds'.*'evaluate'"):
+                                          r"did you mean \['percentile', 'percentile_rule'\]\?.*'rounds'.*'evaluate'"):
         iterative(mlp(), X, evaluate=lambda gm: 1.0, percentil=20.0, progress=False)
     with pytest.raises(ConfigError, match=r"unknown one_shot setting\(s\) \['rounds'\]"):
         one_shot(mlp(), X, rounds=3, progress=False)
@@ -71,8 +71,8 @@ def test_shared_fields_are_validated_once_for_every_schedule():
             cls(analysis={"split": "inner"})
         with pytest.raises(TypeError):                     # keyword-only: no positional configs
             cls("l1")
-    assert IterativeConfig.settings() == ("percentile", "rounds", "tolerance", "num_batches", "min_channels",
-                                          "uniform")
+    assert IterativeConfig.settings() == ("percentile", "rounds", "tolerance", "percentile_rule", "num_batches",
+                                          "min_channels", "uniform")
     assert "rounds" not in OneShotConfig.settings() and OneShotConfig().budget == 1
 
 

@@ -65,7 +65,8 @@ def test_shipped_recipes_say_what_the_methods_say():
     assert (l1.scorer, l1.schedule) == ("l1", "iterative")
     assert (iap.scorer, iap.schedule, iap.scorer_params["power"]) == ("activation", "iterative", 1.0)
     for r in (l1, iap):
-        assert dict(r.schedule_params) == {"percentile": 20.0, "rounds": 10, "tolerance": 1.0}
+        assert dict(r.schedule_params) == {"percentile": 20.0, "rounds": 10, "tolerance": 1.0,
+                                           "percentile_rule": "count"}
     assert (aiap.scorer, aiap.schedule) == ("activation", "adaptive")
     assert aiap.schedule_params["lambda0"] == 1.0 and aiap.schedule_params["target"] == "accuracy"
     assert (hap.scorer, hap.schedule) == ("hessian", "one_shot")
@@ -178,8 +179,8 @@ def test_schedule_parameters_are_the_config_fields():
     for name, (_, config_cls) in SCHEDULES.items():
         names = {f.name for f in dataclasses.fields(config_cls)} - {"scorer", "scorer_params", "analysis"}
         assert set(schedule_parameters(name)) == names
-    assert schedule_parameters("iterative") == ("percentile", "rounds", "tolerance", "num_batches", "min_channels",
-                                                "uniform")
+    assert schedule_parameters("iterative") == ("percentile", "rounds", "tolerance", "percentile_rule",
+                                                "num_batches", "min_channels", "uniform")
     assert "implant_ratio" in schedule_parameters("one_shot") and "rounds" not in schedule_parameters("one_shot")
 
 

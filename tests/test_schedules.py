@@ -72,7 +72,7 @@ def test_iterative_prunes_channels_at_or_below_the_percentile_and_stops_at_toler
     evaluate = Counter(lambda gm: 90.0 if hidden(gm) >= 6 else 88.0)
     finetune = Counter(lambda gm: gm)
     history = iterative(model, X, scorer="l1", percentile=20.0, rounds=10, tolerance=1.0,
-                        evaluate=evaluate, finetune=finetune, progress=False)
+                        percentile_rule="threshold", evaluate=evaluate, finetune=finetune, progress=False)
     # round 1: 20th percentile of 1..10 is 2.8 -> scores 1, 2 go
     # round 2: of 3..10 it is 4.4 -> 3, 4 go; round 3: of 5..10 it is 6.0 -> 5, 6 go
     assert surviving(history.rounds[1].graph_module) == [3., 4., 5., 6., 7., 8., 9., 10.]
@@ -98,10 +98,11 @@ def test_iterative_prunes_channels_at_or_below_the_percentile_and_stops_at_toler
         assert torch.equal(v, before[k])
 
 
-def test_iterative_removes_ties_at_the_percentile():
+def test_iterative_threshold_rule_removes_ties_at_the_percentile():
     # sorted scores 1,1,1,2,...: the 20th percentile of 10 values is 1.0 -> all three 1s go
     model = mlp([1., 5., 1., 2., 3., 1., 4., 6., 7., 8.])
-    history = iterative(model, X, percentile=20.0, rounds=1, evaluate=lambda gm: 50.0, progress=False)
+    history = iterative(model, X, percentile=20.0, rounds=1, evaluate=lambda gm: 50.0,
+                        percentile_rule="threshold", progress=False)
     assert sorted(surviving(history.graph_module)) == [2., 3., 4., 5., 6., 7., 8.]
     assert history.stop_reason == "budget"
 

@@ -24,7 +24,7 @@ Example:
     >>> evaluate = lambda gm: 90.0 if gm.get_submodule("0").out_features >= 16 else 80.0
     >>> history = iterative(model, (torch.randn(2, 8),), evaluate=evaluate, rounds=10, progress=False)
     >>> history.stop_reason, history.graph_module.get_submodule("0").out_features
-    ('tolerance', 16)
+    ('tolerance', 17)
 """
 from types import MappingProxyType
 

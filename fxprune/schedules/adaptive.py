@@ -53,6 +53,11 @@ target is unchanged):
   the target, unless ``max_drop`` rejects that round or the schedule stopped
   earlier (``no good checkpoint``).
 
+``faithful_to="code"`` runs the released code's loop instead: round 1 at
+``T = lambda0`` with the unpruned model as the first good checkpoint, no stop
+when a pop empties the stack, convolutions only (``rank_families``); see
+:mod:`fxprune.schedules.reading`.
+
 Example:
     >>> import torch, torch.nn as nn
     >>> from fxprune.schedules import adaptive
@@ -82,6 +87,7 @@ from .config import ScheduleConfig, is_number, require
 from .engine import Decision, Plan, Policy
 from .history import History
 from .plans import group_shares, threshold_plan
+from .reading import AdaptiveReading, ranked_shares
 
 __all__ = ["AdaptiveConfig", "Adaptive", "adaptive", "TARGETS", "STOP_NO_GOOD"]
 
@@ -108,6 +114,11 @@ class AdaptiveConfig(ScheduleConfig):
         share: ``params`` or ``macs``: how ``T`` is split among groups.
         finish_exact: with a params/macs target, the last round of the budget
             prunes to the target within one channel step (see the module docstring).
+        faithful_to: ``spec`` (methods.md's loop) or ``code`` (the released
+            code's; :class:`~fxprune.schedules.reading.AdaptiveReading`).
+        rank_families: prune (and share ``T`` among) only the groups whose
+            producers come from these rule families; ``None``: the reading's
+            default (``spec``: every group, ``code``: ``("conv",)``).
     """
 
     lambda0: float | None = None
@@ -117,8 +128,19 @@ class AdaptiveConfig(ScheduleConfig):
     max_drop: float | None = None
     share: str = "params"
     finish_exact: bool = True
+    faithful_to: AdaptiveReading = AdaptiveReading.SPEC
+    rank_families: tuple[str, ...] | None = None
 
     def validate(self) -> None:
+        try:
+            object.__setattr__(self, "faithful_to", AdaptiveReading(self.faithful_to))
+        except ValueError:
+            raise ConfigError(f"faithful_to must be one of {[r.value for r in AdaptiveReading]}, "
+                              f"got {self.faithful_to!r}") from None
+        if isinstance(self.rank_families, str):
+            object.__setattr__(self, "rank_families", (self.rank_families,))
+        elif self.rank_families is not None:
+            object.__setattr__(self, "rank_families", tuple(self.rank_families))
         require(self.lambda0 is None or is_number(self.lambda0) and self.lambda0 > 0, "lambda0",
                 "None or a number > 0", self.lambda0)
         require(isinstance(self.finish_exact, bool), "finish_exact", "True or False", self.finish_exact)
@@ -175,10 +197,16 @@ class Adaptive(Policy):
         if lambda0 is None and self.config.target == "accuracy":
             lambda0 = 1.0
         # step None: chosen from round 1's scores; reference: the unpruned model's cost (cost targets)
-        return {"T": 0.0, "step": lambda0, "resets": 0, "good": [], "reference": None}
+        return {**self.config.faithful_to.initial_state(lambda0), "reference": None}
 
     def plan(self, analysis: Analysis, scores: Mapping[int, Any], state: Mapping[str, Any]) -> Plan:
-        shares = group_shares(analysis, self.config.share)
+        cfg = self.config
+        families = cfg.rank_families if cfg.rank_families is not None else cfg.faithful_to.default_families
+        shares = ranked_shares(analysis, group_shares(analysis, cfg.share), families)
+        if not shares and analysis.groups:
+            raise ConfigError(f"adaptive(faithful_to={cfg.faithful_to.value!r}) ranks only the groups of rule "
+                              f"families {list(families or ())} and this model has none; name the families "
+                              f"to rank with rank_families=(...), e.g. ('linear',)")
 
         def plan_at(T: float) -> Plan:
             return threshold_plan(analysis, scores, {gid: T * s for gid, s in shares.items()},
@@ -234,7 +262,7 @@ class Adaptive(Policy):
             if resets == 3:
                 step, T, resets = step / 2, float(t_good), 0
                 good.pop()
-                if not good:
+                if not good and self.config.faithful_to.stops_when_popped_empty:
                     stop = STOP_NO_GOOD
             else:
                 step = float(step_good) / 2 ** resets

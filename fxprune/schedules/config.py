@@ -11,7 +11,7 @@ Example:
     >>> from fxprune.schedules import IterativeConfig
     >>> cfg = IterativeConfig(percentile=10.0, analysis={"ignore": "fc"})
     >>> cfg.analysis.ignore, cfg.settings()
-    (('fc',), ('percentile', 'rounds', 'tolerance', 'num_batches', 'min_channels', 'uniform'))
+    (('fc',), ('percentile', 'rounds', 'tolerance', 'percentile_rule', 'num_batches', 'min_channels', 'uniform'))
     >>> sorted(cfg.fingerprint())[:4]          # what a resumed run must share (not the budget)
     ['analysis', 'min_channels', 'num_batches', 'percentile']
     >>> IterativeConfig(rounds=-1)
