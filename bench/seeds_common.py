@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from fxprune.testing.zoo import BasicBlock, LeNet5, ResNet
 
-__all__ = ["Budget", "MODELS", "QUICK", "Split", "Trainer", "TOLERANCE", "load_split", "resnet_digits",
+__all__ = ["Budget", "MODELS", "QUICK", "Split", "Trainer", "TOLERANCE", "load_split", "resnet_digits", "train_cosine",
            "lenet_300_100"]
 
 TOLERANCE = 1.0  # accuracy points: "compression at <= 1 point accuracy loss"
@@ -140,6 +140,30 @@ def load_split(seed: int) -> Split:
     return Split(norm(X[:a]), t(y[:a]), norm(X[a:b]), t(y[a:b]), norm(X[b:b + N_TEST]), t(y[b:b + N_TEST]))
 
 
+def train_cosine(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch_size: int,
+                 gen: torch.Generator) -> None:
+    """``epochs`` epochs of a fresh Adam over ``(x, y)``, the learning rate cosine-annealed to 0, in place.
+
+    The batches are drawn by ``gen`` (so each caller replays its own stream);
+    the model is left in eval mode.
+    """
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    n = len(x)
+    steps, step = epochs * -(-n // batch_size), 0
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=gen)
+        for i in range(0, n, batch_size):
+            for group in opt.param_groups:
+                group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
+            idx = order[i:i + batch_size]
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+            step += 1
+    model.eval()
+
+
 class Trainer:
     """Training, fine-tuning and evaluation callbacks with replayable shuffles and an epoch count."""
 
@@ -158,21 +182,7 @@ class Trainer:
 
     def train(self, model: nn.Module, epochs: int, lr: float) -> None:
         """``epochs`` epochs of Adam, a fresh optimizer, the learning rate cosine-annealed to 0."""
-        model.train()
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        bs, n = self.budget.batch_size, len(self.x)
-        steps, step = epochs * -(-n // bs), 0
-        for _ in range(epochs):
-            order = torch.randperm(n, generator=self.gen)
-            for i in range(0, n, bs):
-                for group in opt.param_groups:
-                    group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
-                idx = order[i:i + bs]
-                opt.zero_grad(set_to_none=True)
-                F.cross_entropy(model(self.x[idx]), self.y[idx]).backward()
-                opt.step()
-                step += 1
-        model.eval()
+        train_cosine(model, self.x, self.y, epochs, lr, self.budget.batch_size, self.gen)
 
     def finetune(self, gm: nn.Module) -> nn.Module:
         """The per-round budget: a fresh optimizer, ``ft_epochs`` epochs (lr rewound), in place."""

@@ -46,14 +46,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts OpenM
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import asdict, dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's fxprune
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]  # this checkout's fxprune
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -66,6 +65,7 @@ from fxprune.analysis.cost import count_macs  # noqa: E402
 from fxprune.modules import ResizeInputs  # noqa: E402
 from fxprune.plan3d import Space3D  # noqa: E402
 from fxprune.schedules.three_d import wrapped  # noqa: E402
+from seeds_common import train_cosine  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -168,21 +168,7 @@ class Trainer:
 
     def train(self, model: nn.Module, epochs: int) -> None:
         """``epochs`` epochs of a fresh Adam, the learning rate cosine-annealed to 0."""
-        model.train()
-        opt = torch.optim.Adam(model.parameters(), lr=self.budget.lr)
-        bs, n = self.budget.batch_size, len(self.x)
-        steps, step = epochs * -(-n // bs), 0
-        for _ in range(epochs):
-            order = torch.randperm(n, generator=self.gen)
-            for i in range(0, n, bs):
-                for group in opt.param_groups:
-                    group["lr"] = self.budget.lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
-                idx = order[i:i + bs]
-                opt.zero_grad(set_to_none=True)
-                F.cross_entropy(model(self.x[idx]), self.y[idx]).backward()
-                opt.step()
-                step += 1
-        model.eval()
+        train_cosine(model, self.x, self.y, epochs, self.budget.lr, self.budget.batch_size, self.gen)
         self.epochs += epochs
 
     def finetune(self, model: nn.Module) -> nn.Module:
