@@ -89,6 +89,7 @@ BY_RULE: dict[Any, OpSample] = {
     ops.CHUNK: S(call=lambda f, ts, p: _two(f(ts[0], 2, 1))),
     ops.UNBIND: S(call=lambda f, ts, p: _two(f(ts[0], 2))),
     ops.MATMUL: S(arity=2, **_SEQ, call=lambda f, ts, p: f(ts[0], _KT(ts[1]))),
+    ops.ADD_MATMUL: S(layout="flat", params={"w": (6, 4), "b": (4,)}, call=lambda f, ts, p: f(p.b, ts[0], p.w)),
     ops.SDPA: S(arity=3, **_SEQ),
     ops.SPATIAL: _arg(2),
     ops.PAD: _arg((1, 1, 1, 1)),
@@ -166,6 +167,8 @@ BY_KEY: dict[Any, OpSample] = {
     Method("split"): S(call=lambda f, ts, p: _two(f(ts[0], 3, 1))),
     # matmul
     torch.bmm: S(arity=2, **_SEQ, call=lambda f, ts, p: f(ts[0], _KT(ts[1]))),
+    torch.baddbmm: S(arity=2, **_SEQ, params={"c": (5,)}, call=lambda f, ts, p: f(p.c, ts[0], _KT(ts[1]))),
+    Method("baddbmm"): S(arity=2, **_SEQ, params={"c": (5,)}, call=lambda f, ts, p: f(p.c, ts[0], _KT(ts[1]))),
     # spatial ops by dimensionality
     torch.max_pool1d: S(**_SIGNAL, call=lambda f, ts, p: f(ts[0], 2)),
     torch.avg_pool1d: S(**_SIGNAL, call=lambda f, ts, p: f(ts[0], 2)),

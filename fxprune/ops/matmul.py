@@ -1,9 +1,12 @@
-"""Contractions: ``matmul``/``bmm``/``@`` and ``F.scaled_dot_product_attention``.
+"""Contractions: ``matmul``/``bmm``/``@``, ``addmm``/``baddbmm`` and ``F.scaled_dot_product_attention``.
 
 A contraction ties the contracted dims of both operands (one channel space)
 and declares the parameter-free sum (``ctx.contract``): exact where either
 operand's removed channels are zero;
-batch dims broadcast like elementwise ops.  For attention, ``q [..., L, E]``,
+batch dims broadcast like elementwise ops.  ``addmm(input, a, b)`` and
+``baddbmm`` add ``input`` to the product, broadcast like a bias (GPT-2's
+``Conv1D`` is ``addmm(bias, x, W[in, out])``: ``W``'s rows consume, its
+columns produce).  For attention, ``q [..., L, E]``,
 ``k [..., S, E]``, ``v [..., S, Ev]`` -> ``[..., L, Ev]``: ``E`` of q and k is
 one contraction space, ``S`` of k and v another (mixing: the softmax runs over
 it).  The default softmax scale is ``1/sqrt(E)``; when pruning shrinks ``E``
@@ -27,12 +30,12 @@ import math
 
 import numpy as np
 
-from ..ir import Zeros
+from ..ir import Role, TensorSpec, Zeros
 from .context import EmitContext, OpContext, Unsupported, Value, check_labels
 from .elementwise import broadcast_labels
 from .registry import Keys, Rule
 
-__all__ = ["MATMUL", "RULES", "SDPA"]
+__all__ = ["ADD_MATMUL", "MATMUL", "RULES", "SDPA"]
 
 
 def _matmul(ctx: OpContext) -> tuple:
@@ -55,6 +58,44 @@ MATMUL = Rule("matmul", _matmul, macs=_macs_matmul,
               doc="matmul/bmm/@: contraction dims tied, batch dims broadcast.",
               keys=Keys(torch=("matmul", "bmm"), operators=("matmul",),
                         methods=("matmul", "bmm", "__matmul__"), aten=("matmul", "bmm")), zeros=Zeros.KEEP)
+
+
+def _operand(ctx: OpContext, index: int, names: tuple[str, ...]) -> Value:
+    for name in names:
+        v = ctx.arg(index, name)
+        if v is not None:
+            break
+    if not isinstance(v, Value) or not v.is_tensor:
+        raise Unsupported(f"a non-tensor operand {index}")
+    return v
+
+
+def _add_matmul(ctx: OpContext) -> tuple:
+    """``beta * input + alpha * (a @ b)`` (``addmm``: 2-d operands, ``baddbmm``: 3-d)."""
+    inp = _operand(ctx, 0, ("input", "self"))
+    a = _operand(ctx, 1, ("mat1", "batch1"))
+    b = _operand(ctx, 2, ("mat2", "batch2"))
+    if a.ndim != b.ndim or a.ndim not in (2, 3):
+        raise Unsupported("addmm/baddbmm operands must be 2-d/3-d alike")
+    for v, rows, cols in ((a, Role.PRODUCER, Role.CONSUMER), (b, Role.CONSUMER, Role.PRODUCER)):
+        ctx.role(v, -2, rows)  # a parameter operand: a's rows / b's columns make the outputs
+        ctx.role(v, -1, cols)
+    ctx.unify(a.labels[-1], b.labels[-2], " (matmul contraction)")
+    ctx.contract((a, -1), (b, -2), why="matmul contraction")
+    batch = broadcast_labels(ctx, [a.part(slice(None, -2)), b.part(slice(None, -2))], ctx.out.shape[:-2])
+    product = Value(TensorSpec(tuple(ctx.out.shape), ctx.out.dtype), tuple(batch) + (a.labels[-2], b.labels[-1]))
+    return check_labels(ctx, broadcast_labels(ctx, [inp, product], ctx.out.shape, Role.BIAS))
+
+
+def _macs_add_matmul(ctx: OpContext) -> int:
+    return int(np.prod(ctx.out.shape)) * int(_operand(ctx, 1, ("mat1", "batch1")).shape[-1])
+
+
+ADD_MATMUL = Rule("matmul", _add_matmul, macs=_macs_add_matmul,
+                  doc="addmm/baddbmm: beta * input + alpha * (a @ b); input broadcast like a bias "
+                      "(GPT-2's Conv1D at the ATen level).",
+                  keys=Keys(torch=("addmm", "baddbmm"), methods=("addmm", "baddbmm"), aten=("addmm", "baddbmm")),
+                  zeros=Zeros.KEEP)
 
 
 def _sdpa(ctx: OpContext) -> tuple:
@@ -104,4 +145,4 @@ SDPA = Rule("attention", _sdpa, emit=_emit_sdpa, macs=_macs_sdpa,
             keys=Keys(functional=("scaled_dot_product_attention",),
                       aten=("scaled_dot_product_attention",)))
 
-RULES = (MATMUL, SDPA)
+RULES = (MATMUL, ADD_MATMUL, SDPA)
