@@ -14,6 +14,11 @@ Once every label is mapped, :mod:`fxprune.analysis.zeros` follows which
 removed channels hold zeros and marks parameter-free sums over non-zero ones
 mixing.
 
+A node without a rule whose inputs carry no channel at all (``arange``,
+``cumsum`` over position ids, comparisons building a boolean mask) fixes
+nothing: it is not a barrier, only counted (:attr:`ChannelState.inert`), so
+reports list real barriers only.
+
 Results are stored on nodes under :data:`fxprune.ir.CHANNELS`,
 :data:`fxprune.ir.RULE`, :data:`fxprune.ir.BARRIER` and
 :data:`fxprune.ir.ZEROS`, and summarised in a :class:`ChannelState`.
@@ -61,6 +66,9 @@ class ChannelState:
     param_nodes: dict[str, str]
     roles: dict[tuple[str, int], Role]
     barriers: list[Barrier] = field(default_factory=list)
+    #: nodes without a rule (or whose rule could not map them) that touch no channel: mask and
+    #: index building; nothing is fixed there, so they are counted, not listed as barriers
+    inert: list[Barrier] = field(default_factory=list)
     #: roots the rules marked mixing by themselves (statistics, softmax), before the
     #: dead-zero pass (:mod:`fxprune.analysis.zeros`) added sums over non-zero channels
     op_mixing: frozenset[int] = frozenset()
@@ -102,6 +110,7 @@ class _Propagator:
         self.param_nodes: dict[str, str] = {}
         self.roles: dict[tuple[str, int], Role] = {}
         self.barriers: list[Barrier] = []
+        self.inert: list[Barrier] = []
         self._by_id: dict[int, str] = {}
         # in-place writes: a node written by a later call reads as that call's result from then on
         self._alias: dict[fx.Node, fx.Node] = {}
@@ -140,15 +149,16 @@ class _Propagator:
 
     # -- barriers ----------------------------------------------------------
     def barrier(self, node: fx.Node, reason: str, hint: str, values: Iterable[Any]) -> None:
+        """Fix every channel ``values`` carry; a node touching none is counted in ``inert`` instead."""
         op = self.describe(node)
         why = f"node '{node.name}' ({op}): {reason}"
-        for v in values:
-            for arr in iter_label_arrays(v.labels if isinstance(v, Value) else None):
-                self.atoms.fix(arr, why)
+        arrays = [arr for v in values for arr in iter_label_arrays(v.labels if isinstance(v, Value) else None)]
+        for arr in arrays:
+            self.atoms.fix(arr, why)
         node.meta[ir.CHANNELS] = fixed_labels(node.meta.get(ir.SPEC))
         node.meta[ir.RULE] = None
         node.meta[ir.BARRIER] = reason
-        self.barriers.append(Barrier(node.name, op, reason, hint))
+        (self.barriers if arrays else self.inert).append(Barrier(node.name, op, reason, hint))
 
     def describe(self, node: fx.Node) -> str:
         return describe_key(node_key(node, self.gm))
@@ -202,7 +212,7 @@ class _Propagator:
             return
         if hit is None:
             hint = _registration_hint(key)
-            if self.strict:
+            if self.strict and _carries_channels(everything):
                 raise UnsupportedOpError(
                     f"node '{node.name}' calls {describe_key(key)}, which has no channel rule "
                     f"(strict=True). To fix: {hint}. Without strict, its channels become a barrier.")
@@ -253,6 +263,11 @@ class _Propagator:
                     self.atoms.fix(lab[dead], f"parameter '{name}' dim {d} is not a channel of any activation")
 
 
+def _carries_channels(values: Iterable[Any]) -> bool:
+    """Whether any value carries a channel (a labelled dimension)."""
+    return any(True for v in values for _ in iter_label_arrays(v.labels if isinstance(v, Value) else None))
+
+
 def _registration_hint(key: Any) -> str:
     expr = f"fxprune.ops.Method({key.name!r})" if isinstance(key, Method) else describe_key(key)
     return (f"write a Rule for it and register it: reg = fxprune.ops.default_registry(); "
@@ -290,7 +305,7 @@ def propagate_channels(
     op_mixing = frozenset(prop.atoms.mixing_roots())
     propagate_zeros(gm, prop.atoms, prop.roles, prop.calls, prop.sums)
     return ChannelState(prop.atoms, prop.param_labels, prop.param_specs, prop.param_nodes,
-                        prop.roles, prop.barriers, op_mixing)
+                        prop.roles, prop.barriers, prop.inert, op_mixing)
 
 
 def resolve_ignore(state: ChannelState, model_names: Iterable[str], ignore: Iterable[str]) -> None:
