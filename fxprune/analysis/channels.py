@@ -130,9 +130,11 @@ class _Propagator:
         return Value(self.param_specs[qualname], self.param_labels[qualname], node, qualname)
 
     def module_params(self, node: fx.Node, module: torch.nn.Module) -> dict[str, Value | None]:
+        """Every parameter and buffer the called module holds, its submodules' included
+        (``out_proj.weight`` of a ``nn.MultiheadAttention``), by name relative to the module."""
         prefix = str(node.target)
         out: dict[str, Value | None] = {}
-        for name, t in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
             if t is None or not t.is_floating_point() and t.ndim == 0:
                 continue
             out[name] = self.param_value(f"{prefix}.{name}", t, node)
