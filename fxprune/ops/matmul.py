@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -111,11 +112,21 @@ def _sdpa(ctx: OpContext) -> tuple:
     ctx.mixing(k.labels[-2], "softmax over key positions")
     ops = [x.part(slice(None, -2)) for x in (q, k, v)]
     if isinstance(mask, Value) and mask.is_tensor:
+        _tie_mask(ctx, mask, q.labels[-2], k.labels[-2])
         ops.append(mask.part(slice(None, -2)))
-        if mask.labels[-1] is not None or mask.labels[-2] is not None:
-            raise Unsupported("attention mask with channel labels")
     batch = broadcast_labels(ctx, ops, ctx.out.shape[:-2])
     return tuple(batch) + (q.labels[-2], v.labels[-1])
+
+
+def _tie_mask(ctx: OpContext, mask: Value, queries: Any, keys: Any) -> None:
+    """A mask's last two dims index query and key positions: a position removed from ``k``
+    (a ``bias_k`` row concatenated to the keys) must leave the mask too; a fixed mask fixes it."""
+    if mask.ndim < 2 and mask.ndim and mask.shape[-1] != 1:
+        ctx.unify(mask.labels[-1], keys, " (attention mask over key positions)")
+        return
+    for dim, positions in ((-1, keys), (-2, queries)):
+        if mask.ndim >= -dim and mask.shape[dim] != 1:
+            ctx.unify(mask.labels[dim], positions, " (attention mask positions)")
 
 
 def _emit_sdpa(ctx: EmitContext) -> tuple:
