@@ -169,6 +169,9 @@ BY_KEY: dict[Any, OpSample] = {
     torch.bmm: S(arity=2, **_SEQ, call=lambda f, ts, p: f(ts[0], _KT(ts[1]))),
     torch.baddbmm: S(arity=2, **_SEQ, params={"c": (5,)}, call=lambda f, ts, p: f(p.c, ts[0], _KT(ts[1]))),
     Method("baddbmm"): S(arity=2, **_SEQ, params={"c": (5,)}, call=lambda f, ts, p: f(p.c, ts[0], _KT(ts[1]))),
+    # attention modules
+    nn.MultiheadAttention: S(**_SEQ, module=lambda: nn.MultiheadAttention(6, 2, batch_first=True),
+                             call=lambda f, ts, p: f(ts[0], ts[0], ts[0], need_weights=False)[0]),
     # spatial ops by dimensionality
     torch.max_pool1d: S(**_SIGNAL, call=lambda f, ts, p: f(ts[0], 2)),
     torch.avg_pool1d: S(**_SIGNAL, call=lambda f, ts, p: f(ts[0], 2)),
@@ -237,6 +240,19 @@ EXTRA_SAMPLES: list[tuple[Any, OpSample]] = [
     (operator.getitem, S(call=lambda f, ts, p: f(ts[0], Ellipsis))),
     (Method("contiguous"), S(call=lambda f, ts, p: f(ts[0].transpose(2, 3)))),
     *[(f, _arg(inplace=True)) for f in (F.relu, F.silu, F.hardswish, F.hardsigmoid, F.leaky_relu, F.hardtanh)],
+]
+
+EXTRA_SAMPLES += [
+    # nn.MultiheadAttention: sequence-first, separate k/v widths, per-head weights, masks
+    (nn.MultiheadAttention, S(**_SEQ, arity=2, module=lambda: nn.MultiheadAttention(6, 3, kdim=6, vdim=6),
+                              call=lambda f, ts, p: f(ts[0], ts[1], ts[1])[0])),
+    (nn.MultiheadAttention, S(**_SEQ, arity=3, module=lambda: nn.MultiheadAttention(6, 2, kdim=4, vdim=5,
+                                                                                   batch_first=True),
+                              call=lambda f, ts, p: _two(f(ts[0], ts[1][..., :4], ts[2][..., :5],
+                                                           average_attn_weights=False)))),
+    (nn.MultiheadAttention, S(**_SEQ, module=lambda: nn.MultiheadAttention(6, 2, batch_first=True, add_bias_kv=True),
+                              call=lambda f, ts, p: f(ts[0], ts[0], ts[0], need_weights=False,
+                                                      attn_mask=torch.ones(5, 5).triu(1).bool())[0])),
 ]
 
 #: keys no single-op model can exercise on this machine, with the reason

@@ -73,3 +73,129 @@ def test_strict_mode_ignores_ops_without_channels():
     fxprune.analyze(MaskBuilder(), (torch.randn(2, 5, 4),), strict=True)       # no channel touched: no error
     with pytest.raises(fxprune.errors.UnsupportedOpError, match="cumsum"):
         fxprune.analyze(ChannelCumsum(), (torch.randn(2, 4),), strict=True)
+
+
+# ---------------------------------------------------------------------------
+# nn.MultiheadAttention: whole heads, tied to embed_dim
+
+
+class ViTBlock(nn.Module):
+    """Patch embedding, one pre-norm transformer block on nn.MultiheadAttention, a classifier."""
+
+    def __init__(self, batch_first=True, norm=True, need_weights=False):
+        super().__init__()
+        self.batch_first, self.need_weights = batch_first, need_weights
+        self.patch = nn.Conv2d(3, 16, 4, stride=4)
+        self.pos = nn.Parameter(torch.randn(1, 4, 16) * 0.1)
+        self.norm1 = nn.LayerNorm(16) if norm else nn.Identity()
+        self.attn = nn.MultiheadAttention(16, 4, batch_first=batch_first)
+        self.norm2 = nn.LayerNorm(16) if norm else nn.Identity()
+        self.fc1, self.fc2 = nn.Linear(16, 32), nn.Linear(32, 16)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, img):
+        x = self.patch(img).flatten(2).transpose(1, 2) + self.pos          # [B, N, E]
+        if not self.batch_first:
+            x = x.transpose(0, 1)
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=self.need_weights)[0]
+        x = x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+        return self.head(x.mean(1 if self.batch_first else 0))
+
+
+def _img():
+    return (torch.randn(2, 3, 8, 8),)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_vit_block_on_multihead_attention_prunes_heads_and_hidden_size(batch_first):
+    torch.manual_seed(0)
+    model = ViTBlock(batch_first).eval()
+    analysis = fxprune.analyze(model, _img())
+    assert analysis.barriers == []
+    heads = analysis.group_of("attn.in_proj_weight", 0)
+    assert len(heads) == 1 and heads[0].size == 4                     # one unit per head
+    assert heads[0] is analysis.group_of("patch.weight", 0)[0]          # the residual stream, block by block
+    check_pruning(model, _img())
+    result = fxprune.prune(model, _img(), ratio=0.5)
+    attn = result.graph_module.get_submodule("attn")
+    assert isinstance(attn, nn.MultiheadAttention)
+    assert (attn.embed_dim, attn.num_heads, attn.head_dim) == (8, 2, 4)
+    assert attn.in_proj_weight.shape == (24, 8) and attn.out_proj.weight.shape == (8, 8)
+    assert result.graph_module.get_submodule("fc1").out_features < 32
+    assert result.graph_module.get_submodule("patch").out_channels == 8
+    small, img = result.materialize(), _img()
+    with torch.no_grad():
+        assert torch.allclose(small(*img), result.graph_module(*img), atol=1e-6)
+
+
+def test_heads_without_norms_are_checked_value_by_value():
+    torch.manual_seed(0)
+    model = ViTBlock(norm=False).eval()
+    analysis = fxprune.analyze(model, _img())
+    assert not analysis.group_of("attn.in_proj_weight", 0)[0].mixing
+    summary = check_pruning(model, _img())
+    assert summary.mixing_groups == 0 and summary.groups_checked == summary.groups
+
+
+def test_attention_weights_averaged_over_heads_make_the_heads_mixing():
+    model = ViTBlock(norm=False, need_weights=True).eval()
+    assert fxprune.analyze(model, _img()).group_of("attn.in_proj_weight", 0)[0].mixing
+    check_pruning(model, _img())
+
+
+class CrossAttention(nn.Module):
+    """Separate q/k/v weights (kdim, vdim != embed_dim): the key and value widths prune on their own."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(3, 8), nn.Linear(3, 6), nn.Linear(3, 5)
+        self.attn = nn.MultiheadAttention(8, 2, kdim=6, vdim=5, batch_first=True)
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x, memory):
+        return self.out(self.attn(self.q(x), self.k(memory), self.v(memory), need_weights=False)[0])
+
+
+def test_cross_attention_with_separate_weights_prunes_kdim_and_vdim():
+    inputs = (torch.randn(2, 4, 3), torch.randn(2, 7, 3))
+    model = CrossAttention().eval()
+    analysis = fxprune.analyze(model, inputs)
+    assert analysis.group_of("attn.k_proj_weight", 1)[0].size == 6
+    assert analysis.group_of("attn.v_proj_weight", 1)[0].size == 5
+    check_pruning(model, inputs)
+    attn = fxprune.prune(model, inputs, ratio=0.5).graph_module.get_submodule("attn")
+    assert (attn.embed_dim, attn.num_heads, attn.kdim, attn.vdim) == (4, 1, 3, 3)
+    assert attn.k_proj_weight.shape == (4, 3) and attn.v_proj_weight.shape == (4, 3)
+
+
+def test_multihead_attention_variants_are_sound_op_by_op():
+    """The harness's samples (tests/_op_samples.py) also through fx: sequence-first, separate widths,
+    per-head weights, bias_k/bias_v with a mask."""
+    import _op_samples
+    from fxprune.testing.single_op import single_op_model
+    from fxprune.testing.soundness import check_rules
+
+    for key, sample in [s for s in _op_samples.EXTRA_SAMPLES if s[0] is nn.MultiheadAttention]:
+        model, x = single_op_model(key, sample)
+        assert check_rules(model, x, trials=3).checked_keys.get(nn.MultiheadAttention), sample
+
+
+def test_regression_export_sdpa_mask_follows_key_positions():
+    """bias_k adds a key position whose labels are a parameter's: the attention mask's key dim must
+    follow it (before the fix, removing that position at the sdpa node left the mask a column too wide)."""
+    from fxprune.testing.soundness import check_rules
+
+    class Wrap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.m = nn.Linear(6, 6), nn.MultiheadAttention(6, 2, batch_first=True, add_bias_kv=True)
+
+        def forward(self, q):
+            mask = torch.ones(5, 5).triu(1).bool()
+            x = self.a(q)
+            return self.m(x, x, x, need_weights=False, attn_mask=mask)[0].sum(-1)
+
+    torch.manual_seed(0)
+    report = check_rules(Wrap().eval(), (torch.randn(2, 5, 6),), trials=3, frontend="export")
+    assert report.nodes_checked > 0
