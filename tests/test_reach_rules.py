@@ -199,3 +199,73 @@ def test_regression_export_sdpa_mask_follows_key_positions():
     torch.manual_seed(0)
     report = check_rules(Wrap().eval(), (torch.randn(2, 5, 6),), trials=3, frontend="export")
     assert report.nodes_checked > 0
+
+
+# ---------------------------------------------------------------------------
+# barrier hints: runnable Python, UNARY only where it could fit
+
+
+class Scaler(nn.Module):
+    """A module with a parameter and its own forward: no rule, kept whole as a leaf."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(8))
+
+    def forward(self, x):
+        return x * self.w
+
+
+class WithLeaf(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.s, self.b = nn.Linear(4, 8), Scaler(), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.b(self.s(self.a(x)))
+
+
+def _hint(analysis, op_part):
+    return next(b.hint for b in analysis.barriers if op_part in b.op)
+
+
+def _run_hint(hint):
+    """Execute the registration the hint names; return the registry."""
+    import re
+
+    code = re.search(r"(reg = .*?); then pass", hint).group(1)
+    scope = {"fxprune": fxprune, "torch": torch, "propagate": lambda ctx: None,
+             "tests": __import__("sys").modules[__name__]}
+    exec(code, scope)
+    return scope["reg"]
+
+
+@pytest.mark.parametrize("frontend", ["fx", "export"])
+def test_barrier_hints_are_runnable_and_offer_unary_only_where_it_could_fit(frontend):
+    x = (torch.randn(2, 4),)
+    cumsum = _hint(fxprune.analyze(ChannelCumsum(), x, frontend=frontend), "cumsum")
+    assert "UNARY" in cumsum                                   # one tensor in, same shape out: it may be
+    reg = _run_hint(cumsum)
+    key = torch.ops.aten.cumsum.default if frontend == "export" else fxprune.ops.Method("cumsum")
+    assert reg.rule_for_key(key).family == "my_op"
+    if frontend == "export":
+        assert "Keys(aten=('cumsum',))" in cumsum
+    else:
+        scaler = _hint(fxprune.analyze(WithLeaf(), x, leaf_modules=[Scaler]), "Scaler")
+        assert "UNARY" not in scaler                           # a parameter: never elementwise-only
+        assert "Keys(modules=(" in scaler
+
+
+def test_a_shape_changing_op_gets_no_unary_hint():
+    class Flip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 8), nn.Linear(16, 2)
+
+        def forward(self, x):
+            return self.b(torch.kron(self.a(x), torch.ones(1, 2)))
+
+    analysis = fxprune.analyze(Flip(), (torch.randn(2, 4),))
+    hint = _hint(analysis, "kron")
+    assert "UNARY" not in hint and "Keys(functions=(torch.kron,))" in hint
+    assert _run_hint(hint).rule_for_key(torch.kron).family == "my_op"

@@ -213,7 +213,7 @@ class _Propagator:
                          "before pruning", everything)
             return
         if hit is None:
-            hint = _registration_hint(key)
+            hint = _registration_hint(key, _shape_preserving(inputs, params, spec))
             if self.strict and _carries_channels(everything):
                 raise UnsupportedOpError(
                     f"node '{node.name}' calls {describe_key(key)}, which has no channel rule "
@@ -270,11 +270,37 @@ def _carries_channels(values: Iterable[Any]) -> bool:
     return any(True for v in values for _ in iter_label_arrays(v.labels if isinstance(v, Value) else None))
 
 
-def _registration_hint(key: Any) -> str:
-    expr = f"fxprune.ops.Method({key.name!r})" if isinstance(key, Method) else describe_key(key)
-    return (f"write a Rule for it and register it: reg = fxprune.ops.default_registry(); "
-            f"reg.register({expr}, rule=fxprune.ops.Rule('my_op', propagate)); then pass registry=reg "
-            f"(only an elementwise, shape-preserving op may reuse rule=fxprune.ops.UNARY; see docs/rules.md)")
+def _keys_expr(key: Any) -> str:
+    """The ``fxprune.ops.Keys(...)`` expression naming ``key``, as valid Python."""
+    if isinstance(key, Method):
+        return f"fxprune.ops.Keys(methods=({key.name!r},))"
+    packet = getattr(key, "overloadpacket", key)
+    if isinstance(packet, torch._ops.OpOverloadPacket):
+        ns, _, name = packet._qualified_op_name.partition("::")
+        if ns == "aten":
+            return f"fxprune.ops.Keys(aten=({name!r},))"
+    space = "modules" if isinstance(key, type) else "functions"
+    return f"fxprune.ops.Keys({space}=({describe_key(key)},))"
+
+
+def _registration_hint(key: Any, shape_preserving: bool = False) -> str:
+    """How to give ``key`` a rule, as Python that runs; ``UNARY`` is offered only where it could fit:
+    one tensor in, the same shape out, no parameters (and then only if the op is elementwise)."""
+    keys = _keys_expr(key)
+    hint = (f"write a Rule for it and register it: reg = fxprune.ops.default_registry(); "
+            f"reg.register(fxprune.ops.Rule('my_op', propagate, keys={keys})); then pass registry=reg "
+            f"(see docs/rules.md)")
+    if shape_preserving:
+        hint += (f"; if every output element reads only the input element at its own index (an activation), "
+                 f"reg.register(fxprune.ops.UNARY.with_keys({keys})) is that rule")
+    return hint
+
+
+def _shape_preserving(inputs: list[Value], params: dict[str, Any], spec: Any) -> bool:
+    """One tensor input, no parameters, an output of the same shape: the only calls UNARY can fit."""
+    tensors = [v for v in inputs if v.is_tensor]
+    return (not params and len(tensors) == 1 and isinstance(spec, TensorSpec)
+            and tuple(tensors[0].shape) == tuple(spec.shape))
 
 
 def propagate_channels(
