@@ -1,4 +1,4 @@
-"""Contractions: ``matmul``/``bmm``/``@``, ``addmm``/``baddbmm`` and ``F.scaled_dot_product_attention``.
+"""Contractions: ``matmul``/``bmm``/``@``, ``addmm``/``baddbmm``, ``einsum`` and ``F.scaled_dot_product_attention``.
 
 A contraction ties the contracted dims of both operands (one channel space)
 and declares the parameter-free sum (``ctx.contract``): exact where either
@@ -6,7 +6,10 @@ operand's removed channels are zero;
 batch dims broadcast like elementwise ops.  ``addmm(input, a, b)`` and
 ``baddbmm`` add ``input`` to the product, broadcast like a bias (GPT-2's
 ``Conv1D`` is ``addmm(bias, x, W[in, out])``: ``W``'s rows consume, its
-columns produce).  For attention, ``q [..., L, E]``,
+columns produce).  ``einsum`` reads its subscripts: the dims one letter
+names are unified (size-1 dims broadcast), letters missing from the output are
+summed (``ctx.contract``: exact where removed channels are zero), output letters
+carry their labels; the equation never changes.  For attention, ``q [..., L, E]``,
 ``k [..., S, E]``, ``v [..., S, Ev]`` -> ``[..., L, Ev]``: ``E`` of q and k is
 one contraction space, ``S`` of k and v another (mixing: the softmax runs over
 it).  The default softmax scale is ``1/sqrt(E)``; when pruning shrinks ``E``
@@ -36,7 +39,7 @@ from .context import EmitContext, OpContext, Unsupported, Value, check_labels
 from .elementwise import broadcast_labels
 from .registry import Keys, Rule
 
-__all__ = ["ADD_MATMUL", "MATMUL", "RULES", "SDPA"]
+__all__ = ["ADD_MATMUL", "EINSUM", "MATMUL", "RULES", "SDPA", "einsum_subscripts"]
 
 
 def _matmul(ctx: OpContext) -> tuple:
@@ -99,6 +102,87 @@ ADD_MATMUL = Rule("matmul", _add_matmul, macs=_macs_add_matmul,
                   zeros=Zeros.KEEP)
 
 
+def einsum_subscripts(equation: str, ndims: list[int]) -> tuple[list[list[Any]], list[Any]]:
+    """Per-operand symbol lists and the output's, for an einsum equation.
+
+    Letters stand for themselves; the dims an ellipsis covers become ``("...", k)``, ``k``
+    counted from the right (they broadcast right-aligned).  Without ``->`` the output is
+    the ellipsis, then the letters used once, in alphabetical order.
+
+    >>> einsum_subscripts("bhqd,bhkd->bhqk", [4, 4])[1]
+    ['b', 'h', 'q', 'k']
+    >>> einsum_subscripts("...ij,jk", [3, 2])
+    ([[('...', 0), 'i', 'j'], ['j', 'k']], [('...', 0), 'i', 'k'])
+    """
+    equation = equation.replace(" ", "")
+    lhs, arrow, rhs = equation.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(ndims):
+        raise Unsupported(f"einsum equation {equation!r} for {len(ndims)} operands")
+
+    def expand(term: str, ndim: int) -> list[Any]:
+        if "..." not in term:
+            return list(term)
+        head, _, tail = term.partition("...")
+        n = ndim - len(head) - len(tail)
+        return list(head) + [("...", k) for k in range(n - 1, -1, -1)] + list(tail)
+
+    inputs = [expand(t, n) for t, n in zip(terms, ndims)]
+    if any(len(syms) != n for syms, n in zip(inputs, ndims)):
+        raise Unsupported(f"einsum equation {equation!r} does not fit its operands")
+    width = max((sum(1 for x in syms if isinstance(x, tuple)) for syms in inputs), default=0)
+    ellipsis = [("...", k) for k in range(width - 1, -1, -1)]
+    if arrow:
+        head, dots, tail = rhs.partition("...")
+        output = list(head) + (ellipsis if dots else []) + list(tail)
+    else:
+        letters = [c for syms in inputs for c in syms if isinstance(c, str)]
+        output = ellipsis + sorted(c for c in set(letters) if letters.count(c) == 1)
+    return inputs, output
+
+
+def _einsum_operands(ctx: OpContext) -> tuple[str, list[Value]]:
+    equation = ctx.arg(0, "equation")
+    rest = list(ctx.args[1:])
+    if len(rest) == 1 and isinstance(rest[0], (list, tuple)):
+        rest = list(rest[0])
+    if not isinstance(equation, str) or not all(isinstance(v, Value) and v.is_tensor for v in rest):
+        raise Unsupported("einsum without a literal equation and tensor operands")
+    return equation, rest
+
+
+def _einsum(ctx: OpContext) -> tuple:
+    equation, operands = _einsum_operands(ctx)
+    inputs, output = einsum_subscripts(equation, [v.ndim for v in operands])
+    uses: dict[Any, list[tuple[Value, int]]] = {}
+    for v, syms in zip(operands, inputs):
+        for d, sym in enumerate(syms):
+            uses.setdefault(sym, []).append((v, d))
+    labels: dict[Any, Any] = {}
+    for sym, occurrences in uses.items():
+        size = max(v.shape[d] for v, d in occurrences)
+        parts = [Value(TensorSpec((v.shape[d],)), (v.labels[d],)) for v, d in occurrences]
+        labels[sym] = broadcast_labels(ctx, parts, (size,))[0]
+        if sym not in output:
+            ctx.contract(*[(v, d) for v, d in occurrences if v.shape[d] == size], why=f"einsum sum over {sym!r}")
+    return check_labels(ctx, tuple(labels[sym] for sym in output))
+
+
+def _macs_einsum(ctx: OpContext) -> int:
+    equation, operands = _einsum_operands(ctx)
+    inputs, _ = einsum_subscripts(equation, [v.ndim for v in operands])
+    sizes: dict[Any, int] = {}
+    for v, syms in zip(operands, inputs):
+        for d, sym in enumerate(syms):
+            sizes[sym] = max(sizes.get(sym, 1), int(v.shape[d]))
+    return int(np.prod(list(sizes.values()))) if len(operands) > 1 else 0
+
+
+EINSUM = Rule("matmul", _einsum, macs=_macs_einsum,
+              doc="einsum: letters unify their dims, summed letters contract, the equation is kept.",
+              keys=Keys(torch=("einsum",), aten=("einsum",)), zeros=Zeros.KEEP)
+
+
 def _sdpa(ctx: OpContext) -> tuple:
     q, k, v = ctx.arg(0, "query"), ctx.arg(1, "key"), ctx.arg(2, "value")
     mask = ctx.arg(3, "attn_mask")
@@ -156,4 +240,4 @@ SDPA = Rule("attention", _sdpa, emit=_emit_sdpa, macs=_macs_sdpa,
             keys=Keys(functional=("scaled_dot_product_attention",),
                       aten=("scaled_dot_product_attention",)))
 
-RULES = (MATMUL, ADD_MATMUL, SDPA)
+RULES = (MATMUL, ADD_MATMUL, EINSUM, SDPA)
