@@ -91,6 +91,9 @@ BY_RULE: dict[Any, OpSample] = {
     ops.MATMUL: S(arity=2, **_SEQ, call=lambda f, ts, p: f(ts[0], _KT(ts[1]))),
     ops.ADD_MATMUL: S(layout="flat", params={"w": (6, 4), "b": (4,)}, call=lambda f, ts, p: f(p.b, ts[0], p.w)),
     ops.SDPA: S(arity=3, **_SEQ),
+    ops.EINSUM: S(arity=2, **_SEQ, call=lambda f, ts, p: f("btc,bsc->bts", ts[0], ts[1])),
+    ops.NORMALIZE: S(),
+    ops.ROLL: _arg((1, 2), (2, 3)),
     ops.SPATIAL: _arg(2),
     ops.PAD: _arg((1, 1, 1, 1)),
     ops.CONV_MODULE: S(module=lambda: nn.Conv2d(6, 4, 3, padding=1)),
@@ -203,6 +206,8 @@ BY_KEY: dict[Any, OpSample] = {
     nn.UpsamplingBilinear2d: S(module=lambda: nn.UpsamplingBilinear2d(scale_factor=2)),
     nn.ZeroPad2d: S(module=lambda: nn.ZeroPad2d(1)),
     nn.ConstantPad2d: S(module=lambda: nn.ConstantPad2d(1, 0.5)),
+    nn.ConstantPad1d: S(**_SIGNAL, module=lambda: nn.ConstantPad1d((1, 2), 0.5)),
+    nn.ConstantPad3d: S(**_VOLUME, module=lambda: nn.ConstantPad3d(1, 0.0)),
     nn.ReflectionPad2d: S(module=lambda: nn.ReflectionPad2d(1)),
     nn.ReplicationPad2d: S(module=lambda: nn.ReplicationPad2d(1)),
     # layers by dimensionality
@@ -237,6 +242,11 @@ EXTRA_SAMPLES: list[tuple[Any, OpSample]] = [
     (F.interpolate, S(**_VOLUME, call=lambda f, ts, p: f(ts[0], scale_factor=2, mode="trilinear"))),
     (F.interpolate, _arg(scale_factor=2, mode="bilinear")),
     (operator.getitem, S(call=lambda f, ts, p: f(ts[0], (slice(None), slice(None), 0)))),
+    (F.pad, S(**_SEQ, call=lambda f, ts, p: f(ts[0], (1, 2, 0, 1)))),            # a channel dim padded
+    (F.pad, S(call=lambda f, ts, p: f(ts[0].permute(0, 2, 3, 1), (0, 0, 1, 1, 0, 2)))),  # [B, H, W, C]
+    (F.pad, _arg((1, 1, 2, 0), mode="reflect")),
+    (operator.getitem, S(**_SEQ, buffers={"index": (7,)},   # a bias-table gather: table[index]
+                         call=lambda f, ts, p: f(ts[0][0], (p.index.long() % 5,)))),
     (operator.getitem, S(call=lambda f, ts, p: f(ts[0], Ellipsis))),
     (Method("contiguous"), S(call=lambda f, ts, p: f(ts[0].transpose(2, 3)))),
     *[(f, _arg(inplace=True)) for f in (F.relu, F.silu, F.hardswish, F.hardsigmoid, F.leaky_relu, F.hardtanh)],

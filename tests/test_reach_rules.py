@@ -269,3 +269,146 @@ def test_a_shape_changing_op_gets_no_unary_hint():
     hint = _hint(analysis, "kron")
     assert "UNARY" not in hint and "Keys(functions=(torch.kron,))" in hint
     assert _run_hint(hint).rule_for_key(torch.kron).family == "my_op"
+
+
+# ---------------------------------------------------------------------------
+# F.normalize, torch.roll, F.pad on [B, H, W, C], torch.einsum, bias-table gathers
+
+
+class Normalized(nn.Module):
+    def __init__(self, act=nn.Identity()):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(4, 8), act, nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc2(F.normalize(self.act(self.fc1(x)), dim=-1))
+
+
+def test_normalize_over_channels_is_exact_where_removed_channels_are_zero():
+    x = (torch.randn(3, 4),)
+    analysis = fxprune.analyze(Normalized(), x)
+    group = analysis.group_of("fc1.weight", 0)[0]
+    assert not group.mixing and analysis.barriers == []
+    assert check_pruning(Normalized(), x).groups_checked == 1
+    assert fxprune.prune(Normalized(), x, ratio=0.5).graph_module.fc1.out_features == 4
+    # sigmoid(0) = 0.5: removed channels are no longer zero, the norm mixes them
+    assert fxprune.analyze(Normalized(nn.Sigmoid()), x).group_of("fc1.weight", 0)[0].mixing
+
+
+class Windows(nn.Module):
+    """Swin-style [B, H, W, C] steps: a cyclic shift, a pad to a window multiple, a pad of channels."""
+
+    def __init__(self, roll_dims=(1, 2), channel_pad=None, mode="constant"):
+        super().__init__()
+        self.roll_dims, self.channel_pad, self.mode = roll_dims, channel_pad, mode
+        self.fc1 = nn.Linear(3, 8)
+        self.fc2 = nn.Linear(8 + sum(channel_pad or (0, 0)), 2)
+
+    def forward(self, x):                                                  # x: [B, H, W, 3]
+        h = torch.roll(self.fc1(x), shifts=(1, 1), dims=self.roll_dims)
+        h = F.pad(h, (0, 0, 0, 1, 0, 1))                                   # H, W to a multiple of 2
+        if self.channel_pad:
+            h = F.pad(h, self.channel_pad, mode=self.mode)
+        return self.fc2(h)
+
+
+def _hw():
+    return (torch.randn(2, 3, 3, 3),)
+
+
+def test_roll_and_pad_of_spatial_dims_keep_channels_prunable():
+    analysis = fxprune.analyze(Windows(), _hw())
+    assert analysis.barriers == [] and analysis.group_of("fc1.weight", 0)[0].size == 8
+    check_pruning(Windows(), _hw())
+    assert fxprune.prune(Windows(), _hw(), ratio=0.5).graph_module.fc2.in_features == 4
+
+
+def test_constant_padding_of_a_channel_dim_keeps_the_channels_between_fixed_pads():
+    model = Windows(channel_pad=(2, 1))
+    analysis = fxprune.analyze(model, _hw())
+    group = analysis.group_of("fc1.weight", 0)[0]
+    assert analysis.barriers == [] and group.size == 11 and len(group.fixed) == 3     # 8 channels, 3 pads
+    check_pruning(model, _hw())
+    small = fxprune.prune(model, _hw(), ratio=0.5).graph_module
+    assert (small.fc1.out_features, small.fc2.in_features) == (4, 7)
+
+
+class ChannelReflect(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(3, 8), nn.Linear(10, 2)
+
+    def forward(self, x):
+        return self.fc2(F.pad(self.fc1(x), (1, 1), mode="reflect"))
+
+
+@pytest.mark.parametrize("model,x", [(Windows(roll_dims=(1, 3)), _hw()), (ChannelReflect(), (torch.randn(2, 5, 3),))],
+                         ids=["roll-channels", "reflect-channels"])
+def test_rolling_or_reflecting_a_channel_dim_is_a_barrier(model, x):
+    analysis = fxprune.analyze(model, x)
+    assert len(analysis.barriers) == 1 and not analysis.group_of("fc1.weight", 0)
+    check_pruning(model, x)
+
+
+class EinsumAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(4, 6), nn.Linear(4, 6), nn.Linear(4, 5)
+        self.w = nn.Parameter(torch.randn(3, 5))
+
+    def forward(self, x):
+        scores = torch.einsum("bqc,bkc->bqk", self.q(x), self.k(x)).softmax(-1)
+        out = torch.einsum("bqk,bkd->bqd", scores, self.v(x))
+        return torch.einsum("...d,od", out, self.w)                       # implicit output: ...o
+
+
+def test_einsum_subscripts_drive_the_labels():
+    x = (torch.randn(2, 5, 4),)
+    analysis = fxprune.analyze(EinsumAttention(), x)
+    assert analysis.barriers == []
+    qk = analysis.group_of("q.weight", 0)[0]
+    assert qk is analysis.group_of("k.weight", 0)[0] and qk.size == 6      # 'c' summed: q and k tied
+    assert analysis.group_of("v.weight", 0)[0] is analysis.group_of("w", 1)[0]
+    assert check_pruning(EinsumAttention(), x).groups_checked == 2
+    small = fxprune.prune(EinsumAttention(), x, ratio=0.5).graph_module
+    assert (small.q.out_features, small.v.out_features, small.w.shape) == (3, 3, (3, 3))
+
+
+class RelativeBias(nn.Module):
+    """timm/Swin-style attention: fused qkv, ``qkv.unbind(0)``, a relative-position bias table gather."""
+
+    def __init__(self, heads=2, n=4):
+        super().__init__()
+        self.heads, self.n = heads, n
+        self.qkv, self.proj, self.out = nn.Linear(8, 3 * 8), nn.Linear(8, 8), nn.Linear(8, 2)
+        self.table = nn.Parameter(torch.randn(2 * n - 1, heads))
+        coords = torch.arange(n)
+        self.register_buffer("index", (coords[:, None] - coords[None, :] + n - 1).flatten())
+
+    def forward(self, x):
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        bias = self.table[self.index].view(n, n, -1).permute(2, 0, 1)
+        attn = (q @ k.transpose(-2, -1) + bias.unsqueeze(0)).softmax(-1)
+        return self.out(self.proj((attn @ v).transpose(1, 2).reshape(b, n, c)))
+
+
+@pytest.mark.parametrize("frontend", ["fx", "export"])
+def test_unbind_and_a_bias_table_gather_are_not_barriers(frontend):
+    x = (torch.randn(2, 4, 8),)
+    analysis = fxprune.analyze(RelativeBias(), x, frontend=frontend)
+    assert analysis.barriers == []
+    assert analysis.group_of("proj.weight", 0)                                # the output projection prunes
+    check_pruning(RelativeBias(), x, frontend=frontend)
+
+
+def test_a_bias_table_follows_whole_heads():
+    x = (torch.randn(2, 4, 8),)
+    overrides = {"reshape": 1}                                                # prune the heads factor
+    analysis = fxprune.analyze(RelativeBias(), x, split_overrides=overrides)
+    heads = analysis.group_of("table", 1)
+    assert len(heads) == 1 and heads[0] is analysis.group_of("qkv.weight", 0)[0] and heads[0].size == 2
+    check_pruning(RelativeBias(), x, split_overrides=overrides)
+    small = fxprune.prune(RelativeBias(), x, ratio=0.5, split_overrides=overrides).graph_module
+    assert small.table.shape == (7, 1) and small.qkv.out_features == 12
