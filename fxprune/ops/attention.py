@@ -30,11 +30,11 @@ Example:
     >>> class Block(torch.nn.Module):
     ...     def __init__(self):
     ...         super().__init__()
-    ...         self.inp = torch.nn.Linear(3, 8)
+    ...         self.inp, self.out = torch.nn.Linear(3, 8), torch.nn.Linear(8, 1)
     ...         self.attn = torch.nn.MultiheadAttention(8, 2, batch_first=True)
     ...     def forward(self, x):
     ...         x = self.inp(x)
-    ...         return x + self.attn(x, x, x, need_weights=False)[0]
+    ...         return self.out(x + self.attn(x, x, x, need_weights=False)[0])
     >>> g = fxprune.analyze(Block(), (torch.randn(1, 4, 3),)).group_of("attn.in_proj_weight", 0)[0]
     >>> g.size   # two heads: two prunable units
     2
