@@ -98,6 +98,8 @@ class Report:
     notes: tuple[str, ...] = ()
     layers: tuple[LayerRow, ...] = ()
     latency: tuple[LatencyRow, ...] = ()
+    #: ops without a rule that touch no channel (mask and index building): counted, not barriers
+    inert_ops: int = 0
 
     @property
     def params_ratio(self) -> float:
@@ -123,6 +125,8 @@ class Report:
             lines.append("barriers (channels not pruned):")
             for node, op, reason in self.barriers:
                 lines.append(f"  {node} ({op}): {reason}")
+        if self.inert_ops:
+            lines.append(f"{_inert_line(self.inert_ops)}")
         for n in self.notes:
             lines.append(n)
         return "\n".join(lines)
@@ -135,6 +139,7 @@ class Report:
             "groups": [dict(asdict(d), kept=d.kept) for d in self.groups],
             "layers": [asdict(row) for row in self.layers],
             "barriers": [{"node": n, "op": op, "reason": why} for n, op, why in self.barriers],
+            "inert_ops": self.inert_ops,
             "notes": list(self.notes),
             "latency": [asdict(row) for row in self.latency],
         }
@@ -161,11 +166,17 @@ class Report:
         if self.barriers:
             lines += ["", "Barriers (channels not pruned):", ""]
             lines += [f"- `{n}` ({op}): {why}" for n, op, why in self.barriers]
+        if self.inert_ops:
+            lines += ["", _inert_line(self.inert_ops)]
         if self.latency:
             lines += ["", "| node | op | ms before | ms after (predicted) |", "|---|---|---:|---:|"]
             lines += [f"| `{r.name}` | {r.op} | {r.before * 1e3:.4f} | {r.after * 1e3:.4f} |" for r in self.latency]
         lines += [f"\n{n}" for n in self.notes]
         return "\n".join(lines) + "\n"
+
+
+def _inert_line(n: int) -> str:
+    return f"{n} mask/index ops without channels (no rule, but they touch no channel: not barriers)"
 
 
 def build_report(analysis: Analysis, plan: Mapping[int, Sequence[int]], pruned: fx.GraphModule,
@@ -190,6 +201,7 @@ def build_report(analysis: Analysis, plan: Mapping[int, Sequence[int]], pruned: 
         macs_after=count_macs(pruned, analysis.registry),
         groups=tuple(decisions),
         barriers=tuple((b.node, b.op, b.reason) for b in analysis.barriers),
+        inert_ops=len(analysis.state.inert),
         notes=tuple(notes),
         layers=layer_rows(before_gm, pruned, analysis.registry),
         latency=tuple(latency),

@@ -89,7 +89,11 @@ BY_RULE: dict[Any, OpSample] = {
     ops.CHUNK: S(call=lambda f, ts, p: _two(f(ts[0], 2, 1))),
     ops.UNBIND: S(call=lambda f, ts, p: _two(f(ts[0], 2))),
     ops.MATMUL: S(arity=2, **_SEQ, call=lambda f, ts, p: f(ts[0], _KT(ts[1]))),
+    ops.ADD_MATMUL: S(layout="flat", params={"w": (6, 4), "b": (4,)}, call=lambda f, ts, p: f(p.b, ts[0], p.w)),
     ops.SDPA: S(arity=3, **_SEQ),
+    ops.EINSUM: S(arity=2, **_SEQ, call=lambda f, ts, p: f("btc,bsc->bts", ts[0], ts[1])),
+    ops.NORMALIZE: S(),
+    ops.ROLL: _arg((1, 2), (2, 3)),
     ops.SPATIAL: _arg(2),
     ops.PAD: _arg((1, 1, 1, 1)),
     ops.CONV_MODULE: S(module=lambda: nn.Conv2d(6, 4, 3, padding=1)),
@@ -166,6 +170,11 @@ BY_KEY: dict[Any, OpSample] = {
     Method("split"): S(call=lambda f, ts, p: _two(f(ts[0], 3, 1))),
     # matmul
     torch.bmm: S(arity=2, **_SEQ, call=lambda f, ts, p: f(ts[0], _KT(ts[1]))),
+    torch.baddbmm: S(arity=2, **_SEQ, params={"c": (5,)}, call=lambda f, ts, p: f(p.c, ts[0], _KT(ts[1]))),
+    Method("baddbmm"): S(arity=2, **_SEQ, params={"c": (5,)}, call=lambda f, ts, p: f(p.c, ts[0], _KT(ts[1]))),
+    # attention modules
+    nn.MultiheadAttention: S(**_SEQ, module=lambda: nn.MultiheadAttention(6, 2, batch_first=True),
+                             call=lambda f, ts, p: f(ts[0], ts[0], ts[0], need_weights=False)[0]),
     # spatial ops by dimensionality
     torch.max_pool1d: S(**_SIGNAL, call=lambda f, ts, p: f(ts[0], 2)),
     torch.avg_pool1d: S(**_SIGNAL, call=lambda f, ts, p: f(ts[0], 2)),
@@ -197,6 +206,8 @@ BY_KEY: dict[Any, OpSample] = {
     nn.UpsamplingBilinear2d: S(module=lambda: nn.UpsamplingBilinear2d(scale_factor=2)),
     nn.ZeroPad2d: S(module=lambda: nn.ZeroPad2d(1)),
     nn.ConstantPad2d: S(module=lambda: nn.ConstantPad2d(1, 0.5)),
+    nn.ConstantPad1d: S(**_SIGNAL, module=lambda: nn.ConstantPad1d((1, 2), 0.5)),
+    nn.ConstantPad3d: S(**_VOLUME, module=lambda: nn.ConstantPad3d(1, 0.0)),
     nn.ReflectionPad2d: S(module=lambda: nn.ReflectionPad2d(1)),
     nn.ReplicationPad2d: S(module=lambda: nn.ReplicationPad2d(1)),
     # layers by dimensionality
@@ -231,9 +242,27 @@ EXTRA_SAMPLES: list[tuple[Any, OpSample]] = [
     (F.interpolate, S(**_VOLUME, call=lambda f, ts, p: f(ts[0], scale_factor=2, mode="trilinear"))),
     (F.interpolate, _arg(scale_factor=2, mode="bilinear")),
     (operator.getitem, S(call=lambda f, ts, p: f(ts[0], (slice(None), slice(None), 0)))),
+    (F.pad, S(**_SEQ, call=lambda f, ts, p: f(ts[0], (1, 2, 0, 1)))),            # a channel dim padded
+    (F.pad, S(call=lambda f, ts, p: f(ts[0].permute(0, 2, 3, 1), (0, 0, 1, 1, 0, 2)))),  # [B, H, W, C]
+    (F.pad, _arg((1, 1, 2, 0), mode="reflect")),
+    (operator.getitem, S(**_SEQ, buffers={"index": (7,)},   # a bias-table gather: table[index]
+                         call=lambda f, ts, p: f(ts[0][0], (p.index.long() % 5,)))),
     (operator.getitem, S(call=lambda f, ts, p: f(ts[0], Ellipsis))),
     (Method("contiguous"), S(call=lambda f, ts, p: f(ts[0].transpose(2, 3)))),
     *[(f, _arg(inplace=True)) for f in (F.relu, F.silu, F.hardswish, F.hardsigmoid, F.leaky_relu, F.hardtanh)],
+]
+
+EXTRA_SAMPLES += [
+    # nn.MultiheadAttention: sequence-first, separate k/v widths, per-head weights, masks
+    (nn.MultiheadAttention, S(**_SEQ, arity=2, module=lambda: nn.MultiheadAttention(6, 3, kdim=6, vdim=6),
+                              call=lambda f, ts, p: f(ts[0], ts[1], ts[1])[0])),
+    (nn.MultiheadAttention, S(**_SEQ, arity=3, module=lambda: nn.MultiheadAttention(6, 2, kdim=4, vdim=5,
+                                                                                   batch_first=True),
+                              call=lambda f, ts, p: _two(f(ts[0], ts[1][..., :4], ts[2][..., :5],
+                                                           average_attn_weights=False)))),
+    (nn.MultiheadAttention, S(**_SEQ, module=lambda: nn.MultiheadAttention(6, 2, batch_first=True, add_bias_kv=True),
+                              call=lambda f, ts, p: f(ts[0], ts[0], ts[0], need_weights=False,
+                                                      attn_mask=torch.ones(5, 5).triu(1).bool())[0])),
 ]
 
 #: keys no single-op model can exercise on this machine, with the reason

@@ -6,33 +6,10 @@ import torch
 
 import fxprune
 from fxprune import MaterializeError
-from fxprune.ir import Role
-from fxprune.ops import Keys, Rule
-from fxprune.ops.context import Value
 
 T = pytest.importorskip("transformers")
 
 VOCAB = 96
-
-
-def _addmm(ctx):
-    """``addmm(bias, x, W[in, out])``: GPT-2's Conv1D at the ATen level."""
-    b, x, w = ctx.arg(0), ctx.arg(1), ctx.arg(2)
-    ctx.role(w, 0, Role.CONSUMER)
-    ctx.role(w, 1, Role.PRODUCER)
-    ctx.unify(x.labels[-1], w.labels[0])
-    if isinstance(b, Value):
-        ctx.role(b, 0, Role.BIAS)
-        ctx.unify(w.labels[1], b.labels[0])
-    return (x.labels[0], w.labels[1])
-
-
-def registry():
-    """The default registry; until fxprune has a rule for ``aten.addmm``, a test-local one (GPT-2's Conv1D)."""
-    reg = fxprune.default_registry()
-    if reg.rule_for_key(torch.ops.aten.addmm.default) is None:
-        reg.register(Rule("linear", _addmm, doc="addmm (test-local)", keys=Keys(aten=("addmm",))))
-    return reg
 
 
 def llama():
@@ -75,7 +52,7 @@ def build(name):
 
 def prune(model, inputs, **options):
     options = {"ratio": 0.5, "uniform": True, "split_policy": "outer", **options}
-    return fxprune.prune(model, inputs, frontend="export", registry=registry(), **options)
+    return fxprune.prune(model, inputs, frontend="export", **options)
 
 
 def logits(model, inputs):
@@ -149,3 +126,14 @@ def test_an_unset_head_dim_is_written_when_only_the_hidden_size_shrinks(tmp_path
     small.save_pretrained(tmp_path)
     again = type(model).from_pretrained(tmp_path).eval()
     assert torch.allclose(logits(again, inputs), logits(result.graph_module, inputs), atol=1e-5)
+
+
+def test_gpt2_conv1d_is_pruned_by_the_built_in_addmm_rule():
+    """GPT-2's Conv1D is ``addmm(bias, x, W[in, out])`` at the ATen level: no barrier, every layer shrinks."""
+    model, inputs = build("gpt2")
+    analysis = fxprune.analyze(model, inputs, frontend="export")
+    assert not [b for b in analysis.barriers if "addmm" in b.op]
+    small = dict(prune(model, inputs).graph_module.named_parameters())
+    for name, p in model.named_parameters():
+        if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
+            assert small[name].shape == (p.shape[0] // 2, p.shape[1] // 2), name

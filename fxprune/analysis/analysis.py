@@ -247,7 +247,8 @@ class Analysis:
 
     def summary(self) -> str:
         """A short human-readable listing of groups and barriers."""
-        lines = [f"{len(self.groups)} groups, {len(self.barriers)} barriers"]
+        lines = [f"{len(self.groups)} groups, {len(self.barriers)} barriers"
+                 + (f", {len(self.state.inert)} mask/index ops without channels" if self.state.inert else "")]
         for g in self.groups:
             lines.append(g.describe())
         for b in self.barriers:

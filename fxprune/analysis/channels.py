@@ -14,6 +14,11 @@ Once every label is mapped, :mod:`fxprune.analysis.zeros` follows which
 removed channels hold zeros and marks parameter-free sums over non-zero ones
 mixing.
 
+A node without a rule whose inputs carry no channel at all (``arange``,
+``cumsum`` over position ids, comparisons building a boolean mask) fixes
+nothing: it is not a barrier, only counted (:attr:`ChannelState.inert`), so
+reports list real barriers only.
+
 Results are stored on nodes under :data:`fxprune.ir.CHANNELS`,
 :data:`fxprune.ir.RULE`, :data:`fxprune.ir.BARRIER` and
 :data:`fxprune.ir.ZEROS`, and summarised in a :class:`ChannelState`.
@@ -61,6 +66,9 @@ class ChannelState:
     param_nodes: dict[str, str]
     roles: dict[tuple[str, int], Role]
     barriers: list[Barrier] = field(default_factory=list)
+    #: nodes without a rule (or whose rule could not map them) that touch no channel: mask and
+    #: index building; nothing is fixed there, so they are counted, not listed as barriers
+    inert: list[Barrier] = field(default_factory=list)
     #: roots the rules marked mixing by themselves (statistics, softmax), before the
     #: dead-zero pass (:mod:`fxprune.analysis.zeros`) added sums over non-zero channels
     op_mixing: frozenset[int] = frozenset()
@@ -102,6 +110,7 @@ class _Propagator:
         self.param_nodes: dict[str, str] = {}
         self.roles: dict[tuple[str, int], Role] = {}
         self.barriers: list[Barrier] = []
+        self.inert: list[Barrier] = []
         self._by_id: dict[int, str] = {}
         # in-place writes: a node written by a later call reads as that call's result from then on
         self._alias: dict[fx.Node, fx.Node] = {}
@@ -121,9 +130,11 @@ class _Propagator:
         return Value(self.param_specs[qualname], self.param_labels[qualname], node, qualname)
 
     def module_params(self, node: fx.Node, module: torch.nn.Module) -> dict[str, Value | None]:
+        """Every parameter and buffer the called module holds, its submodules' included
+        (``out_proj.weight`` of a ``nn.MultiheadAttention``), by name relative to the module."""
         prefix = str(node.target)
         out: dict[str, Value | None] = {}
-        for name, t in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
             if t is None or not t.is_floating_point() and t.ndim == 0:
                 continue
             out[name] = self.param_value(f"{prefix}.{name}", t, node)
@@ -140,15 +151,16 @@ class _Propagator:
 
     # -- barriers ----------------------------------------------------------
     def barrier(self, node: fx.Node, reason: str, hint: str, values: Iterable[Any]) -> None:
+        """Fix every channel ``values`` carry; a node touching none is counted in ``inert`` instead."""
         op = self.describe(node)
         why = f"node '{node.name}' ({op}): {reason}"
-        for v in values:
-            for arr in iter_label_arrays(v.labels if isinstance(v, Value) else None):
-                self.atoms.fix(arr, why)
+        arrays = [arr for v in values for arr in iter_label_arrays(v.labels if isinstance(v, Value) else None)]
+        for arr in arrays:
+            self.atoms.fix(arr, why)
         node.meta[ir.CHANNELS] = fixed_labels(node.meta.get(ir.SPEC))
         node.meta[ir.RULE] = None
         node.meta[ir.BARRIER] = reason
-        self.barriers.append(Barrier(node.name, op, reason, hint))
+        (self.barriers if arrays else self.inert).append(Barrier(node.name, op, reason, hint))
 
     def describe(self, node: fx.Node) -> str:
         return describe_key(node_key(node, self.gm))
@@ -201,8 +213,8 @@ class _Propagator:
                          "before pruning", everything)
             return
         if hit is None:
-            hint = _registration_hint(key)
-            if self.strict:
+            hint = _registration_hint(key, _shape_preserving(inputs, params, spec))
+            if self.strict and _carries_channels(everything):
                 raise UnsupportedOpError(
                     f"node '{node.name}' calls {describe_key(key)}, which has no channel rule "
                     f"(strict=True). To fix: {hint}. Without strict, its channels become a barrier.")
@@ -253,11 +265,42 @@ class _Propagator:
                     self.atoms.fix(lab[dead], f"parameter '{name}' dim {d} is not a channel of any activation")
 
 
-def _registration_hint(key: Any) -> str:
-    expr = f"fxprune.ops.Method({key.name!r})" if isinstance(key, Method) else describe_key(key)
-    return (f"write a Rule for it and register it: reg = fxprune.ops.default_registry(); "
-            f"reg.register({expr}, rule=fxprune.ops.Rule('my_op', propagate)); then pass registry=reg "
-            f"(only an elementwise, shape-preserving op may reuse rule=fxprune.ops.UNARY; see docs/rules.md)")
+def _carries_channels(values: Iterable[Any]) -> bool:
+    """Whether any value carries a channel (a labelled dimension)."""
+    return any(True for v in values for _ in iter_label_arrays(v.labels if isinstance(v, Value) else None))
+
+
+def _keys_expr(key: Any) -> str:
+    """The ``fxprune.ops.Keys(...)`` expression naming ``key``, as valid Python."""
+    if isinstance(key, Method):
+        return f"fxprune.ops.Keys(methods=({key.name!r},))"
+    packet = getattr(key, "overloadpacket", key)
+    if isinstance(packet, torch._ops.OpOverloadPacket):
+        ns, _, name = packet._qualified_op_name.partition("::")
+        if ns == "aten":
+            return f"fxprune.ops.Keys(aten=({name!r},))"
+    space = "modules" if isinstance(key, type) else "functions"
+    return f"fxprune.ops.Keys({space}=({describe_key(key)},))"
+
+
+def _registration_hint(key: Any, shape_preserving: bool = False) -> str:
+    """How to give ``key`` a rule, as Python that runs; ``UNARY`` is offered only where it could fit:
+    one tensor in, the same shape out, no parameters (and then only if the op is elementwise)."""
+    keys = _keys_expr(key)
+    hint = (f"write a Rule for it and register it: reg = fxprune.ops.default_registry(); "
+            f"reg.register(fxprune.ops.Rule('my_op', propagate, keys={keys})); then pass registry=reg "
+            f"(see docs/rules.md)")
+    if shape_preserving:
+        hint += (f"; if every output element reads only the input element at its own index (an activation), "
+                 f"reg.register(fxprune.ops.UNARY.with_keys({keys})) is that rule")
+    return hint
+
+
+def _shape_preserving(inputs: list[Value], params: dict[str, Any], spec: Any) -> bool:
+    """One tensor input, no parameters, an output of the same shape: the only calls UNARY can fit."""
+    tensors = [v for v in inputs if v.is_tensor]
+    return (not params and len(tensors) == 1 and isinstance(spec, TensorSpec)
+            and tuple(tensors[0].shape) == tuple(spec.shape))
 
 
 def propagate_channels(
@@ -290,7 +333,7 @@ def propagate_channels(
     op_mixing = frozenset(prop.atoms.mixing_roots())
     propagate_zeros(gm, prop.atoms, prop.roles, prop.calls, prop.sums)
     return ChannelState(prop.atoms, prop.param_labels, prop.param_specs, prop.param_nodes,
-                        prop.roles, prop.barriers, op_mixing)
+                        prop.roles, prop.barriers, prop.inert, op_mixing)
 
 
 def resolve_ignore(state: ChannelState, model_names: Iterable[str], ignore: Iterable[str]) -> None:

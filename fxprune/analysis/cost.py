@@ -55,7 +55,7 @@ def node_macs(gm: fx.GraphModule, node: fx.Node, registry: Registry,
     module = None
     if node.op == "call_module":
         module = gm.get_submodule(str(node.target))
-        for name, t in module.named_parameters(recurse=False):
+        for name, t in module.named_parameters():
             spec = param_spec(f"{node.target}.{name}", t) if param_spec else TensorSpec(tuple(t.shape), t.dtype)
             params[name] = Value(spec, None, None, name)
     wrap = lambda a: fx.node.map_aggregate(  # noqa: E731

@@ -17,14 +17,14 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import RegistrationError
-from . import (concat, conv, elementwise, embedding, implant, indexing, layout, linear, matmul, norm,
+from . import (attention, concat, conv, elementwise, embedding, implant, indexing, layout, linear, matmul, norm,
                reduce, spatial)
 from .registry import Registry, Rule, describe_key
 
 __all__ = ["FAMILY_MODULES", "RULES", "TABLE", "default_registry"]
 
 #: the modules whose ``RULES`` make up the built-in table
-FAMILY_MODULES = (elementwise, reduce, layout, indexing, concat, matmul, spatial, conv, linear, norm,
+FAMILY_MODULES = (elementwise, reduce, layout, indexing, concat, matmul, attention, spatial, conv, linear, norm,
                   embedding, implant)
 
 #: every built-in rule, in family order

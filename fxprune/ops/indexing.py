@@ -3,7 +3,11 @@
 Slices keep the labels of the indices they select (bounds are re-emitted for
 the pruned graph: the kept indices stay in order, so bound ``v`` becomes the
 number of kept indices before it); an integer index into a channel dimension
-fixes that channel; tensor (advanced) indices are barriers.  Metadata reads
+fixes that channel.  Tensor (advanced) indices gather along the dims they
+index -- a relative-position-bias table read by ``table[index]`` -- which are
+fixed; the other dims keep their labels, so the table's per-head dim stays a
+channel (``aten.index`` likewise).  Boolean masks, and tensor indices mixed with
+ints or ``None``, are barriers.  Metadata reads
 carry no channels: their values are re-derived from the pruned tensors when
 the new graph runs.
 
@@ -26,13 +30,15 @@ from typing import Any, Callable
 import numpy as np
 import torch.fx as fx
 
-from ..ir import TensorSpec, Zeros
+import torch
+
+from ..ir import SPEC, TensorSpec, Zeros
 from .context import (EmitContext, OpContext, Unsupported, Value, check_labels, first_tensor,
                       normalize_dim, static_value)
 from .layout import MATRIX_T
 from .registry import Keys, Rule
 
-__all__ = ["ATTRIBUTE", "GETITEM", "GUARDS", "METADATA", "NARROW", "RULES", "SELECT", "SLICE", "new_bound"]
+__all__ = ["ATTRIBUTE", "GETITEM", "GUARDS", "INDEX", "METADATA", "NARROW", "RULES", "SELECT", "SLICE", "new_bound"]
 
 
 def _attribute(ctx: OpContext) -> Any:
@@ -96,6 +102,8 @@ def _getitem(ctx: OpContext) -> Any:
     if not isinstance(x, Value):
         return None
     items = _index_items(ctx, x, idx)
+    if any(isinstance(it, Value) and it.is_tensor for it in items):
+        return _gather(ctx, x, items)
     labels: list[Any] = []
     d = 0
     for it in items:
@@ -122,6 +130,28 @@ def _getitem(ctx: OpContext) -> Any:
     return check_labels(ctx, tuple(labels))
 
 
+def _gather(ctx: OpContext, x: Value, items: list) -> tuple:
+    """``x[..., idx, ...]`` with integer tensor indices: the indexed dims are fixed and replaced by
+    the broadcast index dims (in place when the indices are adjacent, else first, as NumPy does);
+    full slices elsewhere keep their labels."""
+    tensor_at = [i for i, it in enumerate(items) if isinstance(it, Value) and it.is_tensor]
+    if any(it is None or isinstance(static_value(it), int) for it in items):
+        raise Unsupported("advanced indexing mixed with ints or None")
+    if any(items[i].spec.dtype in (torch.bool, torch.uint8) for i in tensor_at):
+        raise Unsupported("boolean-mask indexing")
+    if any(not (isinstance(it, slice) and it == slice(None)) for i, it in enumerate(items) if i not in tensor_at):
+        raise Unsupported("advanced indexing with partial slices")
+    for i in tensor_at:
+        ctx.fix(x.labels[i], "a dim gathered by a tensor index")
+        ctx.fix_value(items[i], "an index tensor (positions, not channels)")
+    index_nd = len(ctx.out.shape) - (x.ndim - len(tensor_at))
+    new = [None] * index_nd
+    rest = [x.labels[i] for i in range(len(items)) if i not in tensor_at] + list(x.labels[len(items):])
+    adjacent = tensor_at == list(range(tensor_at[0], tensor_at[-1] + 1))
+    at = tensor_at[0] if adjacent else 0
+    return check_labels(ctx, tuple(rest[:at] + new + rest[at:]))
+
+
 def _emit_getitem(ctx: EmitContext) -> tuple:
     x, new_idx_arg = ctx.args[0], ctx.args[1]
     xl = ctx.labels_of(ctx.node.args[0])
@@ -145,6 +175,9 @@ def _emit_getitem(ctx: EmitContext) -> tuple:
             continue
         lab = xl[d]
         d += 1
+        if _is_tensor(old):  # a gathered dim: fixed, the index tensor is passed on
+            out.append(new)
+            continue
         if lab is None:
             out.append(_pin_changed(ctx, old, new))
             continue
@@ -155,6 +188,10 @@ def _emit_getitem(ctx: EmitContext) -> tuple:
             out.append(conv(old))
     idx = tuple(out) if packed else out[0]
     return ctx.node.target, (x, idx), ctx.kwargs
+
+
+def _is_tensor(node: Any) -> bool:
+    return isinstance(node, fx.Node) and isinstance(node.meta.get(SPEC), TensorSpec)
 
 
 def new_bound(ctx: EmitContext, lab: np.ndarray) -> Callable[[Any], Any]:
@@ -289,4 +326,15 @@ except ImportError:  # pragma: no cover - other torch versions
 GUARDS = Rule("metadata", _guards, doc="torch.export's _guards_fn (checks input shapes only).",
               keys=Keys(modules=(_GuardsFn,) if _GuardsFn is not None else ()), zeros=Zeros.KEEP)
 
-RULES = (METADATA, ATTRIBUTE, GETITEM, NARROW, SLICE, SELECT, GUARDS)
+def _aten_index(ctx: OpContext) -> tuple:
+    x = ctx.arg(0)
+    indices = [slice(None) if i is None else i for i in ctx.arg(1, "indices")]
+    if not isinstance(x, Value) or not any(isinstance(i, Value) for i in indices):
+        raise Unsupported("aten.index without tensor indices")
+    return _gather(ctx, x, indices)
+
+
+INDEX = Rule("getitem", _aten_index, doc="aten.index(x, [idx, ...]): gathered dims fixed, others kept.",
+             keys=Keys(aten=("index",)), zeros=Zeros.KEEP)
+
+RULES = (METADATA, ATTRIBUTE, GETITEM, INDEX, NARROW, SLICE, SELECT, GUARDS)

@@ -1,4 +1,4 @@
-"""Layout ops: reshape, view, flatten, unflatten, squeeze, expand, repeat, permute, transpose.
+"""Layout ops: reshape, view, flatten, unflatten, squeeze, expand, repeat, permute, transpose, roll.
 
 Layout ops move labels between dimensions with exact index maps: a merge of
 dimensions repeats the single labelled one's atoms; a split assigns the atoms
@@ -8,7 +8,9 @@ atoms are unified across all but one output dimension chosen by the *split
 policy* (``inner``: prune the innermost factor uniformly, e.g. head_dim in
 every head or channels in every shuffle group; ``outer``: prune the outermost
 factor, e.g. whole heads).  Size arguments (``view(B, T, C)``) are re-emitted
-for the pruned graph.
+for the pruned graph.  ``roll`` passes the dims it does not roll; rolling
+along a channel dim (or a flattened roll over one) is a barrier: the pruned
+dim would wrap at another place.
 
 Example:
     >>> from fxprune.ops.layout import split_labels
@@ -36,6 +38,7 @@ __all__ = [
     "PERMUTE",
     "REPEAT",
     "RESHAPE",
+    "ROLL",
     "RULES",
     "TRANSPOSE",
     "UNFLATTEN",
@@ -332,7 +335,20 @@ def _matrix_t(ctx: OpContext) -> tuple:
 MATRIX_T = Rule("permute", _matrix_t, doc="t() / .T / .mT: swap the last two dims.",
                 keys=Keys(torch=("t",), methods=("t",), aten=("t", "numpy_T")), zeros=Zeros.KEEP)
 
-RULES = (RESHAPE, VIEW, UNFLATTEN, UNFLATTEN_MODULE, EXPAND, EXPAND_AS, REPEAT, PERMUTE, TRANSPOSE, MATRIX_T)
+def _roll(ctx: OpContext) -> tuple:
+    x = first_tensor(ctx)
+    dims = ctx.arg(2, "dims", None)
+    dims = tuple(range(x.ndim)) if dims is None or dims == () else (dims,) if isinstance(dims, int) else tuple(dims)
+    for d in dims:
+        if x.labels[normalize_dim(d, x.ndim)] is not None:
+            raise Unsupported("roll along a channel dimension")
+    return x.labels
+
+
+ROLL = Rule("roll", _roll, doc="roll(shifts, dims): dims not rolled pass through; rolling a channel dim is a barrier.",
+            keys=Keys(torch=("roll",), methods=("roll",), aten=("roll",)), zeros=Zeros.KEEP)
+
+RULES = (ROLL, RESHAPE, VIEW, UNFLATTEN, UNFLATTEN_MODULE, EXPAND, EXPAND_AS, REPEAT, PERMUTE, TRANSPOSE, MATRIX_T)
 
 
 # ---------------------------------------------------------------------------

@@ -1,9 +1,15 @@
-"""Contractions: ``matmul``/``bmm``/``@`` and ``F.scaled_dot_product_attention``.
+"""Contractions: ``matmul``/``bmm``/``@``, ``addmm``/``baddbmm``, ``einsum`` and ``F.scaled_dot_product_attention``.
 
 A contraction ties the contracted dims of both operands (one channel space)
 and declares the parameter-free sum (``ctx.contract``): exact where either
 operand's removed channels are zero;
-batch dims broadcast like elementwise ops.  For attention, ``q [..., L, E]``,
+batch dims broadcast like elementwise ops.  ``addmm(input, a, b)`` and
+``baddbmm`` add ``input`` to the product, broadcast like a bias (GPT-2's
+``Conv1D`` is ``addmm(bias, x, W[in, out])``: ``W``'s rows consume, its
+columns produce).  ``einsum`` reads its subscripts: the dims one letter
+names are unified (size-1 dims broadcast), letters missing from the output are
+summed (``ctx.contract``: exact where removed channels are zero), output letters
+carry their labels; the equation never changes.  For attention, ``q [..., L, E]``,
 ``k [..., S, E]``, ``v [..., S, Ev]`` -> ``[..., L, Ev]``: ``E`` of q and k is
 one contraction space, ``S`` of k and v another (mixing: the softmax runs over
 it).  The default softmax scale is ``1/sqrt(E)``; when pruning shrinks ``E``
@@ -24,15 +30,16 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
-from ..ir import Zeros
+from ..ir import Role, TensorSpec, Zeros
 from .context import EmitContext, OpContext, Unsupported, Value, check_labels
 from .elementwise import broadcast_labels
 from .registry import Keys, Rule
 
-__all__ = ["MATMUL", "RULES", "SDPA"]
+__all__ = ["ADD_MATMUL", "EINSUM", "MATMUL", "RULES", "SDPA", "einsum_subscripts"]
 
 
 def _matmul(ctx: OpContext) -> tuple:
@@ -57,6 +64,125 @@ MATMUL = Rule("matmul", _matmul, macs=_macs_matmul,
                         methods=("matmul", "bmm", "__matmul__"), aten=("matmul", "bmm")), zeros=Zeros.KEEP)
 
 
+def _operand(ctx: OpContext, index: int, names: tuple[str, ...]) -> Value:
+    for name in names:
+        v = ctx.arg(index, name)
+        if v is not None:
+            break
+    if not isinstance(v, Value) or not v.is_tensor:
+        raise Unsupported(f"a non-tensor operand {index}")
+    return v
+
+
+def _add_matmul(ctx: OpContext) -> tuple:
+    """``beta * input + alpha * (a @ b)`` (``addmm``: 2-d operands, ``baddbmm``: 3-d)."""
+    inp = _operand(ctx, 0, ("input", "self"))
+    a = _operand(ctx, 1, ("mat1", "batch1"))
+    b = _operand(ctx, 2, ("mat2", "batch2"))
+    if a.ndim != b.ndim or a.ndim not in (2, 3):
+        raise Unsupported("addmm/baddbmm operands must be 2-d/3-d alike")
+    for v, rows, cols in ((a, Role.PRODUCER, Role.CONSUMER), (b, Role.CONSUMER, Role.PRODUCER)):
+        ctx.role(v, -2, rows)  # a parameter operand: a's rows / b's columns make the outputs
+        ctx.role(v, -1, cols)
+    ctx.unify(a.labels[-1], b.labels[-2], " (matmul contraction)")
+    ctx.contract((a, -1), (b, -2), why="matmul contraction")
+    batch = broadcast_labels(ctx, [a.part(slice(None, -2)), b.part(slice(None, -2))], ctx.out.shape[:-2])
+    product = Value(TensorSpec(tuple(ctx.out.shape), ctx.out.dtype), tuple(batch) + (a.labels[-2], b.labels[-1]))
+    return check_labels(ctx, broadcast_labels(ctx, [inp, product], ctx.out.shape, Role.BIAS))
+
+
+def _macs_add_matmul(ctx: OpContext) -> int:
+    return int(np.prod(ctx.out.shape)) * int(_operand(ctx, 1, ("mat1", "batch1")).shape[-1])
+
+
+ADD_MATMUL = Rule("matmul", _add_matmul, macs=_macs_add_matmul,
+                  doc="addmm/baddbmm: beta * input + alpha * (a @ b); input broadcast like a bias "
+                      "(GPT-2's Conv1D at the ATen level).",
+                  keys=Keys(torch=("addmm", "baddbmm"), methods=("addmm", "baddbmm"), aten=("addmm", "baddbmm")),
+                  zeros=Zeros.KEEP)
+
+
+def einsum_subscripts(equation: str, ndims: list[int]) -> tuple[list[list[Any]], list[Any]]:
+    """Per-operand symbol lists and the output's, for an einsum equation.
+
+    Letters stand for themselves; the dims an ellipsis covers become ``("...", k)``, ``k``
+    counted from the right (they broadcast right-aligned).  Without ``->`` the output is
+    the ellipsis, then the letters used once, in alphabetical order.
+
+    >>> einsum_subscripts("bhqd,bhkd->bhqk", [4, 4])[1]
+    ['b', 'h', 'q', 'k']
+    >>> einsum_subscripts("...ij,jk", [3, 2])
+    ([[('...', 0), 'i', 'j'], ['j', 'k']], [('...', 0), 'i', 'k'])
+    """
+    equation = equation.replace(" ", "")
+    lhs, arrow, rhs = equation.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(ndims):
+        raise Unsupported(f"einsum equation {equation!r} for {len(ndims)} operands")
+
+    def expand(term: str, ndim: int) -> list[Any]:
+        if "..." not in term:
+            return list(term)
+        head, _, tail = term.partition("...")
+        n = ndim - len(head) - len(tail)
+        return list(head) + [("...", k) for k in range(n - 1, -1, -1)] + list(tail)
+
+    inputs = [expand(t, n) for t, n in zip(terms, ndims)]
+    if any(len(syms) != n for syms, n in zip(inputs, ndims)):
+        raise Unsupported(f"einsum equation {equation!r} does not fit its operands")
+    width = max((sum(1 for x in syms if isinstance(x, tuple)) for syms in inputs), default=0)
+    ellipsis = [("...", k) for k in range(width - 1, -1, -1)]
+    if arrow:
+        head, dots, tail = rhs.partition("...")
+        output = list(head) + (ellipsis if dots else []) + list(tail)
+    else:
+        letters = [c for syms in inputs for c in syms if isinstance(c, str)]
+        output = ellipsis + sorted(c for c in set(letters) if letters.count(c) == 1)
+    return inputs, output
+
+
+def _einsum_operands(ctx: OpContext) -> tuple[str, list[Value]]:
+    equation = ctx.arg(0, "equation")
+    rest = list(ctx.args[1:])
+    if len(rest) == 1 and isinstance(rest[0], (list, tuple)):
+        rest = list(rest[0])
+    if not isinstance(equation, str) or not all(isinstance(v, Value) and v.is_tensor for v in rest):
+        raise Unsupported("einsum without a literal equation and tensor operands")
+    return equation, rest
+
+
+def _einsum(ctx: OpContext) -> tuple:
+    equation, operands = _einsum_operands(ctx)
+    inputs, output = einsum_subscripts(equation, [v.ndim for v in operands])
+    uses: dict[Any, list[tuple[Value, int]]] = {}
+    for v, syms in zip(operands, inputs):
+        for d, sym in enumerate(syms):
+            uses.setdefault(sym, []).append((v, d))
+    labels: dict[Any, Any] = {}
+    for sym, occurrences in uses.items():
+        size = max(v.shape[d] for v, d in occurrences)
+        parts = [Value(TensorSpec((v.shape[d],)), (v.labels[d],)) for v, d in occurrences]
+        labels[sym] = broadcast_labels(ctx, parts, (size,))[0]
+        if sym not in output:
+            ctx.contract(*[(v, d) for v, d in occurrences if v.shape[d] == size], why=f"einsum sum over {sym!r}")
+    return check_labels(ctx, tuple(labels[sym] for sym in output))
+
+
+def _macs_einsum(ctx: OpContext) -> int:
+    equation, operands = _einsum_operands(ctx)
+    inputs, _ = einsum_subscripts(equation, [v.ndim for v in operands])
+    sizes: dict[Any, int] = {}
+    for v, syms in zip(operands, inputs):
+        for d, sym in enumerate(syms):
+            sizes[sym] = max(sizes.get(sym, 1), int(v.shape[d]))
+    return int(np.prod(list(sizes.values()))) if len(operands) > 1 else 0
+
+
+EINSUM = Rule("matmul", _einsum, macs=_macs_einsum,
+              doc="einsum: letters unify their dims, summed letters contract, the equation is kept.",
+              keys=Keys(torch=("einsum",), aten=("einsum",)), zeros=Zeros.KEEP)
+
+
 def _sdpa(ctx: OpContext) -> tuple:
     q, k, v = ctx.arg(0, "query"), ctx.arg(1, "key"), ctx.arg(2, "value")
     mask = ctx.arg(3, "attn_mask")
@@ -70,11 +196,21 @@ def _sdpa(ctx: OpContext) -> tuple:
     ctx.mixing(k.labels[-2], "softmax over key positions")
     ops = [x.part(slice(None, -2)) for x in (q, k, v)]
     if isinstance(mask, Value) and mask.is_tensor:
+        _tie_mask(ctx, mask, q.labels[-2], k.labels[-2])
         ops.append(mask.part(slice(None, -2)))
-        if mask.labels[-1] is not None or mask.labels[-2] is not None:
-            raise Unsupported("attention mask with channel labels")
     batch = broadcast_labels(ctx, ops, ctx.out.shape[:-2])
     return tuple(batch) + (q.labels[-2], v.labels[-1])
+
+
+def _tie_mask(ctx: OpContext, mask: Value, queries: Any, keys: Any) -> None:
+    """A mask's last two dims index query and key positions: a position removed from ``k``
+    (a ``bias_k`` row concatenated to the keys) must leave the mask too; a fixed mask fixes it."""
+    if mask.ndim < 2 and mask.ndim and mask.shape[-1] != 1:
+        ctx.unify(mask.labels[-1], keys, " (attention mask over key positions)")
+        return
+    for dim, positions in ((-1, keys), (-2, queries)):
+        if mask.ndim >= -dim and mask.shape[dim] != 1:
+            ctx.unify(mask.labels[dim], positions, " (attention mask positions)")
 
 
 def _emit_sdpa(ctx: EmitContext) -> tuple:
@@ -104,4 +240,4 @@ SDPA = Rule("attention", _sdpa, emit=_emit_sdpa, macs=_macs_sdpa,
             keys=Keys(functional=("scaled_dot_product_attention",),
                       aten=("scaled_dot_product_attention",)))
 
-RULES = (MATMUL, SDPA)
+RULES = (MATMUL, ADD_MATMUL, EINSUM, SDPA)

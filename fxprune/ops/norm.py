@@ -5,7 +5,10 @@ statistics to the channel; batch statistics run over dims 0 and 2+, which are
 mixing where they carry channels (``F.batch_norm(w.reshape(1, out, -1), None,
 None, training=True)`` standardises a weight over its input channels); norms whose statistics run over channels
 (LayerNorm, RMSNorm, GroupNorm) are *mixing*: pruning stays valid, but a dead
-channel's removal changes the statistics of the kept ones.
+channel's removal changes the statistics of the kept ones.  ``F.normalize``
+divides by a p-norm over ``dim``: zero channels add nothing to a norm with
+``p >= 0``, so it declares the sum (``ctx.contract``: exact where removed channels
+are zero, mixing otherwise); a negative ``p`` is mixing.
 
 Example:
     >>> import torch, fxprune
@@ -21,7 +24,7 @@ from typing import Any
 import torch
 
 from ..ir import Role, Zeros
-from .context import EmitContext, OpContext, Value, first_tensor
+from .context import EmitContext, OpContext, Value, first_tensor, normalize_dim, static_value
 from .layout import split_labels
 from .registry import Keys, Rule
 
@@ -35,6 +38,7 @@ __all__ = [
     "INSTANCE_NORM_MODULE",
     "LAYER_NORM_FUNCTION",
     "LAYER_NORM_MODULE",
+    "NORMALIZE",
     "RMS_NORM_FUNCTION",
     "RMS_NORM_MODULE",
     "RULES",
@@ -215,5 +219,21 @@ GROUP_NORM_FUNCTION = Rule("norm", _gn_function, doc="F.group_norm.",
                            keys=Keys(functional=("group_norm",), aten=("group_norm",)))
 
 
-RULES = (BATCH_NORM_MODULE, BATCH_NORM_FUNCTION, BATCH_NORM_ATEN, INSTANCE_NORM_ATEN, INSTANCE_NORM_MODULE, LAYER_NORM_MODULE,
+def _normalize(ctx: OpContext) -> tuple:
+    """``x / max(||x||_p over dim, eps)``: a zero channel adds nothing to the norm when ``p >= 0``."""
+    x = first_tensor(ctx)
+    p = float(static_value(ctx.arg(1, "p", 2.0)))
+    dim = normalize_dim(static_value(ctx.arg(2, "dim", 1)), x.ndim)
+    if p >= 0:
+        ctx.contract((x, dim), why="norm over channels")
+    else:
+        ctx.mixing(x.labels[dim], "a negative-p norm over channels")
+    return x.labels
+
+
+NORMALIZE = Rule("norm", _normalize, doc="F.normalize(x, p, dim): a p-norm over dim, exact over zero channels.",
+                 keys=Keys(functional=("normalize",)), zeros=Zeros.KEEP)
+
+
+RULES = (NORMALIZE, BATCH_NORM_MODULE, BATCH_NORM_FUNCTION, BATCH_NORM_ATEN, INSTANCE_NORM_ATEN, INSTANCE_NORM_MODULE, LAYER_NORM_MODULE,
          LAYER_NORM_FUNCTION, RMS_NORM_MODULE, RMS_NORM_FUNCTION, GROUP_NORM_MODULE, GROUP_NORM_FUNCTION)

@@ -28,7 +28,7 @@ A :class:`Rule` says, for one op family:
 
 The built-in rules live next to their registration in the family modules of
 :mod:`fxprune.ops` (``elementwise``, ``reduce``, ``layout``, ``indexing``,
-``concat``, ``matmul``, ``spatial``, ``conv``, ``linear``, ``norm``,
+``concat``, ``matmul``, ``attention``, ``spatial``, ``conv``, ``linear``, ``norm``,
 ``embedding``, ``implant``); :mod:`fxprune.ops.builtin` collects them into
 one immutable table and rejects a key claimed by two rules.
 

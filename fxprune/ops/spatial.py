@@ -1,8 +1,12 @@
-"""Spatial ops over dims 2+: pooling, adaptive pooling, interpolation, spatial padding.
+"""Spatial ops over dims 2+: pooling, adaptive pooling, interpolation; padding of any trailing dims.
 
 Batch and channel dims pass through unchanged; a labelled dim among the
-pooled/padded ones (a channel laid out spatially) cannot be mapped and makes
-the node a barrier.
+pooled ones (a channel laid out spatially) cannot be mapped and makes
+the node a barrier.  ``F.pad`` pads the last dims (``[B, H, W, C]`` layouts
+included): unpadded dims pass through, a channel dim padded with a constant
+keeps its channels, shifted by the left pad, between new fixed pad channels;
+reflection, replication, circular padding or cropping (negative pads) of a
+channel dim is a barrier.
 
 Example:
     >>> import torch, fxprune
@@ -12,8 +16,12 @@ Example:
 """
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
 from ..ir import TensorSpec, Zeros
-from .context import OpContext, Unsupported, first_tensor
+from .context import OpContext, Unsupported, check_labels, first_tensor, static_value
 from .registry import Keys, Rule
 
 __all__ = ["PAD", "RULES", "SPATIAL"]
@@ -47,7 +55,39 @@ SPATIAL = Rule(
                       "upsample_bilinear2d", "upsample_trilinear3d"),
     ), zeros=Zeros.KEEP)
 
-PAD = Rule("spatial", _spatial, doc="constant spatial padding: removed channels hold the pad value there.",
-           keys=Keys(modules=("ConstantPad2d",), functional=("pad",), aten=("pad",)), zeros=Zeros.PROBE)
+def _pad_args(ctx: OpContext) -> tuple[list[int], str]:
+    """``(pad, mode)`` of ``F.pad``/``aten.pad`` or of a ``nn.ConstantPad*d`` module."""
+    if ctx.module is not None:
+        return [int(p) for p in ctx.module.padding], "constant"
+    pad = static_value(ctx.arg(1, "pad"))
+    if not isinstance(pad, (list, tuple)) or not all(isinstance(p, int) for p in map(static_value, pad)):
+        raise Unsupported("dynamic padding")
+    return [int(static_value(p)) for p in pad], str(ctx.arg(2, "mode", None) or "constant")
+
+
+def _pad(ctx: OpContext) -> tuple:
+    x = first_tensor(ctx)
+    pad, mode = _pad_args(ctx)
+    if len(pad) % 2 or len(pad) // 2 > x.ndim:
+        raise Unsupported(f"padding {pad} for a {x.ndim}-d tensor")
+    labels: list[Any] = list(x.labels)
+    for k in range(len(pad) // 2):
+        d, left, right = x.ndim - 1 - k, pad[2 * k], pad[2 * k + 1]
+        if labels[d] is None or left == right == 0:
+            continue
+        if mode != "constant" or left < 0 or right < 0:
+            raise Unsupported(f"{mode} padding or cropping of a channel dimension")
+        edges = ctx.fresh(left), ctx.fresh(right)
+        for edge in edges:
+            ctx.fix(edge, "padding channels")
+        labels[d] = np.concatenate([edges[0], labels[d], edges[1]])
+    return check_labels(ctx, tuple(labels))
+
+
+PAD = Rule("spatial", _pad,
+           doc="constant/reflect/replicate padding of the last dims; a channel dim padded with a constant "
+               "keeps its channels between fixed pad channels. Removed channels hold the pad value there.",
+           keys=Keys(modules=("ConstantPad1d", "ConstantPad2d", "ConstantPad3d"), functional=("pad",),
+                     aten=("pad",)), zeros=Zeros.PROBE)
 
 RULES = (SPATIAL, PAD)

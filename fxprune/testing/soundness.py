@@ -39,7 +39,7 @@ import torch.fx as fx
 from .. import ir
 from ..analysis.analysis import Analysis, analyze
 from ..ir import KeepMask, Role, Zeros, iter_label_arrays
-from ..modules import set_attr
+from ..modules import get_attr, set_attr
 from ..ops.context import EmitContext
 from ..ops.registry import node_key
 
@@ -159,7 +159,7 @@ def check_rules(
         module = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
         param_labels = {}
         if module is not None:
-            for pname, _ in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            for pname, _ in list(module.named_parameters()) + list(module.named_buffers()):
                 q = f"{node.target}.{pname}"
                 if q in analysis.state.param_labels:
                     param_labels[pname] = analysis.state.param_labels[q]
@@ -220,7 +220,7 @@ def _check_node(node: fx.Node, rule: Any, module: torch.nn.Module | None, param_
             small = copy.deepcopy(module)
             big = copy.deepcopy(module)
             for pname, labs in param_labels.items():
-                t = getattr(module, pname)
+                t = get_attr(module, pname)
                 set_attr(small, pname, _frozen(local.slice(t, labs), t))
                 set_attr(big, pname, _frozen(local.mask(t, labs), t))
             if rule.resize is not None:
