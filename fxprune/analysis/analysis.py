@@ -26,6 +26,7 @@ import dataclasses
 import difflib
 import functools
 import json
+import types
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -293,7 +294,8 @@ def analyze(
     if config.frontend == "export":
         gm = export(model, example_inputs)
     else:
-        gm = trace(model, leaf_modules=tuple(config.leaf_modules) + registry.leaf_types())
+        gm = trace(model, leaf_modules=tuple(config.leaf_modules) + registry.leaf_types(),
+                   kept_functions=_ruled_functions(registry))
     if gm is model:  # a GraphModule given by the user: annotate a shallow copy of its graph
         gm = fx.GraphModule(model, _copy_graph(model.graph), type(model).__name__)
     propagate_shapes(gm, example_inputs)
@@ -303,6 +305,11 @@ def analyze(
         resolve_ignore(state, [n for n, _ in model.named_modules()], _ignored_names(model, config.ignore))
     groups, graph = build_groups(gm, state)
     return Analysis(gm, groups, state.barriers, state, example_inputs, config, registry, graph, model)
+
+
+def _ruled_functions(registry: Registry) -> tuple[Any, ...]:
+    """The plain Python functions the registry has a rule for (capture keeps them as calls)."""
+    return tuple(k for k, _ in registry.items() if isinstance(k, types.FunctionType))
 
 
 def _ignored_names(model: torch.nn.Module, ignore: Sequence[Any]) -> list[str]:

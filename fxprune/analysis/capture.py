@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import traceback
+import types
 import warnings
 from typing import Any, Iterable, Sequence
 
@@ -52,12 +53,16 @@ def trace(
     model: torch.nn.Module,
     *,
     leaf_modules: Iterable[type | str] = (),
+    kept_functions: Iterable[Any] = (),
 ) -> fx.GraphModule:
     """Symbolically trace ``model`` into a GraphModule.
 
     ``leaf_modules`` lists module *types* or qualified *names* that are not traced
     through (the escape hatch for code torch.fx cannot trace), and functions
-    recorded as one call (the registry's leaf functions).  The returned
+    recorded as one call (the registry's leaf functions).  Functions wrapped with
+    ``torch.fx.wrap`` are traced into unless listed in ``kept_functions`` (the
+    functions the registry has a rule for) or tracing into them fails or would
+    freeze a branch (:data:`fxprune.ir.KEPT_CALL`).  The returned
     GraphModule shares parameters and buffers with ``model``; fxprune never
     writes to them, and the model keeps every attribute as it was (see
     :mod:`fxprune.analysis.tracer`: buffers updated in ``forward``, Python-side
@@ -81,7 +86,7 @@ def trace(
         raise ConfigError(f"leaf_modules names {unknown} that are not submodules of the model")
     try:
         return trace_module(model, leaf_types=DEFAULT_LEAF_TYPES + types, leaf_names=names,
-                            leaf_functions=functions)
+                            leaf_functions=functions, kept_functions=tuple(kept_functions))
     except Exception as exc:  # torch.fx raises many types; we re-raise one
         tb = traceback.extract_tb(exc.__traceback__)
         user = [f for f in tb if "torch/fx" not in f.filename.replace("\\", "/")]
@@ -243,6 +248,15 @@ def spec_of(value: Any) -> Any:
     return value
 
 
+def _random_like(v: Any) -> Any:
+    """A real random tensor of a fake tensor's shape and dtype (zeros for integers); other values unchanged."""
+    if isinstance(v, torch.Tensor):
+        if v.dtype.is_floating_point:
+            return torch.randn(tuple(v.shape), dtype=v.dtype)
+        return torch.zeros(tuple(v.shape), dtype=v.dtype)
+    return v
+
+
 class _FakeProp(fx.Interpreter):
     def __init__(self, gm: fx.GraphModule, mode: FakeTensorMode) -> None:
         super().__init__(gm, garbage_collect_values=True)
@@ -267,27 +281,32 @@ class _FakeProp(fx.Interpreter):
         except (DataDependentOutputException, DynamicOutputShapeException):
             return self._run_real(mod, args, kwargs)
 
-    def _run_real(self, mod: torch.nn.Module, args: Any, kwargs: Any) -> Any:
-        """Fallback for leaf modules whose code depends on tensor values.
+    def call_function(self, target: Any, args: Any, kwargs: Any) -> Any:
+        try:
+            return super().call_function(target, args, kwargs)
+        except (DataDependentOutputException, DynamicOutputShapeException):
+            if not isinstance(target, types.FunctionType):  # a torch op: a real data dependency
+                raise
+            return self._run_real(target, args, kwargs)  # a kept torch.fx.wrap-ped Python function
+
+    def _run_real(self, mod: Any, args: Any, kwargs: Any) -> Any:
+        """Fallback for leaf modules (and kept Python functions) whose code depends on tensor values.
 
         The module runs for real, on random inputs of the fake inputs' shapes and
         on a copy of its state, so the user's buffers are never written.
         """
+        if not isinstance(mod, torch.nn.Module):
+            with unset_fake_temporarily(), torch.no_grad():
+                return _fake(self._mode, mod(*fx.node.map_aggregate(args, _random_like),
+                                             **fx.node.map_aggregate(kwargs, _random_like)))
         state = {k: v for k, v in list(mod.named_parameters()) + list(mod.named_buffers())}
         if any(v.device.type == "meta" for v in state.values()):
             raise ExampleInputError("a leaf module with value-dependent control flow cannot be "
                                     "analysed on the meta device")
 
-        def real(v: Any) -> Any:
-            if isinstance(v, torch.Tensor):
-                if v.dtype.is_floating_point:
-                    return torch.randn(tuple(v.shape), dtype=v.dtype)
-                return torch.zeros(tuple(v.shape), dtype=v.dtype)
-            return v
-
         with unset_fake_temporarily(), torch.no_grad():
-            r_args = fx.node.map_aggregate(args, real)
-            r_kwargs = fx.node.map_aggregate(kwargs, real)
+            r_args = fx.node.map_aggregate(args, _random_like)
+            r_kwargs = fx.node.map_aggregate(kwargs, _random_like)
             copies = {k: v.detach().clone() for k, v in state.items()}
             out = torch.func.functional_call(mod, copies, tuple(r_args), dict(r_kwargs))
         return _fake(self._mode, out)

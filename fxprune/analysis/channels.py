@@ -202,11 +202,19 @@ class _Propagator:
             return
         if hit is None:
             hint = _registration_hint(key)
+            kept = node.meta.get(ir.KEPT_CALL)
+            if kept:
+                hint = (f"if it is stochastic depth (x times a per-sample mask), register it: "
+                        f"reg.register(fxprune.ops.STOCHASTIC_DEPTH.with_keys(fxprune.ops.Keys(functions=({describe_key(key)},)))); "
+                        f"otherwise {hint}")
             if self.strict:
                 raise UnsupportedOpError(
                     f"node '{node.name}' calls {describe_key(key)}, which has no channel rule "
                     f"(strict=True). To fix: {hint}. Without strict, its channels become a barrier.")
-            self.barrier(node, "no channel rule for this op", hint, everything)
+            reason = "no channel rule for this op"
+            if kept:
+                reason += f" (capture kept this torch.fx.wrap-ped function as one call: {kept})"
+            self.barrier(node, reason, hint, everything)
             return
         rule = hit.rule
         policy = self.split_overrides.get(node.name, self.split_policy)
