@@ -38,14 +38,14 @@ from ..errors import ConfigError
 from ..ops.builtin import default_registry
 from ..ops.registry import Registry
 from .capture import as_example_inputs, export, propagate_shapes, trace
-from .channels import Barrier, ChannelState, propagate_channels, resolve_ignore
+from .channels import POLICIES, Barrier, ChannelState, propagate_channels, resolve_ignore
 from .groups import Group, build_groups
 
 __all__ = ["AnalysisConfig", "Analysis", "analyze", "unknown_names", "SPLIT_POLICIES", "FRONTENDS"]
 
 
-#: values of :attr:`AnalysisConfig.split_policy`
-SPLIT_POLICIES = ("inner", "outer")
+#: values of :attr:`AnalysisConfig.split_policy` (see :class:`fxprune.ops.layout.SplitPolicy`)
+SPLIT_POLICIES = POLICIES
 #: values of :attr:`AnalysisConfig.frontend`
 FRONTENDS = ("fx", "export")
 
@@ -81,7 +81,7 @@ def _overrides(value: Any) -> tuple[tuple[str, str | int], ...]:
             raise ConfigError(f"split_overrides must map fx node names to policies, got {value!r}")
         name, policy = pair
         if policy not in SPLIT_POLICIES and not (isinstance(policy, int) and not isinstance(policy, bool)):
-            raise ConfigError(f"split_overrides[{name!r}] must be 'inner', 'outer' or an int "
+            raise ConfigError(f"split_overrides[{name!r}] must be one of {list(SPLIT_POLICIES)} or an int "
                               f"(which varying factor is pruned), got {policy!r}")
     return tuple(sorted(pairs, key=lambda kv: kv[0]))
 
@@ -98,8 +98,13 @@ class AnalysisConfig:
     Attributes:
         leaf_modules: module types or qualified names not traced through.
         strict: raise on ops without a rule instead of making them barriers.
-        split_policy: which factor of a split channel dim is pruned
-            (``inner``: head_dim / channels-per-group; ``outer``: whole heads).
+        split_policy: which factor of a channel dim split into several is pruned
+            (:class:`~fxprune.ops.layout.SplitPolicy`): ``inner``: head_dim /
+            channels-per-group, uniformly; ``outer``: the outermost factor (of a
+            fused ``(3, heads, head_dim)`` split: q, k or v whole, which attention
+            fixes; the report says so); ``heads``: the factor next to head_dim,
+            past a leading q/k/v factor: whole heads of fused and separate q/k/v
+            layouts and whole GQA groups.
         split_overrides: per-node policy overrides, by fx node name: ``inner``,
             ``outer`` or an int picking which varying factor is pruned (``1``
             prunes whole heads of a fused ``qkv.reshape(B, N, 3, heads, head_dim)``);
@@ -137,7 +142,7 @@ class AnalysisConfig:
         if not isinstance(self.strict, bool):
             raise ConfigError(f"strict must be True or False, got {self.strict!r}")
         if self.split_policy not in SPLIT_POLICIES:
-            raise ConfigError(f"split_policy must be 'inner' or 'outer', got {self.split_policy!r}")
+            raise ConfigError(f"split_policy must be 'inner', 'outer' or 'heads', got {self.split_policy!r}")
         if self.frontend not in FRONTENDS:
             raise ConfigError(f"unknown frontend {self.frontend!r}; available: 'fx' (symbolic_trace), "
                               "'export' (torch.export, ATen level)")
@@ -185,6 +190,8 @@ class Analysis:
         config: the options used.
         model: the analysed model (read by :func:`fxprune.rewrite.materialize`;
             never written to).
+        notes: what the report says about the analysis itself (a split policy
+            that kept a whole split).
     """
 
     graph_module: fx.GraphModule
@@ -196,6 +203,7 @@ class Analysis:
     registry: Registry
     _graph: nx.Graph = field(repr=False)
     model: torch.nn.Module | None = field(default=None, repr=False)
+    notes: tuple[str, ...] = ()
 
     @functools.cached_property
     def blocks(self) -> tuple:
@@ -239,6 +247,7 @@ class Analysis:
                              "index_map": list(m.index_map)} for m in g.members],
             } for g in self.groups],
             "barriers": [{"node": b.node, "op": b.op, "reason": b.reason} for b in self.barriers],
+            "notes": list(self.notes),
         })
 
     def group_of(self, param: str, dim: int | None = None) -> list[Group]:
@@ -253,6 +262,7 @@ class Analysis:
             lines.append(g.describe())
         for b in self.barriers:
             lines.append(f"barrier {b.node} ({b.op}): {b.reason}")
+        lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 
 
@@ -278,7 +288,7 @@ def analyze(
         **options: options of :class:`AnalysisConfig`, applied over ``config``:
             ``leaf_modules`` (module types or qualified names not to trace
             through), ``strict`` (raise :class:`~fxprune.errors.UnsupportedOpError`
-            for ops without a rule), ``split_policy`` (``inner`` or ``outer``),
+            for ops without a rule), ``split_policy`` (``inner``, ``outer`` or ``heads``),
             ``split_overrides`` (``{fx node name: policy}`` for individual
             reshapes), ``ignore`` (module/parameter names whose output channels
             must be kept), ``frontend`` (``fx``: ``torch.fx.symbolic_trace``;
@@ -304,7 +314,8 @@ def analyze(
     if config.ignore:
         resolve_ignore(state, [n for n, _ in model.named_modules()], _ignored_names(model, config.ignore))
     groups, graph = build_groups(gm, state)
-    return Analysis(gm, groups, state.barriers, state, example_inputs, config, registry, graph, model)
+    return Analysis(gm, groups, state.barriers, state, example_inputs, config, registry, graph, model,
+                    notes=tuple(state.notes))
 
 
 def _ruled_functions(registry: Registry) -> tuple[Any, ...]:
