@@ -56,6 +56,7 @@ __all__ = [
     "BARRIER",
     "KEPT_CALL",
     "KeepMask",
+    "CAPTURE_NOTES",
     "CHANNELS",
     "Labels",
     "MODE_BRANCHES",
@@ -96,6 +97,9 @@ MODE_BRANCHES = "fxprune.mode_branches"
 #: kept (it branches on ``self.training``, on tensor values, ...).  Written at
 #: capture, so copies of the graph keep it.
 KEPT_CALL = "fxprune.kept_call"
+#: in a captured ``GraphModule.meta``: what capture has to say (which input dims
+#: ``torch.export`` captured as dynamic, a fall-back to static shapes).
+CAPTURE_NOTES = "fxprune.capture_notes"
 
 
 # ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import functools
 import json
 import types
@@ -34,20 +35,33 @@ import networkx as nx
 import torch
 import torch.fx as fx
 
-from ..errors import ConfigError
+from .. import ir
+from ..errors import ConfigError, ExampleInputError, FxPruneError, TraceError
 from ..ops.builtin import default_registry
 from ..ops.registry import Registry
-from .capture import as_example_inputs, export, propagate_shapes, trace
+from .capture import bind_example_inputs, export, propagate_shapes, trace
 from .channels import POLICIES, Barrier, ChannelState, propagate_channels, resolve_ignore
 from .groups import Group, build_groups
 
-__all__ = ["AnalysisConfig", "Analysis", "analyze", "unknown_names", "SPLIT_POLICIES", "FRONTENDS"]
+__all__ = ["AnalysisConfig", "Analysis", "analyze", "unknown_names", "SPLIT_POLICIES", "FRONTENDS", "Frontend"]
 
 
 #: values of :attr:`AnalysisConfig.split_policy` (see :class:`fxprune.ops.layout.SplitPolicy`)
 SPLIT_POLICIES = POLICIES
+class Frontend(str, enum.Enum):
+    """How a model is captured (:attr:`AnalysisConfig.frontend`)."""
+
+    #: ``torch.fx.symbolic_trace`` (Python level; follows ``train()``/``eval()`` best)
+    FX = "fx"
+    #: ``torch.export`` (ATen level): for models symbolic tracing cannot handle
+    EXPORT = "export"
+    #: ``fx``, and ``export`` where fx cannot capture the model or leaves channel barriers
+    #: the export graph does not have (the analysis notes say which and why)
+    AUTO = "auto"
+
+
 #: values of :attr:`AnalysisConfig.frontend`
-FRONTENDS = ("fx", "export")
+FRONTENDS = tuple(f.value for f in Frontend)
 
 
 def unknown_names(what: str, unknown: Iterable[str], valid: Sequence[str]) -> ConfigError:
@@ -112,7 +126,8 @@ class AnalysisConfig:
         ignore: module or parameter names whose produced channels are kept
             (a single string is one name), or module types (every module of
             the type is kept).
-        frontend: ``fx`` (symbolic_trace, the default) or ``export`` (torch.export).
+        frontend: ``fx`` (symbolic_trace, the default), ``export`` (torch.export)
+            or ``auto`` (:class:`Frontend`).
 
     Example:
         >>> from fxprune import AnalysisConfig
@@ -145,7 +160,7 @@ class AnalysisConfig:
             raise ConfigError(f"split_policy must be 'inner', 'outer' or 'heads', got {self.split_policy!r}")
         if self.frontend not in FRONTENDS:
             raise ConfigError(f"unknown frontend {self.frontend!r}; available: 'fx' (symbolic_trace), "
-                              "'export' (torch.export, ATen level)")
+                              "'export' (torch.export, ATen level), 'auto' (fx, or export where it does better)")
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
@@ -190,8 +205,10 @@ class Analysis:
         config: the options used.
         model: the analysed model (read by :func:`fxprune.rewrite.materialize`;
             never written to).
-        notes: what the report says about the analysis itself (a split policy
-            that kept a whole split).
+        notes: what the report says about the analysis itself (the front end
+            used and why, a split policy that kept a whole split).
+        frontend: the front end that captured :attr:`graph_module` (``fx`` or
+            ``export``; with ``frontend="auto"``, the one chosen).
     """
 
     graph_module: fx.GraphModule
@@ -204,6 +221,11 @@ class Analysis:
     _graph: nx.Graph = field(repr=False)
     model: torch.nn.Module | None = field(default=None, repr=False)
     notes: tuple[str, ...] = ()
+    frontend: str = "fx"
+
+    def with_notes(self, *notes: str) -> "Analysis":
+        """This analysis with ``notes`` first (the same graph, groups and state)."""
+        return dataclasses.replace(self, notes=tuple(notes) + self.notes)
 
     @functools.cached_property
     def blocks(self) -> tuple:
@@ -268,9 +290,10 @@ class Analysis:
 
 def analyze(
     model: torch.nn.Module,
-    example_inputs: Sequence[Any],
+    example_inputs: Sequence[Any] | None = (),
     config: AnalysisConfig | Mapping[str, Any] | None = None,
     *,
+    example_kwargs: Mapping[str, Any] | None = None,
     registry: Registry | None = None,
     **options: Any,
 ) -> Analysis:
@@ -284,25 +307,64 @@ def analyze(
         example_inputs: a tuple of the positional inputs of ``model.forward``.
         config: an :class:`AnalysisConfig` (or a mapping of its options);
             ``None``: the defaults.
+        example_kwargs: keyword inputs of ``model.forward`` (``input_ids``,
+            ``attention_mask``, ``pixel_values`` of a Hugging Face model), placed at
+            their parameters' positions (:func:`~fxprune.analysis.capture.bind_example_inputs`):
+            :attr:`Analysis.example_inputs` holds them positionally.
         registry: the rule registry (default: :func:`fxprune.ops.default_registry`).
         **options: options of :class:`AnalysisConfig`, applied over ``config``:
             ``leaf_modules`` (module types or qualified names not to trace
             through), ``strict`` (raise :class:`~fxprune.errors.UnsupportedOpError`
-            for ops without a rule), ``split_policy`` (``inner``, ``outer`` or ``heads``),
-            ``split_overrides`` (``{fx node name: policy}`` for individual
+            for ops without a rule), ``split_policy`` (``heads``, ``inner`` or
+            ``outer``), ``split_overrides`` (``{fx node name: policy}`` for individual
             reshapes), ``ignore`` (module/parameter names whose output channels
             must be kept), ``frontend`` (``fx``: ``torch.fx.symbolic_trace``;
             ``export``: ``torch.export``, ATen-level, for models symbolic
-            tracing cannot handle; same rules).
+            tracing cannot handle; same rules; ``auto``: ``fx``, and ``export``
+            where fx cannot trace the model or leaves channel barriers the export
+            graph does not have: :attr:`Analysis.frontend` and the notes say which and why).
 
     Raises:
         TraceError, ExampleInputError, UnsupportedOpError, ConfigError.
     """
     config = AnalysisConfig.coerce(config).replace(**options)
-    example_inputs = as_example_inputs(example_inputs)  # refuses a dict, None or a string clearly
+    # refuses a dict, None or a string clearly; keyword inputs go to their positions
+    example_inputs = bind_example_inputs(model, example_inputs, example_kwargs)
     registry = registry if registry is not None else default_registry()
-    if config.frontend == "export":
+    if config.frontend != Frontend.AUTO:
+        return _analyze_with(Frontend(config.frontend), model, example_inputs, config, registry)
+    try:
+        fx_analysis = _analyze_with(Frontend.FX, model, example_inputs, config, registry)
+    except (TraceError, ExampleInputError) as exc:
+        why = str(exc).splitlines()[0]
+        try:
+            exported = _analyze_with(Frontend.EXPORT, model, example_inputs, config, registry)
+        except FxPruneError:
+            raise exc from None
+        return exported.with_notes(f"frontend='auto' used export: torch.fx could not capture the model ({why})")
+    if not fx_analysis.barriers:
+        return fx_analysis.with_notes("frontend='auto' used fx: it left no channel barrier")
+    try:
+        exported = _analyze_with(Frontend.EXPORT, model, example_inputs, config, registry)
+    except FxPruneError as exc:
+        return fx_analysis.with_notes(f"frontend='auto' used fx with {len(fx_analysis.barriers)} channel barrier(s); "
+                                      f"export could not capture the model ({str(exc).splitlines()[0]})")
+    if len(exported.barriers) < len(fx_analysis.barriers):
+        names = ", ".join(b.node for b in fx_analysis.barriers[:5])
+        return exported.with_notes(
+            f"frontend='auto' used export: fx left {len(fx_analysis.barriers)} channel barrier(s) ({names}"
+            f"{', ...' if len(fx_analysis.barriers) > 5 else ''}), export {len(exported.barriers)}")
+    return fx_analysis.with_notes(f"frontend='auto' used fx: export leaves as many channel barriers "
+                                  f"({len(exported.barriers)}) as fx ({len(fx_analysis.barriers)})")
+
+
+def _analyze_with(frontend: "Frontend", model: torch.nn.Module, example_inputs: tuple, config: AnalysisConfig,
+                  registry: Registry) -> Analysis:
+    """The analysis of ``model`` captured by one front end (``fx`` or ``export``)."""
+    notes: list[str] = []
+    if frontend is Frontend.EXPORT:
         gm = export(model, example_inputs)
+        notes.extend(gm.meta.get(ir.CAPTURE_NOTES, ()))
     else:
         gm = trace(model, leaf_modules=tuple(config.leaf_modules) + registry.leaf_types(),
                    kept_functions=_ruled_functions(registry))
@@ -315,7 +377,7 @@ def analyze(
         resolve_ignore(state, [n for n, _ in model.named_modules()], _ignored_names(model, config.ignore))
     groups, graph = build_groups(gm, state)
     return Analysis(gm, groups, state.barriers, state, example_inputs, config, registry, graph, model,
-                    notes=tuple(state.notes))
+                    notes=tuple(notes) + tuple(state.notes), frontend=frontend.value)
 
 
 def _ruled_functions(registry: Registry) -> tuple[Any, ...]:
