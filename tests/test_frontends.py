@@ -152,3 +152,18 @@ def test_export_falls_back_to_static_shapes_and_says_so():
     analysis = fxprune.analyze(Flat().eval(), (torch.randn(1, 4),), frontend="export")
     assert any("captured with static shapes" in n for n in analysis.notes)
     assert len(analysis.groups) == 1
+
+
+def test_a_model_that_special_cases_a_batch_of_one_is_captured_static():
+    class One(Mlp):
+        def forward(self, x):
+            y = torch.relu(self.a(x))
+            if x.shape[0] == 1:                                          # export at batch 2 would miss this
+                y = y.exp()
+            return self.b(y)
+
+    model, x = One().eval(), (torch.randn(1, 4),)
+    analysis = fxprune.analyze(model, x, frontend="export")
+    assert any("special-cases a size of one" in n for n in analysis.notes)
+    assert torch.allclose(analysis.graph_module(*x), model(*x))
+    check_pruning(model, x, frontend="export")

@@ -140,6 +140,17 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], *, dynamic: bo
                 notes.append(f"export with dynamic batch/sequence dims failed ({type(exc).__name__}: "
                              f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}); "
                              "captured with static shapes: the pruned module runs on the example shapes only")
+        if program is not None and any(a is not b for a, b in zip(widened, example_inputs)):
+            # captured at size two where the example has one: the code must not special-case one
+            try:
+                static = _export(model, tuple(example_inputs), None)
+            except Exception:  # noqa: BLE001 - the plain export's failure is reported below, if any
+                static = None
+            if static is not None and _compute_ops(static) != _compute_ops(program):
+                notes.append("export with dynamic batch/sequence dims records other ops at the example's "
+                             "size of one than at two (the model's code special-cases a size of one); "
+                             "captured with static shapes: the pruned module runs on the example shapes only")
+                program = static
     if program is None:
         try:
             program = _export(model, tuple(example_inputs), None)
@@ -203,6 +214,22 @@ def _dynamic_dims(inputs: tuple) -> tuple[tuple, Any]:
     if all(d is None for d in dims):
         return inputs, None
     return tuple(widened), tuple(dims)
+
+
+#: ATen ops that export records or elides depending on sizes alone (a full slice, an alias)
+_SIZE_DEPENDENT_NO_OPS = ("slice", "alias", "view", "_unsafe_view", "reshape", "expand", "clone", "contiguous",
+                          "sym_size", "sym_numel", "sym_stride", "sym_constrain_range_for_size")
+
+
+def _compute_ops(program: Any) -> list[str]:
+    """The ATen ops of an exported program in order, without runtime asserts and size-only no-ops."""
+    ops = []
+    for n in program.graph.nodes:
+        packet = getattr(n.target, "overloadpacket", None) if n.op == "call_function" else None
+        name = getattr(packet, "__name__", "")
+        if packet is not None and not name.startswith("_assert") and name not in _SIZE_DEPENDENT_NO_OPS:
+            ops.append(name)
+    return ops
 
 
 def _input_shapes(program: Any) -> tuple:
