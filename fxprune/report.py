@@ -190,7 +190,7 @@ def build_report(analysis: Analysis, plan: Mapping[int, Sequence[int]], pruned: 
         macs_after=count_macs(pruned, analysis.registry),
         groups=tuple(decisions),
         barriers=tuple((b.node, b.op, b.reason) for b in analysis.barriers),
-        notes=tuple(analysis.notes) + tuple(notes),
+        notes=tuple(dict.fromkeys(tuple(analysis.notes) + tuple(notes))),  # a reloaded report carries them already
         layers=layer_rows(before_gm, pruned, analysis.registry),
         latency=tuple(latency),
     )
