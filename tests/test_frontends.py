@@ -167,3 +167,21 @@ def test_a_model_that_special_cases_a_batch_of_one_is_captured_static():
     assert any("special-cases a size of one" in n for n in analysis.notes)
     assert torch.allclose(analysis.graph_module(*x), model(*x))
     check_pruning(model, x, frontend="export")
+
+
+def keywords_model():
+    """A CLI factory returning a bare model whose inputs come from ``--example-kwargs``."""
+    return Keywords().eval()
+
+
+def test_the_cli_takes_keyword_inputs_and_the_new_options(capsys):
+    from fxprune.cli import main, parse_example_kwargs
+
+    kw = parse_example_kwargs(["x=3,4", "ids=2,5:long"])
+    assert kw["x"].shape == (3, 4) and kw["ids"].dtype == torch.long and bool((kw["ids"] == 1).all())
+    assert main(["analyze", "test_frontends:keywords_model", "--example-kwargs", "x=3,4", "gate=3,1",
+                 "--frontend", "auto", "--split-policy", "heads"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("1 groups, 0 barriers") and "note: frontend='auto' used fx" in out
+    assert main(["analyze", "test_frontends:keywords_model", "--example-kwargs", "x=3,four"]) == 2
+    assert "--example-kwargs 'x=3,four': give NAME=SHAPE[:DTYPE]" in capsys.readouterr().err
