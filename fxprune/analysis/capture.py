@@ -233,7 +233,7 @@ def _compute_ops(program: Any) -> list[str]:
 
 
 def _input_shapes(program: Any) -> tuple:
-    """Per flat user input of an exported program: its shape with ``None`` for dynamic dims (``None`` for non-tensors)."""
+    """Per flat user input of an exported program: its shape, ``None`` for dynamic dims (``None``: not a tensor)."""
     placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
     shapes = []
     for name in program.graph_signature.user_inputs:

@@ -211,9 +211,9 @@ class _Propagator:
             hint = _registration_hint(key)
             kept = node.meta.get(ir.KEPT_CALL)
             if kept:
+                keys = f"fxprune.ops.Keys(functions=({describe_key(key)},))"
                 hint = (f"if it is stochastic depth (x times a per-sample mask), register it: "
-                        f"reg.register(fxprune.ops.STOCHASTIC_DEPTH.with_keys(fxprune.ops.Keys(functions=({describe_key(key)},)))); "
-                        f"otherwise {hint}")
+                        f"reg.register(fxprune.ops.STOCHASTIC_DEPTH.with_keys({keys})); otherwise {hint}")
             if self.strict:
                 raise UnsupportedOpError(
                     f"node '{node.name}' calls {describe_key(key)}, which has no channel rule "
