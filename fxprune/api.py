@@ -218,5 +218,5 @@ def choose_plan(analysis: Analysis, scores: Mapping[int, np.ndarray], cfg: Selec
 def _options() -> tuple[str, ...]:
     """The keyword options of :func:`prune`, the analysis options included."""
     own = [p.name for p in inspect.signature(prune).parameters.values()
-           if p.kind != p.VAR_KEYWORD and p.name not in ("model", "example_inputs", "example_kwargs")]
+           if p.kind != p.VAR_KEYWORD and p.name not in ("model", "example_inputs")]
     return tuple(own) + AnalysisConfig.option_names()

@@ -129,6 +129,8 @@ def test_analyze_prune_and_check_take_keyword_inputs(frontend):
     check_pruning(model, example_kwargs=kw, frontend=frontend)
     with pytest.raises(fxprune.ConfigError, match=r"\['example_kwargs'\] would be ignored"):
         fxprune.prune(model, example_kwargs=kw, analysis=analysis)
+    with pytest.raises(fxprune.ConfigError, match=r"did you mean \['example_kwargs'\]"):
+        fxprune.prune(model, example_kwarg=kw)
 
 
 # --------------------------------------------------------------------------- dynamic export
