@@ -80,9 +80,10 @@ def apply(analysis: Analysis, plan: Mapping[int, Sequence[int]], *, verify: bool
 
 def prune(
     model: torch.nn.Module,
-    example_inputs: Sequence[Any],
+    example_inputs: Sequence[Any] | None = (),
     ratio: float | Mapping[str | int, float] = 0.5,
     *,
+    example_kwargs: Mapping[str, Any] | None = None,
     scorer: Any = "l1",
     scorer_params: Mapping[str, Any] | None = None,
     global_ranking: bool = False,
@@ -108,6 +109,8 @@ def prune(
     Args:
         model: the model to prune; never modified.
         example_inputs: a tuple of positional inputs of ``model.forward``.
+        example_kwargs: keyword inputs of ``model.forward`` (``input_ids``,
+            ``attention_mask``... of a Hugging Face model), see :func:`fxprune.analyze`.
         ratio: fraction of each group's prunable channels to remove, in [0, 1)
             (with ``global_ranking``, of all prunable channels); or a mapping from
             module-name prefixes (``""`` matches everything) or group ids to
@@ -148,7 +151,8 @@ def prune(
         **analysis_options: options of :class:`~fxprune.analysis.analysis.AnalysisConfig`,
             as for :func:`fxprune.analyze`: ``ignore`` (module or parameter
             names, or module types, whose output channels are kept), ``leaf_modules``,
-            ``strict``, ``split_policy``, ``split_overrides``, ``frontend``.
+            ``strict``, ``split_policy``, ``split_overrides``, ``frontend`` (``fx``,
+            ``export`` or ``auto``).
 
     Raises:
         ConfigError: invalid options, or ``analysis`` given with options it would ignore.
@@ -167,9 +171,11 @@ def prune(
     if unknown:
         raise unknown_names("prune option", unknown, _options())
     if analysis is None:
-        analysis = analyze(model, example_inputs, registry=registry, **analysis_options)
-    elif analysis_options or registry is not None:
-        ignored = sorted(analysis_options) + (["registry"] if registry is not None else [])
+        analysis = analyze(model, example_inputs, example_kwargs=example_kwargs, registry=registry,
+                           **analysis_options)
+    elif analysis_options or registry is not None or example_kwargs:
+        ignored = sorted(analysis_options) + (["registry"] if registry is not None else []) \
+            + (["example_kwargs"] if example_kwargs else [])
         raise ConfigError(f"prune(analysis=...) reuses that analysis, so {ignored} would be ignored; "
                           "pass them to fxprune.analyze instead (or drop analysis=)")
     check_analysis_of(model, analysis)  # an analysis of another model would prune its weights

@@ -25,11 +25,17 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["main", "load_calibration", "load_model"]
+__all__ = ["main", "load_calibration", "load_model", "parse_example_kwargs"]
 
 
-def load_model(spec: str, input_shape: str | None = None) -> tuple[torch.nn.Module, tuple]:
-    """Resolve ``spec`` (``module:callable`` or a zoo name) into ``(model, example_inputs)``."""
+def load_model(spec: str, input_shape: str | None = None, *,
+               keyword_inputs: bool = False) -> tuple[torch.nn.Module, tuple | dict]:
+    """Resolve ``spec`` (``module:callable`` or a zoo name) into ``(model, example_inputs)``.
+
+    ``example_inputs`` is a tuple, or the dict of keyword inputs a factory returned.
+    With ``keyword_inputs`` (given on the command line) a bare model needs no
+    ``--input-shape``.
+    """
     from .errors import ConfigError
     from .testing import zoo
 
@@ -46,11 +52,15 @@ def load_model(spec: str, input_shape: str | None = None) -> tuple[torch.nn.Modu
     made = obj() if callable(obj) and not isinstance(obj, torch.nn.Module) else obj
     if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module):
         model, inputs = made
+        if isinstance(inputs, dict):
+            return model, dict(inputs)
         return model, tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
     if isinstance(made, torch.nn.Module):
+        if not input_shape and keyword_inputs:
+            return made, ()
         if not input_shape:
             raise ConfigError(f"{spec!r} returned a model without example inputs: pass "
-                              "--input-shape, e.g. --input-shape 1,3,224,224")
+                              "--input-shape, e.g. --input-shape 1,3,224,224, or --example-kwargs")
         try:
             shape = tuple(int(s) for s in input_shape.split(","))
         except ValueError:
@@ -58,6 +68,47 @@ def load_model(spec: str, input_shape: str | None = None) -> tuple[torch.nn.Modu
                               "e.g. --input-shape 1,3,224,224") from None
         return made, (torch.randn(shape),)
     raise ConfigError(f"{spec!r} must return a model or (model, example_inputs)")
+
+
+_DTYPES = {"float": torch.float32, "long": torch.long, "int": torch.int32, "bool": torch.bool}
+
+
+def parse_example_kwargs(items: Sequence[str] | None) -> dict[str, torch.Tensor]:
+    """``--example-kwargs`` items (``name=1,8:long``) as keyword example inputs.
+
+    Example:
+        >>> {k: (tuple(v.shape), v.dtype) for k, v in parse_example_kwargs(["input_ids=1,8:long"]).items()}
+        {'input_ids': ((1, 8), torch.int64)}
+    """
+    from .errors import ConfigError
+
+    out: dict[str, torch.Tensor] = {}
+    for item in items or ():
+        name, eq, rest = item.partition("=")
+        shape, _, dtype = rest.partition(":")
+        try:
+            dims = tuple(int(s) for s in shape.split(","))
+        except ValueError:
+            dims = ()
+        if not eq or not name.isidentifier() or not dims or (dtype or "float") not in _DTYPES:
+            raise ConfigError(f"--example-kwargs {item!r}: give NAME=SHAPE[:DTYPE], e.g. input_ids=1,8:long "
+                              f"(dtypes: {sorted(_DTYPES)})")
+        kind = _DTYPES[dtype or "float"]
+        out[name] = torch.randn(dims) if kind.is_floating_point else torch.ones(dims, dtype=kind)
+    return out
+
+
+def _inputs(args: argparse.Namespace) -> tuple[torch.nn.Module, tuple, dict]:
+    """The model, its positional and its keyword example inputs, from the command line.
+
+    A factory may return ``(model, {name: tensor})``: keyword inputs, to which
+    ``--example-kwargs`` adds.
+    """
+    kwargs = parse_example_kwargs(args.example_kwargs)
+    model, inputs = load_model(args.model, args.input_shape, keyword_inputs=bool(kwargs))
+    if isinstance(inputs, dict):
+        return model, (), {**inputs, **kwargs}
+    return model, inputs, kwargs
 
 
 def _cmd_zoo(args: argparse.Namespace) -> int:
@@ -77,8 +128,8 @@ def _analysis_options(args: argparse.Namespace) -> dict:
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis.analysis import analyze
 
-    model, inputs = load_model(args.model, args.input_shape)
-    analysis = analyze(model, inputs, **_analysis_options(args))
+    model, inputs, kwargs = _inputs(args)
+    analysis = analyze(model, inputs, example_kwargs=kwargs, **_analysis_options(args))
     if args.format == "json":
         print(analysis.to_json())
     elif args.format == "dot":
@@ -128,13 +179,13 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     for flag, out in (("--out", args.out), ("--export-out", args.export_out)):
         if out and not Path(out).resolve().parent.is_dir():
             raise ConfigError(f"{flag} {out!r}: the directory {str(Path(out).resolve().parent)!r} does not exist")
-    model, inputs = load_model(args.model, args.input_shape)
+    model, inputs, kwargs = _inputs(args)
     data = load_calibration(args.calib) if args.calib else None
     loss_fn = getattr(torch.nn.functional, _LOSSES[args.loss]) if args.loss else None
     result = prune(model, inputs, ratio=args.ratio, scorer=args.scorer, global_ranking=args.global_ranking,
                    round_to=args.round_to, uniform=args.uniform, target_macs=args.target_macs, target_params=args.target_params,
                    target_latency=args.target_latency, data=data, loss_fn=loss_fn, progress=args.progress,
-                   **_analysis_options(args))
+                   example_kwargs=kwargs, **_analysis_options(args))
     gm = result.graph_module
     report = result.report
     print({"text": str, "json": lambda r: r.to_json(indent=1), "md": lambda r: r.to_markdown()}[args.report](report))
@@ -150,7 +201,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     if args.export_out:
         from .serialize.files import atomic_write
 
-        program = torch.export.export(gm, tuple(inputs))
+        program = torch.export.export(gm, result.analysis.example_inputs)
         atomic_write(args.export_out, lambda fh: torch.export.save(program, fh))
         print(f"saved the pruned program to {args.export_out} (torch.export.load(path).module())", file=sys.stderr)
     if args.code:
@@ -170,6 +221,8 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .analysis.analysis import FRONTENDS, SPLIT_POLICIES, AnalysisConfig
+
     p = argparse.ArgumentParser(prog="fxprune", description="Structured pruning compiler for PyTorch (torch.fx).")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -177,10 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("model", help="zoo name or 'package.module:callable'")
         sp.add_argument("--input-shape", help="example input shape, e.g. 1,3,224,224")
         sp.add_argument("--strict", action="store_true", help="fail on ops without a rule")
-        sp.add_argument("--split-policy", choices=["inner", "outer"], default="inner",
-                        help="prune head_dim/channels-per-group (inner) or whole heads (outer)")
-        sp.add_argument("--frontend", choices=["fx", "export"], default="fx",
-                        help="capture with torch.fx.symbolic_trace (fx) or torch.export (ATen level)")
+        sp.add_argument("--split-policy", choices=list(SPLIT_POLICIES), default=AnalysisConfig().split_policy,
+                        help="which factor of a channel dim split into several (attention heads) is pruned: "
+                             "heads: whole heads, of (heads, head_dim) and of fused (3, heads, head_dim) q/k/v "
+                             "layouts, and whole GQA groups; inner: head_dim (channels per group) in every head; "
+                             "outer: the outermost factor (on a fused q/k/v layout that is q, k or v, which "
+                             "attention fixes: nothing there is pruned, and the report says so) "
+                             "(default: %(default)s)")
+        sp.add_argument("--frontend", choices=list(FRONTENDS), default=AnalysisConfig().frontend,
+                        help="capture with torch.fx.symbolic_trace (fx), torch.export (export, ATen level, "
+                             "dynamic batch/sequence dims), or auto: fx, and export where fx cannot trace "
+                             "or leaves channel barriers export does not (default: %(default)s)")
+        sp.add_argument("--example-kwargs", nargs="+", metavar="NAME=SHAPE[:DTYPE]",
+                        help="keyword example inputs (Hugging Face models), e.g. input_ids=1,8:long "
+                             "attention_mask=1,8:long; integer inputs are ones, float inputs random "
+                             "(dtype: float, long, int, bool; default float)")
 
     sp = sub.add_parser("zoo", help="list the bundled example architectures")
     sp.set_defaults(fn=_cmd_zoo)

@@ -12,7 +12,8 @@ Every other part of fxprune speaks in these types:
 * :class:`Zeros` -- what an op does to removed channels that hold zeros;
 * the ``node.meta`` keys through which passes communicate (:data:`SPEC`,
   :data:`CHANNELS`, :data:`RULE`, :data:`BARRIER`, :data:`ZEROS`; all in
-  :data:`ALL_KEYS`) and the GraphModule ``meta`` key :data:`MODE_BRANCHES`;
+  :data:`ALL_KEYS`), the capture key :data:`KEPT_CALL` and the GraphModule
+  ``meta`` key :data:`MODE_BRANCHES`;
 * :class:`AutogradFunction` -- the one call a custom ``torch.autograd.Function``
   stays in a captured graph (its ``backward`` survives).
 
@@ -53,7 +54,9 @@ __all__ = [
     "Atoms",
     "AutogradFunction",
     "BARRIER",
+    "KEPT_CALL",
     "KeepMask",
+    "CAPTURE_NOTES",
     "CHANNELS",
     "Labels",
     "MODE_BRANCHES",
@@ -89,6 +92,14 @@ ALL_KEYS = (SPEC, CHANNELS, RULE, BARRIER, ZEROS)
 #: in a captured ``GraphModule.meta``: the Python branches on a module's
 #: ``training`` flag that capture froze (one line each, naming the source line).
 MODE_BRANCHES = "fxprune.mode_branches"
+#: on a ``call_function`` node of a plain Python function that capture tried to
+#: trace into (a ``torch.fx.wrap``-ped helper) and kept as one call: why it was
+#: kept (it branches on ``self.training``, on tensor values, ...).  Written at
+#: capture, so copies of the graph keep it.
+KEPT_CALL = "fxprune.kept_call"
+#: in a captured ``GraphModule.meta``: what capture has to say (which input dims
+#: ``torch.export`` captured as dynamic, a fall-back to static shapes).
+CAPTURE_NOTES = "fxprune.capture_notes"
 
 
 # ---------------------------------------------------------------------------

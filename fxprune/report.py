@@ -202,7 +202,7 @@ def build_report(analysis: Analysis, plan: Mapping[int, Sequence[int]], pruned: 
         groups=tuple(decisions),
         barriers=tuple((b.node, b.op, b.reason) for b in analysis.barriers),
         inert_ops=len(analysis.state.inert),
-        notes=tuple(notes),
+        notes=tuple(dict.fromkeys(tuple(analysis.notes) + tuple(notes))),  # a reloaded report carries them already
         layers=layer_rows(before_gm, pruned, analysis.registry),
         latency=tuple(latency),
     )

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import functools
 import json
+import types
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -33,20 +35,33 @@ import networkx as nx
 import torch
 import torch.fx as fx
 
-from ..errors import ConfigError
+from .. import ir
+from ..errors import ConfigError, ExampleInputError, FxPruneError, TraceError
 from ..ops.builtin import default_registry
 from ..ops.registry import Registry
-from .capture import as_example_inputs, export, propagate_shapes, trace
-from .channels import Barrier, ChannelState, propagate_channels, resolve_ignore
+from .capture import bind_example_inputs, export, propagate_shapes, trace
+from .channels import POLICIES, Barrier, ChannelState, propagate_channels, resolve_ignore
 from .groups import Group, build_groups
 
-__all__ = ["AnalysisConfig", "Analysis", "analyze", "unknown_names", "SPLIT_POLICIES", "FRONTENDS"]
+__all__ = ["AnalysisConfig", "Analysis", "analyze", "unknown_names", "SPLIT_POLICIES", "FRONTENDS", "Frontend"]
 
 
-#: values of :attr:`AnalysisConfig.split_policy`
-SPLIT_POLICIES = ("inner", "outer")
+#: values of :attr:`AnalysisConfig.split_policy` (see :class:`fxprune.ops.layout.SplitPolicy`)
+SPLIT_POLICIES = POLICIES
+class Frontend(str, enum.Enum):
+    """How a model is captured (:attr:`AnalysisConfig.frontend`)."""
+
+    #: ``torch.fx.symbolic_trace`` (Python level; follows ``train()``/``eval()`` best)
+    FX = "fx"
+    #: ``torch.export`` (ATen level): for models symbolic tracing cannot handle
+    EXPORT = "export"
+    #: ``fx``, and ``export`` where fx cannot capture the model or leaves channel barriers
+    #: the export graph does not have (the analysis notes say which and why)
+    AUTO = "auto"
+
+
 #: values of :attr:`AnalysisConfig.frontend`
-FRONTENDS = ("fx", "export")
+FRONTENDS = tuple(f.value for f in Frontend)
 
 
 def unknown_names(what: str, unknown: Iterable[str], valid: Sequence[str]) -> ConfigError:
@@ -80,7 +95,7 @@ def _overrides(value: Any) -> tuple[tuple[str, str | int], ...]:
             raise ConfigError(f"split_overrides must map fx node names to policies, got {value!r}")
         name, policy = pair
         if policy not in SPLIT_POLICIES and not (isinstance(policy, int) and not isinstance(policy, bool)):
-            raise ConfigError(f"split_overrides[{name!r}] must be 'inner', 'outer' or an int "
+            raise ConfigError(f"split_overrides[{name!r}] must be one of {list(SPLIT_POLICIES)} or an int "
                               f"(which varying factor is pruned), got {policy!r}")
     return tuple(sorted(pairs, key=lambda kv: kv[0]))
 
@@ -97,8 +112,13 @@ class AnalysisConfig:
     Attributes:
         leaf_modules: module types or qualified names not traced through.
         strict: raise on ops without a rule instead of making them barriers.
-        split_policy: which factor of a split channel dim is pruned
-            (``inner``: head_dim / channels-per-group; ``outer``: whole heads).
+        split_policy: which factor of a channel dim split into several is pruned
+            (:class:`~fxprune.ops.layout.SplitPolicy`): ``inner``: head_dim /
+            channels-per-group, uniformly; ``outer``: the outermost factor (of a
+            fused ``(3, heads, head_dim)`` split: q, k or v whole, which attention
+            fixes; the report says so); ``heads``: the factor next to head_dim,
+            past a leading q/k/v factor: whole heads of fused and separate q/k/v
+            layouts and whole GQA groups.
         split_overrides: per-node policy overrides, by fx node name: ``inner``,
             ``outer`` or an int picking which varying factor is pruned (``1``
             prunes whole heads of a fused ``qkv.reshape(B, N, 3, heads, head_dim)``);
@@ -106,7 +126,8 @@ class AnalysisConfig:
         ignore: module or parameter names whose produced channels are kept
             (a single string is one name), or module types (every module of
             the type is kept).
-        frontend: ``fx`` (symbolic_trace, the default) or ``export`` (torch.export).
+        frontend: ``fx`` (symbolic_trace, the default), ``export`` (torch.export)
+            or ``auto`` (:class:`Frontend`).
 
     Example:
         >>> from fxprune import AnalysisConfig
@@ -136,10 +157,10 @@ class AnalysisConfig:
         if not isinstance(self.strict, bool):
             raise ConfigError(f"strict must be True or False, got {self.strict!r}")
         if self.split_policy not in SPLIT_POLICIES:
-            raise ConfigError(f"split_policy must be 'inner' or 'outer', got {self.split_policy!r}")
+            raise ConfigError(f"split_policy must be 'inner', 'outer' or 'heads', got {self.split_policy!r}")
         if self.frontend not in FRONTENDS:
             raise ConfigError(f"unknown frontend {self.frontend!r}; available: 'fx' (symbolic_trace), "
-                              "'export' (torch.export, ATen level)")
+                              "'export' (torch.export, ATen level), 'auto' (fx, or export where it does better)")
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
@@ -184,6 +205,10 @@ class Analysis:
         config: the options used.
         model: the analysed model (read by :func:`fxprune.rewrite.materialize`;
             never written to).
+        notes: what the report says about the analysis itself (the front end
+            used and why, a split policy that kept a whole split).
+        frontend: the front end that captured :attr:`graph_module` (``fx`` or
+            ``export``; with ``frontend="auto"``, the one chosen).
     """
 
     graph_module: fx.GraphModule
@@ -195,6 +220,12 @@ class Analysis:
     registry: Registry
     _graph: nx.Graph = field(repr=False)
     model: torch.nn.Module | None = field(default=None, repr=False)
+    notes: tuple[str, ...] = ()
+    frontend: str = "fx"
+
+    def with_notes(self, *notes: str) -> "Analysis":
+        """This analysis with ``notes`` first (the same graph, groups and state)."""
+        return dataclasses.replace(self, notes=tuple(notes) + self.notes)
 
     @functools.cached_property
     def blocks(self) -> tuple:
@@ -238,6 +269,7 @@ class Analysis:
                              "index_map": list(m.index_map)} for m in g.members],
             } for g in self.groups],
             "barriers": [{"node": b.node, "op": b.op, "reason": b.reason} for b in self.barriers],
+            "notes": list(self.notes),
         })
 
     def group_of(self, param: str, dim: int | None = None) -> list[Group]:
@@ -253,14 +285,16 @@ class Analysis:
             lines.append(g.describe())
         for b in self.barriers:
             lines.append(f"barrier {b.node} ({b.op}): {b.reason}")
+        lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 
 
 def analyze(
     model: torch.nn.Module,
-    example_inputs: Sequence[Any],
+    example_inputs: Sequence[Any] | None = (),
     config: AnalysisConfig | Mapping[str, Any] | None = None,
     *,
+    example_kwargs: Mapping[str, Any] | None = None,
     registry: Registry | None = None,
     **options: Any,
 ) -> Analysis:
@@ -274,27 +308,67 @@ def analyze(
         example_inputs: a tuple of the positional inputs of ``model.forward``.
         config: an :class:`AnalysisConfig` (or a mapping of its options);
             ``None``: the defaults.
+        example_kwargs: keyword inputs of ``model.forward`` (``input_ids``,
+            ``attention_mask``, ``pixel_values`` of a Hugging Face model), placed at
+            their parameters' positions (:func:`~fxprune.analysis.capture.bind_example_inputs`):
+            :attr:`Analysis.example_inputs` holds them positionally.
         registry: the rule registry (default: :func:`fxprune.ops.default_registry`).
         **options: options of :class:`AnalysisConfig`, applied over ``config``:
             ``leaf_modules`` (module types or qualified names not to trace
             through), ``strict`` (raise :class:`~fxprune.errors.UnsupportedOpError`
-            for ops without a rule), ``split_policy`` (``inner`` or ``outer``),
-            ``split_overrides`` (``{fx node name: policy}`` for individual
+            for ops without a rule), ``split_policy`` (``heads``, ``inner`` or
+            ``outer``), ``split_overrides`` (``{fx node name: policy}`` for individual
             reshapes), ``ignore`` (module/parameter names whose output channels
             must be kept), ``frontend`` (``fx``: ``torch.fx.symbolic_trace``;
             ``export``: ``torch.export``, ATen-level, for models symbolic
-            tracing cannot handle; same rules).
+            tracing cannot handle; same rules; ``auto``: ``fx``, and ``export``
+            where fx cannot trace the model or leaves channel barriers the export
+            graph does not have: :attr:`Analysis.frontend` and the notes say which and why).
 
     Raises:
         TraceError, ExampleInputError, UnsupportedOpError, ConfigError.
     """
     config = AnalysisConfig.coerce(config).replace(**options)
-    example_inputs = as_example_inputs(example_inputs)  # refuses a dict, None or a string clearly
+    # refuses a dict, None or a string clearly; keyword inputs go to their positions
+    example_inputs = bind_example_inputs(model, example_inputs, example_kwargs)
     registry = registry if registry is not None else default_registry()
-    if config.frontend == "export":
+    if config.frontend != Frontend.AUTO:
+        return _analyze_with(Frontend(config.frontend), model, example_inputs, config, registry)
+    try:
+        fx_analysis = _analyze_with(Frontend.FX, model, example_inputs, config, registry)
+    except (TraceError, ExampleInputError) as exc:
+        why = str(exc).splitlines()[0]
+        try:
+            exported = _analyze_with(Frontend.EXPORT, model, example_inputs, config, registry)
+        except FxPruneError:
+            raise exc from None
+        return exported.with_notes(f"frontend='auto' used export: torch.fx could not capture the model ({why})")
+    if not fx_analysis.barriers:
+        return fx_analysis.with_notes("frontend='auto' used fx: it left no channel barrier")
+    try:
+        exported = _analyze_with(Frontend.EXPORT, model, example_inputs, config, registry)
+    except FxPruneError as exc:
+        return fx_analysis.with_notes(f"frontend='auto' used fx with {len(fx_analysis.barriers)} channel barrier(s); "
+                                      f"export could not capture the model ({str(exc).splitlines()[0]})")
+    if len(exported.barriers) < len(fx_analysis.barriers):
+        names = ", ".join(b.node for b in fx_analysis.barriers[:5])
+        return exported.with_notes(
+            f"frontend='auto' used export: fx left {len(fx_analysis.barriers)} channel barrier(s) ({names}"
+            f"{', ...' if len(fx_analysis.barriers) > 5 else ''}), export {len(exported.barriers)}")
+    return fx_analysis.with_notes(f"frontend='auto' used fx: export leaves as many channel barriers "
+                                  f"({len(exported.barriers)}) as fx ({len(fx_analysis.barriers)})")
+
+
+def _analyze_with(frontend: "Frontend", model: torch.nn.Module, example_inputs: tuple, config: AnalysisConfig,
+                  registry: Registry) -> Analysis:
+    """The analysis of ``model`` captured by one front end (``fx`` or ``export``)."""
+    notes: list[str] = []
+    if frontend is Frontend.EXPORT:
         gm = export(model, example_inputs)
+        notes.extend(gm.meta.get(ir.CAPTURE_NOTES, ()))
     else:
-        gm = trace(model, leaf_modules=tuple(config.leaf_modules) + registry.leaf_types())
+        gm = trace(model, leaf_modules=tuple(config.leaf_modules) + registry.leaf_types(),
+                   kept_functions=_ruled_functions(registry))
     if gm is model:  # a GraphModule given by the user: annotate a shallow copy of its graph
         gm = fx.GraphModule(model, _copy_graph(model.graph), type(model).__name__)
     propagate_shapes(gm, example_inputs)
@@ -303,7 +377,13 @@ def analyze(
     if config.ignore:
         resolve_ignore(state, [n for n, _ in model.named_modules()], _ignored_names(model, config.ignore))
     groups, graph = build_groups(gm, state)
-    return Analysis(gm, groups, state.barriers, state, example_inputs, config, registry, graph, model)
+    return Analysis(gm, groups, state.barriers, state, example_inputs, config, registry, graph, model,
+                    notes=tuple(notes) + tuple(state.notes), frontend=frontend.value)
+
+
+def _ruled_functions(registry: Registry) -> tuple[Any, ...]:
+    """The plain Python functions the registry has a rule for (capture keeps them as calls)."""
+    return tuple(k for k, _ in registry.items() if isinstance(k, types.FunctionType))
 
 
 def _ignored_names(model: torch.nn.Module, ignore: Sequence[Any]) -> list[str]:

@@ -23,9 +23,11 @@ Example:
 from __future__ import annotations
 
 import functools
+import inspect
 import traceback
+import types
 import warnings
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 import torch.fx as fx
@@ -42,7 +44,7 @@ from ..errors import ExampleInputError, TraceError, TrainEvalWarning
 from .tracer import CAPTURE_LOCK, trace_module, tracing_copy
 
 __all__ = ["trace", "export", "propagate_shapes", "spec_of", "DEFAULT_LEAF_TYPES", "check_analysis_of",
-           "as_example_inputs"]
+           "as_example_inputs", "bind_example_inputs"]
 
 #: Module types kept as leaves by default (those torch.fx keeps anyway, plus none).
 DEFAULT_LEAF_TYPES: tuple[type, ...] = ()
@@ -52,12 +54,16 @@ def trace(
     model: torch.nn.Module,
     *,
     leaf_modules: Iterable[type | str] = (),
+    kept_functions: Iterable[Any] = (),
 ) -> fx.GraphModule:
     """Symbolically trace ``model`` into a GraphModule.
 
     ``leaf_modules`` lists module *types* or qualified *names* that are not traced
     through (the escape hatch for code torch.fx cannot trace), and functions
-    recorded as one call (the registry's leaf functions).  The returned
+    recorded as one call (the registry's leaf functions).  Functions wrapped with
+    ``torch.fx.wrap`` are traced into unless listed in ``kept_functions`` (the
+    functions the registry has a rule for) or tracing into them fails or would
+    freeze a branch (:data:`fxprune.ir.KEPT_CALL`).  The returned
     GraphModule shares parameters and buffers with ``model``; fxprune never
     writes to them, and the model keeps every attribute as it was (see
     :mod:`fxprune.analysis.tracer`: buffers updated in ``forward``, Python-side
@@ -81,7 +87,7 @@ def trace(
         raise ConfigError(f"leaf_modules names {unknown} that are not submodules of the model")
     try:
         return trace_module(model, leaf_types=DEFAULT_LEAF_TYPES + types, leaf_names=names,
-                            leaf_functions=functions)
+                            leaf_functions=functions, kept_functions=tuple(kept_functions))
     except Exception as exc:  # torch.fx raises many types; we re-raise one
         tb = traceback.extract_tb(exc.__traceback__)
         user = [f for f in tb if "torch/fx" not in f.filename.replace("\\", "/")]
@@ -97,7 +103,7 @@ def trace(
         ) from exc
 
 
-def export(model: torch.nn.Module, example_inputs: Sequence[Any]) -> fx.GraphModule:
+def export(model: torch.nn.Module, example_inputs: Sequence[Any], *, dynamic: bool = True) -> fx.GraphModule:
     """Capture ``model`` with ``torch.export`` (ATen level) as a GraphModule.
 
     For models ``symbolic_trace`` cannot handle.  Parameters become ``get_attr``
@@ -108,22 +114,63 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any]) -> fx.GraphMod
     module's flag at run time instead; where it came from your own module's code
     it cannot be told from a literal, and is reported (:data:`fxprune.ir.MODE_BRANCHES`).
 
+    With ``dynamic`` (the default) the batch dim (dim 0 of every tensor input)
+    and the sequence dim (dim 1 of integer inputs: token ids, attention masks)
+    are exported as dynamic dims (``torch.export.Dim.AUTO``), so the captured
+    graph, and the pruned module emitted from it, run on other batch sizes and
+    sequence lengths; an example batch (or sequence) of one is widened to two
+    for the capture, since ``torch.export`` specialises a size of one.  Where
+    export with dynamic dims fails it falls back to static shapes; the notes
+    under :data:`fxprune.ir.CAPTURE_NOTES` in the GraphModule's ``meta`` say so,
+    and which dims are dynamic.
+
     Raises:
         TraceError: quoting the torch.export failure.
     """
     if not isinstance(model, torch.nn.Module):
         raise TraceError(f"fxprune needs a torch.nn.Module, got {type(model).__name__}")
-    try:
-        with CAPTURE_LOCK:  # on a copy sharing the parameters: Python-side state stays as it was
-            copy = tracing_copy(model)
-            program = torch.export.export(copy if copy is not None else model, tuple(example_inputs))
-    except Exception as exc:  # torch.export raises many types; we re-raise one
-        raise TraceError(f"torch.export could not capture {type(model).__name__}: "
-                         f"{type(exc).__name__}: {str(exc)[:2000]}\n"
-                         "Fixes: check the example inputs; make data-dependent control flow use "
-                         "torch.cond, or try frontend='fx' (symbolic_trace).") from exc
+    notes: list[str] = []
+    program = None
+    if dynamic:
+        widened, dims = _dynamic_dims(tuple(example_inputs))
+        if dims is not None:
+            try:
+                program = _export(model, widened, dims)
+            except Exception as exc:  # noqa: BLE001 - fall back to static shapes, and say so
+                notes.append(f"export with dynamic batch/sequence dims failed ({type(exc).__name__}: "
+                             f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}); "
+                             "captured with static shapes: the pruned module runs on the example shapes only")
+        if program is not None and any(a is not b for a, b in zip(widened, example_inputs)):
+            # captured at size two where the example has one: the code must not special-case one
+            try:
+                static = _export(model, tuple(example_inputs), None)
+            except Exception:  # noqa: BLE001 - the plain export's failure is reported below, if any
+                static = None
+            if static is not None and _compute_ops(static) != _compute_ops(program):
+                notes.append("export with dynamic batch/sequence dims records other ops at the example's "
+                             "size of one than at two (the model's code special-cases a size of one); "
+                             "captured with static shapes: the pruned module runs on the example shapes only")
+                program = static
+    if program is None:
+        try:
+            program = _export(model, tuple(example_inputs), None)
+        except Exception as exc:  # torch.export raises many types; we re-raise one
+            raise TraceError(f"torch.export could not capture {type(model).__name__}: "
+                             f"{type(exc).__name__}: {str(exc)[:2000]}\n"
+                             "Fixes: check the example inputs; make data-dependent control flow use "
+                             "torch.cond, or try frontend='fx' (symbolic_trace).") from exc
     gm = program.module()
-    _picklable_guards(gm, example_inputs)
+    shapes = _input_shapes(program)
+    dynamic_dims = [f"input {i} dim {d}" for i, shape in enumerate(shapes) if shape is not None
+                    for d, size in enumerate(shape) if size is None]
+    if dynamic and dynamic_dims:
+        notes.append("export: dynamic dims " + ", ".join(dynamic_dims)
+                     + " (the pruned module runs on other batch sizes / sequence lengths)")
+    elif dynamic and not notes:
+        notes.append("export: no input dim could be captured as dynamic; the pruned module runs on the "
+                     "example shapes only")
+    gm.meta[ir.CAPTURE_NOTES] = tuple(notes)
+    _picklable_guards(gm, shapes)
     gm.training = bool(model.training)
     frozen = _follow_mode(gm, model)
     gm.meta[ir.MODE_BRANCHES] = frozen
@@ -134,21 +181,87 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any]) -> fx.GraphMod
     return gm
 
 
+def _export(model: torch.nn.Module, inputs: tuple, dims: Any) -> Any:
+    """``torch.export.export`` of a copy of ``model`` sharing its parameters (Python-side state stays as it was)."""
+    with CAPTURE_LOCK:
+        copy = tracing_copy(model)
+        return torch.export.export(copy if copy is not None else model, inputs, dynamic_shapes=dims)
+
+
+def _dynamic_dims(inputs: tuple) -> tuple[tuple, Any]:
+    """The inputs to export with (sizes of one widened to two) and their ``dynamic_shapes``, or ``(inputs, None)``.
+
+    Dim 0 of every tensor input is the batch; dim 1 of an integer input of two or
+    more dims is the sequence.
+    """
+    from torch.export import Dim
+
+    dims: list[Any] = []
+    widened: list[Any] = []
+    for x in inputs:
+        if not isinstance(x, torch.Tensor) or x.ndim == 0:
+            dims.append(None)
+            widened.append(x)
+            continue
+        spec = {0: Dim.AUTO}
+        if not x.is_floating_point() and not x.is_complex() and x.ndim >= 2:
+            spec[1] = Dim.AUTO
+        for d in spec:
+            if x.shape[d] == 1:
+                x = torch.cat([x, x], dim=d)
+        dims.append(spec)
+        widened.append(x)
+    if all(d is None for d in dims):
+        return inputs, None
+    return tuple(widened), tuple(dims)
+
+
+#: ATen ops that export records or elides depending on sizes alone (a full slice, an alias)
+_SIZE_DEPENDENT_NO_OPS = ("slice", "alias", "view", "_unsafe_view", "reshape", "expand", "clone", "contiguous",
+                          "sym_size", "sym_numel", "sym_stride", "sym_constrain_range_for_size")
+
+
+def _compute_ops(program: Any) -> list[str]:
+    """The ATen ops of an exported program in order, without runtime asserts and size-only no-ops."""
+    ops = []
+    for n in program.graph.nodes:
+        packet = getattr(n.target, "overloadpacket", None) if n.op == "call_function" else None
+        name = getattr(packet, "__name__", "")
+        if packet is not None and not name.startswith("_assert") and name not in _SIZE_DEPENDENT_NO_OPS:
+            ops.append(name)
+    return ops
+
+
+def _input_shapes(program: Any) -> tuple:
+    """Per flat user input of an exported program: its shape, ``None`` for dynamic dims (``None``: not a tensor)."""
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    shapes = []
+    for name in program.graph_signature.user_inputs:
+        val = placeholders[name].meta.get("val") if name in placeholders else None
+        if isinstance(val, torch.Tensor):
+            shapes.append(tuple(int(s) if isinstance(s, int) else None for s in val.shape))
+        else:
+            shapes.append(None)
+    return tuple(shapes)
+
+
 def check_input_shapes(shapes: tuple, *args: Any) -> None:
-    """The input guard of an exported program captured with static shapes: each tensor input keeps its shape."""
+    """The input guard of an exported program: each tensor input keeps its rank and its static sizes
+    (``None`` in ``shapes``: a dynamic dim, any size)."""
     for i, (want, got) in enumerate(zip(shapes, args)):
-        if want is not None and isinstance(got, torch.Tensor) and tuple(got.shape) != want:
+        if want is None or not isinstance(got, torch.Tensor):
+            continue
+        if got.ndim != len(want) or any(w is not None and w != g for w, g in zip(want, got.shape)):
             raise AssertionError(f"Guard failed: input {i} has shape {tuple(got.shape)}; "
-                                 f"the program was exported for {want}")
+                                 "the program was exported for "
+                                 f"{tuple('*' if w is None else w for w in want)} (* any size)")
 
 
-def _picklable_guards(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> None:
+def _picklable_guards(gm: fx.GraphModule, shapes: tuple) -> None:
     """Make the ``_guards_fn`` of ``ExportedProgram.module()`` picklable (its generated forward is a
-    closure, so ``torch.save`` of the pruned module failed): the same check, as a ``functools.partial``."""
+    closure, so ``torch.save`` of the pruned module failed): the shape check, as a ``functools.partial``."""
     guards = getattr(gm, "_guards_fn", None)
     if isinstance(guards, torch.nn.Module) and "forward" in vars(guards):
-        flat = torch.utils._pytree.tree_leaves(tuple(example_inputs))
-        shapes = tuple(tuple(x.shape) if isinstance(x, torch.Tensor) else None for x in flat)
         guards.forward = functools.partial(check_input_shapes, shapes)
 
 
@@ -222,14 +335,70 @@ def as_example_inputs(example_inputs: Any) -> tuple:
         raise ExampleInputError(
             f"example_inputs is a dict (keys {sorted(map(str, example_inputs))[:5]}): fxprune passes "
             "example inputs positionally, so its keys would become the inputs. Pass a tuple of the "
-            "positional inputs of model.forward in order, e.g. (inputs['x'],); for keyword-only inputs, "
-            "wrap the model in a module whose forward takes them positionally")
+            "positional inputs of model.forward in order, e.g. (inputs['x'],), or pass the dict as "
+            "example_kwargs=... (keyword inputs, as Hugging Face models take them)")
     if example_inputs is None or isinstance(example_inputs, (str, bytes)) \
             or not isinstance(example_inputs, (tuple, list)):
         raise ExampleInputError(
             f"example_inputs must be a tuple of the positional inputs of model.forward, got "
             f"{type(example_inputs).__name__} {example_inputs!r:.60}; wrap a single tensor as (x,)")
     return tuple(example_inputs)
+
+
+def bind_example_inputs(model: Any, example_inputs: Any = (),
+                        example_kwargs: Mapping[str, Any] | None = None) -> tuple:
+    """Positional and keyword example inputs as the one tuple of positional inputs fxprune captures with.
+
+    Keyword inputs (``input_ids=..., attention_mask=...``) are placed at their
+    parameters' positions in ``model.forward``; parameters between them that
+    were not given take their defaults.  Without ``example_kwargs`` this is
+    :func:`as_example_inputs`.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> class M(nn.Module):
+        ...     def forward(self, input_ids, position_ids=None, attention_mask=None):
+        ...         return input_ids
+        >>> bind_example_inputs(M(), (), {"input_ids": 1, "attention_mask": 2})
+        (1, None, 2)
+
+    Raises:
+        ExampleInputError: a keyword that is not a parameter of ``forward`` (or only
+            a ``**kwargs`` one), one given twice, or a parameter without a default left out.
+    """
+    args = () if example_inputs is None and example_kwargs else as_example_inputs(example_inputs)
+    if not example_kwargs:
+        return args
+    if not isinstance(example_kwargs, Mapping):
+        raise ExampleInputError(f"example_kwargs must be a dict of keyword inputs, got {type(example_kwargs).__name__}")
+    forward = getattr(model, "forward", model)
+    try:
+        params = list(inspect.signature(forward).parameters.values())
+    except (TypeError, ValueError) as exc:
+        raise ExampleInputError(f"example_kwargs: cannot read the signature of {type(model).__name__}.forward "
+                                f"({exc}); pass the inputs positionally") from exc
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    names = [p.name for p in positional]
+    unknown = sorted(set(example_kwargs) - set(names))
+    if unknown:
+        raise ExampleInputError(
+            f"example_kwargs {unknown} are not positional-or-keyword parameters of {type(model).__name__}.forward "
+            f"(its parameters: {names}); fxprune captures with positional inputs, so only those can be given")
+    twice = sorted(n for n in example_kwargs if names.index(n) < len(args))
+    if twice:
+        raise ExampleInputError(f"example_kwargs {twice} are given positionally too (example_inputs has "
+                                f"{len(args)} inputs: {names[:len(args)]})")
+    last = max(names.index(n) for n in example_kwargs)
+    bound = list(args)
+    for p in positional[len(args):last + 1]:
+        if p.name in example_kwargs:
+            bound.append(example_kwargs[p.name])
+        elif p.default is not p.empty:
+            bound.append(p.default)
+        else:
+            raise ExampleInputError(f"example input {p.name!r} of {type(model).__name__}.forward has no default "
+                                    "and was not given: pass it in example_inputs or example_kwargs")
+    return tuple(bound)
 
 
 def spec_of(value: Any) -> Any:
@@ -241,6 +410,15 @@ def spec_of(value: Any) -> Any:
     if isinstance(value, torch.Size):
         return tuple(int(s) for s in value)
     return value
+
+
+def _random_like(v: Any) -> Any:
+    """A real random tensor of a fake tensor's shape and dtype (zeros for integers); other values unchanged."""
+    if isinstance(v, torch.Tensor):
+        if v.dtype.is_floating_point:
+            return torch.randn(tuple(v.shape), dtype=v.dtype)
+        return torch.zeros(tuple(v.shape), dtype=v.dtype)
+    return v
 
 
 class _FakeProp(fx.Interpreter):
@@ -267,27 +445,32 @@ class _FakeProp(fx.Interpreter):
         except (DataDependentOutputException, DynamicOutputShapeException):
             return self._run_real(mod, args, kwargs)
 
-    def _run_real(self, mod: torch.nn.Module, args: Any, kwargs: Any) -> Any:
-        """Fallback for leaf modules whose code depends on tensor values.
+    def call_function(self, target: Any, args: Any, kwargs: Any) -> Any:
+        try:
+            return super().call_function(target, args, kwargs)
+        except (DataDependentOutputException, DynamicOutputShapeException):
+            if not isinstance(target, types.FunctionType):  # a torch op: a real data dependency
+                raise
+            return self._run_real(target, args, kwargs)  # a kept torch.fx.wrap-ped Python function
+
+    def _run_real(self, mod: Any, args: Any, kwargs: Any) -> Any:
+        """Fallback for leaf modules (and kept Python functions) whose code depends on tensor values.
 
         The module runs for real, on random inputs of the fake inputs' shapes and
         on a copy of its state, so the user's buffers are never written.
         """
+        if not isinstance(mod, torch.nn.Module):
+            with unset_fake_temporarily(), torch.no_grad():
+                return _fake(self._mode, mod(*fx.node.map_aggregate(args, _random_like),
+                                             **fx.node.map_aggregate(kwargs, _random_like)))
         state = {k: v for k, v in list(mod.named_parameters()) + list(mod.named_buffers())}
         if any(v.device.type == "meta" for v in state.values()):
             raise ExampleInputError("a leaf module with value-dependent control flow cannot be "
                                     "analysed on the meta device")
 
-        def real(v: Any) -> Any:
-            if isinstance(v, torch.Tensor):
-                if v.dtype.is_floating_point:
-                    return torch.randn(tuple(v.shape), dtype=v.dtype)
-                return torch.zeros(tuple(v.shape), dtype=v.dtype)
-            return v
-
         with unset_fake_temporarily(), torch.no_grad():
-            r_args = fx.node.map_aggregate(args, real)
-            r_kwargs = fx.node.map_aggregate(kwargs, real)
+            r_args = fx.node.map_aggregate(args, _random_like)
+            r_kwargs = fx.node.map_aggregate(kwargs, _random_like)
             copies = {k: v.detach().clone() for k, v in state.items()}
             out = torch.func.functional_call(mod, copies, tuple(r_args), dict(r_kwargs))
         return _fake(self._mode, out)

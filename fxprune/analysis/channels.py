@@ -40,10 +40,14 @@ from ..ir import Atoms, Role, TensorSpec, fixed_labels, iter_label_arrays
 from ..modules import get_attr
 from ..ops.context import OpContext, Unsupported, Value
 from ..ops.effects import mutated_args
+from ..ops.layout import SplitPolicy
 from ..ops.registry import Method, Registry, describe_key, node_key
 from .zeros import propagate_zeros
 
 __all__ = ["Barrier", "ChannelState", "propagate_channels"]
+
+#: the split policies by name
+POLICIES = tuple(p.value for p in SplitPolicy)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,8 @@ class ChannelState:
     #: roots the rules marked mixing by themselves (statistics, softmax), before the
     #: dead-zero pass (:mod:`fxprune.analysis.zeros`) added sums over non-zero channels
     op_mixing: frozenset[int] = frozenset()
+    #: what the report should say about the analysis (a split policy that fixed a whole split)
+    notes: tuple[str, ...] = ()
 
 
 def _spec_has_tensor(spec: Any) -> bool:
@@ -116,6 +122,7 @@ class _Propagator:
         self._alias: dict[fx.Node, fx.Node] = {}
         self.calls: dict[str, tuple] = {}  # node -> (args, kwargs, inputs) as its rule saw them
         self.sums: dict[str, list] = {}    # node -> the parameter-free sums its rule declared
+        self.splits: list[tuple[str, Any, tuple]] = []  # (node, policy, split) where a split policy chose
 
     # -- parameters -------------------------------------------------------
     def param_value(self, qualname: str, tensor: torch.Tensor, node: fx.Node) -> Value:
@@ -214,11 +221,19 @@ class _Propagator:
             return
         if hit is None:
             hint = _registration_hint(key, _shape_preserving(inputs, params, spec))
+            kept = node.meta.get(ir.KEPT_CALL)
+            if kept:
+                keys = f"fxprune.ops.Keys(functions=({describe_key(key)},))"
+                hint = (f"if it is stochastic depth (x times a per-sample mask), register it: "
+                        f"reg.register(fxprune.ops.STOCHASTIC_DEPTH.with_keys({keys})); otherwise {hint}")
             if self.strict and _carries_channels(everything):
                 raise UnsupportedOpError(
                     f"node '{node.name}' calls {describe_key(key)}, which has no channel rule "
                     f"(strict=True). To fix: {hint}. Without strict, its channels become a barrier.")
-            self.barrier(node, "no channel rule for this op", hint, everything)
+            reason = "no channel rule for this op"
+            if kept:
+                reason += f" (capture kept this torch.fx.wrap-ped function as one call: {kept})"
+            self.barrier(node, reason, hint, everything)
             return
         rule = hit.rule
         policy = self.split_overrides.get(node.name, self.split_policy)
@@ -248,6 +263,25 @@ class _Propagator:
         node.meta[ir.RULE] = rule
         if ctx.sums:
             self.sums[node.name] = ctx.sums
+        self.splits.extend((node.name, policy, split) for split in ctx.splits)
+
+    def split_notes(self) -> tuple[str, ...]:
+        """Notes on splits whose chosen factor ended up entirely fixed: the policy kept the whole split."""
+        fixed = self.atoms.fixed_roots()
+        notes = []
+        for name, policy, (labels, factors, axis, varying) in self.splits:
+            roots = self.atoms.find(labels)
+            if not all(int(r) in fixed for r in roots):
+                continue
+            total = int(np.prod(factors))
+            shown = getattr(policy, "value", policy)
+            note = (f"split_policy={shown!r}: node '{name}' splits {total} channels into {tuple(factors)} and "
+                    f"prunes the factor of size {factors[axis]}, whose channels are all fixed "
+                    f"({fixed[int(roots[0])]}): none of these {total} channels is pruned")
+            if len(varying) >= 3 and axis == varying[0]:
+                note += ("; split_policy='heads' prunes whole heads instead (past a leading q/k/v factor)")
+            notes.append(note)
+        return tuple(dict.fromkeys(notes))
 
     def fix_orphans(self) -> None:
         arrays = []
@@ -316,16 +350,16 @@ def propagate_channels(
     Requires :data:`fxprune.ir.SPEC` on every node (see
     :func:`fxprune.analysis.capture.propagate_shapes`).
     """
-    if split_policy not in ("inner", "outer"):
-        raise ConfigError(f"split_policy must be 'inner' or 'outer', got {split_policy!r}")
+    if split_policy not in POLICIES:
+        raise ConfigError(f"split_policy must be one of {list(POLICIES)}, got {split_policy!r}")
     node_names = {n.name for n in gm.graph.nodes}
     for name, policy in (split_overrides or {}).items():
         if name not in node_names:
             close = difflib.get_close_matches(name, sorted(node_names), n=5)
             raise ConfigError(f"split_overrides names node {name!r}, which is not in the graph"
                               + (f"; did you mean {close}?" if close else ""))
-        if policy not in ("inner", "outer") and not (isinstance(policy, int) and not isinstance(policy, bool)):
-            raise ConfigError(f"split_overrides[{name!r}] must be 'inner', 'outer' or an int "
+        if policy not in POLICIES and not (isinstance(policy, int) and not isinstance(policy, bool)):
+            raise ConfigError(f"split_overrides[{name!r}] must be one of {list(POLICIES)} or an int "
                               f"(which varying factor is pruned), got {policy!r}")
     prop = _Propagator(gm, registry, strict, split_policy, dict(split_overrides or {}))
     prop.run()
@@ -333,7 +367,7 @@ def propagate_channels(
     op_mixing = frozenset(prop.atoms.mixing_roots())
     propagate_zeros(gm, prop.atoms, prop.roles, prop.calls, prop.sums)
     return ChannelState(prop.atoms, prop.param_labels, prop.param_specs, prop.param_nodes,
-                        prop.roles, prop.barriers, prop.inert, op_mixing)
+                        prop.roles, prop.barriers, prop.inert, op_mixing, prop.split_notes())
 
 
 def resolve_ignore(state: ChannelState, model_names: Iterable[str], ignore: Iterable[str]) -> None:

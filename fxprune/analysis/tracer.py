@@ -23,6 +23,12 @@ on the model and the process unless guarded.  This tracer:
   ``train()``/``eval()``; where Python branches on it (``if self.training:``)
   the branch is frozen, and it is reported (a :class:`~fxprune.errors.TrainEvalWarning`
   and :data:`fxprune.ir.MODE_BRANCHES` in the GraphModule's ``meta``);
+* traces *into* plain Python functions wrapped with ``torch.fx.wrap`` (which
+  plain ``torch.fx`` records as one opaque call: a barrier), unless the
+  registry has a rule for the function; a function whose tracing fails, or
+  that branches on tensor values or on a ``training`` flag (stochastic depth:
+  tracing into it would freeze the mode), is kept as one call, the reason under
+  :data:`fxprune.ir.KEPT_CALL` on its node (and in its barrier's hint);
 * serialises tracing with a process-wide lock, and lets module calls from other
   threads run untouched while it patches ``nn.Module.__call__``.
 
@@ -40,16 +46,20 @@ Example:
 """
 from __future__ import annotations
 
+import builtins
 import contextlib
 import copy
+import functools
 import operator
 import threading
 import traceback
+import types
 import warnings
 from typing import Any, Iterable, Iterator
 
 import torch
 import torch.fx as fx
+import torch.fx._symbolic_trace as fx_trace
 from torch.nn.utils import parametrize
 
 from .. import ir
@@ -91,11 +101,13 @@ class _Tracer(fx.Tracer):
     proxy_buffer_attributes = True
 
     def __init__(self, leaf_types: tuple[type, ...], leaf_names: frozenset[str],
-                 leaf_functions: tuple[Any, ...]) -> None:
+                 leaf_functions: tuple[Any, ...], reads: list[str]) -> None:
         super().__init__(autowrap_functions=leaf_functions)
         self._leaf_types = leaf_types
         self._leaf_names = leaf_names
         self._thread = threading.get_ident()
+        self._reads = reads  # the _ModeFlag reads of this trace
+        self._proxy_cache: dict | None = None  # torch.fx's parameter proxy cache of this trace
 
     def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
         if isinstance(m, AutogradFunction) or qualname in self._leaf_names \
@@ -113,7 +125,54 @@ class _Tracer(fx.Tracer):
     def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict) -> Any:
         if threading.get_ident() != self._thread:
             return attr_val
+        self._proxy_cache = parameter_proxy_cache
         return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+    def trace_into(self, function: Any, args: tuple, kwargs: dict) -> Any:
+        """Run a ``torch.fx.wrap``-ped ``function`` on proxies, recording its ops in the graph.
+
+        If that fails, or the function branches on a ``training`` flag, every node it
+        recorded is removed again and the call is recorded as one node (as
+        ``torch.fx`` does), with the reason under :data:`fxprune.ir.KEPT_CALL`.
+        """
+        graph = self.graph
+        last = graph._root.prev  # the last node before the call (the root sentinel if none)
+        reads, stack = len(self._reads), self.module_stack.copy()
+        reason = None
+        try:
+            result = function(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - anything torch.fx cannot trace: keep the call
+            message = str(exc).strip().splitlines()
+            reason = f"tracing into it failed ({type(exc).__name__}: {message[0] if message else ''})"
+        else:
+            if len(self._reads) > reads:
+                reason = ("it branches on a training flag (tracing into it would freeze train/eval "
+                          f"behaviour): {self._reads[reads]}")
+        if reason is None:
+            return result
+        self._roll_back(last)
+        del self._reads[reads:]
+        self.module_stack.clear()
+        self.module_stack.update(stack)
+        proxy = self.create_proxy("call_function", function, args, kwargs)
+        proxy.node.meta["is_wrapped"] = True
+        proxy.node.meta[ir.KEPT_CALL] = reason
+        return proxy
+
+    def _roll_back(self, last: fx.Node) -> None:
+        """Erase every node recorded after ``last`` (and forget their cached parameter proxies)."""
+        graph = self.graph
+        added = []
+        node = last.next
+        while node is not graph._root:
+            added.append(node)
+            node = node.next
+        for node in reversed(added):  # users were recorded later: erased first
+            graph.erase_node(node)
+        gone = set(added)
+        if self._proxy_cache:
+            for key in [k for k, p in self._proxy_cache.items() if getattr(p, "node", None) in gone]:
+                del self._proxy_cache[key]
 
     def autograd_call(self, function: type, args: tuple, kwargs: dict) -> Any:
         """Record ``function.apply(*args, **kwargs)`` as one call of an AutogradFunction module."""
@@ -157,6 +216,52 @@ def _inplace_operators_recorded() -> Iterator[None]:
                 delattr(fx.Proxy, f"__{name}__")
             else:
                 setattr(fx.Proxy, f"__{name}__", old)
+
+
+def _traced_into(function: Any) -> Any:
+    """The stand-in of a ``torch.fx.wrap``-ped function while fxprune traces: it traces into it."""
+    @functools.wraps(function)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        proxy = fx_trace._find_proxy(args, kwargs)
+        if proxy is None:
+            return function(*args, **kwargs)
+        tracer = proxy.tracer
+        if isinstance(tracer, _Tracer) and threading.get_ident() == tracer._thread:
+            return tracer.trace_into(function, args, kwargs)
+        kept = tracer.create_proxy("call_function", function, args, kwargs)
+        kept.node.meta["is_wrapped"] = True
+        return kept
+    return wrapped
+
+
+@contextlib.contextmanager
+def _wrapped_functions_traced_into(kept: tuple[Any, ...]) -> Iterator[None]:
+    """``torch.fx.wrap``-ped Python functions are traced into, except those in ``kept`` (they have a rule).
+
+    ``torch.fx`` patches every wrapped name in its module's globals with a recorder of one
+    call (``_patch_wrapped_functions``); this replaces that step for plain Python
+    functions.  Builtins and methods wrapped by name stay as ``torch.fx`` records them.
+    """
+    original = fx_trace._patch_wrapped_functions
+    kept_ids = {id(f) for f in kept}
+
+    def patch(patcher: Any) -> None:
+        for (_, name), frame_dict in fx_trace._wrapped_fns_to_patch.copy().items():
+            if name not in frame_dict and hasattr(builtins, name):
+                function = getattr(builtins, name)
+            else:
+                function = frame_dict[name]
+            traced = isinstance(function, types.FunctionType) and id(function) not in kept_ids
+            patcher.patch(frame_dict, name, _traced_into(function) if traced
+                          else fx_trace._create_wrapped_func(function))
+        for cls, name in fx_trace._wrapped_methods_to_patch:
+            patcher.patch_method(cls, name, fx_trace._create_wrapped_method(cls, name))
+
+    fx_trace._patch_wrapped_functions = patch
+    try:
+        yield
+    finally:
+        fx_trace._patch_wrapped_functions = original
 
 
 @contextlib.contextmanager
@@ -243,16 +348,23 @@ def _read_flags_at_run_time(graph: fx.Graph) -> None:
 
 
 def trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...] = (),
-                 leaf_names: Iterable[str] = (), leaf_functions: tuple[Any, ...] = ()) -> fx.GraphModule:
-    """Trace ``model`` as the module docstring describes; exceptions propagate as torch.fx raises them."""
+                 leaf_names: Iterable[str] = (), leaf_functions: tuple[Any, ...] = (),
+                 kept_functions: tuple[Any, ...] = ()) -> fx.GraphModule:
+    """Trace ``model`` as the module docstring describes; exceptions propagate as torch.fx raises them.
+
+    ``leaf_functions`` are recorded as one call wherever traced code calls them by a global
+    name; ``kept_functions`` (functions with a rule) are not traced into where ``torch.fx.wrap``
+    wrapped them (every other wrapped Python function is).
+    """
     with CAPTURE_LOCK:
         root = tracing_copy(model)
         guard = contextlib.nullcontext() if root is not None else _state_restored(model)
         root = root if root is not None else model
         reads: list[str] = []
-        tracer = _Tracer(leaf_types, frozenset(leaf_names), leaf_functions)
+        tracer = _Tracer(leaf_types, frozenset(leaf_names), leaf_functions, reads)
         with guard:
-            with _mode_flags(root, reads), _autograd_functions_kept(), _inplace_operators_recorded():
+            with _mode_flags(root, reads), _autograd_functions_kept(), _inplace_operators_recorded(), \
+                    _wrapped_functions_traced_into(tuple(leaf_functions) + tuple(kept_functions)):
                 _LOCAL.tracer = tracer
                 try:
                     graph = tracer.trace(root)

@@ -99,6 +99,9 @@ class OpContext:
     roles: dict[tuple[str, int], Role] = field(default_factory=dict)
     split_policy: Any = "inner"
     sums: list[tuple[tuple[tuple["Value", int], ...], str]] = field(default_factory=list)
+    #: splits of one channel dim into several varying factors, where the split policy chose one:
+    #: ``(labels of the chosen factor, factor sizes, chosen axis, varying axes)``
+    splits: list[tuple[np.ndarray, tuple[int, ...], int, tuple[int, ...]]] = field(default_factory=list)
 
     def replace(self, **changes: Any) -> "OpContext":
         """A copy with some fields changed (adapters re-dispatch with new arguments)."""

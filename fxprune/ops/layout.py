@@ -5,10 +5,12 @@ dimensions repeats the single labelled one's atoms; a split assigns the atoms
 to the one output dimension they depend on, and if they depend on several (a
 channel dimension split into ``heads x head_dim`` or ``groups x channels``),
 atoms are unified across all but one output dimension chosen by the *split
-policy* (``inner``: prune the innermost factor uniformly, e.g. head_dim in
-every head or channels in every shuffle group; ``outer``: prune the outermost
-factor, e.g. whole heads).  Size arguments (``view(B, T, C)``) are re-emitted
-for the pruned graph.  ``roll`` passes the dims it does not roll; rolling
+policy* (:class:`SplitPolicy`: ``inner``: prune the innermost factor uniformly,
+e.g. head_dim in every head or channels in every shuffle group; ``outer``: prune
+the outermost factor; ``heads``: prune the factor next to the innermost, whole
+heads of ``(heads, head_dim)``, ``(3, heads, head_dim)`` (a fused q/k/v layout:
+the leading q/k/v factor is skipped) and GQA groups).  Size arguments
+(``view(B, T, C)``) are re-emitted for the pruned graph.  ``roll`` passes the dims it does not roll; rolling
 along a channel dim (or a flattened roll over one) is a barrier: the pruned
 dim would wrap at another place.
 
@@ -22,6 +24,7 @@ Example:
 """
 from __future__ import annotations
 
+import enum
 from typing import Any, Sequence
 
 import numpy as np
@@ -40,6 +43,7 @@ __all__ = [
     "RESHAPE",
     "ROLL",
     "RULES",
+    "SplitPolicy",
     "TRANSPOSE",
     "UNFLATTEN",
     "UNFLATTEN_MODULE",
@@ -50,14 +54,50 @@ __all__ = [
 ]
 
 
-def split_labels(atoms: Any, labels: np.ndarray, shape: Sequence[int], policy: str) -> list:
+class SplitPolicy(str, enum.Enum):
+    """Which factor of a channel dimension split into several is pruned (the others are kept whole).
+
+    An int instead of a policy indexes the varying factors directly.
+    """
+
+    #: the innermost factor, uniformly in every outer one (head_dim in every head)
+    INNER = "inner"
+    #: the outermost factor (of ``(3, heads, head_dim)``: q, k or v as a whole, which attention then fixes)
+    OUTER = "outer"
+    #: the factor next to the innermost: whole heads of ``(heads, head_dim)`` and ``(3, heads, head_dim)``
+    HEADS = "heads"
+
+
+def choose_axis(varying: Sequence[int], policy: Any) -> int:
+    """The output axis a policy prunes, among the ``varying`` factors of a split (two or more).
+
+    Example:
+        >>> choose_axis([2, 3, 4], "heads"), choose_axis([2, 3], "heads"), choose_axis([2, 3, 4], "outer")
+        (3, 2, 2)
+    """
+    if isinstance(policy, int) and not isinstance(policy, (bool, SplitPolicy)):
+        if not -len(varying) <= policy < len(varying):
+            raise Unsupported(f"split policy {policy} but only {len(varying)} factors vary")
+        return varying[policy]
+    policy = SplitPolicy(policy)
+    if policy is SplitPolicy.INNER:
+        return varying[-1]
+    if policy is SplitPolicy.OUTER:
+        return varying[0]
+    return varying[-2]  # heads: next to head_dim, past a leading q/k/v factor
+
+
+def split_labels(atoms: Any, labels: np.ndarray, shape: Sequence[int], policy: Any,
+                 chosen: list | None = None) -> list:
     """Distribute a flat labels array over a split into ``shape`` (row-major).
 
     Returns one entry per output dimension.  Labels that depend on one output
     dimension only go to it; otherwise atoms are unified along every other
-    dimension so they depend on the policy's choice only: ``"inner"`` (the last
-    varying factor), ``"outer"`` (the first) or an int indexing the varying
-    factors (``1`` picks the heads of a fused ``(3, heads, head_dim)`` split).
+    dimension so they depend on the policy's choice only (:func:`choose_axis`:
+    ``"inner"`` the last varying factor, ``"outer"`` the first, ``"heads"`` the
+    one before the last, or an int indexing the varying factors).  Where a
+    policy chose among several factors, ``(axis, varying axes)`` is appended
+    to ``chosen`` if given.
     """
     shape = tuple(int(s) for s in shape)
     arr = labels.reshape(shape) if shape else labels.reshape(())
@@ -89,12 +129,9 @@ def split_labels(atoms: Any, labels: np.ndarray, shape: Sequence[int], policy: s
     if len(varying) == 1:
         axis = varying[0]
     else:
-        if isinstance(policy, int) and not isinstance(policy, bool):
-            if not -len(varying) <= policy < len(varying):
-                raise Unsupported(f"split policy {policy} but only {len(varying)} factors vary")
-            axis = varying[policy]
-        else:
-            axis = varying[-1] if policy == "inner" else varying[0]
+        axis = choose_axis(varying, policy)
+        if chosen is not None:
+            chosen.append((axis, tuple(varying)))
         moved = np.moveaxis(arr, axis, 0).reshape(shape[axis], -1)
         for row in moved:
             atoms.unify_all(row)
@@ -151,7 +188,11 @@ def reshape_labels(ctx: OpContext, x: Value, out_shape: Sequence[int]) -> tuple:
             continue
         if merged is None:
             continue
-        parts = split_labels(ctx.atoms, merged, [out_shape[k] for k in gj], ctx.split_policy)
+        factors = [out_shape[k] for k in gj]
+        chosen: list = []
+        parts = split_labels(ctx.atoms, merged, factors, ctx.split_policy, chosen)
+        for axis, varying in chosen:
+            ctx.splits.append((parts[axis], tuple(factors), axis, varying))
         for k, lab in zip(gj, parts):
             result[k] = lab
     return tuple(result)

@@ -153,11 +153,11 @@ def _check_one(analysis: Analysis, blocks: Sequence[Any], ids: list[int], projec
         again = [b.add for b in find_blocks(analyze(gm, inputs, **analyze_kwargs))]
     except FxPruneError as exc:
         raise InvariantError(f"{where}: the result cannot be analysed again: {exc}") from exc
-    if analysis.config.frontend != "fx":  # torch.export renames nodes: compare the count
+    if analysis.frontend != "fx":  # torch.export renames nodes: compare the count
         again, expected = len(again), len(expected)  # type: ignore[assignment]
     if again != expected:
         raise InvariantError(f"{where}: re-analysis lists blocks {again}, expected {expected}")
-    if analysis.config.frontend == "fx":
+    if analysis.frontend == "fx":
         try:
             fx.symbolic_trace(gm).graph.lint()
         except Exception as exc:  # noqa: BLE001

@@ -41,6 +41,7 @@ import torch
 import torch.fx as fx
 
 from ..analysis.analysis import Analysis, analyze
+from ..analysis.capture import bind_example_inputs
 from ..api import apply, prune
 from .. import ir
 from ..errors import FxPruneError
@@ -175,8 +176,9 @@ def _fail(msg: str, analysis: Analysis, plan: Mapping[int, Sequence[int]] | None
 
 def check_pruning(
     model: torch.nn.Module,
-    example_inputs: Sequence[Any],
+    example_inputs: Sequence[Any] | None = (),
     *,
+    example_kwargs: Mapping[str, Any] | None = None,
     ratio: float = 0.5,
     plans: int = 3,
     seed: int = 0,
@@ -192,6 +194,8 @@ def check_pruning(
             checks run on a copy (``dtype``), every run on a fresh copy from the same
             state and random seed.
         example_inputs: a tuple of positional inputs.
+        example_kwargs: keyword inputs (``input_ids=...``), placed at their positions in
+            ``model.forward`` (:func:`~fxprune.analysis.capture.bind_example_inputs`).
         ratio: the ratio of the scorer-driven plan that is also checked.
         plans: how many random plans to check.
         seed: seed of the random plans and of every run.
@@ -211,7 +215,7 @@ def check_pruning(
     atol = atol if atol is not None else (1e-6 if precise else 1e-4)
     snap = _snapshot(model)
     work = copy.deepcopy(model)
-    inputs = tuple(example_inputs)
+    inputs = bind_example_inputs(model, example_inputs, example_kwargs)
     if dtype is not None:
         work, inputs = work.to(dtype), _in_dtype(inputs, dtype)
     analysis = analyze(work, inputs, **analyze_kwargs)
@@ -269,7 +273,7 @@ def check_pruning(
             checked.update(plan)
         # 4. re-capture (with the analysis' front end) and lint
         try:
-            if analysis.config.frontend == "export":
+            if analysis.frontend == "export":
                 re = torch.export.export(copy.deepcopy(pruned), inputs).module()
             else:
                 re = fx.symbolic_trace(copy.deepcopy(pruned))
