@@ -103,16 +103,23 @@ def test_layers_shrunk_counts_a_model_left_whole_as_nothing_shrunk():
 
 
 def test_channel_barriers_leave_out_mask_building():
-    analysis = measured("llama")[2]
-    assert analysis.barriers and not hf_zoo.channel_barriers(analysis)    # arange/... on positions and masks
-
-    class Opaque(torch.nn.Module):
+    class Opaque(torch.nn.Module):                     # a leaf module without a rule: a barrier
         def forward(self, x):
-            return x * 2
+            return x * 1
 
-    model = torch.nn.Sequential(torch.nn.Linear(4, 8), Opaque(), torch.nn.Linear(8, 2))
-    analysis = fxprune.analyze(model, (torch.randn(2, 4),), leaf_modules=[Opaque])   # no rule: a barrier
-    assert [b.node for b in hf_zoo.channel_barriers(analysis)] == [b.node for b in analysis.barriers] == ["1"]
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ids, self.emb, self.hidden, self.fc = Opaque(), torch.nn.Embedding(10, 8), Opaque(), \
+                torch.nn.Linear(8, 2)
+
+        def forward(self, ids):
+            return self.fc(self.hidden(self.emb(self.ids(ids))))
+
+    analysis = fxprune.analyze(Net(), (torch.tensor([[1, 2, 3]]),), leaf_modules=[Opaque])
+    assert len(analysis.barriers) == 2
+    assert [b.node for b in hf_zoo.channel_barriers(analysis)] == ["hidden"]     # token ids hold no channel
+    assert not hf_zoo.channel_barriers(measured("llama")[2])                    # positions, masks
 
 
 # -- the named assertions ------------------------------------------------------------------------
