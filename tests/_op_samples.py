@@ -250,6 +250,8 @@ EXTRA_SAMPLES: list[tuple[Any, OpSample]] = [
     (operator.getitem, S(call=lambda f, ts, p: f(ts[0], Ellipsis))),
     (Method("contiguous"), S(call=lambda f, ts, p: f(ts[0].transpose(2, 3)))),
     *[(f, _arg(inplace=True)) for f in (F.relu, F.silu, F.hardswish, F.hardsigmoid, F.leaky_relu, F.hardtanh)],
+    # in-place dropouts export as aten.dropout_ / feature_dropout_ / alpha_dropout_
+    *[(f, _arg(0.5, training=False, inplace=True)) for f in (F.dropout, F.dropout2d, F.alpha_dropout)],
 ]
 
 EXTRA_SAMPLES += [

@@ -6,35 +6,15 @@ import torch
 
 import fxprune
 from fxprune import MaterializeError
+from fxprune.testing import hf_zoo
 
 T = pytest.importorskip("transformers")
 
-VOCAB = 96
+VOCAB = hf_zoo.VOCAB
 
 
-def llama():
-    return T.LlamaForCausalLM(T.LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
-                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                             use_cache=False))
-
-
-def qwen2():
-    return T.Qwen2ForCausalLM(T.Qwen2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
-                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                             use_cache=False))
-
-
-def gpt2():
-    return T.GPT2LMHeadModel(T.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64,
-                                          use_cache=False, bos_token_id=0, eos_token_id=0))
-
-
-def bert():
-    return T.BertForMaskedLM(T.BertConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
-                                          num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64))
-
-
-MODELS = {"llama": llama, "qwen2": qwen2, "gpt2": gpt2, "bert": bert}
+#: the builders of the real-architecture suite (fxprune.testing.hf_zoo) these tests use
+MODELS = {name: hf_zoo.SUITE[name] for name in ("llama", "qwen2", "gpt2", "bert")}
 #: the config fields whose values the pruning (ratio 0.5, uniform, whole heads) halves
 HALVED = {
     "llama": ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads"),
@@ -45,9 +25,7 @@ HALVED = {
 
 
 def build(name):
-    torch.manual_seed(0)
-    model = MODELS[name]().eval()
-    return model, (torch.randint(0, VOCAB, (1, 8)),)
+    return MODELS[name]()
 
 
 def prune(model, inputs, **options):

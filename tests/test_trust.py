@@ -345,6 +345,29 @@ def test_dropout_and_batch_norm_follow_the_mode_through_export():
         assert torch.equal(_run(gm, x, training), _run(model, x, training))
 
 
+def test_a_python_branch_on_self_training_is_reported_through_export():
+    """torch.export leaves no trace of ``p if self.training else 0.0`` (Hugging Face attention): captured twice."""
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv, self.out = nn.Linear(8, 24), nn.Linear(8, 8)
+
+        def forward(self, x):
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+            a = F.scaled_dot_product_attention(q, k, v, dropout_p=0.5 if self.training else 0.0)
+            return self.out(a)
+
+    x = torch.randn(1, 5, 8)
+    with pytest.warns(fxprune.errors.TrainEvalWarning, match="scaled_dot_product_attention.*in train mode"):
+        analysis = fxprune.analyze(Attention().eval(), (x,), frontend="export")
+    assert "a Python branch on self.training" in analysis.graph_module.meta[ir.MODE_BRANCHES][0]
+    check_pruning(Attention().eval(), (x,), plans=1, frontend="export")  # the other mode is not compared
+    # torch.nn modules' own train-mode code (BatchNorm counting batches) is followed, not reported
+    model = nn.Sequential(nn.Conv2d(3, 6, 1), nn.BatchNorm2d(6), nn.Dropout(0.5), nn.Conv2d(6, 2, 1)).eval()
+    assert not fxprune.analyze(model, (torch.randn(2, 3, 4, 4),), frontend="export").graph_module.meta[
+        ir.MODE_BRANCHES]
+
+
 # --------------------------------------------------------------------------- 7. scores
 
 

@@ -22,6 +22,7 @@ Example:
 """
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import traceback
@@ -113,6 +114,10 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], *, dynamic: bo
     ``torch.nn`` module (``nn.Dropout``, ``nn.BatchNorm2d``) it reads the emitted
     module's flag at run time instead; where it came from your own module's code
     it cannot be told from a literal, and is reported (:data:`fxprune.ir.MODE_BRANCHES`).
+    Python code that branches on ``self.training`` outside ``torch.nn`` (attention
+    written ``dropout_p=self.dropout if self.training else 0.0``) leaves no trace in
+    the ATen graph: the model is captured a second time in the other mode, and
+    where the two graphs differ outside ``torch.nn`` modules, that is reported too.
 
     With ``dynamic`` (the default) the batch dim (dim 0 of every tensor input)
     and the sequence dim (dim 1 of integer inputs: token ids, attention masks)
@@ -172,7 +177,7 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], *, dynamic: bo
     gm.meta[ir.CAPTURE_NOTES] = tuple(notes)
     _picklable_guards(gm, shapes)
     gm.training = bool(model.training)
-    frozen = _follow_mode(gm, model)
+    frozen = _mode_differences(gm, model, example_inputs) + _follow_mode(gm, model)
     gm.meta[ir.MODE_BRANCHES] = frozen
     if frozen:
         warnings.warn(f"{type(model).__name__}: train/eval behaviour frozen at capture: " + "; ".join(frozen[:3])
@@ -299,6 +304,67 @@ def _follow_mode(gm: fx.GraphModule, model: torch.nn.Module) -> tuple[str, ...]:
     if flag is not None:
         gm.recompile()
     return tuple(frozen)
+
+
+def _mode_signature(gm: fx.GraphModule) -> list[tuple[str, str]]:
+    """``(node name, op and constant arguments)`` of every ATen call outside ``torch.nn`` modules.
+
+    ``train``/``training`` arguments read as one token (:func:`_follow_mode`
+    handles them); tensor arguments as ``%``.  Calls made by ``torch.nn``
+    modules are left out: their train-mode differences (BatchNorm counting
+    batches) are their own, followed through their ``training`` flag.
+    """
+    out = []
+    for node in gm.graph.nodes:
+        if node.op != "call_function":
+            continue
+        stack = list((node.meta.get("nn_module_stack") or {}).values())
+        owner = stack[-1][1] if stack else None
+        owner_module = owner if isinstance(owner, str) else getattr(owner, "__module__", "")
+        if str(owner_module).startswith("torch.nn."):
+            continue
+        mode_i = _mode_argument(node.target)
+        args = ["MODE" if i == mode_i else "%" if isinstance(a, fx.Node) else repr(a)
+                for i, a in enumerate(node.args)]
+        kwargs = [f"{k}={'%' if isinstance(v, fx.Node) else repr(v)}" for k, v in sorted(node.kwargs.items())]
+        out.append((node.name, f"{node.target}({', '.join(args + kwargs)})"))
+    return out
+
+
+def _mode_differences(gm: fx.GraphModule, model: torch.nn.Module, example_inputs: Sequence[Any]
+                      ) -> tuple[str, ...]:
+    """Where ``model`` exported in the other mode gives another graph (outside ``torch.nn`` modules).
+
+    Empty when the graphs agree, or when the model cannot be captured in the
+    other mode at all (BatchNorm on one value per channel in train mode): then
+    the emitted module is not run in that mode either.
+    """
+    try:
+        with CAPTURE_LOCK:
+            other = tracing_copy(model)
+            if other is None:
+                return ()
+            other.train(not model.training)
+            flipped = torch.export.export(other, tuple(example_inputs)).module()
+    except Exception:  # noqa: BLE001 - it does not run in that mode: nothing to compare
+        return ()
+    mine, theirs = _mode_signature(gm), _mode_signature(flipped)
+    if [sig for _, sig in mine] == [sig for _, sig in theirs]:
+        return ()
+    matcher = difflib.SequenceMatcher(a=[sig for _, sig in mine], b=[sig for _, sig in theirs], autojunk=False)
+    found = []
+    other_mode = "eval" if model.training else "train"
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        if i1 < i2:
+            there = f"is {theirs[j1][1]}" if j1 < j2 else "is absent"
+            found.append(f"node '{mine[i1][0]}' ({mine[i1][1]}) {there} in {other_mode} mode "
+                         "(a Python branch on self.training)")
+        else:
+            where = f"before node '{mine[i1][0]}'" if i1 < len(mine) else "at the end"
+            found.append(f"{other_mode} mode adds {theirs[j1][1]} {where} (a Python branch on self.training)")
+    return tuple(found)
 
 
 def _fake(mode: FakeTensorMode, value: Any, device: torch.device | None = None) -> Any:

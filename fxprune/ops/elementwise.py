@@ -106,7 +106,9 @@ UNARY = Rule(
               "clamp", "clamp_min", "clamp_max",
               "sin", "cos", "erf", "reciprocal", "sign", "floor", "ceil", "round", "logical_not",
               "nan_to_num", "celu", "bitwise_not", "positive", "clip", "alpha_dropout",
-              "feature_dropout", "log_sigmoid", "relu6", "selu", "square"),
+              "feature_dropout", "log_sigmoid", "relu6", "selu", "square",
+              # in-place dropouts: nn.Dropout(inplace=True) (MobileNetV2's classifier), F.dropout*(inplace=True)
+              "dropout_", "feature_dropout_", "alpha_dropout_"),
     ), zeros=Zeros.PROBE)
 
 

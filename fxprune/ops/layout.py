@@ -153,6 +153,37 @@ def _merge(labels: Sequence[Any], shape: Sequence[int]) -> np.ndarray | None:
     return np.broadcast_to(labels[k].reshape(view), tuple(shape)).ravel()
 
 
+def _merge_one(ctx: OpContext, labels: list) -> list:
+    """Labels of dimensions merged into one, with at most one of them labelled.
+
+    A merge of two labelled dimensions (``heads x head_dim`` where the heads also
+    carry channels, e.g. of a per-head relative-position bias) keeps the one the
+    split policy prunes (``inner``: the last, ``outer``: the first, an int: that
+    labelled dimension) and fixes the others' channels: a merged channel is then
+    removed exactly when its kept-dimension index is, in every fixed-dimension
+    index, as in the tensor before the merge.
+
+    Raises:
+        Unsupported: an int policy that names no labelled dimension.
+    """
+    labelled = [i for i, lab in enumerate(labels) if lab is not None]
+    if len(labelled) < 2:
+        return labels
+    policy = ctx.split_policy
+    if isinstance(policy, int) and not isinstance(policy, bool):
+        if not -len(labelled) <= policy < len(labelled):
+            raise Unsupported(f"split policy {policy} but only {len(labelled)} merged dimensions are labelled")
+        keep = labelled[policy]
+    else:
+        keep = labelled[-1] if policy == "inner" else labelled[0]
+    out = list(labels)
+    for i in labelled:
+        if i != keep:
+            ctx.fix(labels[i], f"merged with another channel dimension (split policy {policy!r} keeps that one)")
+            out[i] = None
+    return out
+
+
 def reshape_labels(ctx: OpContext, x: Value, out_shape: Sequence[int]) -> tuple:
     """Exact labels for any reshape (view, reshape, flatten, unflatten, squeeze, unsqueeze)."""
     in_shape = list(x.shape)
@@ -181,6 +212,7 @@ def reshape_labels(ctx: OpContext, x: Value, out_shape: Sequence[int]) -> tuple:
                 gj.append(outs[j]); pj *= out_shape[outs[j]]; j += 1
         group_labels = [labels[k] for k in gi]
         try:
+            group_labels = _merge_one(ctx, group_labels)
             merged = _merge(group_labels, [in_shape[k] for k in gi])
         except Unsupported:
             for lab in group_labels:
