@@ -136,11 +136,13 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], *, dynamic: bo
         raise TraceError(f"fxprune needs a torch.nn.Module, got {type(model).__name__}")
     notes: list[str] = []
     program = None
+    used: tuple[tuple, Any] = (tuple(example_inputs), None)   # the inputs and dims the kept program was captured with
     if dynamic:
         widened, dims = _dynamic_dims(tuple(example_inputs))
         if dims is not None:
             try:
                 program = _export(model, widened, dims)
+                used = (widened, dims)
             except Exception as exc:  # noqa: BLE001 - fall back to static shapes, and say so
                 notes.append(f"export with dynamic batch/sequence dims failed ({type(exc).__name__}: "
                              f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}); "
@@ -155,7 +157,7 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], *, dynamic: bo
                 notes.append("export with dynamic batch/sequence dims records other ops at the example's "
                              "size of one than at two (the model's code special-cases a size of one); "
                              "captured with static shapes: the pruned module runs on the example shapes only")
-                program = static
+                program, used = static, (tuple(example_inputs), None)
     if program is None:
         try:
             program = _export(model, tuple(example_inputs), None)
@@ -177,7 +179,7 @@ def export(model: torch.nn.Module, example_inputs: Sequence[Any], *, dynamic: bo
     gm.meta[ir.CAPTURE_NOTES] = tuple(notes)
     _picklable_guards(gm, shapes)
     gm.training = bool(model.training)
-    frozen = _mode_differences(gm, model, example_inputs) + _follow_mode(gm, model)
+    frozen = _mode_differences(gm, model, *used) + _follow_mode(gm, model)
     gm.meta[ir.MODE_BRANCHES] = frozen
     if frozen:
         warnings.warn(f"{type(model).__name__}: train/eval behaviour frozen at capture: " + "; ".join(frozen[:3])
@@ -331,9 +333,12 @@ def _mode_signature(gm: fx.GraphModule) -> list[tuple[str, str]]:
     return out
 
 
-def _mode_differences(gm: fx.GraphModule, model: torch.nn.Module, example_inputs: Sequence[Any]
-                      ) -> tuple[str, ...]:
+def _mode_differences(gm: fx.GraphModule, model: torch.nn.Module, example_inputs: Sequence[Any],
+                      dims: Any = None) -> tuple[str, ...]:
     """Where ``model`` exported in the other mode gives another graph (outside ``torch.nn`` modules).
+
+    ``example_inputs`` and ``dims`` (``dynamic_shapes``) are those ``gm`` was
+    captured with, so symbolic sizes compare with symbolic sizes.
 
     Empty when the graphs agree, or when the model cannot be captured in the
     other mode at all (BatchNorm on one value per channel in train mode): then
@@ -345,7 +350,7 @@ def _mode_differences(gm: fx.GraphModule, model: torch.nn.Module, example_inputs
             if other is None:
                 return ()
             other.train(not model.training)
-            flipped = torch.export.export(other, tuple(example_inputs)).module()
+            flipped = torch.export.export(other, tuple(example_inputs), dynamic_shapes=dims).module()
     except Exception:  # noqa: BLE001 - it does not run in that mode: nothing to compare
         return ()
     mine, theirs = _mode_signature(gm), _mode_signature(flipped)
