@@ -429,3 +429,25 @@ def test_a_bias_table_follows_whole_heads():
     check_pruning(RelativeBias(), x, split_overrides=overrides)
     small = fxprune.prune(RelativeBias(), x, ratio=0.5, split_overrides=overrides).graph_module
     assert small.table.shape == (7, 1) and small.qkv.out_features == 12
+
+
+class Gathered(nn.Module):
+    """``torch.gather`` along positions: the channel dim of input, index and output is one."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 2)
+        self.register_buffer("index", torch.randint(0, 5, (2, 3, 8)))
+
+    def forward(self, x):                                                  # x: [2, 5, 4]
+        return self.fc2(torch.gather(self.fc1(x), 1, self.index))
+
+
+@pytest.mark.parametrize("frontend", ["fx", "export"])
+def test_gather_along_positions_keeps_channels(frontend):
+    x = (torch.randn(2, 5, 4),)
+    analysis = fxprune.analyze(Gathered(), x, frontend=frontend)
+    assert analysis.barriers == [] and analysis.group_of("fc1.weight", 0)[0].size == 8
+    check_pruning(Gathered(), x, frontend=frontend)
+    small = fxprune.prune(Gathered(), x, ratio=0.5, frontend=frontend).graph_module
+    assert small.get_submodule("fc1").weight.shape == (4, 4) and small.index.shape == (2, 3, 4)
