@@ -93,6 +93,7 @@ BY_RULE: dict[Any, OpSample] = {
     ops.SDPA: S(arity=3, **_SEQ),
     ops.EINSUM: S(arity=2, **_SEQ, call=lambda f, ts, p: f("btc,bsc->bts", ts[0], ts[1])),
     ops.NORMALIZE: S(),
+    ops.GATHER: S(buffers={"i": (2, 6, 3, 5)}, call=lambda f, ts, p: f(ts[0], 2, (p.i * 5).to(torch.long) % 5)),
     ops.ROLL: _arg((1, 2), (2, 3)),
     ops.SPATIAL: _arg(2),
     ops.PAD: _arg((1, 1, 1, 1)),

@@ -284,15 +284,32 @@ class Normalized(nn.Module):
         return self.fc2(F.normalize(self.act(self.fc1(x)), dim=-1))
 
 
-def test_normalize_over_channels_is_exact_where_removed_channels_are_zero():
+@pytest.mark.parametrize("frontend", ["fx", "export"])
+def test_normalize_over_channels_is_exact_where_removed_channels_are_zero(frontend):
+    """Exported, F.normalize is a norm, clamp_min, expand_as of the norm and a division: the expanded
+    norm takes the channels it is divided into (before, it fixed them) and the norm is a sum."""
     x = (torch.randn(3, 4),)
-    analysis = fxprune.analyze(Normalized(), x)
+    analysis = fxprune.analyze(Normalized(), x, frontend=frontend)
     group = analysis.group_of("fc1.weight", 0)[0]
     assert not group.mixing and analysis.barriers == []
-    assert check_pruning(Normalized(), x).groups_checked == 1
-    assert fxprune.prune(Normalized(), x, ratio=0.5).graph_module.fc1.out_features == 4
+    assert check_pruning(Normalized(), x, frontend=frontend).groups_checked == 1
+    small = fxprune.prune(Normalized(), x, ratio=0.5, frontend=frontend).graph_module
+    assert small.get_submodule("fc1").weight.shape == (4, 4)
     # sigmoid(0) = 0.5: removed channels are no longer zero, the norm mixes them
-    assert fxprune.analyze(Normalized(nn.Sigmoid()), x).group_of("fc1.weight", 0)[0].mixing
+    assert fxprune.analyze(Normalized(nn.Sigmoid()), x, frontend=frontend).group_of("fc1.weight", 0)[0].mixing
+
+
+def test_a_negative_p_norm_over_channels_is_mixing():
+    class Harmonic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = self.fc1(x)
+            return self.fc2(h / h.norm(-1, dim=-1, keepdim=True))
+
+    assert fxprune.analyze(Harmonic(), (torch.randn(3, 4),)).group_of("fc1.weight", 0)[0].mixing
 
 
 class Windows(nn.Module):
@@ -412,3 +429,25 @@ def test_a_bias_table_follows_whole_heads():
     check_pruning(RelativeBias(), x, split_overrides=overrides)
     small = fxprune.prune(RelativeBias(), x, ratio=0.5, split_overrides=overrides).graph_module
     assert small.table.shape == (7, 1) and small.qkv.out_features == 12
+
+
+class Gathered(nn.Module):
+    """``torch.gather`` along positions: the channel dim of input, index and output is one."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 2)
+        self.register_buffer("index", torch.randint(0, 5, (2, 3, 8)))
+
+    def forward(self, x):                                                  # x: [2, 5, 4]
+        return self.fc2(torch.gather(self.fc1(x), 1, self.index))
+
+
+@pytest.mark.parametrize("frontend", ["fx", "export"])
+def test_gather_along_positions_keeps_channels(frontend):
+    x = (torch.randn(2, 5, 4),)
+    analysis = fxprune.analyze(Gathered(), x, frontend=frontend)
+    assert analysis.barriers == [] and analysis.group_of("fc1.weight", 0)[0].size == 8
+    check_pruning(Gathered(), x, frontend=frontend)
+    small = fxprune.prune(Gathered(), x, ratio=0.5, frontend=frontend).graph_module
+    assert small.get_submodule("fc1").weight.shape == (4, 4) and small.index.shape == (2, 3, 4)

@@ -7,7 +7,9 @@ fixes that channel.  Tensor (advanced) indices gather along the dims they
 index -- a relative-position-bias table read by ``table[index]`` -- which are
 fixed; the other dims keep their labels, so the table's per-head dim stays a
 channel (``aten.index`` likewise).  Boolean masks, and tensor indices mixed with
-ints or ``None``, are barriers.  Metadata reads
+ints or ``None``, are barriers.  ``gather(x, dim, index)`` fixes ``dim``; along
+the other dims output, ``x`` and ``index`` share their channels (``x[i]`` and
+``index[i]`` make ``out[i]``).  Metadata reads
 carry no channels: their values are re-derived from the pruned tensors when
 the new graph runs.
 
@@ -38,7 +40,7 @@ from .context import (EmitContext, OpContext, Unsupported, Value, check_labels, 
 from .layout import MATRIX_T
 from .registry import Keys, Rule
 
-__all__ = ["ATTRIBUTE", "GETITEM", "GUARDS", "INDEX", "METADATA", "NARROW", "RULES", "SELECT", "SLICE", "new_bound"]
+__all__ = ["ATTRIBUTE", "GATHER", "GETITEM", "GUARDS", "INDEX", "METADATA", "NARROW", "RULES", "SELECT", "SLICE", "new_bound"]
 
 
 def _attribute(ctx: OpContext) -> Any:
@@ -337,4 +339,23 @@ def _aten_index(ctx: OpContext) -> tuple:
 INDEX = Rule("getitem", _aten_index, doc="aten.index(x, [idx, ...]): gathered dims fixed, others kept.",
              keys=Keys(aten=("index",)), zeros=Zeros.KEEP)
 
-RULES = (METADATA, ATTRIBUTE, GETITEM, INDEX, NARROW, SLICE, SELECT, GUARDS)
+def _gather_dim(ctx: OpContext) -> tuple:
+    x, index = ctx.arg(0, "input"), ctx.arg(2, "index")
+    if not (isinstance(x, Value) and isinstance(index, Value) and index.is_tensor) or x.ndim != index.ndim:
+        raise Unsupported("gather with a non-tensor or differently ranked index")
+    dim = normalize_dim(static_value(ctx.arg(1, "dim")), x.ndim)
+    labels: list[Any] = []
+    for d in range(x.ndim):
+        if d == dim or x.shape[d] != index.shape[d]:
+            ctx.fix(x.labels[d], "a gathered dim" if d == dim else "gathered from a larger dim")
+            ctx.fix(index.labels[d], "a gather index's dim")
+            labels.append(None)
+        else:
+            labels.append(ctx.unify(x.labels[d], index.labels[d], " (gather: input and index)"))
+    return check_labels(ctx, tuple(labels))
+
+
+GATHER = Rule("getitem", _gather_dim, doc="gather(x, dim, index): dim fixed; x, index and output share the others.",
+              keys=Keys(torch=("gather",), methods=("gather",), aten=("gather",)), zeros=Zeros.KEEP)
+
+RULES = (METADATA, ATTRIBUTE, GETITEM, INDEX, GATHER, NARROW, SLICE, SELECT, GUARDS)

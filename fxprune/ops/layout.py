@@ -338,8 +338,25 @@ def _expand(ctx: OpContext) -> tuple:
 
 EXPAND = Rule("expand", _expand, emit=_emit_sizes(1), doc="expand: new dims are fixed.",
               keys=Keys(methods=("expand",), aten=("expand",)), zeros=Zeros.KEEP)
-EXPAND_AS = Rule("expand", _expand, doc="expand_as: follows the template.",
-                 keys=Keys(methods=("expand_as",), aten=("expand_as",)), zeros=Zeros.KEEP)
+def _expand_as(ctx: OpContext) -> tuple:
+    """``s.expand_as(x)``: a size-1 dim of ``s`` stretched over a channel dim of ``x`` takes ``x``'s labels
+    (its values are equal along it, so any of its indices can go); ``x``'s values are never read."""
+    s, template = ctx.arg(0), ctx.arg(1, "other")
+    labels = list(_expand(ctx))
+    if isinstance(template, Value) and template.is_tensor and template.ndim == len(labels):
+        for d in range(s.ndim):
+            k = len(labels) - s.ndim + d
+            if s.shape[d] == 1 and labels[k] is None and template.shape[k] != 1:
+                labels[k] = template.labels[k]
+        for k in range(len(labels) - s.ndim):
+            labels[k] = labels[k] if labels[k] is not None else template.labels[k]
+    return check_labels(ctx, tuple(labels))
+
+
+EXPAND_AS = Rule("expand", _expand_as,
+                 doc="expand_as: follows the template; a stretched size-1 dim takes the template's channels "
+                     "(F.normalize's norm, exported). Zeros probed: the template's values are not read.",
+                 keys=Keys(methods=("expand_as",), aten=("expand_as",)), zeros=Zeros.PROBE)
 
 
 def _repeat(ctx: OpContext) -> tuple:

@@ -4,7 +4,8 @@
 sum with ``ctx.contract``: after ``sigmoid`` they are not, and the channels
 become mixing); ``mean``, ``var``,
 ``amax``... over channels are channel statistics (*mixing*: removing a dead
-channel changes the statistic of the kept ones).  ``softmax`` is
+channel changes the statistic of the kept ones); a p-norm with ``p >= 0`` is a
+sum of ``|x|^p`` (exact over zero channels, like ``sum``).  ``softmax`` is
 shape-preserving and mixing along its dim.
 
 Example:
@@ -72,7 +73,15 @@ LOGSUMEXP = Rule("reduce", _reduce(True, 1, 2), doc="logsumexp: a statistic whos
                  keys=Keys(torch=("logsumexp",), methods=("logsumexp",), aten=("logsumexp",)))
 REDUCE_TUPLE = Rule("reduce", _reduce(True, 1, 2), doc="max/min: with dim (values, indices); of two tensors, elementwise.",
                     keys=Keys(torch=("max", "min"), methods=("max", "min"), aten=("max", "min")), zeros=Zeros.KEEP)
-NORM_REDUCE = Rule("reduce", _reduce(True, 2, 3), doc="x.norm(p, dim, keepdim).",
+def _norm_reduce(ctx: OpContext) -> Any:
+    """A p-norm over dims: zero channels add nothing to it when ``p >= 0`` ('fro', 'nuc', inf too)."""
+    p = ctx.arg(1, "p", None)
+    p = ctx.kwargs.get("ord", 2) if p is None else p
+    negative = isinstance(p, (int, float)) and p < 0
+    return _reduce(negative, 2, 3)(ctx)
+
+
+NORM_REDUCE = Rule("reduce", _norm_reduce, doc="x.norm(p, dim, keepdim): a sum over channels for p >= 0.",
                    keys=Keys(torch=("norm",), methods=("norm",), aten=("linalg_vector_norm",)), zeros=Zeros.KEEP)
 
 
