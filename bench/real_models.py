@@ -21,9 +21,9 @@ row with its error; the others go on (``--timeout`` seconds per model).
 
 Run:  python bench/real_models.py [--models llama,gpt2] [--frontend fx|export|auto] [--timeout S]
 
-``--frontend auto`` uses fxprune's own ``frontend="auto"`` where it exists;
-on an fxprune without it, the bench does the same by hand: ``fx``, and
-``export`` where fx cannot trace or leaves channel barriers (marked ``*``).
+``--frontend auto`` (the default) is fxprune's ``frontend="auto"``: fx, and
+export where fx cannot trace or leaves barriers; the table names the one chosen
+(``auto: export``).
 """
 from __future__ import annotations
 
@@ -39,7 +39,6 @@ from typing import Any, Iterator
 import torch
 
 import fxprune
-from fxprune.errors import ConfigError, TraceError
 from fxprune.testing import check_pruning, hf_zoo
 
 
@@ -91,30 +90,10 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
-def has_auto() -> bool:
-    """Whether this fxprune accepts ``frontend="auto"``."""
-    try:
-        fxprune.AnalysisConfig(frontend="auto")
-    except ConfigError:
-        return False
-    return True
-
-
 def analyse(model: torch.nn.Module, inputs: tuple, frontend: str) -> tuple[Any, str]:
-    """``(analysis, front end label)``; ``auto`` emulated (label ``fx*``/``export*``) where fxprune lacks it."""
-    if frontend != "auto" or has_auto():
-        analysis = fxprune.analyze(model, inputs, frontend=frontend)
-        return analysis, str(analysis.config.frontend)
-    try:
-        analysis = fxprune.analyze(model, inputs, frontend="fx")
-    except TraceError:
-        return fxprune.analyze(model, inputs, frontend="export"), "export*"
-    if not hf_zoo.channel_barriers(analysis):
-        return analysis, "fx*"
-    other = fxprune.analyze(model, inputs, frontend="export")
-    if len(hf_zoo.channel_barriers(other)) < len(hf_zoo.channel_barriers(analysis)):
-        return other, "export*"
-    return analysis, "fx*"
+    """``(analysis, front end label)``: with ``auto``, the label names the front end chosen."""
+    analysis = fxprune.analyze(model, inputs, frontend=frontend)
+    return analysis, (f"auto: {analysis.frontend}" if frontend == "auto" else str(analysis.frontend))
 
 
 def measure(row: Row, frontend: str, *, check: bool = True) -> None:
@@ -134,7 +113,7 @@ def measure(row: Row, frontend: str, *, check: bool = True) -> None:
     row.params, row.macs = result.report.params_ratio, result.report.macs_ratio
     row.done = True
     if check:
-        check_pruning(model, inputs, ratio=0.5, plans=1, frontend=str(analysis.config.frontend))
+        check_pruning(model, inputs, ratio=0.5, plans=1, frontend=str(analysis.frontend))
         row.check = "ok"
 
 
@@ -198,8 +177,6 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     import transformers
 
-    if args.frontend == "auto" and not has_auto():
-        print("(this fxprune has no frontend='auto': emulated, fx then export; marked *)", file=sys.stderr)
     start = time.perf_counter()
     rows = []
     for name in names:

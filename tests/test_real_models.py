@@ -20,7 +20,6 @@ import pytest
 import torch
 
 import fxprune
-from fxprune.errors import ConfigError
 from fxprune.testing import check_pruning, hf_zoo
 
 T = pytest.importorskip("transformers")
@@ -28,28 +27,11 @@ T = pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parent.parent
 
 #: model -> {criterion: reason}: what is known not to hold yet, and why (issue 9's parts)
-KNOWN: dict[str, dict[str, str]] = {
-    "gpt2": {
-        "barriers": "aten.addmm (GPT-2's Conv1D) has no rule (issue 9: rules)",
-        "shrunk": "aten.addmm (GPT-2's Conv1D) has no rule: nothing is pruned (issue 9: rules)",
-    },
-    "swin": {
-        "barriers": "aten.pad (patch merging), aten.roll (shifted windows), aten.index (relative position "
-                    "bias gather) have no rule (issue 9: rules)",
-    },
-}
+KNOWN: dict[str, dict[str, str]] = {}   # every model of the suite meets every criterion
 
 
-def _frontend() -> str:
-    """``auto`` where this fxprune has it, else ``export`` (symbolic tracing cannot trace these models)."""
-    try:
-        fxprune.AnalysisConfig(frontend="auto")
-    except ConfigError:
-        return "export"
-    return "auto"
-
-
-FRONTEND = _frontend()
+#: fx where it traces and leaves no barrier, else export (symbolic tracing cannot trace these models)
+FRONTEND = "auto"
 
 
 def _cases(criterion: str) -> list:
@@ -68,7 +50,7 @@ def measured(name: str):
 @pytest.mark.parametrize("name", _cases("check"))
 def test_check_pruning_passes(name):
     model, inputs, analysis, _ = measured(name)
-    check_pruning(model, inputs, plans=1, frontend=str(analysis.config.frontend))
+    check_pruning(model, inputs, plans=1, frontend=str(analysis.frontend))
 
 
 @pytest.mark.parametrize("name", _cases("barriers"))
@@ -130,7 +112,7 @@ def _weight(gm, name):
 @pytest.mark.parametrize("name", ["llama", "qwen2", "qwen3"])
 def test_llama_and_qwen_prune_hidden_size_gqa_groups_and_mlp(name):
     model, inputs = hf_zoo.build(name)
-    result = fxprune.prune(model, inputs, ratio=0.5, uniform=True, split_policy="outer", frontend=FRONTEND)
+    result = fxprune.prune(model, inputs, ratio=0.5, uniform=True, split_policy="heads", frontend=FRONTEND)
     gm, attn = result.graph_module, "model.layers.0.self_attn"
     assert _weight(gm, "model.embed_tokens.weight") == (hf_zoo.VOCAB, 16)             # hidden 32 -> 16
     assert _weight(gm, f"{attn}.k_proj.weight") == (8, 16)                           # 2 kv heads of 8 -> 1
@@ -144,10 +126,9 @@ def test_llama_and_qwen_prune_hidden_size_gqa_groups_and_mlp(name):
         assert torch.allclose(small(*inputs).logits, result.graph_module(*inputs).logits, atol=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason="aten.addmm (GPT-2's Conv1D) has no rule (issue 9: rules)")
 def test_gpt2_prunes_its_mlp_and_heads():
     model, inputs = hf_zoo.build("gpt2")
-    result = fxprune.prune(model, inputs, ratio=0.5, uniform=True, split_policy="outer", frontend=FRONTEND)
+    result = fxprune.prune(model, inputs, ratio=0.5, uniform=True, split_policy="heads", frontend=FRONTEND)
     gm = result.graph_module
     assert _weight(gm, "transformer.h.0.mlp.c_fc.weight")[1] == 64                   # Conv1D: [in, out], 128 -> 64
     assert _weight(gm, "transformer.h.0.attn.c_attn.weight")[1] == 48                # q, k, v: 4 heads -> 2
