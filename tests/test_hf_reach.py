@@ -16,7 +16,7 @@ from fxprune.testing.check import mask_original
 
 T = pytest.importorskip("transformers")
 
-from test_hf import VOCAB, gpt2, llama, registry  # noqa: E402  (the test-local aten.addmm rule until built in)
+from fxprune.testing.hf_zoo import VOCAB, gpt2, llama  # noqa: E402
 
 #: per model: the config, and the q/k/v (or fused c_attn) projections whose head groups must be pruned whole
 MODELS = {"llama": (llama, "model.layers.0.self_attn.k_proj", 2),
@@ -32,9 +32,9 @@ def _inputs(batch, seq):
 def pruned(request):
     torch.manual_seed(0)
     build, projection, heads = MODELS[request.param]
-    model = build().eval()
+    model = build()[0]
     result = fxprune.prune(model, example_kwargs=_inputs(1, 8), ratio=0.5, frontend="auto",
-                           split_policy="heads", registry=registry())
+                           split_policy="heads")
     return model, result, projection, heads
 
 
