@@ -3,7 +3,9 @@
 Plain ``torch.fx`` records a wrapped function as one opaque call: a channel
 barrier.  fxprune traces into it unless the registry has a rule for it, and
 keeps the call (a barrier, with the reason) where tracing into it would freeze
-a branch on ``self.training`` or on tensor values, or fails.
+a branch on ``self.training`` or on tensor values, or fails.  A kept call that branches on
+``training`` and passes channels through in both modes (stochastic depth) is recognised and
+is no barrier (see ``test_wrapped_mode_functions.py``).
 """
 from __future__ import annotations
 
@@ -71,6 +73,16 @@ def positive_part(x):
 torch.fx.wrap("positive_part")
 
 
+def mix_in_training(x, training: bool = False):
+    """Branches on the flag but is no pass-through: in training it adds a statistic over the channels."""
+    if not training:
+        return x
+    return x + x.mean(-1, keepdim=True)
+
+
+torch.fx.wrap("mix_in_training")
+
+
 class Block(nn.Module):
     def __init__(self, c: int = 8, p: float = 0.1):
         super().__init__()
@@ -89,6 +101,16 @@ class ResNetish(nn.Module):
 
     def forward(self, x):
         return self.head(self.blocks(self.stem(x)))
+
+
+class MixingResNetish(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.fc, self.head = nn.Linear(3, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = self.stem(x)
+        return self.head(h + mix_in_training(self.fc(h), self.training))
 
 
 class Windows(nn.Module):
@@ -147,16 +169,27 @@ def test_a_padding_helper_is_traced_into():
     assert gm(torch.randn(1, 3, 3, 3)).shape == (1, 4, 4, 8)
 
 
-def test_a_helper_branching_on_the_training_flag_stays_a_call_and_says_why():
+def test_a_helper_branching_on_the_training_flag_stays_a_call_and_is_recognised_as_stochastic_depth():
     model, x = ResNetish().eval(), (torch.randn(4, 3),)
     analysis = fxprune.analyze(model, x)
     kept = [n for n in analysis.graph_module.graph.nodes if n.target is drop_path]
     assert len(kept) == 2 and all("training flag" in n.meta[ir.KEPT_CALL] for n in kept)
     assert not analysis.graph_module.meta[ir.MODE_BRANCHES]          # nothing frozen: the call reads the flag
-    barrier = next(b for b in analysis.barriers if b.node == kept[0].name)
-    assert "training flag" in barrier.reason and "STOCHASTIC_DEPTH" in barrier.hint
-    assert not _stream(analysis)                                     # the residual stream is a barrier...
+    assert not analysis.barriers                                     # a pass-through in both modes: no barrier
+    assert any("stochastic depth" in n and "drop_path" in n for n in analysis.notes)
+    assert len(_stream(analysis)) == 1                               # the residual stream is one group
     check_pruning(model, x)                                          # ...and train/eval still follow the mode
+
+
+def test_a_helper_branching_on_the_training_flag_that_is_no_pass_through_says_why():
+    model, x = MixingResNetish().eval(), (torch.randn(4, 3),)
+    analysis = fxprune.analyze(model, x)
+    (node,) = [n for n in analysis.graph_module.graph.nodes if n.target is mix_in_training]
+    barrier = next(b for b in analysis.barriers if b.node == node.name)
+    assert "training flag" in barrier.reason and "not recognised as stochastic depth" in barrier.reason
+    assert "STOCHASTIC_DEPTH" in barrier.hint
+    assert not _stream(analysis)                                     # the residual stream is a barrier
+    check_pruning(model, x)
 
 
 def test_a_registered_wrapped_function_stays_a_call_with_its_rule():

@@ -42,6 +42,7 @@ from ..ops.registry import Registry
 from .capture import bind_example_inputs, export, propagate_shapes, trace
 from .channels import POLICIES, Barrier, ChannelState, propagate_channels, resolve_ignore
 from .groups import Group, build_groups
+from .mode_calls import recognise_mode_calls
 
 __all__ = ["AnalysisConfig", "Analysis", "analyze", "unknown_names", "SPLIT_POLICIES", "FRONTENDS", "Frontend"]
 
@@ -372,6 +373,9 @@ def _analyze_with(frontend: "Frontend", model: torch.nn.Module, example_inputs: 
     if gm is model:  # a GraphModule given by the user: annotate a shallow copy of its graph
         gm = fx.GraphModule(model, _copy_graph(model.graph), type(model).__name__)
     propagate_shapes(gm, example_inputs)
+    # kept calls that follow the mode and pass channels through (stochastic depth): registered, in a copy
+    registry, recognised = recognise_mode_calls(gm, registry)
+    notes.extend(recognised)
     state = propagate_channels(gm, registry, strict=config.strict, split_policy=config.split_policy,
                                split_overrides=dict(config.split_overrides))
     if config.ignore:

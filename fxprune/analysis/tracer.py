@@ -28,7 +28,9 @@ on the model and the process unless guarded.  This tracer:
   registry has a rule for the function; a function whose tracing fails, or
   that branches on tensor values or on a ``training`` flag (stochastic depth:
   tracing into it would freeze the mode), is kept as one call, the reason under
-  :data:`fxprune.ir.KEPT_CALL` on its node (and in its barrier's hint);
+  :data:`fxprune.ir.KEPT_CALL` on its node (and in its barrier's hint); a call kept
+  for a ``training`` flag that passes channels through in both modes is then
+  recognised as stochastic depth by :mod:`fxprune.analysis.mode_calls` (no barrier);
 * serialises tracing with a process-wide lock, and lets module calls from other
   threads run untouched while it patches ``nn.Module.__call__``.
 

@@ -116,7 +116,9 @@ STOCHASTIC_DEPTH = Rule(
     "unary", _unary, leaf=True, zeros=Zeros.KEEP,
     doc="Stochastic depth / drop path (x times a per-sample keep mask): a leaf, so the emitted module follows "
         "its own train()/eval(). No built-in keys: register your module or function under it "
-        "(reg.register(STOCHASTIC_DEPTH.with_keys(Keys(functions=(drop_path,), modules=(DropPath,)))).")
+        "(reg.register(STOCHASTIC_DEPTH.with_keys(Keys(functions=(drop_path,), modules=(DropPath,)))). "
+        "A torch.fx.wrap-ped function that branches on training and passes channels through in both modes "
+        "is registered under it by the analysis itself (fxprune.analysis.mode_calls).")
 
 
 def _like(ctx: OpContext) -> tuple:
