@@ -99,8 +99,9 @@ def test_channel_barriers_leave_out_mask_building():
             return self.fc(self.hidden(self.emb(self.ids(ids))))
 
     analysis = fxprune.analyze(Net(), (torch.tensor([[1, 2, 3]]),), leaf_modules=[Opaque])
-    assert len(analysis.barriers) == 2
-    assert [b.node for b in hf_zoo.channel_barriers(analysis)] == ["hidden"]     # token ids hold no channel
+    assert [b.node for b in analysis.barriers] == ["hidden"]                     # token ids hold no channel:
+    assert len(analysis.state.inert) == 1                                      # the ids op: counted, not listed
+    assert [b.node for b in hf_zoo.channel_barriers(analysis)] == ["hidden"]
     assert not hf_zoo.channel_barriers(measured("llama")[2])                    # positions, masks
 
 
