@@ -572,6 +572,20 @@ def test_old_style_weight_norm_is_refused_clearly():
         fxprune.apply(analysis, {})
 
 
+def test_shape_propagation_leaves_no_attribute_on_a_model_it_could_not_copy():
+    # Regression: old-style weight_norm's pre-hook assigns module.weight; the model cannot be
+    # deep-copied (non-leaf weight), so the capture shares its modules, and shape propagation
+    # left a fake (later: meta) tensor as the user's layer.weight.
+    with pytest.warns(FutureWarning):
+        layer = torch.nn.utils.weight_norm(nn.Linear(4, 8))
+    model, x = nn.Sequential(layer, nn.ReLU(), nn.Linear(8, 2)).eval(), torch.randn(3, 4)
+    before = model(x)
+    weight = layer.weight
+    fxprune.analyze(model, (x,))
+    assert layer.weight is weight
+    torch.testing.assert_close(model(x), before)
+
+
 def test_check_rules_holds_a_keep_declaration_to_zeros():
     import dataclasses
 

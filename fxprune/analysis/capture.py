@@ -42,7 +42,7 @@ from .. import ir
 from ..ir import TensorSpec
 from ..errors import ExampleInputError, TraceError, TrainEvalWarning
 from .modes import follow_mode, mode_differences
-from .tracer import CAPTURE_LOCK, trace_module, tracing_copy
+from .tracer import CAPTURE_LOCK, state_restored, trace_module, tracing_copy
 
 __all__ = ["trace", "export", "propagate_shapes", "spec_of", "DEFAULT_LEAF_TYPES", "check_analysis_of",
            "as_example_inputs", "bind_example_inputs"]
@@ -464,9 +464,49 @@ class _FakeProp(fx.Interpreter):
         return result
 
 
-def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> None:
-    """Annotate every node with :data:`fxprune.ir.SPEC` using fake tensors.
+class _MetaProp(fx.Interpreter):
+    """Shape propagation on ``meta`` tensors: no dispatch cache, no fake-tensor bookkeeping."""
 
+    def run_node(self, n: fx.Node) -> Any:
+        result = super().run_node(n)
+        n.meta[ir.SPEC] = spec_of(result)
+        return result
+
+
+def _to_meta(value: Any) -> Any:
+    return fx.node.map_aggregate(
+        value, lambda v: torch.empty_like(v, device="meta") if isinstance(v, torch.Tensor) else v)
+
+
+def _propagate_on_meta(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> bool:
+    """Run ``gm`` once on meta copies of its state and inputs; False when any node cannot.
+
+    The state is swapped for meta tensors once for the whole graph (not per module
+    call); in-place updates (BatchNorm running statistics) land on those copies.
+    Code that mixes meta tensors with real ones it creates itself, reads values
+    (``.item()``, ``nonzero``) or has no meta kernel makes this return False, and
+    :func:`propagate_shapes` falls back to fake tensors, which handle all of these.
+    """
+    state = {k: torch.empty_like(v, device="meta")
+             for k, v in [*gm.named_parameters(remove_duplicate=False), *gm.named_buffers(remove_duplicate=False)]}
+    inputs = _to_meta(tuple(example_inputs))
+    try:
+        with torch.nn.utils.stateless._reparametrize_module(gm, state, tie_weights=True), \
+                torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _MetaProp(gm, garbage_collect_values=True).run(*inputs)
+    except Exception:  # noqa: BLE001 - any failure: the fake-tensor path decides, and names the node
+        return False
+    return True
+
+
+def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> None:
+    """Annotate every node with :data:`fxprune.ir.SPEC` (shapes and dtypes, no real compute).
+
+    The graph runs on ``meta`` tensors first (about five times cheaper); a graph
+    that cannot (it reads tensor values, mixes in real tensors it creates, or calls
+    an op without a meta kernel) runs on fake tensors (``FakeTensorMode``), which
+    also run leaf modules with value-dependent code for real on random inputs.
     Example inputs may be real, fake or meta tensors; only their shapes and dtypes
     are used.  Inputs are moved to the device of the model's parameters when the
     model lives on ``meta``, and meta inputs to the model's device.
@@ -483,6 +523,14 @@ def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> None:
             f"({', '.join(n.name for n in placeholders)}) but {len(example_inputs)} "
             "example inputs were given"
         )
+    # The graph may share its modules with the user's model (one that cannot be copied);
+    # code run here (hooks, caches) must leave no attribute behind on them.
+    with state_restored(gm):
+        if not _propagate_on_meta(gm, example_inputs):
+            _propagate_on_fake(gm, example_inputs)
+
+
+def _propagate_on_fake(gm: fx.GraphModule, example_inputs: tuple) -> None:
     first = next(iter(gm.parameters()), None)
     first = first if first is not None else next(iter(gm.buffers()), None)
     on_meta = first is not None and first.device.type == "meta"

@@ -68,7 +68,7 @@ from .. import ir
 from ..errors import TrainEvalWarning
 from ..ir import AutogradFunction
 
-__all__ = ["CAPTURE_LOCK", "trace_module", "tracing_copy"]
+__all__ = ["CAPTURE_LOCK", "state_restored", "trace_module", "tracing_copy"]
 
 #: held while a model is captured: torch.fx patches ``nn.Module.__call__`` process-wide
 CAPTURE_LOCK = threading.RLock()
@@ -295,7 +295,7 @@ def tracing_copy(model: torch.nn.Module) -> torch.nn.Module | None:
 
 
 @contextlib.contextmanager
-def _state_restored(model: torch.nn.Module) -> Iterator[None]:
+def state_restored(model: torch.nn.Module) -> Iterator[None]:
     """Every module attribute (and the contents of dict/list/set attributes) as before, afterwards."""
     saved = []
     for m in model.modules():
@@ -360,7 +360,7 @@ def trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...] = (),
     """
     with CAPTURE_LOCK:
         root = tracing_copy(model)
-        guard = contextlib.nullcontext() if root is not None else _state_restored(model)
+        guard = contextlib.nullcontext() if root is not None else state_restored(model)
         root = root if root is not None else model
         reads: list[str] = []
         tracer = _Tracer(leaf_types, frozenset(leaf_names), leaf_functions, reads)
