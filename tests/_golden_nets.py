@@ -46,5 +46,5 @@ def listing(analysis) -> str:
             head += f", fixed {sorted(g.fixed)}"
         lines.append(head)
         for m in g.members:
-            lines.append(f"  {m.role:<8} {m.param}[{m.dim}] {list(m.index_map)}")
+            lines.append(f"  {m.role:<8} {m.param}[{m.dim}] {m.index_map.tolist()}")
     return "\n".join(lines)

@@ -267,7 +267,7 @@ class Analysis:
                 "id": g.id, "size": g.size, "fixed": sorted(g.fixed), "mixing": g.mixing,
                 "fixed_reasons": list(g.fixed_reasons),
                 "members": [{"node": m.node, "param": m.param, "dim": m.dim, "role": m.role,
-                             "index_map": list(m.index_map)} for m in g.members],
+                             "index_map": m.index_map.tolist()} for m in g.members],
             } for g in self.groups],
             "barriers": [{"node": b.node, "op": b.op, "reason": b.reason} for b in self.barriers],
             "notes": list(self.notes),

@@ -36,14 +36,17 @@ def take_channels(order: Iterable[int], n: int, counts: np.ndarray) -> list[int]
     channel of a concat input) is skipped.
 
     Example:
-        >>> import numpy as np
         >>> take_channels([2, 0, 1], 2, np.array([[1, 1, 1], [0, 0, 1]]))   # member 1 owns only channel 2
         [0, 1]
     """
-    left = counts.sum(1).copy()
+    order = np.asarray(order if isinstance(order, np.ndarray) else list(order), dtype=np.int64)
+    left = counts.sum(1)
     had = left > 0
+    head = order[:n]
+    if not (((left - counts[:, head].sum(1)) <= 0) & had).any():
+        return head.tolist()  # the common case: the first n empty no member
     out: list[int] = []
-    for c in order:
+    for c in order.tolist():
         if len(out) >= n:
             break
         after = left - counts[:, c]
@@ -52,6 +55,13 @@ def take_channels(order: Iterable[int], n: int, counts: np.ndarray) -> list[int]
         left = after
         out.append(int(c))
     return out
+
+
+def _index_map(values: Any) -> np.ndarray:
+    """A read-only int64 copy of an index map (a member's channel of each index, ``-1``: none)."""
+    arr = np.array(values, dtype=np.int64).reshape(-1)
+    arr.flags.writeable = False
+    return arr
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,14 +73,17 @@ class Member:
         param: qualified parameter/buffer name in the model.
         dim: the dimension of the parameter that carries the group's channels.
         role: ``producer``, ``consumer``, ``bias``, ``scale`` or ``coupled``.
-        index_map: group channel of each index along ``dim``.
+        index_map: group channel of each index along ``dim`` (a read-only int64 array).
     """
 
     node: str
     param: str
     dim: int
     role: Role
-    index_map: tuple[int, ...]
+    index_map: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index_map", _index_map(self.index_map))
 
     @property
     def size(self) -> int:
@@ -79,7 +92,7 @@ class Member:
     def indices(self, channels: Iterable[int]) -> np.ndarray:
         """Indices along :attr:`dim` that belong to the given group channels."""
         chans = np.fromiter(channels, dtype=np.int64)
-        return np.nonzero(np.isin(np.asarray(self.index_map), chans))[0]
+        return np.nonzero(np.isin(self.index_map, chans))[0]
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,11 +101,14 @@ class TensorMember:
 
     node: str
     dim: int
-    index_map: tuple[int, ...]
+    index_map: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index_map", _index_map(self.index_map))
 
     def indices(self, channels: Iterable[int]) -> np.ndarray:
         chans = np.fromiter(channels, dtype=np.int64)
-        return np.nonzero(np.isin(np.asarray(self.index_map), chans))[0]
+        return np.nonzero(np.isin(self.index_map, chans))[0]
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,7 +150,7 @@ class Group:
         """``counts[k, c]``: how many indices of member ``k`` channel ``c`` owns."""
         out = np.zeros((len(self.members), self.size), dtype=np.int64)
         for k, m in enumerate(self.members):
-            idx = np.asarray(m.index_map, dtype=np.int64)
+            idx = m.index_map
             out[k] = np.bincount(idx[idx >= 0], minlength=self.size)[: self.size]
         return out
 
@@ -312,22 +328,21 @@ def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
     built.sort(key=lambda b: (order.get(state.param_nodes.get(b[0][0][1], ""), 0), b[0][0][1], b[0][0][2]))
 
     groups = []
+    lookup = np.full(len(roots), -1, dtype=np.int64)  # root -> group channel, reset after each group
     for gid, (params, tensors, channel_roots) in enumerate(built):
-        lookup = np.full(int(channel_roots.max()) + 1, -1, dtype=np.int64)
         lookup[channel_roots] = np.arange(len(channel_roots))
         members = []
         for kind, name, d, r in params:
             members.append(Member(state.param_nodes.get(name, ""), name, d,
-                                  state.roles.get((name, d), Role.COUPLED), tuple(lookup[r].tolist())))
-        tmembers = []
-        for kind, name, d, r in tensors:
-            ok = r <= lookup.size - 1
-            m = np.where(ok, lookup[np.minimum(r, lookup.size - 1)], -1)
-            tmembers.append(TensorMember(name, d, tuple(m.tolist())))
-        fixed_ch = frozenset(np.nonzero(fixed_mask[channel_roots])[0].tolist())
-        reasons = tuple(dict.fromkeys(fixed[r] for r in channel_roots.tolist() if fixed_mask[r]))
-        mix = bool(mixing_mask[channel_roots].any())
-        mix_reasons = tuple(dict.fromkeys(mixing[r] for r in channel_roots.tolist() if mixing_mask[r]))
+                                  state.roles.get((name, d), Role.COUPLED), lookup[r]))
+        tmembers = [TensorMember(name, d, lookup[r]) for kind, name, d, r in tensors]
+        lookup[channel_roots] = -1
+        fixed_sel = fixed_mask[channel_roots]
+        fixed_ch = frozenset(np.nonzero(fixed_sel)[0].tolist())
+        reasons = tuple(dict.fromkeys(fixed[r] for r in channel_roots[fixed_sel].tolist()))
+        mix_sel = mixing_mask[channel_roots]
+        mix = bool(mix_sel.any())
+        mix_reasons = tuple(dict.fromkeys(mixing[r] for r in channel_roots[mix_sel].tolist()))
         groups.append(Group(gid, len(channel_roots), tuple(members), tuple(tmembers), fixed_ch,
                             reasons, mix, mix_reasons, tuple(channel_roots.tolist())))
         for kind, name, d, _ in params + tensors:

@@ -14,9 +14,9 @@ Example:
     ...         self.a, self.b, self.c = torch.nn.Linear(2, 3), torch.nn.Linear(2, 2), torch.nn.Linear(5, 1)
     ...     def forward(self, x):
     ...         return self.c(torch.cat([self.a(x), self.b(x)], 1))
-    >>> [m.index_map for m in fxprune.analyze(M(), (torch.randn(1, 2),)).group_of("c.weight", 1)[0].members
+    >>> [m.index_map.tolist() for m in fxprune.analyze(M(), (torch.randn(1, 2),)).group_of("c.weight", 1)[0].members
     ...  if m.param == "c.weight"]
-    [(0, 1, 2, 3, 4)]
+    [[0, 1, 2, 3, 4]]
 """
 from __future__ import annotations
 

@@ -22,8 +22,8 @@ Example:
     ...     def forward(self, x):
     ...         return self.b(self.a(x)[:, 3:])
     >>> g = fxprune.analyze(M(), (torch.randn(1, 2),)).groups[0]
-    >>> [(m.param, m.index_map) for m in g.members][-1]
-    ('b.weight', (3, 4, 5))
+    >>> [(m.param, m.index_map.tolist()) for m in g.members][-1]
+    ('b.weight', [3, 4, 5])
 """
 from __future__ import annotations
 

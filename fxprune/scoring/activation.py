@@ -61,7 +61,7 @@ from __future__ import annotations
 import enum
 import warnings
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -122,7 +122,7 @@ def _before_reshaping(t: TensorMember, chans: frozenset[int], nodes: dict[str, f
         if len(ins) != 1 or _shape(node) is None or _shape(ins[0]) in (None, _shape(node)):
             return t
         prev = next((m for m in by_node[ins[0].name]
-                     if chans & {int(c) for c in m.index_map if c >= 0}), None)
+                     if chans & _channels_of(m)), None)
         if prev is None:
             return t
         t = prev
@@ -168,13 +168,13 @@ def read_tensors(analysis: Analysis, group: Group, point: ActivationPoint | str 
     out: list[tuple[TensorMember, frozenset[int]]] = []
     covered: set[int] = set()
     for t in chosen.values():
-        chans = frozenset(int(c) for c in t.index_map if c >= 0)
+        chans = _channels_of(t)
         out.append((t, chans))
         covered |= chans
     for t in reversed([t for ts in by_node.values() for t in ts]):
         if len(covered) >= group.size:
             break
-        new = frozenset(int(c) for c in t.index_map if c >= 0) - covered
+        new = _channels_of(t) - covered
         if new:
             out.append((t, new))
             covered |= new
@@ -183,7 +183,7 @@ def read_tensors(analysis: Analysis, group: Group, point: ActivationPoint | str 
     merged: dict[tuple[str, int], tuple[TensorMember, frozenset[int]]] = {}
     for t, chans in out:
         t = _before_reshaping(t, chans, nodes, by_node)
-        chans = chans & {int(c) for c in t.index_map if c >= 0}
+        chans = chans & _channels_of(t)
         old = merged.get((t.node, t.dim))
         merged[(t.node, t.dim)] = (t, chans | old[1] if old else chans)
     return list(merged.values())
@@ -297,6 +297,12 @@ class ActivationScorer:
         powered = m if p == 1.0 else (m ** int(p) if p.is_integer() else np.abs(m) ** p)
         moved = np.moveaxis(powered, dim, 0)
         return moved.reshape(moved.shape[0], -1).mean(axis=1)
+
+
+def _channels_of(member: Any) -> frozenset[int]:
+    """The group channels a member's indices belong to (``-1``, a fixed index, excluded)."""
+    idx = member.index_map
+    return frozenset(np.unique(idx[idx >= 0]).tolist())
 
 
 def _mean_by_channel(per_index: np.ndarray, index_map: tuple[int, ...], size: int) -> np.ndarray:

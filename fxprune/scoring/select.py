@@ -130,7 +130,14 @@ def _remove_count(size: int, n_fixed: int, want: int, cfg: SelectionConfig) -> i
     return size - keep
 
 
-def _take(order: list[int], n: int, info: GroupInfo) -> list[int]:
+def _prunable(info: GroupInfo) -> np.ndarray:
+    """The group's prunable channels, ascending."""
+    keep = np.ones(info.size, dtype=bool)
+    keep[list(info.fixed)] = False
+    return np.nonzero(keep)[0]
+
+
+def _take(order: Any, n: int, info: GroupInfo) -> list[int]:
     return take_channels(order, n, info.counts)
 
 
@@ -165,11 +172,12 @@ def _choose(scores: Mapping[int, np.ndarray], groups: Mapping[int, GroupInfo],
         for gid, s in scores.items():
             info = groups[gid]
             own = (per_group or {}).get(gid, cfg)
-            prunable = [c for c in range(info.size) if c not in info.fixed]
+            prunable = _prunable(info)
             n = _remove_count(info.size, len(info.fixed),
                               int(math.floor(own.ratio * len(prunable) + 1e-9)), own)
             if n > 0:
-                order = sorted(prunable, key=lambda c: (s[c], c))
+                s = np.asarray(s, dtype=np.float64).reshape(-1)
+                order = prunable[np.lexsort((prunable, s[prunable]))]  # by score, then channel
                 chosen = _take(order, n, info)
                 if chosen:
                     plan[gid] = sorted(chosen)
@@ -177,9 +185,9 @@ def _choose(scores: Mapping[int, np.ndarray], groups: Mapping[int, GroupInfo],
     entries = []
     for gid, s in scores.items():
         info = groups[gid]
-        s = np.asarray(s, dtype=np.float64)
-        prunable = [c for c in range(info.size) if c not in info.fixed]
-        if not prunable:
+        s = np.asarray(s, dtype=np.float64).reshape(-1)
+        prunable = _prunable(info)
+        if not len(prunable):
             continue
         if cfg.normalize == "mean":
             denom = float(np.mean(np.abs(s[prunable]))) or 1.0
@@ -187,7 +195,7 @@ def _choose(scores: Mapping[int, np.ndarray], groups: Mapping[int, GroupInfo],
             denom = float(np.max(np.abs(s[prunable]))) or 1.0
         else:
             denom = 1.0
-        entries.extend((float(s[c]) / denom, gid, c) for c in prunable)
+        entries.extend(zip((s[prunable] / denom).tolist(), [gid] * len(prunable), prunable.tolist()))
     target = int(math.floor(cfg.ratio * len(entries) + 1e-9))
     entries.sort()
     own = per_group or {}
@@ -225,7 +233,7 @@ def check_scores(scores: Mapping[int, np.ndarray], groups: Mapping[int, GroupInf
         s = np.asarray(s, dtype=np.float64).reshape(-1)
         if s.shape[0] != info.size:
             raise ScoreError(f"group {gid}: the scorer returned {s.shape[0]} scores for {info.size} channels")
-        bad = [c for c in range(info.size) if c not in info.fixed and not np.isfinite(s[c])]
+        bad = [c for c in np.nonzero(~np.isfinite(s))[0].tolist() if c not in info.fixed]
         if bad:
             raise ScoreError(
                 f"group {gid}: the scores of channels {bad[:8]} are not finite ({s[bad[:8]].tolist()}); "

@@ -256,7 +256,7 @@ def group_signatures(analysis: Any) -> list[list[Any]]:
     out = []
     for g in analysis.groups:
         body = json.dumps([g.size, sorted(int(c) for c in g.fixed),
-                           [[m.param, m.dim, str(getattr(m.role, "value", m.role)), [int(i) for i in m.index_map]]
+                           [[m.param, m.dim, str(getattr(m.role, "value", m.role)), m.index_map.tolist()]
                             for m in g.members]], separators=(",", ":"))
         out.append([g.id, hashlib.sha256(body.encode()).hexdigest()])
     return out
