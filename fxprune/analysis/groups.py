@@ -265,14 +265,37 @@ def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
     if mixing:
         mixing_mask[np.fromiter(mixing.keys(), dtype=np.int64)] = True
 
-    # spaces: (kind, name, dim, root array)
+    # spaces: (kind, name, dim, root array); ops that pass labels through share one label
+    # array, so the roots and free roots of a space are computed once per distinct array
     spaces: list[tuple[str, str, int, np.ndarray]] = []
+    free_of: list[np.ndarray] = []   # per space: its distinct unfixed roots
+    rep_of: list[int] = []           # per space: the first space with the same label array
+    seen: dict[int, tuple[int, np.ndarray]] = {}
+    keep_alive: list[np.ndarray] = []
+
+    def add(kind: str, name: str, d: int, lab: np.ndarray) -> None:
+        hit = seen.get(id(lab))
+        if hit is None:
+            r = roots[lab]
+            free = r[~fixed_mask[r]]
+            if not free.size:
+                seen[id(lab)] = (-1, r)
+                keep_alive.append(lab)
+                return
+            hit = seen[id(lab)] = (len(spaces), r)
+            keep_alive.append(lab)
+            free_of.append(np.unique(free))
+        elif hit[0] < 0:
+            return
+        else:
+            free_of.append(free_of[hit[0]])
+        rep_of.append(hit[0])
+        spaces.append((kind, name, d, hit[1]))
+
     order = {n.name: i for i, n in enumerate(gm.graph.nodes)}
     for name, labels in state.param_labels.items():
         for d, lab in enumerate(labels):
-            r = roots[lab]
-            if not fixed_mask[r].all():
-                spaces.append(("param", name, d, r))
+            add("param", name, d, lab)
     for node in gm.graph.nodes:
         if node.op in ("placeholder", "get_attr", "output"):
             continue
@@ -280,11 +303,8 @@ def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
         if not isinstance(labels, tuple) or not all(l is None or isinstance(l, np.ndarray) for l in labels):
             continue
         for d, lab in enumerate(labels):
-            if lab is None:
-                continue
-            r = roots[lab]
-            if not fixed_mask[r].all():
-                spaces.append(("tensor", node.name, d, r))
+            if lab is not None:
+                add("tensor", node.name, d, lab)
 
     graph = nx.Graph()
     for i, (kind, name, d, r) in enumerate(spaces):
@@ -293,10 +313,12 @@ def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
             attrs["role"] = str(state.roles.get((name, d), Role.COUPLED))
             attrs["node"] = state.param_nodes.get(name, "")
         graph.add_node(_space_id(kind, name, d), **attrs)
-    if spaces:
-        uniq = [np.unique(r[~fixed_mask[r]]) for (_, _, _, r) in spaces]
-        sid = np.concatenate([np.full(len(u), i, dtype=np.int64) for i, u in enumerate(uniq)])
-        rid = np.concatenate(uniq)
+    reps = [i for i, rep in enumerate(rep_of) if rep == i]
+    if reps:
+        # edges between distinct label arrays: from the first space holding a root to every other
+        lengths = np.fromiter((len(free_of[i]) for i in reps), dtype=np.int64, count=len(reps))
+        sid = np.repeat(np.asarray(reps, dtype=np.int64), lengths)
+        rid = np.concatenate([free_of[i] for i in reps])
         order_idx = np.argsort(rid, kind="stable")  # stable: spaces stay in order per root
         rid, sid = rid[order_idx], sid[order_idx]
         first = np.ones(len(rid), dtype=bool)
@@ -309,6 +331,9 @@ def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
         for code, count in zip(codes.tolist(), counts.tolist()):
             a, b = divmod(code, n_spaces)
             graph.add_edge(_space_id(*spaces[a][:3]), _space_id(*spaces[b][:3]), shared=count)
+    for i, rep in enumerate(rep_of):  # a space with the label array of an earlier one shares all of it
+        if rep != i:
+            graph.add_edge(_space_id(*spaces[rep][:3]), _space_id(*spaces[i][:3]), shared=len(free_of[i]))
 
     index = {_space_id(*s[:3]): s for s in spaces}
     components = [sorted(c) for c in nx.connected_components(graph)]
