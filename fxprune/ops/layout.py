@@ -133,8 +133,8 @@ def split_labels(atoms: Any, labels: np.ndarray, shape: Sequence[int], policy: A
         if chosen is not None:
             chosen.append((axis, tuple(varying)))
         moved = np.moveaxis(arr, axis, 0).reshape(shape[axis], -1)
-        for row in moved:
-            atoms.unify_all(row)
+        if moved.shape[1] > 1:  # every row becomes one channel: all at once, not row by row
+            atoms.unify(moved[:, 1:].ravel(), np.repeat(moved[:, 0], moved.shape[1] - 1))
     idx = [0] * nd
     idx[axis] = slice(None)
     out[axis] = np.asarray(arr[tuple(idx)]).copy()
