@@ -464,8 +464,25 @@ class _FakeProp(fx.Interpreter):
         return result
 
 
+_META = torch.device("meta")
+
+
+def _on_meta(args: Any, kwargs: Any) -> tuple[Any, Any]:
+    """Device arguments (a captured ``.to(cpu)``, ``arange(..., device=cpu)``) moved to ``meta``."""
+    args, kwargs = fx.node.map_aggregate((args, kwargs), lambda v: _META if isinstance(v, torch.device) else v)
+    if isinstance(kwargs.get("device"), str):
+        kwargs = {**kwargs, "device": _META}
+    return args, kwargs
+
+
 class _MetaProp(fx.Interpreter):
     """Shape propagation on ``meta`` tensors: no dispatch cache, no fake-tensor bookkeeping."""
+
+    def call_function(self, target: Any, args: Any, kwargs: Any) -> Any:
+        return super().call_function(target, *_on_meta(args, kwargs))
+
+    def call_method(self, target: Any, args: Any, kwargs: Any) -> Any:
+        return super().call_method(target, *_on_meta(args, kwargs))
 
     def run_node(self, n: fx.Node) -> Any:
         result = super().run_node(n)
