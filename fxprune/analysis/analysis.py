@@ -36,6 +36,7 @@ import torch
 import torch.fx as fx
 
 from .. import ir
+from ..gcpause import gc_paused
 from ..errors import ConfigError, ExampleInputError, FxPruneError, TraceError
 from ..ops.builtin import default_registry
 from ..ops.registry import Registry
@@ -301,8 +302,9 @@ def analyze(
 ) -> Analysis:
     """Trace ``model`` and find its coupled channel groups.
 
-    No real computation runs: shapes come from fake tensors, so models on the
-    ``meta`` device can be analysed.  The model is never modified.
+    No real computation runs: shapes come from meta tensors (fake tensors where a
+    graph needs them), so models on the ``meta`` device can be analysed.  The model
+    is never modified.
 
     Args:
         model: the model (an ``nn.Module``; a ``GraphModule`` is used as is).
@@ -329,35 +331,36 @@ def analyze(
     Raises:
         TraceError, ExampleInputError, UnsupportedOpError, ConfigError.
     """
-    config = AnalysisConfig.coerce(config).replace(**options)
-    # refuses a dict, None or a string clearly; keyword inputs go to their positions
-    example_inputs = bind_example_inputs(model, example_inputs, example_kwargs)
-    registry = registry if registry is not None else default_registry()
-    if config.frontend != Frontend.AUTO:
-        return _analyze_with(Frontend(config.frontend), model, example_inputs, config, registry)
-    try:
-        fx_analysis = _analyze_with(Frontend.FX, model, example_inputs, config, registry)
-    except (TraceError, ExampleInputError) as exc:
-        why = str(exc).splitlines()[0]
+    with gc_paused():
+        config = AnalysisConfig.coerce(config).replace(**options)
+        # refuses a dict, None or a string clearly; keyword inputs go to their positions
+        example_inputs = bind_example_inputs(model, example_inputs, example_kwargs)
+        registry = registry if registry is not None else default_registry()
+        if config.frontend != Frontend.AUTO:
+            return _analyze_with(Frontend(config.frontend), model, example_inputs, config, registry)
+        try:
+            fx_analysis = _analyze_with(Frontend.FX, model, example_inputs, config, registry)
+        except (TraceError, ExampleInputError) as exc:
+            why = str(exc).splitlines()[0]
+            try:
+                exported = _analyze_with(Frontend.EXPORT, model, example_inputs, config, registry)
+            except FxPruneError:
+                raise exc from None
+            return exported.with_notes(f"frontend='auto' used export: torch.fx could not capture the model ({why})")
+        if not fx_analysis.barriers:
+            return fx_analysis.with_notes("frontend='auto' used fx: it left no channel barrier")
         try:
             exported = _analyze_with(Frontend.EXPORT, model, example_inputs, config, registry)
-        except FxPruneError:
-            raise exc from None
-        return exported.with_notes(f"frontend='auto' used export: torch.fx could not capture the model ({why})")
-    if not fx_analysis.barriers:
-        return fx_analysis.with_notes("frontend='auto' used fx: it left no channel barrier")
-    try:
-        exported = _analyze_with(Frontend.EXPORT, model, example_inputs, config, registry)
-    except FxPruneError as exc:
-        return fx_analysis.with_notes(f"frontend='auto' used fx with {len(fx_analysis.barriers)} channel barrier(s); "
-                                      f"export could not capture the model ({str(exc).splitlines()[0]})")
-    if len(exported.barriers) < len(fx_analysis.barriers):
-        names = ", ".join(b.node for b in fx_analysis.barriers[:5])
-        return exported.with_notes(
-            f"frontend='auto' used export: fx left {len(fx_analysis.barriers)} channel barrier(s) ({names}"
-            f"{', ...' if len(fx_analysis.barriers) > 5 else ''}), export {len(exported.barriers)}")
-    return fx_analysis.with_notes(f"frontend='auto' used fx: export leaves as many channel barriers "
-                                  f"({len(exported.barriers)}) as fx ({len(fx_analysis.barriers)})")
+        except FxPruneError as exc:
+            return fx_analysis.with_notes(f"frontend='auto' used fx with {len(fx_analysis.barriers)} channel barrier(s); "
+                                          f"export could not capture the model ({str(exc).splitlines()[0]})")
+        if len(exported.barriers) < len(fx_analysis.barriers):
+            names = ", ".join(b.node for b in fx_analysis.barriers[:5])
+            return exported.with_notes(
+                f"frontend='auto' used export: fx left {len(fx_analysis.barriers)} channel barrier(s) ({names}"
+                f"{', ...' if len(fx_analysis.barriers) > 5 else ''}), export {len(exported.barriers)}")
+        return fx_analysis.with_notes(f"frontend='auto' used fx: export leaves as many channel barriers "
+                                      f"({len(exported.barriers)}) as fx ({len(fx_analysis.barriers)})")
 
 
 def _analyze_with(frontend: "Frontend", model: torch.nn.Module, example_inputs: tuple, config: AnalysisConfig,

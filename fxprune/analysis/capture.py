@@ -5,10 +5,11 @@ Two steps, both free of real compute:
 * :func:`trace` runs ``torch.fx.symbolic_trace`` with a leaf-module policy the
   user can extend (modules listed as leaves stay ``call_module`` nodes; fxprune
   then needs a rule for their type, or treats them as barriers).
-* :func:`propagate_shapes` runs the graph on *fake* tensors (``FakeTensorMode``),
-  so no weights are read and a model built on the ``meta`` device can be analysed.
-  Parameters and buffers are swapped for fake copies while each module runs, so
-  in-place updates (BatchNorm running statistics in train mode) never touch the
+* :func:`propagate_shapes` runs the graph on *meta* tensors (fake tensors,
+  ``FakeTensorMode``, where a graph needs them), so no weights are read and a
+  model built on the ``meta`` device can be analysed.  Parameters and buffers are
+  swapped for meta copies while the graph runs, so in-place updates (BatchNorm
+  running statistics in train mode) never touch the
   user's model.  The result is stored under :data:`fxprune.ir.SPEC`.
 
 Example:

@@ -284,11 +284,13 @@ class _Propagator:
         return tuple(dict.fromkeys(notes))
 
     def fix_orphans(self) -> None:
-        arrays = []
+        distinct: dict[int, np.ndarray] = {}  # ops passing labels through share one array: find it once
         for node in self.gm.graph.nodes:
             if node.op in ("get_attr",):
                 continue
-            arrays.extend(iter_label_arrays(node.meta.get(ir.CHANNELS)))
+            for lab in iter_label_arrays(node.meta.get(ir.CHANNELS)):
+                distinct.setdefault(id(lab), lab)
+        arrays = list(distinct.values())
         live = np.zeros(len(self.atoms), dtype=bool)
         if arrays:
             live[self.atoms.find(np.concatenate(arrays))] = True

@@ -25,6 +25,7 @@ import torch
 import torch.fx as fx
 
 from .. import ir
+from ..gcpause import gc_paused
 from ..analysis.analysis import Analysis
 from ..analysis.groups import plan_mask as groups_plan_mask
 from ..analysis.capture import propagate_shapes
@@ -83,83 +84,84 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
         PlanError: the plan names unknown or fixed channels, or empties a group.
         RewriteError: the rewritten graph's shapes differ from the prediction.
     """
-    gm = analysis.graph_module
-    mask = plan_mask(analysis, plan)
-    new_shapes: dict[str, Any] = {}
-    for node in gm.graph.nodes:
-        new_shapes[node.name] = mask.shape(node.meta.get(ir.SPEC), node.meta.get(ir.CHANNELS))
+    with gc_paused():
+        gm = analysis.graph_module
+        mask = plan_mask(analysis, plan)
+        new_shapes: dict[str, Any] = {}
+        for node in gm.graph.nodes:
+            new_shapes[node.name] = mask.shape(node.meta.get(ir.SPEC), node.meta.get(ir.CHANNELS))
 
-    root = _copy_root(gm)
-    originals: dict[int, torch.Tensor] = {}
-    for qualname, labels in analysis.state.param_labels.items():
-        t = get_attr(gm, qualname)
-        sliced = mask.slice(t, labels)
-        if sliced is t:
-            continue
-        key = id(t)
-        if key in originals:  # tied weights stay tied
+        root = _copy_root(gm)
+        originals: dict[int, torch.Tensor] = {}
+        for qualname, labels in analysis.state.param_labels.items():
+            t = get_attr(gm, qualname)
+            sliced = mask.slice(t, labels)
+            if sliced is t:
+                continue
+            key = id(t)
+            if key in originals:  # tied weights stay tied
+                set_attr(root, qualname, originals[key])
+                continue
+            originals[key] = _fresh_like(sliced, t)
             set_attr(root, qualname, originals[key])
-            continue
-        originals[key] = _fresh_like(sliced, t)
-        set_attr(root, qualname, originals[key])
 
-    graph = fx.Graph()
-    graph._codegen = gm.graph._codegen  # e.g. torch.export's pytree in/out handling (immutable)
-    env: dict[fx.Node, fx.Node] = {}
+        graph = fx.Graph()
+        graph._codegen = gm.graph._codegen  # e.g. torch.export's pytree in/out handling (immutable)
+        env: dict[fx.Node, fx.Node] = {}
 
-    def remap(a: Any) -> Any:
-        return fx.map_arg(a, lambda n: env[n])
+        def remap(a: Any) -> Any:
+            return fx.map_arg(a, lambda n: env[n])
 
-    def shape_of(x: Any) -> Any:
-        if isinstance(x, fx.Node):
-            return new_shapes[x.name]
-        raise TypeError("new_shape takes an fx node of the original graph")
+        def shape_of(x: Any) -> Any:
+            if isinstance(x, fx.Node):
+                return new_shapes[x.name]
+            raise TypeError("new_shape takes an fx node of the original graph")
 
-    def labels_of(x: Any) -> Any:
-        return x.meta.get(ir.CHANNELS) if isinstance(x, fx.Node) else None
+        def labels_of(x: Any) -> Any:
+            return x.meta.get(ir.CHANNELS) if isinstance(x, fx.Node) else None
 
-    changed = _changed_values(gm, new_shapes)
+        changed = _changed_values(gm, new_shapes)
 
-    def value_changed(n: Any) -> bool:
-        return isinstance(n, fx.Node) and _any(changed.get(n.name, False))
+        def value_changed(n: Any) -> bool:
+            return isinstance(n, fx.Node) and _any(changed.get(n.name, False))
 
-    for node in gm.graph.nodes:
-        rule = node.meta.get(ir.RULE)
-        ectx = None
-        if rule is not None and (rule.emit is not None or rule.resize is not None):
-            ectx = EmitContext(node=node, args=remap(node.args), kwargs=remap(dict(node.kwargs)),
-                               old_args=node.args, old_kwargs=dict(node.kwargs), new_shape=shape_of,
-                               labels_of=labels_of, kept=mask.kept, value_changed=value_changed)
-        if node.op == "call_module" and rule is not None and rule.resize is not None:
-            mod = root.get_submodule(str(node.target))
-            ectx.module = mod
-            if _io_changed(node, new_shapes, value_changed):
-                rule.resize(mod, ectx)
-        if node.op in ("call_function", "call_method") and rule is not None and rule.emit is not None \
-                and _io_changed(node, new_shapes, value_changed):
-            target, args, kwargs = rule.emit(ectx)
-            op = "call_method" if isinstance(target, str) else "call_function"
-            new = graph.create_node(op, target, tuple(args), dict(kwargs), name=node.name)
-        else:
-            new = graph.node_copy(node, lambda n: env[n])
-        for key in ir.ALL_KEYS:
-            new.meta.pop(key, None)
-        if isinstance(new.type, str):
-            # A string annotation (``from __future__ import annotations`` in the model's
-            # source) becomes a global the GraphModule cannot pickle; drop it so the
-            # pruned module can be saved with ``torch.save``.
-            new.type = None
-        env[node] = new
-    new_gm = fx.GraphModule(root, graph, gm.__class__.__name__)
-    new_gm.training = gm.training  # the emitted module starts in the mode of the analysed one
-    # Only pure calls whose results are unused go (size reads the rewrite made
-    # constant); in-place ops, random ops and module calls always stay.
-    new_gm.graph.eliminate_dead_code(is_impure_node=lambda n: not removable(n, new_gm))
-    new_gm.graph.lint()
-    new_gm.recompile()
-    if verify:
-        _verify(analysis, new_gm, new_shapes)
-    return new_gm
+        for node in gm.graph.nodes:
+            rule = node.meta.get(ir.RULE)
+            ectx = None
+            if rule is not None and (rule.emit is not None or rule.resize is not None):
+                ectx = EmitContext(node=node, args=remap(node.args), kwargs=remap(dict(node.kwargs)),
+                                   old_args=node.args, old_kwargs=dict(node.kwargs), new_shape=shape_of,
+                                   labels_of=labels_of, kept=mask.kept, value_changed=value_changed)
+            if node.op == "call_module" and rule is not None and rule.resize is not None:
+                mod = root.get_submodule(str(node.target))
+                ectx.module = mod
+                if _io_changed(node, new_shapes, value_changed):
+                    rule.resize(mod, ectx)
+            if node.op in ("call_function", "call_method") and rule is not None and rule.emit is not None \
+                    and _io_changed(node, new_shapes, value_changed):
+                target, args, kwargs = rule.emit(ectx)
+                op = "call_method" if isinstance(target, str) else "call_function"
+                new = graph.create_node(op, target, tuple(args), dict(kwargs), name=node.name)
+            else:
+                new = graph.node_copy(node, lambda n: env[n])
+            for key in ir.ALL_KEYS:
+                new.meta.pop(key, None)
+            if isinstance(new.type, str):
+                # A string annotation (``from __future__ import annotations`` in the model's
+                # source) becomes a global the GraphModule cannot pickle; drop it so the
+                # pruned module can be saved with ``torch.save``.
+                new.type = None
+            env[node] = new
+        new_gm = fx.GraphModule(root, graph, gm.__class__.__name__)
+        new_gm.training = gm.training  # the emitted module starts in the mode of the analysed one
+        # Only pure calls whose results are unused go (size reads the rewrite made
+        # constant); in-place ops, random ops and module calls always stay.
+        new_gm.graph.eliminate_dead_code(is_impure_node=lambda n: not removable(n, new_gm))
+        new_gm.graph.lint()
+        new_gm.recompile()
+        if verify:
+            _verify(analysis, new_gm, new_shapes)
+        return new_gm
 
 
 def _any(flag: Any) -> bool:
