@@ -367,6 +367,21 @@ def test_pruned_module_does_not_share_storage_with_input():
         assert p1.data_ptr() != p2.data_ptr()
 
 
+def test_pruned_and_kept_tensors_share_no_storage_with_the_input_and_aliases_follow_the_slice():
+    # The rewrite copies whole only the tensors it keeps; sliced ones replace the originals
+    # wherever the module tree refers to them (here a plain attribute aliasing a weight).
+    model, x = zoo.resnet_basic()
+    model.conv1.alias = model.conv1.weight
+    storages = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    gm = fxprune.prune(model, x, ratio=0.5).graph_module
+    for t in [*gm.parameters(), *gm.buffers()]:
+        assert t.untyped_storage().data_ptr() not in storages
+    conv1 = gm.get_submodule("conv1")
+    assert conv1.weight.shape[0] < model.conv1.weight.shape[0]
+    assert conv1.alias is conv1.weight
+    assert model.conv1.alias is model.conv1.weight  # the input untouched
+
+
 # ---------------------------------------------------------------------------
 # report and exports
 

@@ -69,8 +69,14 @@ def kept_indices(analysis: Analysis, plan: Mapping[int, Sequence[int]]) -> dict[
 
 
 def _fresh_like(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A new tensor holding ``value``, a Parameter (same requires_grad) if ``like`` is one."""
-    value = value.detach().clone()
+    """A new tensor holding ``value``, a Parameter (same requires_grad) if ``like`` is one.
+
+    ``value`` is copied only where it shares ``like``'s storage (a view, any meta tensor);
+    a gathered slice is new already.
+    """
+    value = value.detach()
+    if value.untyped_storage().data_ptr() == like.untyped_storage().data_ptr():
+        value = value.clone()
     if isinstance(like, torch.nn.Parameter):
         return torch.nn.Parameter(value, requires_grad=like.requires_grad)
     return value
@@ -91,19 +97,19 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
         for node in gm.graph.nodes:
             new_shapes[node.name] = mask.shape(node.meta.get(ir.SPEC), node.meta.get(ir.CHANNELS))
 
-        root = _copy_root(gm)
-        originals: dict[int, torch.Tensor] = {}
+        fresh: dict[int, torch.Tensor] = {}  # id(original tensor) -> its sliced replacement
+        replaced: dict[str, torch.Tensor] = {}
         for qualname, labels in analysis.state.param_labels.items():
             t = get_attr(gm, qualname)
-            sliced = mask.slice(t, labels)
-            if sliced is t:
-                continue
-            key = id(t)
-            if key in originals:  # tied weights stay tied
-                set_attr(root, qualname, originals[key])
-                continue
-            originals[key] = _fresh_like(sliced, t)
-            set_attr(root, qualname, originals[key])
+            if id(t) not in fresh:  # tied weights stay tied
+                sliced = mask.slice(t, labels)
+                if sliced is t:
+                    continue
+                fresh[id(t)] = _fresh_like(sliced, t)
+            replaced[qualname] = fresh[id(t)]
+        root = _copy_root(gm, fresh)
+        for qualname, value in replaced.items():
+            set_attr(root, qualname, value)
 
         graph = fx.Graph()
         graph._codegen = gm.graph._codegen  # e.g. torch.export's pytree in/out handling (immutable)
@@ -227,13 +233,15 @@ def _shape_tuple(spec: Any) -> Any:
     return spec
 
 
-def _copy_root(gm: fx.GraphModule) -> torch.nn.Module:
+def _copy_root(gm: fx.GraphModule, replacements: Mapping[int, torch.Tensor] = {}) -> torch.nn.Module:
     """A deep copy of the module tree (parameters included) without the graph.
 
     One memo for the whole tree: a tensor shared by two modules (tied weights)
-    is one tensor in the copy too.
+    is one tensor in the copy too.  ``replacements`` (``{id(tensor): new tensor}``)
+    seeds the memo: the pruned tensors take the place of the originals wherever the
+    tree refers to them, and the originals are never copied whole.
     """
-    memo: dict[int, Any] = {}
+    memo: dict[int, Any] = dict(replacements)
     root = torch.nn.Module()
     for name, child in gm.named_children():
         try:
