@@ -31,7 +31,7 @@ import torch.fx as fx
 
 from . import ir
 from .analysis.analysis import Analysis
-from .analysis.capture import propagate_shapes
+from .analysis.shapes import propagate_shapes
 from .analysis.cost import count_macs, count_params, node_macs
 from .analysis.latency import LatencyRow
 from .modules import get_attr

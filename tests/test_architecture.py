@@ -20,12 +20,14 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "fxprune"
 ALLOWED = {
     "fxprune.ir": set(),
     "fxprune.errors": set(),
+    "fxprune.gcpause": set(),
     "fxprune.modules": {"fxprune.errors"},
     "fxprune.ops": {"fxprune.ir", "fxprune.errors", "fxprune.modules"},
-    "fxprune.analysis": {"fxprune.ir", "fxprune.errors", "fxprune.modules", "fxprune.ops"},
+    "fxprune.analysis": {"fxprune.ir", "fxprune.errors", "fxprune.modules", "fxprune.ops", "fxprune.gcpause"},
     "fxprune.scoring": {"fxprune.ir", "fxprune.errors", "fxprune.modules", "fxprune.ops", "fxprune.analysis",
                         "fxprune.progress"},
-    "fxprune.rewrite": {"fxprune.ir", "fxprune.errors", "fxprune.modules", "fxprune.ops", "fxprune.analysis"},
+    "fxprune.rewrite": {"fxprune.ir", "fxprune.errors", "fxprune.modules", "fxprune.ops", "fxprune.analysis",
+                        "fxprune.gcpause"},
 }
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from fxprune import ir
-from fxprune.analysis import capture
+from fxprune.analysis import capture, shapes
 from fxprune.testing import zoo
 
 
@@ -22,14 +22,14 @@ def _specs(gm):
 def _refuse_fake(monkeypatch):
     def refuse(*_):
         raise AssertionError("the fake-tensor path ran")
-    monkeypatch.setattr(capture, "_propagate_on_fake", refuse)
+    monkeypatch.setattr(shapes, "_propagate_on_fake", refuse)
 
 
 @pytest.mark.parametrize("name", sorted(zoo.ZOO))
 def test_zoo_runs_on_meta_with_the_specs_of_fake_tensors(name, monkeypatch):
     model, inputs = zoo.ZOO[name]()
     gm = capture.trace(model)
-    capture._propagate_on_fake(gm, capture.as_example_inputs(inputs))
+    shapes._propagate_on_fake(gm, shapes.as_example_inputs(inputs))
     want = _specs(gm)
     _refuse_fake(monkeypatch)
     capture.propagate_shapes(gm, inputs)
@@ -72,8 +72,8 @@ class _Net(nn.Module):
 def test_a_leaf_module_reading_values_falls_back_to_fake_tensors(monkeypatch):
     gm = capture.trace(_Net(), leaf_modules=[_Branchy])
     calls = []
-    real = capture._propagate_on_fake
-    monkeypatch.setattr(capture, "_propagate_on_fake", lambda *a: (calls.append(1), real(*a)))
+    real = shapes._propagate_on_fake
+    monkeypatch.setattr(shapes, "_propagate_on_fake", lambda *a: (calls.append(1), real(*a)))
     capture.propagate_shapes(gm, (torch.randn(3, 2),))
     assert calls == [1]
     out = next(n for n in gm.graph.nodes if n.op == "output").args[0]

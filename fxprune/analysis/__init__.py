@@ -1,7 +1,8 @@
 """Analysis stage: capture, shape propagation, channel propagation, coupling groups."""
 from .analysis import Analysis, AnalysisConfig, analyze
 from ..ir import TensorSpec
-from .capture import propagate_shapes, trace
+from .capture import trace
+from .shapes import propagate_shapes
 from .channels import Barrier, ChannelState, propagate_channels
 from .groups import Group, Member, TensorMember, build_groups
 

@@ -40,7 +40,8 @@ from ..gcpause import gc_paused
 from ..errors import ConfigError, ExampleInputError, FxPruneError, TraceError
 from ..ops.builtin import default_registry
 from ..ops.registry import Registry
-from .capture import bind_example_inputs, export, propagate_shapes, trace
+from .capture import bind_example_inputs, export, trace
+from .shapes import propagate_shapes
 from .channels import POLICIES, Barrier, ChannelState, propagate_channels, resolve_ignore
 from .groups import Group, build_groups
 from .mode_calls import recognise_mode_calls

@@ -5,12 +5,10 @@ Two steps, both free of real compute:
 * :func:`trace` runs ``torch.fx.symbolic_trace`` with a leaf-module policy the
   user can extend (modules listed as leaves stay ``call_module`` nodes; fxprune
   then needs a rule for their type, or treats them as barriers).
-* :func:`propagate_shapes` runs the graph on *meta* tensors (fake tensors,
-  ``FakeTensorMode``, where a graph needs them), so no weights are read and a
-  model built on the ``meta`` device can be analysed.  Parameters and buffers are
-  swapped for meta copies while the graph runs, so in-place updates (BatchNorm
-  running statistics in train mode) never touch the
-  user's model.  The result is stored under :data:`fxprune.ir.SPEC`.
+* :func:`propagate_shapes` (from :mod:`fxprune.analysis.shapes`) runs the graph on
+  *meta* tensors (fake tensors where a graph needs them), so no weights are read
+  and a model built on the ``meta`` device can be analysed.  The result is stored
+  under :data:`fxprune.ir.SPEC`.
 
 Example:
     >>> import torch, torch.nn as nn
@@ -26,24 +24,17 @@ from __future__ import annotations
 import functools
 import inspect
 import traceback
-import types
 import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 import torch.fx as fx
-from torch._subclasses.fake_tensor import (
-    DataDependentOutputException,
-    DynamicOutputShapeException,
-    FakeTensorMode,
-    unset_fake_temporarily,
-)
 
 from .. import ir
-from ..ir import TensorSpec
 from ..errors import ExampleInputError, TraceError, TrainEvalWarning
 from .modes import follow_mode, mode_differences
-from .tracer import CAPTURE_LOCK, state_restored, trace_module, tracing_copy
+from .shapes import as_example_inputs, propagate_shapes, spec_of
+from .tracer import CAPTURE_LOCK, trace_module, tracing_copy
 
 __all__ = ["trace", "export", "propagate_shapes", "spec_of", "DEFAULT_LEAF_TYPES", "check_analysis_of",
            "as_example_inputs", "bind_example_inputs"]
@@ -273,50 +264,6 @@ def _picklable_guards(gm: fx.GraphModule, shapes: tuple) -> None:
         guards.forward = functools.partial(check_input_shapes, shapes)
 
 
-def _fake(mode: FakeTensorMode, value: Any, device: torch.device | None = None) -> Any:
-    """Fake copies of the tensors in ``value``; meta tensors move to ``device`` (the model's)."""
-    if isinstance(value, torch.Tensor):
-        if device is not None and value.device.type == "meta" and device.type != "meta":
-            with mode:
-                return torch.empty(tuple(value.shape), dtype=value.dtype, device=device)
-        return mode.from_tensor(value)
-    if isinstance(value, (list, tuple)):
-        return type(value)(_fake(mode, v, device) for v in value)
-    if isinstance(value, dict):
-        return {k: _fake(mode, v, device) for k, v in value.items()}
-    return value
-
-
-def as_example_inputs(example_inputs: Any) -> tuple:
-    """``example_inputs`` as the tuple of positional inputs of ``model.forward``.
-
-    A single tensor is wrapped; a dict, ``None``, a string or a non-iterable is
-    refused (a dict's keys, a string's characters would silently become the inputs).
-
-    Example:
-        >>> as_example_inputs(torch.zeros(1)).__class__.__name__
-        'tuple'
-        >>> as_example_inputs({"x": torch.zeros(1)})
-        Traceback (most recent call last):
-        ...
-        fxprune.errors.ExampleInputError: example_inputs is a dict (keys ['x']): ...
-    """
-    if isinstance(example_inputs, torch.Tensor):
-        return (example_inputs,)
-    if isinstance(example_inputs, dict):
-        raise ExampleInputError(
-            f"example_inputs is a dict (keys {sorted(map(str, example_inputs))[:5]}): fxprune passes "
-            "example inputs positionally, so its keys would become the inputs. Pass a tuple of the "
-            "positional inputs of model.forward in order, e.g. (inputs['x'],), or pass the dict as "
-            "example_kwargs=... (keyword inputs, as Hugging Face models take them)")
-    if example_inputs is None or isinstance(example_inputs, (str, bytes)) \
-            or not isinstance(example_inputs, (tuple, list)):
-        raise ExampleInputError(
-            f"example_inputs must be a tuple of the positional inputs of model.forward, got "
-            f"{type(example_inputs).__name__} {example_inputs!r:.60}; wrap a single tensor as (x,)")
-    return tuple(example_inputs)
-
-
 def bind_example_inputs(model: Any, example_inputs: Any = (),
                         example_kwargs: Mapping[str, Any] | None = None) -> tuple:
     """Positional and keyword example inputs as the one tuple of positional inputs fxprune captures with.
@@ -371,192 +318,6 @@ def bind_example_inputs(model: Any, example_inputs: Any = (),
             raise ExampleInputError(f"example input {p.name!r} of {type(model).__name__}.forward has no default "
                                     "and was not given: pass it in example_inputs or example_kwargs")
     return tuple(bound)
-
-
-def spec_of(value: Any) -> Any:
-    """Convert a (possibly nested) fake value into TensorSpecs; other values unchanged."""
-    if isinstance(value, torch.Tensor):
-        return TensorSpec(tuple(int(s) for s in value.shape), value.dtype)
-    if isinstance(value, (list, tuple)) and not isinstance(value, torch.Size):
-        return tuple(spec_of(v) for v in value)
-    if isinstance(value, torch.Size):
-        return tuple(int(s) for s in value)
-    return value
-
-
-def _random_like(v: Any) -> Any:
-    """A real random tensor of a fake tensor's shape and dtype (zeros for integers); other values unchanged."""
-    if isinstance(v, torch.Tensor):
-        if v.dtype.is_floating_point:
-            return torch.randn(tuple(v.shape), dtype=v.dtype)
-        return torch.zeros(tuple(v.shape), dtype=v.dtype)
-    return v
-
-
-class _FakeProp(fx.Interpreter):
-    def __init__(self, gm: fx.GraphModule, mode: FakeTensorMode) -> None:
-        super().__init__(gm, garbage_collect_values=True)
-        self._mode = mode
-        self._fake_state: dict[str, torch.Tensor] = {}
-        for name, t in list(gm.named_parameters()) + list(gm.named_buffers()):
-            self._fake_state[name] = mode.from_tensor(t)
-
-    def _local_state(self, prefix: str) -> dict[str, torch.Tensor]:
-        p = prefix + "."
-        return {k[len(p):]: v for k, v in self._fake_state.items() if k.startswith(p)}
-
-    def get_attr(self, target: str, args: Any, kwargs: Any) -> Any:
-        if target in self._fake_state:
-            return self._fake_state[target]
-        return _fake(self._mode, super().get_attr(target, args, kwargs))
-
-    def call_module(self, target: str, args: Any, kwargs: Any) -> Any:
-        mod = self.fetch_attr(target)
-        try:
-            return torch.func.functional_call(mod, self._local_state(target), tuple(args), dict(kwargs))
-        except (DataDependentOutputException, DynamicOutputShapeException):
-            return self._run_real(mod, args, kwargs)
-
-    def call_function(self, target: Any, args: Any, kwargs: Any) -> Any:
-        try:
-            return super().call_function(target, args, kwargs)
-        except (DataDependentOutputException, DynamicOutputShapeException):
-            if not isinstance(target, types.FunctionType):  # a torch op: a real data dependency
-                raise
-            return self._run_real(target, args, kwargs)  # a kept torch.fx.wrap-ped Python function
-
-    def _run_real(self, mod: Any, args: Any, kwargs: Any) -> Any:
-        """Fallback for leaf modules (and kept Python functions) whose code depends on tensor values.
-
-        The module runs for real, on random inputs of the fake inputs' shapes and
-        on a copy of its state, so the user's buffers are never written.
-        """
-        if not isinstance(mod, torch.nn.Module):
-            with unset_fake_temporarily(), torch.no_grad():
-                return _fake(self._mode, mod(*fx.node.map_aggregate(args, _random_like),
-                                             **fx.node.map_aggregate(kwargs, _random_like)))
-        state = {k: v for k, v in list(mod.named_parameters()) + list(mod.named_buffers())}
-        if any(v.device.type == "meta" for v in state.values()):
-            raise ExampleInputError("a leaf module with value-dependent control flow cannot be "
-                                    "analysed on the meta device")
-
-        with unset_fake_temporarily(), torch.no_grad():
-            r_args = fx.node.map_aggregate(args, _random_like)
-            r_kwargs = fx.node.map_aggregate(kwargs, _random_like)
-            copies = {k: v.detach().clone() for k, v in state.items()}
-            out = torch.func.functional_call(mod, copies, tuple(r_args), dict(r_kwargs))
-        return _fake(self._mode, out)
-
-    def run_node(self, n: fx.Node) -> Any:
-        try:
-            result = super().run_node(n)
-        except ExampleInputError:
-            raise
-        except Exception as exc:
-            stack = n.meta.get("stack_trace") or ""
-            raise ExampleInputError(
-                f"the example inputs do not run the model: node '{n.name}' "
-                f"({n.op} {getattr(n.target, '__name__', n.target)}) failed with "
-                f"{type(exc).__name__}: {exc}\n{stack}"
-                "Check the number, shapes and dtypes of example_inputs: they must be a tuple "
-                "of the positional arguments of model.forward."
-            ) from exc
-        n.meta[ir.SPEC] = spec_of(result)
-        return result
-
-
-_META = torch.device("meta")
-
-
-def _on_meta(args: Any, kwargs: Any) -> tuple[Any, Any]:
-    """Device arguments (a captured ``.to(cpu)``, ``arange(..., device=cpu)``) moved to ``meta``."""
-    args, kwargs = fx.node.map_aggregate((args, kwargs), lambda v: _META if isinstance(v, torch.device) else v)
-    if isinstance(kwargs.get("device"), str):
-        kwargs = {**kwargs, "device": _META}
-    return args, kwargs
-
-
-class _MetaProp(fx.Interpreter):
-    """Shape propagation on ``meta`` tensors: no dispatch cache, no fake-tensor bookkeeping."""
-
-    def call_function(self, target: Any, args: Any, kwargs: Any) -> Any:
-        return super().call_function(target, *_on_meta(args, kwargs))
-
-    def call_method(self, target: Any, args: Any, kwargs: Any) -> Any:
-        return super().call_method(target, *_on_meta(args, kwargs))
-
-    def run_node(self, n: fx.Node) -> Any:
-        result = super().run_node(n)
-        n.meta[ir.SPEC] = spec_of(result)
-        return result
-
-
-def _to_meta(value: Any) -> Any:
-    return fx.node.map_aggregate(
-        value, lambda v: torch.empty_like(v, device="meta") if isinstance(v, torch.Tensor) else v)
-
-
-def _propagate_on_meta(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> bool:
-    """Run ``gm`` once on meta copies of its state and inputs; False when any node cannot.
-
-    The state is swapped for meta tensors once for the whole graph (not per module
-    call); in-place updates (BatchNorm running statistics) land on those copies.
-    Code that mixes meta tensors with real ones it creates itself, reads values
-    (``.item()``, ``nonzero``) or has no meta kernel makes this return False, and
-    :func:`propagate_shapes` falls back to fake tensors, which handle all of these.
-    """
-    state = {k: torch.empty_like(v, device="meta")
-             for k, v in [*gm.named_parameters(remove_duplicate=False), *gm.named_buffers(remove_duplicate=False)]}
-    inputs = _to_meta(tuple(example_inputs))
-    try:
-        with torch.nn.utils.stateless._reparametrize_module(gm, state, tie_weights=True), \
-                torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _MetaProp(gm, garbage_collect_values=True).run(*inputs)
-    except Exception:  # noqa: BLE001 - any failure: the fake-tensor path decides, and names the node
-        return False
-    return True
-
-
-def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> None:
-    """Annotate every node with :data:`fxprune.ir.SPEC` (shapes and dtypes, no real compute).
-
-    The graph runs on ``meta`` tensors first (about five times cheaper); a graph
-    that cannot (it reads tensor values, mixes in real tensors it creates, or calls
-    an op without a meta kernel) runs on fake tensors (``FakeTensorMode``), which
-    also run leaf modules with value-dependent code for real on random inputs.
-    Example inputs may be real, fake or meta tensors; only their shapes and dtypes
-    are used.  Inputs are moved to the device of the model's parameters when the
-    model lives on ``meta``, and meta inputs to the model's device.
-
-    Raises:
-        ExampleInputError: naming the node that failed.
-    """
-    example_inputs = as_example_inputs(example_inputs)
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    required = [n for n in placeholders if not n.args]  # no default value
-    if len(example_inputs) < len(required) or len(example_inputs) > len(placeholders):
-        raise ExampleInputError(
-            f"model.forward takes {len(required)}..{len(placeholders)} positional inputs "
-            f"({', '.join(n.name for n in placeholders)}) but {len(example_inputs)} "
-            "example inputs were given"
-        )
-    # The graph may share its modules with the user's model (one that cannot be copied);
-    # code run here (hooks, caches) must leave no attribute behind on them.
-    with state_restored(gm):
-        if not _propagate_on_meta(gm, example_inputs):
-            _propagate_on_fake(gm, example_inputs)
-
-
-def _propagate_on_fake(gm: fx.GraphModule, example_inputs: tuple) -> None:
-    first = next(iter(gm.parameters()), None)
-    first = first if first is not None else next(iter(gm.buffers()), None)
-    on_meta = first is not None and first.device.type == "meta"
-    inputs = [x.to("meta") if on_meta and isinstance(x, torch.Tensor) else x for x in example_inputs]
-    mode = FakeTensorMode(allow_non_fake_inputs=True)
-    with mode:
-        fake_inputs = _fake(mode, tuple(inputs), first.device if first is not None else None)
-        _FakeProp(gm, mode).run(*fake_inputs)
 
 
 def check_analysis_of(model: torch.nn.Module, analysis: Any) -> None:

@@ -350,7 +350,7 @@ def propagate_channels(
     """Run the channel rules over a shape-annotated GraphModule.
 
     Requires :data:`fxprune.ir.SPEC` on every node (see
-    :func:`fxprune.analysis.capture.propagate_shapes`).
+    :func:`fxprune.analysis.shapes.propagate_shapes`).
     """
     if split_policy not in POLICIES:
         raise ConfigError(f"split_policy must be one of {list(POLICIES)}, got {split_policy!r}")

@@ -57,7 +57,7 @@ from ..modules import get_attr, set_attr
 from ..ops import RESHAPE, SPATIAL, VIEW
 from .analysis import Analysis, analyze
 from .blocks import is_add
-from .capture import propagate_shapes
+from .shapes import propagate_shapes
 from .copying import clean_copy, own_copies
 from .cost import count_macs
 

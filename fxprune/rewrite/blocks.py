@@ -39,7 +39,7 @@ import torch.fx as fx
 from .. import ir
 from ..analysis.analysis import Analysis
 from ..analysis.blocks import Block, ProjectionPolicy, blocks_of, removed_nodes
-from ..analysis.capture import propagate_shapes
+from ..analysis.shapes import propagate_shapes
 from ..analysis.copying import copy_node, own_copies
 from ..errors import PlanError, RewriteError
 

@@ -28,7 +28,7 @@ from .. import ir
 from ..gcpause import gc_paused
 from ..analysis.analysis import Analysis
 from ..analysis.groups import plan_mask as groups_plan_mask
-from ..analysis.capture import propagate_shapes
+from ..analysis.shapes import propagate_shapes
 from ..ir import KeepMask, TensorSpec
 from ..errors import RewriteError
 from ..modules import get_attr, set_attr

@@ -122,7 +122,7 @@ class RewriteRecord:
 
         gm = apply_with_implants(analysis, self.plan, self.implants, kind=self.implant_kind, rank=self.implant_rank)
         if verify:
-            from ..analysis.capture import propagate_shapes
+            from ..analysis.shapes import propagate_shapes
 
             propagate_shapes(gm, analysis.example_inputs)
         return gm
