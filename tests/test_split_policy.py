@@ -116,6 +116,6 @@ def test_outer_on_a_fused_qkv_layout_says_it_prunes_nothing_there():
 
 def test_the_policies_are_validated_by_name():
     assert AnalysisConfig(split_policy="heads").split_policy == "heads"
-    with pytest.raises(ConfigError, match="split_policy must be 'inner', 'outer' or 'heads'"):
+    with pytest.raises(ConfigError, match="split_policy must be 'auto', 'inner', 'outer' or 'heads'"):
         AnalysisConfig(split_policy="head")
     assert AnalysisConfig(split_overrides={"view": "heads"}).split_overrides == (("view", "heads"),)
