@@ -186,6 +186,7 @@ def head_counts(analysis: Analysis, shapes: Mapping[str, Any]) -> dict[tuple[str
         if not isinstance(new, tuple) or int(new[split.dim]) == old:
             continue
         stack = tuple(str(v[0]) for v in reversed(list((node.meta.get("nn_module_stack") or {}).values())))
+        stack += ("",) if "" not in stack else ()  # the model itself (a split in its own forward)
         out.setdefault(stack, {}).setdefault(old, set()).add(int(new[split.dim]))
     return out
 
