@@ -237,3 +237,29 @@ def test_a_head_count_that_fits_two_pruned_counts_is_refused_by_name():
                                                r"to different counts \(\[2, 3\]\)"):
         resize_head_counts(model, {("0", ""): {4: {2, 3}}})
     assert resize_head_counts(model, {("0",): {4: {2}}}, skip={"0"}) == {} and model[0].num_heads == 4
+
+
+class OwnHeads(nn.Module):
+    """Attention in the model's own forward, its head count equal to its head_dim (both 4)."""
+
+    def __init__(self):
+        super().__init__()
+        self.num_heads, self.head_dim = H, D
+        self.q, self.k, self.v, self.o = (nn.Linear(C, C) for _ in range(4))
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        q, k, v = (f(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2) for f in (self.q, self.k, self.v))
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.o(y.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))
+
+
+def test_the_head_count_is_resized_and_an_equal_head_dim_is_not():
+    model = OwnHeads().eval()
+    result = fxprune.prune(model, X, ratio=0.5)
+    small = result.materialize()
+    assert (small.num_heads, small.head_dim) == (2, 4) and (model.num_heads, model.head_dim) == (4, 4)
+    assert small.q.out_features == small.o.in_features == 8
+    assert compare(small(*X), result.graph_module(*X)) is None
+    with pytest.raises(MaterializeError, match="head_dim = 4"):      # inner: head_dim is hard-coded
+        fxprune.prune(model, X, ratio=0.5, split_policy="inner").materialize()

@@ -299,6 +299,8 @@ class _Propagator:
         all fixed; ``inner`` otherwise.  Why an attention split falls back to
         ``inner`` (its heads are fixed) goes to ``notes``, by node.
         """
+        if not any(_is_auto(c.policy) and c.node not in self.resolved for c in self.splits):
+            return {}
         declared = np.concatenate(self.heads) if self.heads else np.zeros(0, dtype=np.int64)
         head_roots = set(self.atoms.find(declared).tolist())
         fixed = self.atoms.fixed_roots()
