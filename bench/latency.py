@@ -4,8 +4,8 @@ For each model (zoo classes at sizes where compute, not Python overhead, dominat
 table is measured (fresh, not from the cache), then ``prune(target_latency=t)`` runs for each
 target, with and without ``round_to=8``; the pruned model is measured again (median of 15 samples
 of at least 50 ms) and compared with the table's prediction.  The Llama runs twice: pruning whole
-heads (``split_policy="outer"``) and pruning ``head_dim`` (the default ``inner``, where the value
-head_dim can differ from the query/key one).  Single thread unless ``--threads``.
+heads (``split_policy="outer"``, as the default ``auto`` does) and pruning ``head_dim``
+(``inner``, where the value head_dim can differ from the query/key one).  Single thread unless ``--threads``.
 
 Run:  python bench/latency.py [--targets 0.8 0.6 0.4] [--threads 1]
 """

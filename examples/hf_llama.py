@@ -17,9 +17,9 @@ model = transformers.LlamaForCausalLM(config).eval()
 tokens = torch.randint(0, 96, (1, 8))
 
 # Hugging Face models need the torch.export front end; uniform=True keeps every layer's widths
-# equal (one intermediate_size, one head count), and split_policy="outer" removes whole heads
+# equal (one intermediate_size, one head count), and the default split policy removes whole heads
 # (a key/value head with its query heads), so the result is again a LlamaConfig.
-result = fxprune.prune(model, (tokens,), ratio=0.5, frontend="export", uniform=True, split_policy="outer")
+result = fxprune.prune(model, (tokens,), ratio=0.5, frontend="export", uniform=True)
 small = result.materialize()                         # a LlamaForCausalLM built from an updated config
 print({k: getattr(small.config, k) for k in ("hidden_size", "intermediate_size", "num_attention_heads",
                                              "num_key_value_heads", "head_dim")})

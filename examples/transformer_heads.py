@@ -1,11 +1,11 @@
 """Whole attention heads removed from transformers: a ViT with a fused qkv projection and a Llama
 with grouped-query attention.
 
-By default fxprune prunes *inside* heads (``head_dim`` in every head, ``split_policy="inner"``).
-To remove whole heads, prune the outer factor of the head split: ``split_policy="outer"`` for
-separate q/k/v projections (a key/value head goes together with the query heads that share it), or,
-for a fused ``qkv.reshape(B, N, 3, heads, head_dim)``, ``split_overrides={node: 1}`` (factor 1 of
-``(3, heads, head_dim)``: the heads).
+By default (``split_policy="auto"``) a reshape that splits a projection into ``(heads, head_dim)``
+and feeds attention loses whole heads: for separate q/k/v projections, a key/value head goes
+together with the query heads that share it; for a fused ``qkv.reshape(B, N, 3, heads, head_dim)``
+the leading q/k/v factor is skipped.  No node names are needed.  ``split_policy="inner"`` prunes
+``head_dim`` in every head instead, and ``split_overrides={node: policy}`` chooses per reshape.
 
 Run: python examples/transformer_heads.py
 """
@@ -16,12 +16,8 @@ from fxprune.testing import zoo
 
 # --- ViT, fused qkv -------------------------------------------------------------------------
 vit, x = zoo.vit()                                     # dim 32, 4 heads of 8, two blocks
-graph = fxprune.analyze(vit, x).graph_module
-head_splits = {n.name: 1 for n in graph.graph.nodes    # the reshapes right after each qkv Linear
-               if n.target == "reshape" and str(n.args[0].target).endswith("attn.qkv")}
-print("head splits:", head_splits)
-
-analysis = fxprune.analyze(vit, x, split_overrides=head_splits)
+analysis = fxprune.analyze(vit, x)
+print("head splits:", {c.node: c.resolved.value for c in analysis.state.splits})   # each qkv reshape: heads
 heads = [g for g in analysis.groups if g.producers()[0].param.endswith("attn.qkv.weight")]
 print("head groups:", [(g.id, g.size) for g in heads])   # one channel per head
 
@@ -40,11 +36,13 @@ with torch.no_grad():
 
 # --- Llama, grouped-query attention ------------------------------------------------------------
 llama, tokens = zoo.llama()                            # 4 query heads, 2 key/value heads of 8
-result = fxprune.prune(llama, tokens, split_policy="outer",
-                       ratio={"layers.0.self_attn.q_proj": 0.5, "layers.1.self_attn.q_proj": 0.5})
+result = fxprune.prune(llama, tokens, ratio={"layers.0.self_attn.q_proj": 0.5, "layers.1.self_attn.q_proj": 0.5})
 attn = result.graph_module.get_submodule("layers.0.self_attn")
 print("layers.0: q_proj", llama.layers[0].self_attn.q_proj.out_features, "->", attn.q_proj.out_features,
       "k_proj", llama.layers[0].self_attn.k_proj.out_features, "->", attn.k_proj.out_features)
 assert (attn.q_proj.out_features, attn.k_proj.out_features) == (16, 8)   # 2 query heads on 1 kv head
 with torch.no_grad():
     print("logits:", tuple(result.graph_module(*tokens).shape))
+small = result.materialize()                           # the Llama class again, its head counts resized
+print("materialised: n_heads", small.layers[0].self_attn.n_heads, "n_kv_heads", small.layers[0].self_attn.n_kv_heads)
+assert (small.layers[0].self_attn.n_heads, small.layers[0].self_attn.n_kv_heads) == (2, 1)

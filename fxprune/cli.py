@@ -232,8 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--strict", action="store_true", help="fail on ops without a rule")
         sp.add_argument("--split-policy", choices=list(SPLIT_POLICIES), default=AnalysisConfig().split_policy,
                         help="which factor of a channel dim split into several (attention heads) is pruned: "
-                             "heads: whole heads, of (heads, head_dim) and of fused (3, heads, head_dim) q/k/v "
-                             "layouts, and whole GQA groups; inner: head_dim (channels per group) in every head; "
+                             "auto: whole heads where the split reaches an attention op, inner elsewhere "
+                             "(a channel shuffle); heads: whole heads, of (heads, head_dim) and of fused "
+                             "(3, heads, head_dim) q/k/v layouts, and whole GQA groups; "
+                             "inner: head_dim (channels per group) in every head; "
                              "outer: the outermost factor (on a fused q/k/v layout that is q, k or v, which "
                              "attention fixes: nothing there is pruned, and the report says so) "
                              "(default: %(default)s)")

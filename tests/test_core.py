@@ -83,24 +83,26 @@ def test_zoo_prune_half_is_smaller_and_retraces(name):
 
 def test_vit_emitted_code_has_smaller_constants():
     model, x = zoo.vit()
-    result = fxprune.prune(model, x, ratio=0.5)
+    result = fxprune.prune(model, x, ratio=0.5, split_policy="inner")
     code = result.graph_module.code
     # the fused qkv reshape (B, N, 3, heads, head_dim) now has head_dim 4 instead of 8
     assert ", 3, 4, 4)" in code and ", 3, 4, 8)" not in code
     qkv = result.graph_module.get_submodule("blocks.0.attn.qkv")
     assert qkv.out_features == 48 and qkv.weight.shape == (48, 16)  # residual stream 32 -> 16
+    code = fxprune.prune(model, x, ratio=0.5).graph_module.code      # the default: 2 of 4 heads
+    assert ", 3, 2, 8)" in code and ", 3, 4, 8)" not in code
 
 
 def test_sdpa_scale_is_pinned_when_head_dim_shrinks():
     model, x = zoo.vit_separate_qkv()
-    analysis = fxprune.analyze(model, x)
+    analysis = fxprune.analyze(model, x, split_policy="inner")
     result = fxprune.prune(model, x, ratio=0.5, analysis=analysis)
     assert "scale = 0.35355" in result.graph_module.code  # 1/sqrt(8), the original head_dim
 
 
 def test_llama_gqa_rotary_grouping():
     model, x = zoo.llama()
-    analysis = fxprune.analyze(model, x)
+    analysis = fxprune.analyze(model, x, split_policy="inner")    # head_dim units (the default prunes heads)
     attn = model.layers[0].self_attn
     q = analysis.group_of("layers.0.self_attn.q_proj.weight", 0)[0]
     params = {m.param for m in q.members}

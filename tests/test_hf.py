@@ -29,7 +29,7 @@ def build(name):
 
 
 def prune(model, inputs, **options):
-    options = {"ratio": 0.5, "uniform": True, "split_policy": "outer", **options}
+    options = {"ratio": 0.5, "uniform": True, **options}                # the default split policy: whole heads
     return fxprune.prune(model, inputs, frontend="export", **options)
 
 
@@ -77,7 +77,7 @@ def test_non_uniform_widths_say_why_they_cannot_be_a_config():
 def test_channels_inside_a_head_cannot_be_a_config():
     model, inputs = build("llama")
     result = prune(model, inputs, split_policy="inner")
-    with pytest.raises(MaterializeError, match=r"rotary_emb.inv_freq.*split_policy='outer'"):
+    with pytest.raises(MaterializeError, match=r"rotary_emb.inv_freq.*split_policy='heads', or the default 'auto'"):
         result.materialize()
 
 

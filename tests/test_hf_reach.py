@@ -33,8 +33,7 @@ def pruned(request):
     torch.manual_seed(0)
     build, projection, heads = MODELS[request.param]
     model = build()[0]
-    result = fxprune.prune(model, example_kwargs=_inputs(1, 8), ratio=0.5, frontend="auto",
-                           split_policy="heads")
+    result = fxprune.prune(model, example_kwargs=_inputs(1, 8), ratio=0.5, frontend="auto")   # whole heads: the default
     return model, result, projection, heads
 
 

@@ -18,9 +18,11 @@ HARD_CODED = {
     ("vit", "inner"): "blocks.0.attn.head_dim = 8",
     ("vit", "outer"): "in 'blocks.0.attn' (Attention)",            # reshape(B, N, C): C is the input's width
     ("vit_separate_qkv", "inner"): "blocks.0.attn.head_dim = 8",
-    ("vit_separate_qkv", "outer"): "blocks.0.attn.num_heads = 4",
     ("llama", "inner"): "layers.0.self_attn.head_dim = 8",
     ("shufflenet_v2", "inner"): "in 'stage2.1' (ShuffleUnit)",      # x.chunk(2): equal halves no longer hold
+    # the default prunes whole heads of attention (num_heads is resized), channels elsewhere
+    ("vit", "auto"): "in 'blocks.0.attn' (Attention)",              # reshape(B, N, C): C is the input's width
+    ("shufflenet_v2", "auto"): "in 'stage2.1' (ShuffleUnit)",
 }
 
 
@@ -44,7 +46,7 @@ def _state(model: nn.Module) -> dict:
 
 
 @pytest.mark.parametrize("frontend", ["fx", "export"])
-@pytest.mark.parametrize("policy", ["inner", "outer"])
+@pytest.mark.parametrize("policy", ["auto", "inner", "outer"])
 @pytest.mark.parametrize("name", sorted(zoo.ZOO))
 def test_every_zoo_model_materialises_or_names_the_hard_coded_size(name, policy, frontend):
     model, x = zoo.ZOO[name]()
@@ -146,9 +148,13 @@ def test_a_graph_module_comes_back_as_the_pruned_graph_module():
 def test_meta_models_materialise_by_shape():
     model, x = zoo.llama_7b_meta(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=128,
                                  vocab_size=100, max_seq_len=32)
-    result = fxprune.prune(model, x, ratio=0.5)
+    result = fxprune.prune(model, x, ratio=0.5, split_policy="inner")
     with pytest.raises(MaterializeError, match="head_dim = 16"):
         result.materialize()
+    small = fxprune.prune(model, x, ratio=0.5).materialize()        # the default: whole heads, GQA groups
+    attn = small.layers[0].self_attn
+    assert (attn.n_heads, attn.n_kv_heads, attn.n_rep, attn.head_dim) == (2, 1, 2, 16)
+    assert attn.q_proj.weight.device.type == "meta" and attn.q_proj.out_features == 32
     result = fxprune.prune(model, x, ratio=0.5, split_policy="outer",
                            ignore=["layers.0.self_attn.q_proj", "layers.1.self_attn.q_proj"])
     small = result.materialize()

@@ -45,10 +45,10 @@ def test_a_single_name_is_one_name_not_its_characters():
     ({"ignore": [int]}, r"ignore takes module or parameter names"),
     ({"leaf_modules": [3]}, r"leaf_modules takes module types or qualified module names \(strings\); got 3"),
     ({"leaf_modules": [int]}, r"leaf_modules takes"),
-    ({"split_policy": "middle"}, r"split_policy must be 'inner', 'outer' or 'heads', got 'middle'"),
+    ({"split_policy": "middle"}, r"split_policy must be 'auto', 'inner', 'outer' or 'heads', got 'middle'"),
     ({"frontend": "jit"}, r"unknown frontend 'jit'; available: 'fx' .*'export'"),
     ({"strict": "yes"}, r"strict must be True or False"),
-    ({"split_overrides": {"view": "middle"}}, r"split_overrides\['view'\] must be one of \['inner', 'outer', 'heads'\] or an int"),
+    ({"split_overrides": {"view": "middle"}}, r"split_overrides\['view'\] must be one of \['auto', 'inner', 'outer', 'heads'\] or an int"),
     ({"split_overrides": ["view"]}, r"split_overrides must map fx node names to policies"),
 ])
 def test_invalid_values_name_the_option_and_the_valid_values(options, pattern):

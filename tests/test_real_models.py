@@ -6,7 +6,8 @@ and conv layers shrink at ratio 0.5.  Models that cannot yet meet a criterion
 because an op rule or a capture feature is missing are ``xfail(strict=True)``
 with the op and the part of issue 9 it belongs to: they fail loudly once it lands.
 Then the issue's named assertions: Llama/Qwen prune hidden size, GQA groups and
-MLP; GPT-2 prunes its MLP and heads.  ``bench/real_models.py`` prints the table.
+MLP; GPT-2 prunes its MLP and heads, whole heads by the default split policy (``auto``).
+``bench/real_models.py`` prints the table.
 """
 from __future__ import annotations
 
@@ -113,7 +114,7 @@ def _weight(gm, name):
 @pytest.mark.parametrize("name", ["llama", "qwen2", "qwen3"])
 def test_llama_and_qwen_prune_hidden_size_gqa_groups_and_mlp(name):
     model, inputs = hf_zoo.build(name)
-    result = fxprune.prune(model, inputs, ratio=0.5, uniform=True, split_policy="heads", frontend=FRONTEND)
+    result = fxprune.prune(model, inputs, ratio=0.5, uniform=True, frontend=FRONTEND)
     gm, attn = result.graph_module, "model.layers.0.self_attn"
     assert _weight(gm, "model.embed_tokens.weight") == (hf_zoo.VOCAB, 16)             # hidden 32 -> 16
     assert _weight(gm, f"{attn}.k_proj.weight") == (8, 16)                           # 2 kv heads of 8 -> 1
@@ -129,7 +130,7 @@ def test_llama_and_qwen_prune_hidden_size_gqa_groups_and_mlp(name):
 
 def test_gpt2_prunes_its_mlp_and_heads():
     model, inputs = hf_zoo.build("gpt2")
-    result = fxprune.prune(model, inputs, ratio=0.5, uniform=True, split_policy="heads", frontend=FRONTEND)
+    result = fxprune.prune(model, inputs, ratio=0.5, uniform=True, frontend=FRONTEND)
     gm = result.graph_module
     assert _weight(gm, "transformer.h.0.mlp.c_fc.weight")[1] == 64                   # Conv1D: [in, out], 128 -> 64
     assert _weight(gm, "transformer.h.0.attn.c_attn.weight")[1] == 48                # q, k, v: 4 heads -> 2

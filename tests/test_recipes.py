@@ -146,7 +146,7 @@ def test_unknown_recipe_names_list_the_available_ones():
      r"invalid \[scorer\] parameters for 'activation': .*power"),
     (MINIMAL + "[analysis]\nsplit = 'inner'\n", r"unknown parameter\(s\) \['split'\] in \[analysis\]; valid: .*'split_policy'"),
     (MINIMAL + "[analysis]\nsplit_policy = 'middle'\n",
-     r"invalid \[analysis\] parameters: split_policy must be 'inner', 'outer' or 'heads', got 'middle'"),
+     r"invalid \[analysis\] parameters: split_policy must be 'auto', 'inner', 'outer' or 'heads', got 'middle'"),
     (MINIMAL + "[analysis]\nignore = 3\n", r"invalid \[analysis\] parameters: ignore takes module or parameter names"),
     (MINIMAL + "[analysis]\nfrontend = 'jit'\n", r"invalid \[analysis\] parameters: unknown frontend 'jit'"),
     (MINIMAL + "[analysis]\nsplit_overrides = { view = 'middle' }\n",

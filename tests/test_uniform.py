@@ -27,7 +27,10 @@ def test_block_index_is_the_integer_shared_by_every_member():
 
 def test_repeats_of_the_zoo():
     model, x = zoo.llama()
-    analysis = fxprune.analyze(model, x)
+    analysis = fxprune.analyze(model, x)          # whole heads: q, k, v and o of a GQA group together
+    found = {r.pattern: len(r.groups) for r in repeats(analysis.groups)}
+    assert found == {"layers.*.self_attn.q_proj.weight": 2, "layers.*.mlp.gate_proj.weight": 2}
+    analysis = fxprune.analyze(model, x, split_policy="inner")   # head_dim: q/k and v apart
     found = {r.pattern: len(r.groups) for r in repeats(analysis.groups)}
     assert found == {"layers.*.self_attn.q_proj.weight": 2, "layers.*.self_attn.v_proj.weight": 2,
                      "layers.*.mlp.gate_proj.weight": 2}

@@ -116,14 +116,16 @@ class AnalysisConfig:
         leaf_modules: module types or qualified names not traced through.
         strict: raise on ops without a rule instead of making them barriers.
         split_policy: which factor of a channel dim split into several is pruned
-            (:class:`~fxprune.ops.layout.SplitPolicy`): ``inner``: head_dim /
+            (:class:`~fxprune.ops.layout.SplitPolicy`): ``auto`` (the default):
+            ``heads`` for a split whose heads reach an attention op, ``inner``
+            elsewhere (a channel shuffle), decided per node; ``inner``: head_dim /
             channels-per-group, uniformly; ``outer``: the outermost factor (of a
             fused ``(3, heads, head_dim)`` split: q, k or v whole, which attention
             fixes; the report says so); ``heads``: the factor next to head_dim,
             past a leading q/k/v factor: whole heads of fused and separate q/k/v
             layouts and whole GQA groups.
-        split_overrides: per-node policy overrides, by fx node name: ``inner``,
-            ``outer`` or an int picking which varying factor is pruned (``1``
+        split_overrides: per-node policy overrides, by fx node name: a policy
+            (``inner``, ``heads``...) or an int picking which varying factor is pruned (``1``
             prunes whole heads of a fused ``qkv.reshape(B, N, 3, heads, head_dim)``);
             given as a mapping, stored as sorted ``(name, policy)`` pairs.
         ignore: module or parameter names whose produced channels are kept
@@ -138,6 +140,8 @@ class AnalysisConfig:
         ('fc',)
         >>> AnalysisConfig.from_options({"split_policy": "outer", "split_overrides": {"view": 1}})
         AnalysisConfig(leaf_modules=(), strict=False, split_policy='outer', split_overrides=(('view', 1),), ignore=(), frontend='fx')
+        >>> AnalysisConfig().split_policy
+        'auto'
         >>> AnalysisConfig.from_options({"split_polcy": "outer"})
         Traceback (most recent call last):
         ...
@@ -146,7 +150,7 @@ class AnalysisConfig:
 
     leaf_modules: tuple[Any, ...] = ()
     strict: bool = False
-    split_policy: str = "inner"
+    split_policy: str = "auto"
     split_overrides: tuple[tuple[str, str | int], ...] = ()
     ignore: tuple[str, ...] = ()
     frontend: str = "fx"
@@ -160,7 +164,7 @@ class AnalysisConfig:
         if not isinstance(self.strict, bool):
             raise ConfigError(f"strict must be True or False, got {self.strict!r}")
         if self.split_policy not in SPLIT_POLICIES:
-            raise ConfigError(f"split_policy must be 'inner', 'outer' or 'heads', got {self.split_policy!r}")
+            raise ConfigError(f"split_policy must be 'auto', 'inner', 'outer' or 'heads', got {self.split_policy!r}")
         if self.frontend not in FRONTENDS:
             raise ConfigError(f"unknown frontend {self.frontend!r}; available: 'fx' (symbolic_trace), "
                               "'export' (torch.export, ATen level), 'auto' (fx, or export where it does better)")
@@ -320,7 +324,8 @@ def analyze(
         **options: options of :class:`AnalysisConfig`, applied over ``config``:
             ``leaf_modules`` (module types or qualified names not to trace
             through), ``strict`` (raise :class:`~fxprune.errors.UnsupportedOpError`
-            for ops without a rule), ``split_policy`` (``heads``, ``inner`` or
+            for ops without a rule), ``split_policy`` (``auto``: whole heads where a
+            split reaches attention, ``inner`` elsewhere; ``heads``, ``inner`` or
             ``outer``), ``split_overrides`` (``{fx node name: policy}`` for individual
             reshapes), ``ignore`` (module/parameter names whose output channels
             must be kept), ``frontend`` (``fx``: ``torch.fx.symbolic_trace``;

@@ -14,6 +14,13 @@ Once every label is mapped, :mod:`fxprune.analysis.zeros` follows which
 removed channels hold zeros and marks parameter-free sums over non-zero ones
 mixing.
 
+Under ``split_policy="auto"`` (:class:`~fxprune.ops.layout.SplitPolicy`) the
+pass first resolves every reshape that has a choice to ``heads``, then keeps
+that where the chosen heads reach a dim a rule declared per-head (attention's
+batch dims, :meth:`~fxprune.ops.context.OpContext.per_head`) and are not all
+fixed, and resolves the others to ``inner``; if any was resolved to ``inner``,
+the pass runs again with those choices (a model without such a split runs once).
+
 A node without a rule whose inputs carry no channel at all (``arange``,
 ``cumsum`` over position ids, comparisons building a boolean mask) fixes
 nothing: it is not a barrier, only counted (:attr:`ChannelState.inert`), so
@@ -38,13 +45,13 @@ from .. import ir
 from ..errors import ConfigError, UnsupportedOpError
 from ..ir import Atoms, Role, TensorSpec, fixed_labels, iter_label_arrays
 from ..modules import get_attr
-from ..ops.context import OpContext, Unsupported, Value
+from ..ops.context import OpContext, Split, Unsupported, Value
 from ..ops.effects import mutated_args
 from ..ops.layout import SplitPolicy
 from ..ops.registry import Method, Registry, describe_key, node_key
 from .zeros import propagate_zeros
 
-__all__ = ["Barrier", "ChannelState", "propagate_channels"]
+__all__ = ["Barrier", "ChannelState", "SplitChoice", "propagate_channels"]
 
 #: the split policies by name
 POLICIES = tuple(p.value for p in SplitPolicy)
@@ -58,6 +65,20 @@ class Barrier:
     op: str
     reason: str
     hint: str
+
+
+@dataclass(frozen=True, eq=False)
+class SplitChoice:
+    """A node where the split policy chose a factor: the policy asked for, the one applied, the split.
+
+    ``policy`` is what the user set for the node (``auto`` included); ``resolved``
+    the policy the rules applied (``auto`` resolved to ``heads`` or ``inner``).
+    """
+
+    node: str
+    policy: Any
+    resolved: Any
+    split: Split
 
 
 @dataclass
@@ -78,6 +99,8 @@ class ChannelState:
     op_mixing: frozenset[int] = frozenset()
     #: what the report should say about the analysis (a split policy that fixed a whole split)
     notes: tuple[str, ...] = ()
+    #: every node where a split policy chose a factor (read to resize head counts when materialising)
+    splits: tuple[SplitChoice, ...] = ()
 
 
 def _spec_has_tensor(spec: Any) -> bool:
@@ -104,12 +127,15 @@ def _validate(labels: Any, spec: Any) -> bool:
 
 class _Propagator:
     def __init__(self, gm: fx.GraphModule, registry: Registry, strict: bool, split_policy: str,
-                 split_overrides: dict[str, str]) -> None:
+                 split_overrides: dict[str, str], resolved: dict[str, SplitPolicy] | None = None) -> None:
         self.gm = gm
         self.registry = registry
         self.strict = strict
         self.split_policy = split_policy
         self.split_overrides = split_overrides
+        #: ``auto`` nodes already resolved (by an earlier pass); the others try ``heads``
+        self.resolved = dict(resolved or {})
+        self.heads: list[np.ndarray] = []  # labels the rules declared per-head (ctx.per_head)
         self.atoms = Atoms()
         self.param_labels: dict[str, tuple] = {}
         self.param_specs: dict[str, TensorSpec] = {}
@@ -122,7 +148,7 @@ class _Propagator:
         self._alias: dict[fx.Node, fx.Node] = {}
         self.calls: dict[str, tuple] = {}  # node -> (args, kwargs, inputs) as its rule saw them
         self.sums: dict[str, list] = {}    # node -> the parameter-free sums its rule declared
-        self.splits: list[tuple[str, Any, tuple]] = []  # (node, policy, split) where a split policy chose
+        self.splits: list[SplitChoice] = []  # where a split policy chose
 
     # -- parameters -------------------------------------------------------
     def param_value(self, qualname: str, tensor: torch.Tensor, node: fx.Node) -> Value:
@@ -236,9 +262,10 @@ class _Propagator:
             self.barrier(node, reason, hint, everything)
             return
         rule = hit.rule
-        policy = self.split_overrides.get(node.name, self.split_policy)
+        asked = self.split_overrides.get(node.name, self.split_policy)
+        policy = self.resolved.get(node.name, SplitPolicy.HEADS) if _is_auto(asked) else asked
         ctx = OpContext(node=node, args=tuple(args), kwargs=dict(kwargs), out=spec, atoms=self.atoms,
-                        module=module, params=params, roles=self.roles, split_policy=policy)
+                        module=module, params=params, roles=self.roles, split_policy=policy, heads=self.heads)
         self.calls[node.name] = (tuple(args), dict(kwargs), everything)
         try:
             labels = rule.propagate(ctx)
@@ -263,20 +290,55 @@ class _Propagator:
         node.meta[ir.RULE] = rule
         if ctx.sums:
             self.sums[node.name] = ctx.sums
-        self.splits.extend((node.name, policy, split) for split in ctx.splits)
+        self.splits.extend(SplitChoice(node.name, asked, policy, split) for split in ctx.splits)
+
+    def resolve_auto(self, notes: dict[str, str]) -> dict[str, SplitPolicy]:
+        """``heads`` or ``inner`` for every ``auto`` node this pass tried with ``heads`` (not resolved before).
+
+        ``heads`` where the chosen factor reaches a dim declared per-head and is not
+        all fixed; ``inner`` otherwise.  Why an attention split falls back to
+        ``inner`` (its heads are fixed) goes to ``notes``, by node.
+        """
+        if not any(_is_auto(c.policy) and c.node not in self.resolved for c in self.splits):
+            return {}
+        declared = np.concatenate(self.heads) if self.heads else np.zeros(0, dtype=np.int64)
+        head_roots = set(self.atoms.find(declared).tolist())
+        fixed = self.atoms.fixed_roots()
+        out: dict[str, SplitPolicy] = {}
+        for choice in self.splits:
+            name = choice.node
+            if not _is_auto(choice.policy) or name in self.resolved or out.get(name) is SplitPolicy.HEADS:
+                continue
+            roots = self.atoms.find(choice.split.labels).tolist()
+            reaches = any(r in head_roots for r in roots)
+            if reaches and not all(r in fixed for r in roots):
+                out[name] = SplitPolicy.HEADS
+                notes.pop(name, None)
+                continue
+            out[name] = SplitPolicy.INNER
+            if reaches and choice.split.dim is not None:
+                factors = choice.split.factors
+                notes[name] = (f"split_policy='auto': node '{name}' splits {int(np.prod(factors))} channels into "
+                               f"{tuple(factors)} for attention, but its heads (the factor of size "
+                               f"{factors[choice.split.axis]}) are all fixed ({fixed[roots[0]]}): it prunes the "
+                               f"inner factor (head_dim) instead")
+        return out
 
     def split_notes(self) -> tuple[str, ...]:
         """Notes on splits whose chosen factor ended up entirely fixed: the policy kept the whole split."""
         fixed = self.atoms.fixed_roots()
         notes = []
-        for name, policy, (labels, factors, axis, varying) in self.splits:
-            roots = self.atoms.find(labels)
+        for choice in self.splits:
+            split = choice.split
+            if split.dim is None:  # a merge: its fixed dims are listed with the groups' fixed reasons
+                continue
+            roots = self.atoms.find(split.labels)
             if not all(int(r) in fixed for r in roots):
                 continue
+            factors, axis, varying = split.factors, split.axis, split.varying
             total = int(np.prod(factors))
-            shown = getattr(policy, "value", policy)
-            note = (f"split_policy={shown!r}: node '{name}' splits {total} channels into {tuple(factors)} and "
-                    f"prunes the factor of size {factors[axis]}, whose channels are all fixed "
+            note = (f"split_policy={_shown(choice)}: node '{choice.node}' splits {total} channels into "
+                    f"{tuple(factors)} and prunes the factor of size {factors[axis]}, whose channels are all fixed "
                     f"({fixed[int(roots[0])]}): none of these {total} channels is pruned")
             if len(varying) >= 3 and axis == varying[0]:
                 note += ("; split_policy='heads' prunes whole heads instead (past a leading q/k/v factor)")
@@ -299,6 +361,18 @@ class _Propagator:
                 dead = ~live[self.atoms.find(lab)]
                 if dead.any():
                     self.atoms.fix(lab[dead], f"parameter '{name}' dim {d} is not a channel of any activation")
+
+
+def _is_auto(policy: Any) -> bool:
+    return isinstance(policy, str) and policy == SplitPolicy.AUTO
+
+
+def _shown(choice: SplitChoice) -> str:
+    """The policy as a note shows it: ``'heads'``, or ``'auto' (here 'inner')``."""
+    asked = getattr(choice.policy, "value", choice.policy)
+    if _is_auto(asked):
+        return f"'auto' (here {getattr(choice.resolved, 'value', choice.resolved)!r})"
+    return repr(asked)
 
 
 def _carries_channels(values: Iterable[Any]) -> bool:
@@ -344,7 +418,7 @@ def propagate_channels(
     registry: Registry,
     *,
     strict: bool = False,
-    split_policy: str = "inner",
+    split_policy: str = "auto",
     split_overrides: dict[str, str] | None = None,
 ) -> ChannelState:
     """Run the channel rules over a shape-annotated GraphModule.
@@ -363,13 +437,29 @@ def propagate_channels(
         if policy not in POLICIES and not (isinstance(policy, int) and not isinstance(policy, bool)):
             raise ConfigError(f"split_overrides[{name!r}] must be one of {list(POLICIES)} or an int "
                               f"(which varying factor is pruned), got {policy!r}")
-    prop = _Propagator(gm, registry, strict, split_policy, dict(split_overrides or {}))
-    prop.run()
-    prop.fix_orphans()
+    resolved: dict[str, SplitPolicy] = {}
+    auto_notes: dict[str, str] = {}
+    while True:
+        prop = _Propagator(gm, registry, strict, split_policy, dict(split_overrides or {}), resolved)
+        prop.run()
+        prop.fix_orphans()
+        new = prop.resolve_auto(auto_notes)
+        resolved.update(new)
+        if all(p is SplitPolicy.HEADS for p in new.values()):
+            break  # every auto node ran as it is resolved: this pass stands
+        _clear_channels(gm)  # some auto nodes resolve to inner: run again with that
     op_mixing = frozenset(prop.atoms.mixing_roots())
     propagate_zeros(gm, prop.atoms, prop.roles, prop.calls, prop.sums)
+    notes = tuple(auto_notes[n] for n in sorted(auto_notes)) + prop.split_notes()
     return ChannelState(prop.atoms, prop.param_labels, prop.param_specs, prop.param_nodes,
-                        prop.roles, prop.barriers, prop.inert, op_mixing, prop.split_notes())
+                        prop.roles, prop.barriers, prop.inert, op_mixing, notes, tuple(prop.splits))
+
+
+def _clear_channels(gm: fx.GraphModule) -> None:
+    """Forget what a channel pass wrote on the nodes (before another pass)."""
+    for node in gm.graph.nodes:
+        for key in (ir.CHANNELS, ir.RULE, ir.BARRIER):
+            node.meta.pop(key, None)
 
 
 def resolve_ignore(state: ChannelState, model_names: Iterable[str], ignore: Iterable[str]) -> None:

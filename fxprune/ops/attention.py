@@ -149,6 +149,7 @@ def _multihead_attention(ctx: OpContext) -> tuple:
     head_dim = embed // heads
     proj = _projections(ctx, embed)
     inner = _tie_heads(ctx, proj, heads, head_dim)
+    ctx.per_head(inner)  # one atom per head
     for x, w in zip((query, key, value), proj.readers):
         ctx.unify(x.labels[-1], w.labels[1], " (attention input features)")
         ctx.contract((x, -1), (w, 1), why="in-projection")  # exact: a weight's dead columns are zero

@@ -30,6 +30,7 @@ from ..ir import SPEC, Atoms, Role, TensorSpec, iter_label_arrays
 __all__ = [
     "EmitContext",
     "OpContext",
+    "Split",
     "Unsupported",
     "Value",
     "check_labels",
@@ -77,6 +78,37 @@ class Value:
         return Value(TensorSpec(tuple(self.shape[dims]), self.spec.dtype), tuple(self.labels[dims]))
 
 
+@dataclass(frozen=True, eq=False)
+class Split:
+    """Where a split policy chose, in one node: which factor of a channel dim split into several
+    varying ones is pruned (or which of several labelled dims merged into one keeps its channels).
+
+    Attributes:
+        labels: the chosen factor's labels (the others' atoms were unified along it, or fixed).
+        factors: the sizes of the factors (of the merged dims, for a merge).
+        axis: the index of the chosen factor in ``factors``.
+        varying: the indices of the factors that varied (the labelled dims, for a merge).
+        dim: the output dim of the node holding the chosen factor (``None`` for a merge).
+
+    Example:
+        >>> import numpy as np
+        >>> s = Split(np.arange(4), (3, 4, 8), 1, (0, 1, 2), dim=3)
+        >>> s.heads, Split(np.arange(8), (4, 8), 1, (0, 1), dim=3).heads
+        (True, False)
+    """
+
+    labels: np.ndarray
+    factors: tuple[int, ...]
+    axis: int
+    varying: tuple[int, ...]
+    dim: int | None = None
+
+    @property
+    def heads(self) -> bool:
+        """Whether the chosen factor is an outer one (whole heads), not the innermost varying one (head_dim)."""
+        return self.axis != self.varying[-1]
+
+
 def _arg(args: Sequence[Any], kwargs: dict, index: int, name: str | None, default: Any) -> Any:
     if index < len(args):
         return args[index]
@@ -97,11 +129,14 @@ class OpContext:
     module: torch.nn.Module | None = None
     params: dict[str, Value | None] = field(default_factory=dict)
     roles: dict[tuple[str, int], Role] = field(default_factory=dict)
+    #: the node's split policy, as the channel pass resolved it (``inner``, ``outer``, ``heads`` or an
+    #: int; ``auto`` is resolved per node before rules see it: :class:`~fxprune.ops.layout.SplitPolicy`)
     split_policy: Any = "inner"
     sums: list[tuple[tuple[tuple["Value", int], ...], str]] = field(default_factory=list)
-    #: splits of one channel dim into several varying factors, where the split policy chose one:
-    #: ``(labels of the chosen factor, factor sizes, chosen axis, varying axes)``
-    splits: list[tuple[np.ndarray, tuple[int, ...], int, tuple[int, ...]]] = field(default_factory=list)
+    #: where the split policy chose among the factors of a split channel dim (or among merged dims)
+    splits: list[Split] = field(default_factory=list)
+    #: labels of dims an attention op computes one head at a time (declared with :meth:`per_head`)
+    heads: list[np.ndarray] = field(default_factory=list)
 
     def replace(self, **changes: Any) -> "OpContext":
         """A copy with some fields changed (adapters re-dispatch with new arguments)."""
@@ -163,6 +198,18 @@ class OpContext:
                      if isinstance(v, Value) and v.is_tensor and v.ndim and v.labels[dim % v.ndim] is not None)
         if kept:
             self.sums.append((kept, why))
+
+    def per_head(self, *labels: np.ndarray | None) -> None:
+        """Declare dims an attention op computes one index at a time: its heads.
+
+        ``q @ k.transpose(-2, -1)`` over ``[B, heads, L, head_dim]`` computes a
+        separate softmax per head: its batch dims are declared so.  Under
+        ``split_policy="auto"`` a channel dim split into ``(heads, head_dim)``
+        whose heads factor reaches such a dim is pruned by whole heads (see
+        :class:`~fxprune.ops.layout.SplitPolicy`); a split reaching none is
+        pruned by its inner factor.  ``None`` entries are skipped.
+        """
+        self.heads.extend(lab for lab in labels if lab is not None)
 
     def role(self, value: Value | None, dim: int, role: Role | str) -> None:
         """Declare the role of a parameter's dimension (see :class:`~fxprune.ir.Role`)."""

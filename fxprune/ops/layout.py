@@ -9,7 +9,9 @@ policy* (:class:`SplitPolicy`: ``inner``: prune the innermost factor uniformly,
 e.g. head_dim in every head or channels in every shuffle group; ``outer``: prune
 the outermost factor; ``heads``: prune the factor next to the innermost, whole
 heads of ``(heads, head_dim)``, ``(3, heads, head_dim)`` (a fused q/k/v layout:
-the leading q/k/v factor is skipped) and GQA groups).  Size arguments
+the leading q/k/v factor is skipped) and GQA groups; ``auto``, the default:
+``heads`` where the heads reach an attention op, ``inner`` elsewhere, decided
+per node by the channel pass).  Size arguments
 (``view(B, T, C)``) are re-emitted for the pruned graph.  ``roll`` passes the dims it does not roll; rolling
 along a channel dim (or a flattened roll over one) is a barrier: the pruned
 dim would wrap at another place.
@@ -31,7 +33,7 @@ import numpy as np
 import torch.fx as fx
 
 from ..ir import Zeros
-from .context import EmitContext, OpContext, Unsupported, Value, check_labels, first_tensor, normalize_dim
+from .context import EmitContext, OpContext, Split, Unsupported, Value, check_labels, first_tensor, normalize_dim
 from .registry import Keys, Rule
 
 __all__ = [
@@ -58,8 +60,23 @@ class SplitPolicy(str, enum.Enum):
     """Which factor of a channel dimension split into several is pruned (the others are kept whole).
 
     An int instead of a policy indexes the varying factors directly.
+
+    ``AUTO`` (the default of :class:`~fxprune.analysis.analysis.AnalysisConfig`)
+    is resolved per node by the channel pass, from what the rules declare
+    (:meth:`~fxprune.ops.context.OpContext.per_head`: the batch dims of
+    ``q @ k.transpose(-2, -1)``, of ``scaled_dot_product_attention`` and of
+    other contractions of two activations, the heads of ``nn.MultiheadAttention``):
+    a split whose ``heads`` factor reaches such a dim is pruned by whole heads;
+    any other (a channel shuffle's ``view(B, groups, C // groups, H, W)``), or one
+    whose heads are all fixed, by its ``inner`` factor.
+
+    Example:
+        >>> SplitPolicy("auto") is SplitPolicy.AUTO, SplitPolicy.HEADS == "heads"
+        (True, True)
     """
 
+    #: whole heads where the split reaches an attention op, the innermost factor elsewhere
+    AUTO = "auto"
     #: the innermost factor, uniformly in every outer one (head_dim in every head)
     INNER = "inner"
     #: the outermost factor (of ``(3, heads, head_dim)``: q, k or v as a whole, which attention then fixes)
@@ -71,15 +88,23 @@ class SplitPolicy(str, enum.Enum):
 def choose_axis(varying: Sequence[int], policy: Any) -> int:
     """The output axis a policy prunes, among the ``varying`` factors of a split (two or more).
 
+    ``auto`` is no answer here: the channel pass resolves it to ``heads`` or
+    ``inner`` per node before a rule runs.
+
     Example:
         >>> choose_axis([2, 3, 4], "heads"), choose_axis([2, 3], "heads"), choose_axis([2, 3, 4], "outer")
         (3, 2, 2)
+
+    Raises:
+        Unsupported: an int out of range, or ``auto`` (unresolved).
     """
     if isinstance(policy, int) and not isinstance(policy, (bool, SplitPolicy)):
         if not -len(varying) <= policy < len(varying):
             raise Unsupported(f"split policy {policy} but only {len(varying)} factors vary")
         return varying[policy]
     policy = SplitPolicy(policy)
+    if policy is SplitPolicy.AUTO:
+        raise Unsupported("split_policy 'auto' reached a rule unresolved (the channel pass resolves it per node)")
     if policy is SplitPolicy.INNER:
         return varying[-1]
     if policy is SplitPolicy.OUTER:
@@ -153,15 +178,16 @@ def _merge(labels: Sequence[Any], shape: Sequence[int]) -> np.ndarray | None:
     return np.broadcast_to(labels[k].reshape(view), tuple(shape)).ravel()
 
 
-def _merge_one(ctx: OpContext, labels: list) -> list:
+def _merge_one(ctx: OpContext, labels: list, sizes: Sequence[int]) -> list:
     """Labels of dimensions merged into one, with at most one of them labelled.
 
     A merge of two labelled dimensions (``heads x head_dim`` where the heads also
     carry channels, e.g. of a per-head relative-position bias) keeps the one the
-    split policy prunes (``inner``: the last, ``outer``: the first, an int: that
-    labelled dimension) and fixes the others' channels: a merged channel is then
-    removed exactly when its kept-dimension index is, in every fixed-dimension
-    index, as in the tensor before the merge.
+    split policy prunes (``inner``: the last, ``outer`` and ``heads``: the first, an
+    int: that labelled dimension) and fixes the others' channels: a merged channel
+    is then removed exactly when its kept-dimension index is, in every
+    fixed-dimension index, as in the tensor before the merge.  The choice is
+    recorded in ``ctx.splits`` (a :class:`~fxprune.ops.context.Split` without ``dim``).
 
     Raises:
         Unsupported: an int policy that names no labelled dimension.
@@ -175,7 +201,8 @@ def _merge_one(ctx: OpContext, labels: list) -> list:
             raise Unsupported(f"split policy {policy} but only {len(labelled)} merged dimensions are labelled")
         keep = labelled[policy]
     else:
-        keep = labelled[-1] if policy == "inner" else labelled[0]
+        keep = labelled[-1] if SplitPolicy(policy) is SplitPolicy.INNER else labelled[0]
+    ctx.splits.append(Split(labels[keep], tuple(int(n) for n in sizes), keep, tuple(labelled)))
     out = list(labels)
     for i in labelled:
         if i != keep:
@@ -212,7 +239,7 @@ def reshape_labels(ctx: OpContext, x: Value, out_shape: Sequence[int]) -> tuple:
                 gj.append(outs[j]); pj *= out_shape[outs[j]]; j += 1
         group_labels = [labels[k] for k in gi]
         try:
-            group_labels = _merge_one(ctx, group_labels)
+            group_labels = _merge_one(ctx, group_labels, [in_shape[k] for k in gi])
             merged = _merge(group_labels, [in_shape[k] for k in gi])
         except Unsupported:
             for lab in group_labels:
@@ -224,7 +251,7 @@ def reshape_labels(ctx: OpContext, x: Value, out_shape: Sequence[int]) -> tuple:
         chosen: list = []
         parts = split_labels(ctx.atoms, merged, factors, ctx.split_policy, chosen)
         for axis, varying in chosen:
-            ctx.splits.append((parts[axis], tuple(factors), axis, varying))
+            ctx.splits.append(Split(parts[axis], tuple(factors), axis, varying, dim=gj[axis]))
         for k, lab in zip(gj, parts):
             result[k] = lab
     return tuple(result)

@@ -12,7 +12,11 @@ summed (``ctx.contract``: exact where removed channels are zero), output letters
 carry their labels; the equation never changes.  For attention, ``q [..., L, E]``,
 ``k [..., S, E]``, ``v [..., S, Ev]`` -> ``[..., L, Ev]``: ``E`` of q and k is
 one contraction space, ``S`` of k and v another (mixing: the softmax runs over
-it).  The default softmax scale is ``1/sqrt(E)``; when pruning shrinks ``E``
+it).  The batch dims of attention, and of any batched contraction of two
+activations (``q @ k.transpose(-2, -1)``, ``attn @ v``, ``bmm`` over
+``[B * heads, ...]``, ``einsum("bhqd,bhkd->bhqk", ...)``), are computed one head
+at a time: they are declared so (``ctx.per_head``), and ``split_policy="auto"``
+prunes the splits reaching them by whole heads.  The default softmax scale is ``1/sqrt(E)``; when pruning shrinks ``E``
 the emitted call pins the original scale so the function of the remaining
 channels is unchanged.
 
@@ -50,7 +54,16 @@ def _matmul(ctx: OpContext) -> tuple:
     ctx.unify(a.labels[-1], b.labels[-2], " (matmul contraction)")
     ctx.contract((a, -1), (b, -2), why="matmul contraction")
     batch = broadcast_labels(ctx, [a.part(slice(None, -2)), b.part(slice(None, -2))], ctx.out.shape[:-2])
+    _declare_heads(ctx, (a, b), batch)
     return check_labels(ctx, tuple(batch) + (a.labels[-2], b.labels[-1]))
+
+
+def _declare_heads(ctx: OpContext, operands: tuple[Value, ...], batch: Any) -> None:
+    """A contraction of two activations, batched on both sides (``q @ k.transpose(-2, -1)`` over
+    ``[B, heads, L, E]``), runs one batch index at a time: its batch dims are heads (``ctx.per_head``).
+    A parameter operand makes it a projection, not attention."""
+    if all(v.param is None and v.ndim >= 3 for v in operands):
+        ctx.per_head(*batch)
 
 
 def _macs_matmul(ctx: OpContext) -> int:
@@ -87,6 +100,7 @@ def _add_matmul(ctx: OpContext) -> tuple:
     ctx.unify(a.labels[-1], b.labels[-2], " (matmul contraction)")
     ctx.contract((a, -1), (b, -2), why="matmul contraction")
     batch = broadcast_labels(ctx, [a.part(slice(None, -2)), b.part(slice(None, -2))], ctx.out.shape[:-2])
+    _declare_heads(ctx, (a, b), batch)
     product = Value(TensorSpec(tuple(ctx.out.shape), ctx.out.dtype), tuple(batch) + (a.labels[-2], b.labels[-1]))
     return check_labels(ctx, broadcast_labels(ctx, [inp, product], ctx.out.shape, Role.BIAS))
 
@@ -165,6 +179,11 @@ def _einsum(ctx: OpContext) -> tuple:
         labels[sym] = broadcast_labels(ctx, parts, (size,))[0]
         if sym not in output:
             ctx.contract(*[(v, d) for v, d in occurrences if v.shape[d] == size], why=f"einsum sum over {sym!r}")
+    summed = any(sym not in output and len(occ) > 1 for sym, occ in uses.items())
+    if summed and len(operands) > 1 and all(v.param is None for v in operands):
+        # a contraction of activations ("bhqd,bhkd->bhqk"): the letters every operand and the output share
+        # are its batch, computed one index at a time, like attention's heads
+        ctx.per_head(*(labels[sym] for sym in output if len({id(v) for v, _ in uses[sym]}) == len(operands)))
     return check_labels(ctx, tuple(labels[sym] for sym in output))
 
 
@@ -199,6 +218,7 @@ def _sdpa(ctx: OpContext) -> tuple:
         _tie_mask(ctx, mask, q.labels[-2], k.labels[-2])
         ops.append(mask.part(slice(None, -2)))
     batch = broadcast_labels(ctx, ops, ctx.out.shape[:-2])
+    ctx.per_head(*batch)  # one softmax per head: split_policy="auto" prunes the splits reaching them by heads
     return tuple(batch) + (q.labels[-2], v.labels[-1])
 
 

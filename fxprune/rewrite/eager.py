@@ -11,8 +11,14 @@ the module in ``nn_module_stack`` (``torch.export`` front end).
 
 A module whose forward was traced through keeps its own attributes, so code
 such as ``x.view(B, N, self.num_heads, self.head_dim)`` may still hold a size
-the pruning changed.  :func:`check_outputs` therefore runs the copy on the
-example inputs next to the pruned graph; on an exception or a mismatch,
+the pruning changed.  Where whole heads went (``split_policy="auto"`` or
+``"heads"``: a split whose pruned factor is not its innermost one), the
+module that made the split gets its head-count attributes resized
+(:data:`HEAD_COUNT_ATTRS`: ``num_heads``, ``num_key_value_heads``, ``n_head``...;
+the first module on the call's module stack holding one equal to the split's
+head count): :func:`resize_head_counts`.  Other attributes stay as written.
+:func:`check_outputs` therefore runs the copy on the example inputs next to
+the pruned graph; on an exception or a mismatch,
 :func:`hard_coded_error` names the module and the integer attributes that
 still hold a pruned size.
 
@@ -44,8 +50,12 @@ from ..modules import get_attr
 from ..ops.context import EmitContext
 from .channels import _fresh_like, plan_mask
 
-__all__ = ["ModuleCall", "check_outputs", "compare", "eager_copy", "hard_coded_error", "module_calls", "new_shapes",
-           "random_params", "run_eval"]
+__all__ = ["HEAD_COUNT_ATTRS", "ModuleCall", "check_outputs", "compare", "eager_copy", "hard_coded_error",
+           "head_counts", "module_calls", "new_shapes", "random_params", "resize_head_counts", "run_eval"]
+
+#: integer module attributes that count attention heads: resized when whole heads are pruned
+HEAD_COUNT_ATTRS = ("num_heads", "n_heads", "n_head", "heads", "num_attention_heads", "num_key_value_heads",
+                    "num_kv_heads", "n_kv_heads", "n_kv_head", "nheads", "n_local_heads", "n_local_kv_heads")
 
 
 @dataclass(frozen=True)
@@ -123,8 +133,12 @@ def _sliced_memo(model: torch.nn.Module, analysis: Analysis, mask: KeepMask) -> 
 def eager_copy(analysis: Analysis, plan: Mapping[int, Sequence[int]]) -> tuple[torch.nn.Module, set[str]]:
     """A deep copy of the analysed model with the plan's indices removed, and the paths of the modules resized.
 
+    Module rules resize their modules; traced-through modules that lost whole
+    heads get their head counts resized (:func:`resize_head_counts`).
+
     Raises:
-        MaterializeError: the analysis holds no model, or a module rule cannot resize its module.
+        MaterializeError: the analysis holds no model, a module rule cannot resize its module,
+            or a head count fits no single value.
     """
     model = analysis.model
     if model is None:
@@ -151,7 +165,82 @@ def eager_copy(analysis: Analysis, plan: Mapping[int, Sequence[int]]) -> tuple[t
             raise MaterializeError(f"the rule of '{path}' ({type(module).__name__}) could not resize it: "
                                    f"{type(exc).__name__}: {exc}; use result.graph_module") from exc
         resized.add(path)
+    resize_head_counts(new, head_counts(analysis, shapes), resized)
     return new, resized
+
+
+def head_counts(analysis: Analysis, shapes: Mapping[str, Any]) -> dict[tuple[str, ...], dict[int, set[int]]]:
+    """``{module stack: {head count: pruned head counts}}`` of every split that lost whole heads.
+
+    A split lost whole heads where its policy chose an outer factor (not head_dim)
+    and that factor's size changed.  The module stack lists the paths of the
+    modules the split ran in, innermost first (``nn_module_stack``).
+    """
+    nodes = {n.name: n for n in analysis.graph_module.graph.nodes}
+    out: dict[tuple[str, ...], dict[int, set[int]]] = {}
+    for choice in analysis.state.splits:
+        split, node = choice.split, nodes.get(choice.node)
+        if node is None or split.dim is None or not split.heads:
+            continue
+        old, new = int(split.factors[split.axis]), shapes.get(node.name)
+        if not isinstance(new, tuple) or int(new[split.dim]) == old:
+            continue
+        stack = tuple(str(v[0]) for v in reversed(list((node.meta.get("nn_module_stack") or {}).values())))
+        stack += ("",) if "" not in stack else ()  # the model itself (a split in its own forward)
+        out.setdefault(stack, {}).setdefault(old, set()).add(int(new[split.dim]))
+    return out
+
+
+def resize_head_counts(model: torch.nn.Module, counts: Mapping[tuple[str, ...], Mapping[int, set[int]]],
+                       skip: set[str] = frozenset()) -> dict[str, int]:
+    """Set the head-count attributes (:data:`HEAD_COUNT_ATTRS`) of ``model``'s modules to the pruned counts.
+
+    For each split that lost heads (:func:`head_counts`), the innermost module on
+    its stack that holds such an attribute equal to the split's head count gets
+    the pruned count; modules in ``skip`` (resized by their rule) are left
+    alone.  Returns ``{"path.attr": new count}``.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> attn = nn.Module(); attn.num_heads, attn.head_dim = 4, 4
+        >>> model = nn.Sequential(attn)
+        >>> resize_head_counts(model, {("0", ""): {4: {2}}}), attn.num_heads, attn.head_dim
+        ({'0.num_heads': 2}, 2, 4)
+
+    Raises:
+        MaterializeError: one attribute counts the heads of splits pruned to different counts.
+    """
+    wanted: dict[tuple[str, str], tuple[int, set[int]]] = {}
+    for stack, changes in counts.items():
+        for old, new in changes.items():
+            for path in stack:
+                try:
+                    module = model.get_submodule(path)
+                except AttributeError:
+                    continue
+                attrs = [a for a in HEAD_COUNT_ATTRS if _int_attr(module, a) == old]
+                if path in skip or not attrs:
+                    continue
+                for attr in attrs:
+                    wanted.setdefault((path, attr), (old, set()))[1].update(new)
+                break
+    done: dict[str, int] = {}
+    for (path, attr), (old, new) in sorted(wanted.items()):
+        module = model.get_submodule(path)
+        where = f"{path}.{attr}" if path else attr
+        if len(new) > 1:
+            raise MaterializeError(
+                f"'{path}' ({type(module).__name__}): {where} = {old} counts the heads of splits pruned to "
+                f"different counts ({sorted(new)}), so no one value of it fits; prune them alike "
+                "(uniform=True, or ignore=[...] one of them), or use result.graph_module")
+        setattr(module, attr, next(iter(new)))
+        done[where] = next(iter(new))
+    return done
+
+
+def _int_attr(module: torch.nn.Module, name: str) -> int | None:
+    value = vars(module).get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def run_eval(module: torch.nn.Module, inputs: Sequence[Any], params: Mapping[str, torch.Tensor] | None = None) -> Any:
@@ -323,7 +412,9 @@ def hard_coded_error(analysis: Analysis, plan: Mapping[int, Sequence[int]], modu
     else:
         msg += ("\nNo module attribute holds a pruned size: the forward code derives one from its structure "
                 "(an equal-halves chunk, a reshape to the input's width...).")
-    msg += ("\nfxprune resizes the modules its rules know (Linear, Conv, norms, Embedding...); a module whose "
-            "forward was traced through keeps its own attributes.  Use result.graph_module (the pruned "
-            "GraphModule), or prune so that these sizes stay (ignore=[...], split_policy='outer' keeps head_dim).")
+    msg += ("\nfxprune resizes the modules its rules know (Linear, Conv, norms, Embedding...) and, where whole "
+            "heads went, head counts (num_heads, num_key_value_heads, n_head...); a module whose forward was traced "
+            "through keeps its other attributes.  Use result.graph_module (the pruned GraphModule), or prune so "
+            "that these sizes stay (ignore=[...]; split_policy='heads', or the default 'auto' on attention, keeps "
+            "head_dim).")
     return MaterializeError(msg)

@@ -268,7 +268,8 @@ def rebuild_from_config(analysis: Analysis, plan: Mapping[int, Sequence[int]], p
         buffers = _recomputed_buffers(model, pruned)
         if buffers:
             msg += (f". A rebuilt model recomputes {', '.join(buffers)} from the config, and the pruning changed "
-                    "them: prune whole attention heads (split_policy='outer') instead of channels inside a head")
+                    "them: prune whole attention heads (split_policy='heads', or the default 'auto') instead of "
+                    "channels inside a head")
     else:
         closest = search.closest
         detail = (f"; closest ({_describe(closest[1])}): {'; '.join(closest[2][:3])}" if closest else "")
