@@ -23,6 +23,11 @@ def _refuse_fake(monkeypatch):
     def refuse(*_):
         raise AssertionError("the fake-tensor path ran")
     monkeypatch.setattr(shapes, "_propagate_on_fake", refuse)
+    _no_cpu_path(monkeypatch)
+
+
+def _no_cpu_path(monkeypatch):
+    monkeypatch.setattr(shapes, "REAL_RUN_MAX_STATE", -1)  # the meta path is what these tests specify
 
 
 @pytest.mark.parametrize("name", sorted(zoo.ZOO))
@@ -71,6 +76,7 @@ class _Net(nn.Module):
 
 def test_a_leaf_module_reading_values_falls_back_to_fake_tensors(monkeypatch):
     gm = capture.trace(_Net(), leaf_modules=[_Branchy])
+    _no_cpu_path(monkeypatch)  # (CPU kernels read the values fine)
     calls = []
     real = shapes._propagate_on_fake
     monkeypatch.setattr(shapes, "_propagate_on_fake", lambda *a: (calls.append(1), real(*a)))
@@ -78,3 +84,54 @@ def test_a_leaf_module_reading_values_falls_back_to_fake_tensors(monkeypatch):
     assert calls == [1]
     out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
     assert tuple(out.meta[ir.SPEC].shape) == (3, 2)
+
+
+class _Mutates(nn.Module):
+    """In-place ops on its input and on a parameter, a BatchNorm in train mode, and a random op."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.bn = nn.Linear(4, 4), nn.BatchNorm1d(4)
+
+    def forward(self, x):
+        x.mul_(2)
+        self.lin.weight.data.add_(1)  # weight clipping-style code in a forward
+        return self.bn(self.lin(x)) + torch.rand(1)
+
+
+def test_the_cpu_path_writes_none_of_the_users_tensors_nor_the_rng_state():
+    model, x = _Mutates().train(), torch.randn(3, 4)
+    gm = capture.trace(model)
+    before = {k: v.clone() for k, v in [*model.state_dict().items(), ("x", x)]}
+    rng = torch.get_rng_state()
+    assert shapes._propagate_on_real(gm, (x,))
+    after = {**model.state_dict(), "x": x}
+    for k, v in before.items():
+        assert torch.equal(after[k], v), k
+    assert torch.equal(torch.get_rng_state(), rng)
+    out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+    assert tuple(out.meta[ir.SPEC].shape) == (3, 4)
+
+
+def test_the_cpu_path_is_skipped_for_meta_state_and_large_state_and_given_up_past_its_budget(monkeypatch):
+    model, x = zoo.resnet_basic()
+    gm = capture.trace(model)
+    assert shapes._propagate_on_real(gm, x)
+    assert not shapes._propagate_on_real(gm, tuple(t.to("meta") for t in x))   # meta inputs: not real
+    monkeypatch.setattr(shapes, "REAL_RUN_MAX_STATE", 10)
+    assert not shapes._propagate_on_real(gm, x)                                # state over the cap
+    monkeypatch.setattr(shapes, "REAL_RUN_MAX_STATE", 10**9)
+    monkeypatch.setattr(shapes, "REAL_RUN_SECONDS_PER_NODE", 0.0)
+    assert not shapes._propagate_on_real(gm, x)                                # over the time budget
+    shapes.propagate_shapes(gm, x)                                             # ... then meta decides
+    assert all(n.meta.get(ir.SPEC) is not None for n in gm.graph.nodes if n.op != "output")
+
+
+@pytest.mark.parametrize("name", ["densenet", "llama", "shufflenet_v2"])
+def test_the_cpu_path_gives_the_specs_of_meta_tensors(name):
+    model, inputs = zoo.ZOO[name]()
+    gm = capture.trace(model)
+    assert shapes._propagate_on_meta(gm, inputs)
+    want = _specs(gm)
+    assert shapes._propagate_on_real(gm, inputs)
+    assert _specs(gm) == want

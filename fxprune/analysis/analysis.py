@@ -307,9 +307,10 @@ def analyze(
 ) -> Analysis:
     """Trace ``model`` and find its coupled channel groups.
 
-    No real computation runs: shapes come from meta tensors (fake tensors where a
-    graph needs them), so models on the ``meta`` device can be analysed.  The model
-    is never modified.
+    Shapes come from one run of the graph: with CPU kernels on copies of the state
+    of a small CPU model, else on meta tensors (fake tensors where a graph needs
+    them), so models on the ``meta`` device can be analysed
+    (:func:`~fxprune.analysis.shapes.propagate_shapes`).  The model is never modified.
 
     Args:
         model: the model (an ``nn.Module``; a ``GraphModule`` is used as is).

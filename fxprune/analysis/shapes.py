@@ -1,6 +1,8 @@
 """Shapes: every node of a captured graph annotated with its :class:`~fxprune.ir.TensorSpec`.
 
-:func:`propagate_shapes` runs the graph once on ``meta`` tensors: the parameters
+:func:`propagate_shapes` runs the graph once: a small CPU model with CPU kernels on
+copies of its state and inputs (cheaper than any shape function there), any
+other on ``meta`` tensors: the parameters
 and buffers are swapped for meta copies once for the whole graph (never per
 module call), no dispatch cache or fake-tensor bookkeeping runs, and device
 arguments a capture recorded (``.to(cpu)``, ``arange(..., device=cpu)``) move to
@@ -23,6 +25,7 @@ Example:
 """
 from __future__ import annotations
 
+import time
 import types
 import warnings
 from typing import Any, Sequence
@@ -233,15 +236,83 @@ def _propagate_on_meta(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> boo
     return True
 
 
-def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> None:
-    """Annotate every node with :data:`fxprune.ir.SPEC` (shapes and dtypes, no real compute).
+#: a real run is tried only on CPU state of at most this many elements (copying it stays cheap)
+REAL_RUN_MAX_STATE = 4_000_000
+#: ... and abandoned for meta tensors past this many seconds per graph node (about meta dispatch's cost)
+REAL_RUN_SECONDS_PER_NODE = 2e-4
 
-    The graph runs on ``meta`` tensors first (about five times cheaper); a graph
-    that cannot (it reads tensor values, mixes in real tensors it creates, or calls
-    an op without a meta kernel) runs on fake tensors (``FakeTensorMode``), which
-    also run leaf modules with value-dependent code for real on random inputs.
+
+class _OverBudget(Exception):
+    """A real run took longer than meta tensors would."""
+
+
+class _RealProp(fx.Interpreter):
+    """Shape propagation on real CPU tensors (copies), given up past a deadline."""
+
+    def __init__(self, gm: fx.GraphModule, deadline: float) -> None:
+        super().__init__(gm, garbage_collect_values=True)
+        self._deadline = deadline
+
+    def run_node(self, n: fx.Node) -> Any:
+        if time.perf_counter() > self._deadline:
+            raise _OverBudget(n.name)
+        result = super().run_node(n)
+        n.meta[ir.SPEC] = spec_of(result)
+        return result
+
+
+def _is_plain_cpu(t: torch.Tensor) -> bool:
+    return t.device.type == "cpu" and type(t) in (torch.Tensor, torch.nn.Parameter) and t.layout == torch.strided
+
+
+def _propagate_on_real(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> bool:
+    """Run ``gm`` once with CPU kernels on copies of its state and inputs; False when it cannot or should not.
+
+    On small models CPU kernels are an order of magnitude cheaper than meta
+    dispatch (whose shape functions are Python).  Only a model whose parameters,
+    buffers and tensor inputs are plain CPU tensors, with at most
+    :data:`REAL_RUN_MAX_STATE` elements of state, is tried; everything runs on
+    copies (in-place updates, BatchNorm statistics and in-place ops on inputs
+    land on them), without autograd, with the random number generator's state
+    restored after; a run slower than :data:`REAL_RUN_SECONDS_PER_NODE` per graph
+    node is given up for meta tensors, which bounds the cost of trying.
+    """
+    named = [*gm.named_parameters(remove_duplicate=False), *gm.named_buffers(remove_duplicate=False)]
+    flat: list[Any] = []
+    fx.node.map_aggregate(tuple(example_inputs), flat.append)
+    tensors = [x for x in flat if isinstance(x, torch.Tensor)]
+    if not all(_is_plain_cpu(t) for _, t in named) or not all(_is_plain_cpu(t) for t in tensors):
+        return False
+    if sum(t.numel() for _, t in named) > REAL_RUN_MAX_STATE:
+        return False
+    memo: dict[int, torch.Tensor] = {}  # tied tensors stay one copy
+    state = {k: memo.setdefault(id(t), t.detach().clone()) for k, t in named}
+    inputs = fx.node.map_aggregate(
+        tuple(example_inputs), lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v)
+    deadline = time.perf_counter() + REAL_RUN_SECONDS_PER_NODE * len(gm.graph.nodes)
+    try:
+        with torch.nn.utils.stateless._reparametrize_module(gm, state, tie_weights=True), \
+                torch.no_grad(), torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _RealProp(gm, deadline).run(*inputs)
+    except Exception:  # noqa: BLE001 - over budget or any failure: meta, then fake tensors, decide
+        return False
+    return True
+
+
+def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> None:
+    """Annotate every node with :data:`fxprune.ir.SPEC` (shapes and dtypes).
+
+    A small model on the CPU runs with CPU kernels on copies of its state and
+    inputs (:func:`_propagate_on_real`: an order of magnitude cheaper than meta
+    dispatch there, given up past a time budget); otherwise the graph runs on
+    ``meta`` tensors (about five times cheaper than fake ones); a graph that cannot
+    (it reads tensor values, mixes in real tensors it creates, or calls an op
+    without a meta kernel) runs on fake tensors (``FakeTensorMode``), which also
+    run leaf modules with value-dependent code for real on random inputs.  The
+    user's tensors are never written, whichever runs.
     Example inputs may be real, fake or meta tensors; only their shapes and dtypes
-    are used.  Inputs are moved to the device of the model's parameters when the
+    are used (and, on the CPU path, their values).  Inputs are moved to the device of the model's parameters when the
     model lives on ``meta``, and meta inputs to the model's device.
 
     Raises:
@@ -259,7 +330,7 @@ def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> None:
     # The graph may share its modules with the user's model (one that cannot be copied);
     # code run here (hooks, caches) must leave no attribute behind on them.
     with state_restored(gm):
-        if not _propagate_on_meta(gm, example_inputs):
+        if not _propagate_on_real(gm, example_inputs) and not _propagate_on_meta(gm, example_inputs):
             _propagate_on_fake(gm, example_inputs)
 
 
