@@ -2,7 +2,8 @@
 
 For every model of the fxprune zoo (:data:`fxprune.testing.zoo.ZOO`, images at
 64x64 where the model accepts them, else its own inputs) and of the tiny
-Hugging Face suite (:data:`fxprune.testing.hf_zoo.SUITE`, no download), in one
+Hugging Face suite (:data:`fxprune.testing.hf_zoo.SUITE`, its own inputs: 1x8
+tokens, 1x3x32x32 images; no download), in one
 process with ``torch.set_num_threads(1)``, both tools prune half of every
 channel group with an L1 magnitude score:
 
@@ -114,9 +115,12 @@ def _run(module: torch.nn.Module, inputs: tuple) -> list[torch.Tensor]:
 
 
 def build(name: str) -> tuple[torch.nn.Module, tuple, str]:
-    """``(model, inputs, input label)``: a single square image input is resized to 64x64 if the model accepts it."""
+    """``(model, inputs, input label)``: a zoo model's square image input is resized to 64x64 if the model accepts it.
+
+    The Hugging Face models keep their own inputs (their configs say 32x32 images).
+    """
     model, inputs = _suites()[name]()
-    if len(inputs) == 1 and inputs[0].dim() == 4 and inputs[0].is_floating_point() \
+    if name.startswith("zoo/") and len(inputs) == 1 and inputs[0].dim() == 4 and inputs[0].is_floating_point() \
             and inputs[0].shape[-1] == inputs[0].shape[-2] != IMAGE:
         gen = torch.Generator().manual_seed(0)
         big = (torch.randn(*inputs[0].shape[:2], IMAGE, IMAGE, generator=gen),)
@@ -381,6 +385,9 @@ def tp_dead_check(model: torch.nn.Module, inputs: tuple, only: int | None = None
     masked = copy.deepcopy(model)
     mparams = dict(masked.named_parameters(remove_duplicate=False))
     names = _owner_names(work)
+    # {(parameter, dim): original indices still there}: a dim read by a concatenation is pruned by several
+    # groups, each with indices into the dim as the groups before it left it
+    alive: dict[tuple[str, int], list[int]] = {}
     checked = removing = 0
     for group in TPPrune(work, inputs).interactive():
         items = [(dep.target.module, dep.handler.__name__, sorted(set(int(i) for i in idxs))) for dep, idxs in group]
@@ -414,7 +421,10 @@ def tp_dead_check(model: torch.nn.Module, inputs: tuple, only: int | None = None
                 dims = _weight_dims(target, pname, handler) if pname else None
                 for d in (dims if dims is not None else shrunk):
                     if d in shrunk:
-                        mparams[full].index_fill_(d, torch.tensor(idxs), 0.0)
+                        left = alive.setdefault((full, d), list(range(mparams[full].shape[d])))
+                        gone = set(idxs)
+                        mparams[full].index_fill_(d, torch.tensor([left[i] for i in idxs]), 0.0)
+                        alive[full, d] = [o for i, o in enumerate(left) if i not in gone]
     if not checked:
         return dead_verdict("", 0, removing)
     return dead_verdict(compare(_run(work, inputs), _run(masked, inputs)), checked, removing)
