@@ -582,15 +582,16 @@ def summary(rows: Sequence[Row]) -> list[str]:
     if both:
         fa, ta = sum(r.fx.get("analysis_s", 0) for r in both), sum(r.tp.get("analysis_s", 0) for r in both)
         fp, tpp = sum(r.fx["prune_s"] for r in both), sum(r.tp["prune_s"] for r in both)
-        out.append(f"over the {len(both)} models both tools pruned: analysis fx {fa:.2f} s, TP {ta:.2f} s; "
-                   f"prune fx {fp:.2f} s, TP {tpp:.2f} s (TP/fx {tpp / fp:.2f})")
+        out.append(f"over the {len(both)} models where both prune calls returned: analysis fx {fa:.2f} s, "
+                   f"TP {ta:.2f} s; prune fx {fp:.2f} s, TP {tpp:.2f} s (TP/fx {tpp / fp:.2f})")
     for tool in ("fx", "tp"):
         checks = [getattr(r, tool).get("check", getattr(r, tool).get("error", "-")) for r in rows]
-        passed = sum(1 for c in checks if c.startswith(("dead", "run")) and ":" not in c)
+        passed = sum(1 for c in checks if c.startswith("dead") and ":" not in c)
         dead = sum(1 for c in checks if c.startswith("dead ") and c != "dead n/a")
-        out.append(f"{'fxprune' if tool == 'fx' else 'Torch-Pruning'}: {passed}/{len(rows)} results run with "
-                   f"unchanged output shapes and pass the dead-channel check where it applies "
-                   f"({dead} with at least one group checked)")
+        nothing = sum(1 for c in checks if c == "run (nothing removed)")
+        out.append(f"{'fxprune' if tool == 'fx' else 'Torch-Pruning'}: {passed}/{len(rows)} results prune, run with "
+                   f"unchanged output shapes and pass the dead-channel check where it applies ({dead} with at "
+                   f"least one group checked); {nothing} removed nothing")
     errors = [(r.model, t, c["detail"]) for r in rows for t, c in (("fx", r.fx), ("TP", r.tp)) if "detail" in c]
     if errors:
         out.append("")
