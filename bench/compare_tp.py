@@ -670,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
         transformers = importlib.metadata.version("transformers")
     except importlib.metadata.PackageNotFoundError:
         transformers = "absent"
-    print(f"fxprune {fxprune.__version__}, torch-pruning {tp_version}, torch {torch.__version__}, "
+    print(f"fxprune {fxprune.__version__} ({os.path.dirname(os.path.dirname(fxprune.__file__))}), torch-pruning {tp_version}, torch {torch.__version__}, "
           f"transformers {transformers}, Python {platform.python_version()}; {os.cpu_count()} CPUs, 1 thread; "
           f"ratio {RATIO}, median of {args.repeat}, TP config {args.tp_config}; total {time.perf_counter() - start:.0f} s")
     print()
