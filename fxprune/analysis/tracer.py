@@ -284,13 +284,44 @@ def _autograd_functions_kept() -> Iterator[None]:
         torch.autograd.Function.apply = original
 
 
+_CONTAINERS = (dict, list, set)
+
+
 def tracing_copy(model: torch.nn.Module) -> torch.nn.Module | None:
-    """A copy of the module tree sharing every parameter and buffer (``None`` if it cannot be copied)."""
-    memo: dict[int, Any] = {id(t): t for _, t in list(model.named_parameters(remove_duplicate=False))
-                            + list(model.named_buffers(remove_duplicate=False))}
+    """A copy of the module tree sharing every parameter and buffer (``None`` if it cannot be copied).
+
+    Structural, not deep: each module is a new object with its own attribute dict,
+    and every dict, list or set attribute (parameters, buffers, children, hooks,
+    the user's own caches) is a new container, one level deep; tensors and other
+    values are shared.  What tracing or a capture writes on a module (training
+    flags, hooks, appended cache entries) lands on the copy; a module reached
+    twice is copied once.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> model = nn.Sequential(nn.Linear(2, 2))
+        >>> twin = tracing_copy(model)
+        >>> twin[0] is model[0], twin[0].weight is model[0].weight
+        (False, True)
+    """
+    memo: dict[int, torch.nn.Module] = {}
+
+    def copy_module(m: torch.nn.Module) -> torch.nn.Module:
+        if id(m) in memo:
+            return memo[id(m)]
+        new = copy.copy(m)
+        memo[id(m)] = new
+        attrs = vars(new)
+        for k, v in list(attrs.items()):
+            if isinstance(v, _CONTAINERS):
+                attrs[k] = copy.copy(v)
+        for k, child in m._modules.items():
+            new._modules[k] = copy_module(child) if child is not None else None
+        return new
+
     try:
-        return copy.deepcopy(model, memo)
-    except Exception:  # noqa: BLE001 - an attribute that cannot be copied: trace the model itself
+        return copy_module(model)
+    except Exception:  # noqa: BLE001 - a module that cannot be copied: trace the model itself
         return None
 
 
