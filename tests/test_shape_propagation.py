@@ -99,7 +99,13 @@ class _Mutates(nn.Module):
         return self.bn(self.lin(x)) + torch.rand(1)
 
 
-def test_the_cpu_path_writes_none_of_the_users_tensors_nor_the_rng_state():
+def _no_time_budget(monkeypatch):
+    """The CPU path's budget is wall time; tests that need the path to run lift it (no flakes on a busy machine)."""
+    monkeypatch.setattr(shapes, "REAL_RUN_SECONDS_PER_NODE", 1.0)
+
+
+def test_the_cpu_path_writes_none_of_the_users_tensors_nor_the_rng_state(monkeypatch):
+    _no_time_budget(monkeypatch)
     model, x = _Mutates().train(), torch.randn(3, 4)
     gm = capture.trace(model)
     before = {k: v.clone() for k, v in [*model.state_dict().items(), ("x", x)]}
@@ -114,6 +120,7 @@ def test_the_cpu_path_writes_none_of_the_users_tensors_nor_the_rng_state():
 
 
 def test_the_cpu_path_is_skipped_for_meta_state_and_large_state_and_given_up_past_its_budget(monkeypatch):
+    _no_time_budget(monkeypatch)
     model, x = zoo.resnet_basic()
     gm = capture.trace(model)
     assert shapes._propagate_on_real(gm, x)
@@ -122,16 +129,49 @@ def test_the_cpu_path_is_skipped_for_meta_state_and_large_state_and_given_up_pas
     assert not shapes._propagate_on_real(gm, x)                                # state over the cap
     monkeypatch.setattr(shapes, "REAL_RUN_MAX_STATE", 10**9)
     monkeypatch.setattr(shapes, "REAL_RUN_SECONDS_PER_NODE", 0.0)
+    monkeypatch.setattr(shapes, "REAL_RUN_MIN_SECONDS", 0.0)
     assert not shapes._propagate_on_real(gm, x)                                # over the time budget
     shapes.propagate_shapes(gm, x)                                             # ... then meta decides
     assert all(n.meta.get(ir.SPEC) is not None for n in gm.graph.nodes if n.op != "output")
 
 
 @pytest.mark.parametrize("name", ["densenet", "llama", "shufflenet_v2"])
-def test_the_cpu_path_gives_the_specs_of_meta_tensors(name):
+def test_the_cpu_path_gives_the_specs_of_meta_tensors(name, monkeypatch):
+    _no_time_budget(monkeypatch)
     model, inputs = zoo.ZOO[name]()
     gm = capture.trace(model)
     assert shapes._propagate_on_meta(gm, inputs)
     want = _specs(gm)
     assert shapes._propagate_on_real(gm, inputs)
     assert _specs(gm) == want
+
+
+class _Accumulates(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.seen = torch.zeros(4)  # a plain attribute, not a buffer: the user's tensor, shared by the capture
+
+    def forward(self, x):
+        self.seen.add_(x.detach().sum(0))
+        return x
+
+
+class _WithAccumulator(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.acc, self.b = nn.Linear(4, 4), _Accumulates(), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.b(self.acc(self.a(x)))
+
+
+def test_a_leaf_modules_plain_tensor_attribute_is_never_written(monkeypatch):
+    # Regression: the CPU path ran a leaf module for real, and its in-place update of a plain tensor
+    # attribute (shared with the user's model by the capture) reached the user's tensor.
+    _no_time_budget(monkeypatch)
+    model, x = _WithAccumulator(), torch.randn(3, 4)
+    gm = capture.trace(model, leaf_modules=[_Accumulates])
+    assert not shapes._propagate_on_real(gm, (x,))
+    for _ in range(2):
+        shapes.propagate_shapes(gm, (x,))
+    assert torch.equal(model.acc.seen, torch.zeros(4))

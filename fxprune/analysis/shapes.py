@@ -238,8 +238,10 @@ def _propagate_on_meta(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> boo
 
 #: a real run is tried only on CPU state of at most this many elements (copying it stays cheap)
 REAL_RUN_MAX_STATE = 4_000_000
-#: ... and abandoned for meta tensors past this many seconds per graph node (about meta dispatch's cost)
+#: ... and abandoned for meta tensors past this many seconds per graph node (about meta dispatch's cost),
 REAL_RUN_SECONDS_PER_NODE = 2e-4
+#: ... or past this many seconds for a small graph (first calls of CPU kernels set up their primitives)
+REAL_RUN_MIN_SECONDS = 5e-3
 
 
 class _OverBudget(Exception):
@@ -265,13 +267,29 @@ def _is_plain_cpu(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and type(t) in (torch.Tensor, torch.nn.Parameter) and t.layout == torch.strided
 
 
+_STATE_DICTS = frozenset({"_parameters", "_buffers"})
+
+
+def _holds_unregistered_tensors(gm: fx.GraphModule) -> bool:
+    """Whether a module keeps a tensor outside its parameters and buffers (an attribute, or in a
+    list/dict/tuple attribute): a real run could write it in place, and it is the user's."""
+    def has_tensor(v: Any) -> bool:
+        if isinstance(v, torch.Tensor):
+            return True
+        items = v.values() if isinstance(v, dict) else v if isinstance(v, (list, tuple, set)) else ()
+        return any(isinstance(i, torch.Tensor) for i in items)
+
+    return any(has_tensor(v) for m in gm.modules() for k, v in vars(m).items() if k not in _STATE_DICTS)
+
+
 def _propagate_on_real(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> bool:
     """Run ``gm`` once with CPU kernels on copies of its state and inputs; False when it cannot or should not.
 
     On small models CPU kernels are an order of magnitude cheaper than meta
     dispatch (whose shape functions are Python).  Only a model whose parameters,
     buffers and tensor inputs are plain CPU tensors, with at most
-    :data:`REAL_RUN_MAX_STATE` elements of state, is tried; everything runs on
+    :data:`REAL_RUN_MAX_STATE` elements of state and no tensor kept outside its
+    parameters and buffers (a plain tensor attribute would be the user's), is tried; everything runs on
     copies (in-place updates, BatchNorm statistics and in-place ops on inputs
     land on them), without autograd, with the random number generator's state
     restored after; a run slower than :data:`REAL_RUN_SECONDS_PER_NODE` per graph
@@ -283,13 +301,13 @@ def _propagate_on_real(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> boo
     tensors = [x for x in flat if isinstance(x, torch.Tensor)]
     if not all(_is_plain_cpu(t) for _, t in named) or not all(_is_plain_cpu(t) for t in tensors):
         return False
-    if sum(t.numel() for _, t in named) > REAL_RUN_MAX_STATE:
+    if sum(t.numel() for _, t in named) > REAL_RUN_MAX_STATE or _holds_unregistered_tensors(gm):
         return False
     memo: dict[int, torch.Tensor] = {}  # tied tensors stay one copy
     state = {k: memo.setdefault(id(t), t.detach().clone()) for k, t in named}
     inputs = fx.node.map_aggregate(
         tuple(example_inputs), lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v)
-    deadline = time.perf_counter() + REAL_RUN_SECONDS_PER_NODE * len(gm.graph.nodes)
+    deadline = time.perf_counter() + max(REAL_RUN_SECONDS_PER_NODE * len(gm.graph.nodes), REAL_RUN_MIN_SECONDS)
     try:
         with torch.nn.utils.stateless._reparametrize_module(gm, state, tie_weights=True), \
                 torch.no_grad(), torch.random.fork_rng(devices=[]), warnings.catch_warnings():
