@@ -25,6 +25,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import time
 import types
 import warnings
@@ -223,17 +224,8 @@ def _propagate_on_meta(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> boo
     (``.item()``, ``nonzero``) or has no meta kernel makes this return False, and
     :func:`propagate_shapes` falls back to fake tensors, which handle all of these.
     """
-    state = {k: torch.empty_like(v, device="meta")
-             for k, v in [*gm.named_parameters(remove_duplicate=False), *gm.named_buffers(remove_duplicate=False)]}
-    inputs = _to_meta(tuple(example_inputs))
-    try:
-        with torch.nn.utils.stateless._reparametrize_module(gm, state, tie_weights=True), \
-                torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _MetaProp(gm, garbage_collect_values=True).run(*inputs)
-    except Exception:  # noqa: BLE001 - any failure: the fake-tensor path decides, and names the node
-        return False
-    return True
+    return _run_on_copies(gm, lambda t: torch.empty_like(t, device="meta"), _to_meta(tuple(example_inputs)),
+                          _MetaProp(gm, garbage_collect_values=True))
 
 
 #: a real run is tried only on CPU state of at most this many elements (copying it stays cheap)
@@ -303,17 +295,30 @@ def _propagate_on_real(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> boo
         return False
     if sum(t.numel() for _, t in named) > REAL_RUN_MAX_STATE or _holds_unregistered_tensors(gm):
         return False
-    memo: dict[int, torch.Tensor] = {}  # tied tensors stay one copy
-    state = {k: memo.setdefault(id(t), t.detach().clone()) for k, t in named}
     inputs = fx.node.map_aggregate(
         tuple(example_inputs), lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v)
     deadline = time.perf_counter() + max(REAL_RUN_SECONDS_PER_NODE * len(gm.graph.nodes), REAL_RUN_MIN_SECONDS)
+    return _run_on_copies(gm, lambda t: t.detach().clone(), inputs, _RealProp(gm, deadline),
+                          torch.random.fork_rng(devices=[]))
+
+
+def _run_on_copies(gm: fx.GraphModule, copy_of: Any, inputs: tuple, prop: fx.Interpreter,
+                   *contexts: Any) -> bool:
+    """Run ``prop`` over ``gm`` with every parameter and buffer swapped for ``copy_of`` it (tied
+    tensors stay one copy), without autograd or warnings; False when any node fails."""
+    memo: dict[int, torch.Tensor] = {}
+    state = {k: memo.setdefault(id(t), copy_of(t))
+             for k, t in [*gm.named_parameters(remove_duplicate=False), *gm.named_buffers(remove_duplicate=False)]}
     try:
-        with torch.nn.utils.stateless._reparametrize_module(gm, state, tie_weights=True), \
-                torch.no_grad(), torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.nn.utils.stateless._reparametrize_module(gm, state, tie_weights=True))
+            stack.enter_context(torch.no_grad())
+            for ctx in contexts:
+                stack.enter_context(ctx)
+            stack.enter_context(warnings.catch_warnings())
             warnings.simplefilter("ignore")
-            _RealProp(gm, deadline).run(*inputs)
-    except Exception:  # noqa: BLE001 - over budget or any failure: meta, then fake tensors, decide
+            prop.run(*inputs)
+    except Exception:  # noqa: BLE001 - any failure (or over budget): the next path decides, and names the node
         return False
     return True
 
