@@ -18,7 +18,7 @@ The input model and the analysis are never modified.
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -31,11 +31,11 @@ from ..analysis.groups import plan_mask as groups_plan_mask
 from ..analysis.shapes import propagate_shapes
 from ..ir import KeepMask, TensorSpec
 from ..errors import RewriteError
-from ..modules import get_attr, set_attr
+from ..modules import get_attr
 from ..ops.context import EmitContext
 from ..ops.effects import removable
 
-__all__ = ["apply_plan", "kept_indices", "plan_mask"]
+__all__ = ["apply_plan", "kept_indices", "plan_mask", "sliced_tensors"]
 
 
 def plan_mask(analysis: Analysis, plan: Mapping[int, Sequence[int]]) -> KeepMask:
@@ -82,6 +82,22 @@ def _fresh_like(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def sliced_tensors(tensors: Iterable[tuple[torch.Tensor, Any]], mask: KeepMask) -> dict[int, torch.Tensor]:
+    """``{id(tensor): its sliced copy}`` for every ``(tensor, labels)`` that loses indices under ``mask``.
+
+    A tensor met twice (tied weights) is sliced once, by its first labels: seeded
+    into a deep copy's memo, the copies stay tied.
+    """
+    out: dict[int, torch.Tensor] = {}
+    for t, labels in tensors:
+        if id(t) in out:
+            continue
+        sliced = mask.slice(t, labels)
+        if sliced is not t:
+            out[id(t)] = _fresh_like(sliced, t)
+    return out
+
+
 def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
                verify: bool = True) -> fx.GraphModule:
     """Emit the pruned GraphModule for ``plan`` (``{group id: channels to remove}``).
@@ -97,19 +113,9 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
         for node in gm.graph.nodes:
             new_shapes[node.name] = mask.shape(node.meta.get(ir.SPEC), node.meta.get(ir.CHANNELS))
 
-        fresh: dict[int, torch.Tensor] = {}  # id(original tensor) -> its sliced replacement
-        replaced: dict[str, torch.Tensor] = {}
-        for qualname, labels in analysis.state.param_labels.items():
-            t = get_attr(gm, qualname)
-            if id(t) not in fresh:  # tied weights stay tied
-                sliced = mask.slice(t, labels)
-                if sliced is t:
-                    continue
-                fresh[id(t)] = _fresh_like(sliced, t)
-            replaced[qualname] = fresh[id(t)]
-        root = _copy_root(gm, fresh)
-        for qualname, value in replaced.items():
-            set_attr(root, qualname, value)
+        fresh = sliced_tensors(((get_attr(gm, q), labels) for q, labels in analysis.state.param_labels.items()),
+                               mask)
+        root = _copy_root(gm, fresh)  # the sliced tensors replace the originals wherever the tree holds them
 
         graph = fx.Graph()
         graph._codegen = gm.graph._codegen  # e.g. torch.export's pytree in/out handling (immutable)

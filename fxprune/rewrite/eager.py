@@ -48,7 +48,7 @@ from ..errors import MaterializeError
 from ..ir import KeepMask, TensorSpec
 from ..modules import get_attr
 from ..ops.context import EmitContext
-from .channels import _fresh_like, plan_mask
+from .channels import plan_mask, sliced_tensors
 
 __all__ = ["HEAD_COUNT_ATTRS", "ModuleCall", "check_outputs", "compare", "eager_copy", "hard_coded_error",
            "head_counts", "module_calls", "new_shapes", "random_params", "resize_head_counts", "run_eval"]
@@ -108,26 +108,23 @@ def module_calls(gm: fx.GraphModule) -> Iterator[tuple[str, Any]]:
 
 def _sliced_memo(model: torch.nn.Module, analysis: Analysis, mask: KeepMask) -> dict[int, Any]:
     """``{id(original tensor): sliced copy}`` for every labelled tensor that loses indices."""
-    memo: dict[int, Any] = {}
-    missing = []
+    pairs, missing = [], []
     for name, labels in analysis.state.param_labels.items():
         try:
             t = get_attr(model, name)
         except AttributeError:
             t = None
-        source = t if isinstance(t, torch.Tensor) else get_attr(analysis.graph_module, name)
-        sliced = mask.slice(source, labels)
-        if sliced is source or id(source) in memo:  # unchanged, or tied to a tensor already sliced
+        if isinstance(t, torch.Tensor):
+            pairs.append((t, labels))
             continue
-        if t is not source:
+        constant = get_attr(analysis.graph_module, name)  # created inside forward: the model has no such tensor
+        if mask.slice(constant, labels) is not constant:
             missing.append(name)
-            continue
-        memo[id(t)] = _fresh_like(sliced, t)
     if missing:
         raise MaterializeError(
             f"the pruned graph slices tensors that are not attributes of the model: {missing[:5]} (constants "
             "created inside forward, whose sizes the eager code hard-codes); use result.graph_module")
-    return memo
+    return sliced_tensors(pairs, mask)
 
 
 def eager_copy(analysis: Analysis, plan: Mapping[int, Sequence[int]]) -> tuple[torch.nn.Module, set[str]]:
