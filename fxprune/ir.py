@@ -51,6 +51,7 @@ import torch
 
 __all__ = [
     "ALL_KEYS",
+    "Algebra",
     "Atoms",
     "AutogradFunction",
     "BARRIER",
@@ -174,6 +175,36 @@ class Role(str, enum.Enum):
     def rank(self) -> int:
         """Listing order within a group: producers first, consumers last."""
         return tuple(Role).index(self)
+
+
+class Algebra(str, enum.Enum):
+    """What an op computes, for passes that reason about values (a rule declares it).
+
+    The channel pass needs only labels; a few passes need to know more about a
+    call than how its channels map.  The stochastic-depth recogniser
+    (:mod:`fxprune.analysis.mode_calls`) proves that a function scales its input
+    by noise that does not vary over channels: it asks the registry, never an
+    op's name, which calls multiply, divide, read sizes or build fresh tensors;
+    block removal (:mod:`fxprune.analysis.blocks`) asks it which calls are sums.
+
+    ``NONE``: nothing declared (the default; such a call is opaque to those passes).
+    ``SUM``: the elementwise sum of its two operands (``a + b``; residual blocks).
+    ``PRODUCT``: the elementwise product of its two operands (``x * y``).
+    ``QUOTIENT``: the first operand divided by the second (``x / y``).
+    ``SIZES``: reads only its first argument's metadata (``x.size(d)``, ``x.dim()``).
+    ``ATTRIBUTE``: ``getattr(x, name)``: what it reads depends on ``name``
+    (``x.shape`` reads the sizes).
+    ``FRESH``: a new tensor with its first argument's dtype and device, sizes
+    from the other arguments, values independent of it (``x.new_empty(...)``).
+    """
+
+    NONE = "none"
+    SUM = "sum"
+    PRODUCT = "product"
+    QUOTIENT = "quotient"
+    SIZES = "sizes"
+    ATTRIBUTE = "attribute"
+    FRESH = "fresh"
 
 
 class Zeros(str, enum.Enum):

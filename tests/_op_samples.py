@@ -59,8 +59,12 @@ BY_RULE: dict[Any, OpSample] = {
     ops.LIKE: S(),
     ops.PRELU_MODULE: S(module=lambda: nn.PReLU(6)),
     ops.PRELU_FUNCTION: S(params={"w": (6,)}, call=lambda f, ts, p: f(ts[0], p.w)),
-    ops.ELEMENTWISE_BIAS: S(arity=2),
-    ops.ELEMENTWISE_SCALE: S(arity=2),
+    ops.ELEMENTWISE_ADD: S(arity=2),
+    ops.ELEMENTWISE_SUB: S(arity=2),
+    ops.ELEMENTWISE_MUL: S(arity=2),
+    ops.ELEMENTWISE_DIV: S(arity=2),
+    ops.ELEMENTWISE_RDIV: S(arity=2),
+    ops.NEW_TENSOR: S(call=lambda f, ts, p: ts[0] * f(ts[0], (ts[0].shape[0],) + (1,) * (ts[0].ndim - 1))),
     ops.ELEMENTWISE: S(arity=2),
     ops.WHERE: S(arity=2, call=lambda f, ts, p: f(ts[0] > 1.0, ts[0], ts[1])),
     ops.REDUCE_SUM: _arg(1),
@@ -126,6 +130,7 @@ BY_RULE: dict[Any, OpSample] = {
 _SIGNAL, _VOLUME = dict(layout="signal"), dict(layout="volume")
 
 BY_KEY: dict[Any, OpSample] = {
+    Method("new_full"): S(call=lambda f, ts, p: ts[0] * f(ts[0], (ts[0].shape[0],) + (1,) * (ts[0].ndim - 1), 2.0)),
     # unary ops with arguments
     torch.clamp: _arg(0.7), torch.clip: _arg(0.7), Method("clamp"): _arg(0.7), Method("clip"): _arg(0.7),
     torch.clamp_min: _arg(0.7), torch.clamp_max: _arg(0.9),
@@ -276,6 +281,7 @@ NOT_SAMPLED: dict[Any, str] = {
     torch.rand_like: "random values: sliced and masked calls draw different numbers",
     torch.randn_like: "random values: sliced and masked calls draw different numbers",
     torch.empty_like: "uninitialised values",
+    Method("new_empty"): "uninitialised values",
     ops.GUARDS.keys.resolved[0] if len(ops.GUARDS.keys) else None: "exists only in exported programs",
 }
 NOT_SAMPLED.pop(None, None)

@@ -36,6 +36,7 @@ ATEN_KEYS = sorted((k for k in TABLE if isinstance(k, _ATEN)), key=describe_key)
 #: ATen keys no exported sample produces on this torch version, with the reason
 ATEN_NOT_EXERCISED: dict[str, str] = {
     "torch.ops.aten.empty_like": "its fx key is not sampled (uninitialised values)",
+    "torch.ops.aten.new_empty": "its fx key is not sampled (uninitialised values)",
     "torch.ops.aten.rand_like": "its fx key is not sampled (random values)",
     "torch.ops.aten.randn_like": "its fx key is not sampled (random values)",
     "torch.ops.aten.sym_size": "appears only in programs exported with dynamic shapes",

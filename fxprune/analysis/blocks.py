@@ -41,9 +41,8 @@ Example:
 from __future__ import annotations
 
 import enum
-import operator
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Iterable, Mapping, Protocol
 
 import networkx as nx
 import torch
@@ -52,7 +51,7 @@ import torch.fx as fx
 from .. import ir
 from ..ir import TensorSpec
 from ..modules import get_attr
-from ..ops.registry import Method, Registry, node_key
+from ..ops.registry import Registry, node_key
 from .cost import node_macs
 
 __all__ = ["Analysed", "Block", "ProjectionPolicy", "blocks_of", "find_blocks", "is_add", "removed_nodes"]
@@ -120,26 +119,15 @@ class Block:
                 f"{len(self.nodes)} nodes, {self.num_params} params, {self.macs} MACs")
 
 
-# --- registry adapter -------------------------------------------------------
-# LOCAL ADAPTER, to be replaced by a declarative rule property (e.g. an
-# ``ELEMENTWISE_ADD`` rule split out of ``ELEMENTWISE_BIAS``, or
-# ``Rule.algebra == "add"``): the registry keys that denote ``a + b``.  They are
-# compared with the key the registry matched, never with op-name strings.
-_ADD_KEYS: frozenset[Any] = frozenset({
-    operator.add, operator.iadd, torch.add, Method("add"), Method("add_"), Method("__add__"),
-    Method("__radd__"), torch.ops.aten.add,
-})
-
-
 def is_add(node: fx.Node, registry: Registry, root: torch.nn.Module) -> bool:
-    """Whether ``node`` (of a graph of ``root``) computes ``a + b``: by the registry key it matches.
+    """Whether ``node`` (of a graph of ``root``) computes ``a + b``: its rule declares :attr:`~fxprune.ir.Algebra.SUM`.
 
     ``alpha``, if given, must be 1.
     """
     if node.op not in ("call_function", "call_method"):
         return False
-    hit = registry.match(node_key(node, root))
-    if hit is None or hit.key not in _ADD_KEYS:
+    rule = registry.rule_for_key(node_key(node, root))
+    if rule is None or rule.algebra is not ir.Algebra.SUM:
         return False
     alpha = node.kwargs.get("alpha", node.args[2] if len(node.args) > 2 else 1)
     return isinstance(alpha, (int, float)) and alpha == 1

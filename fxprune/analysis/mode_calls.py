@@ -13,15 +13,18 @@ forced ``True``, then ``False``; the other arguments bound as at the call, the
 tensor argument a placeholder whose ``ndim``/``dtype``/``device`` are the call's
 and whose sizes are recorded as reads) and accepts a graph only if:
 
-* its output is the input itself, or the input multiplied (``*``, ``mul``) by
-  tensors that do not depend on the input except through ``x.shape[0]``,
-  ``new_empty``-style constructors and its dtype/device (noise), and divided
-  (``/``, ``div``) by non-zero numbers only: so zeros stay zeros;
+* its output is the input itself, or the input multiplied by tensors that do
+  not depend on the input except through ``x.shape[0]``, fresh tensors made
+  from it (``new_empty``...) and its dtype/device (noise), and divided by
+  non-zero numbers only: so zeros stay zeros;
 * each such tensor, at the call's real shapes, is broadcast over every
   dimension but the first (size 1 there): no channel is scaled on its own;
 * nothing else reads the input (no reduction, no in-place write, no size of a
   dimension but the first).
 
+What each call of the scratch graph computes (a product, a quotient, a size
+read, a fresh tensor) is what its rule declares (:class:`fxprune.ir.Algebra`):
+the recogniser matches no op by name.
 Anything else stays a barrier, the reason appended to the node's
 :data:`fxprune.ir.KEPT_CALL`.  The first dimension (batch) may be read or
 carry the noise; where it carries channels, the registered rule fixes them.
@@ -33,7 +36,7 @@ Example:
     ...         return x
     ...     return x * x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - p) / (1 - p)
     >>> spec = __import__("fxprune").ir.TensorSpec((4, 8, 2, 2), torch.float32)
-    >>> _pass_through(drop, (None, 0.5, None), {}, 0, spec, (2,), {})
+    >>> _pass_through(drop, (None, 0.5, None), {}, 0, spec, (2,), {}, __import__("fxprune").ops.default_registry())
     (None, {0})
 """
 from __future__ import annotations
@@ -51,13 +54,10 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from .. import ir
 from ..ops.context import OpContext, first_tensor
 from ..ops.elementwise import STOCHASTIC_DEPTH
-from ..ops.registry import Keys, Registry, describe_key
+from ..ops.registry import Keys, Registry, describe_key, node_key
 
 __all__ = ["recognise_mode_calls"]
 
-_MULS = {operator.mul, torch.mul, "mul", "__mul__", "__rmul__", "multiply", torch.multiply}
-_DIVS = {operator.truediv, torch.div, torch.true_divide, torch.divide, "div", "__truediv__", "divide", "true_divide"}
-_NEW = {"new_empty", "new_zeros", "new_ones", "new_full"}
 _ALL = -1  # a read of the whole shape
 
 
@@ -139,8 +139,17 @@ def _key(node: fx.Node) -> Any:
     return node.target if node.op in ("call_function", "call_method") else None
 
 
-def _check(gm: fx.GraphModule, spec: ir.TensorSpec) -> set[int]:
-    """The input dims the pass-through reads the size of (only 0) or carries noise along; raises if not one."""
+def _algebra(node: fx.Node, registry: Registry) -> ir.Algebra:
+    """What the registry says ``node`` computes (``NONE`` without a rule)."""
+    rule = registry.rule_for_key(node_key(node, torch.nn.Module()))
+    return ir.Algebra.NONE if rule is None else rule.algebra
+
+
+def _check(gm: fx.GraphModule, spec: ir.TensorSpec, registry: Registry) -> set[int]:
+    """The input dims the pass-through reads the size of (only 0) or carries noise along; raises if not one.
+
+    What each call computes comes from its rule's :class:`~fxprune.ir.Algebra`, never from its name.
+    """
     graph = gm.graph
     ndim = len(spec.shape)
     x = next(n for n in graph.nodes if n.op == "placeholder")
@@ -173,26 +182,26 @@ def _check(gm: fx.GraphModule, spec: ir.TensorSpec) -> set[int]:
         if n.op not in ("call_function", "call_method"):
             raise _NotPassThrough(f"node '{n.name}' is a {n.op}")
         args, kwargs = n.args, n.kwargs
-        target = n.target
-        if args and args[0] is x and n.op == "call_function" and target is getattr and args[1] == "shape":
+        algebra = _algebra(n, registry)
+        on_x = bool(args) and args[0] is x
+        if on_x and algebra is ir.Algebra.ATTRIBUTE and args[1:] == ("shape",):
             reads[n] = {_ALL}
-        elif args and args[0] is x and n.op == "call_method" and target == "size" and not kwargs:
-            if len(args) == 1:
-                reads[n] = {_ALL}
-            elif isinstance(args[1], int):
-                reads[n] = {args[1] % ndim}
-            else:
+        elif on_x and algebra is ir.Algebra.SIZES and len(args) == 1 and not kwargs:
+            reads[n] = {_ALL}
+        elif on_x and algebra is ir.Algebra.SIZES and len(args) == 2 and not kwargs:
+            if not isinstance(args[1], int):
                 raise _NotPassThrough(f"node '{n.name}' reads a size of its input at a computed dim")
-        elif (n.op == "call_function" and target is operator.getitem and isinstance(args[0], fx.Node)
-              and reads.get(args[0]) == {_ALL} and isinstance(args[1], int)):
             reads[n] = {args[1] % ndim}
-        elif args and args[0] is x and n.op == "call_method" and target in _NEW:
+        elif (n.op == "call_function" and n.target is operator.getitem and isinstance(args[0], fx.Node)
+              and reads.get(args[0]) == {_ALL} and isinstance(args[1], int)):
+            reads[n] = {args[1] % ndim}  # Python indexing of the shape tuple (not a tensor op)
+        elif on_x and algebra is ir.Algebra.FRESH:
             reads[n] = dims_of((args[1:], kwargs))
         elif any(a in chain for a in _flat(args, kwargs)):
             def on(a: Any) -> bool:
                 return isinstance(a, fx.Node) and a in chain
-            mul = target in _MULS and len(args) == 2 and not kwargs
-            div = target in _DIVS and len(args) == 2 and not kwargs and on(args[0])
+            mul = algebra is ir.Algebra.PRODUCT and len(args) == 2 and not kwargs
+            div = algebra is ir.Algebra.QUOTIENT and len(args) == 2 and not kwargs and on(args[0])
             if not (mul or div) or on(args[0]) == on(args[1]) \
                     or len([a for a in _flat(args, kwargs) if a in chain]) != 1:
                 raise _NotPassThrough(f"node '{n.name}' ({describe_key(_key(n))}) does more with the input "
@@ -252,7 +261,7 @@ def _flag(a: Any) -> bool:
 
 
 def _pass_through(function: Callable, args: tuple, kwargs: dict, at: int | str, spec: ir.TensorSpec,
-                  flags: tuple, flag_kwargs: dict) -> tuple[str | None, set[int]]:
+                  flags: tuple, flag_kwargs: dict, registry: Registry) -> tuple[str | None, set[int]]:
     """``(None, dims)`` if ``function`` is a pass-through of the argument ``at`` in both modes, else ``(why, ...)``.
 
     ``flags``/``flag_kwargs`` name the positions/keywords of the training flags.
@@ -262,13 +271,13 @@ def _pass_through(function: Callable, args: tuple, kwargs: dict, at: int | str, 
         bound = tuple(mode if i in flags else a for i, a in enumerate(args))
         bound_kw = {k: (mode if k in flag_kwargs else v) for k, v in kwargs.items()}
         try:
-            used |= _check(_scratch_graph(function, bound, bound_kw, at, spec), spec)
+            used |= _check(_scratch_graph(function, bound, bound_kw, at, spec), spec, registry)
         except _NotPassThrough as exc:
             return f"in {'train' if mode else 'eval'} mode, {exc}", used
     return None, used
 
 
-def _call_pass_through(node: fx.Node) -> tuple[str | None, set[int]]:
+def _call_pass_through(node: fx.Node, registry: Registry) -> tuple[str | None, set[int]]:
     """Whether the kept call ``node`` is a pass-through of its one tensor argument in both modes."""
     tensor_at: list[int | str] = []
     flags, flag_kwargs = [], {}
@@ -287,7 +296,7 @@ def _call_pass_through(node: fx.Node) -> tuple[str | None, set[int]]:
     spec = (node.args[at] if isinstance(at, int) else node.kwargs[at]).meta[ir.SPEC]
     args = tuple(None if i == at or i in flags else a for i, a in enumerate(node.args))
     kwargs = {k: (None if k == at or k in flag_kwargs else v) for k, v in node.kwargs.items()}
-    return _pass_through(node.target, args, kwargs, at, spec, tuple(flags), flag_kwargs)
+    return _pass_through(node.target, args, kwargs, at, spec, tuple(flags), flag_kwargs, registry)
 
 
 def _fixing(dims: frozenset[int]) -> Callable[[OpContext], Any]:
@@ -322,7 +331,7 @@ def recognise_mode_calls(gm: fx.GraphModule, registry: Registry) -> tuple[Regist
         dims: set[int] = set()
         why = None
         for node in nodes:
-            why, used = _call_pass_through(node)
+            why, used = _call_pass_through(node, registry)
             if why is not None:
                 why = f"node '{node.name}': {why}"
                 break

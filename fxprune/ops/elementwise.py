@@ -16,15 +16,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..ir import Role, Zeros
+from ..ir import Algebra, Role, Zeros
 from .context import EmitContext, OpContext, Unsupported, Value, first_tensor, tensor_values
 from .registry import Keys, Rule
 
 __all__ = [
     "ELEMENTWISE",
-    "ELEMENTWISE_BIAS",
-    "ELEMENTWISE_SCALE",
+    "ELEMENTWISE_ADD",
+    "ELEMENTWISE_DIV",
+    "ELEMENTWISE_MUL",
+    "ELEMENTWISE_RDIV",
+    "ELEMENTWISE_SUB",
     "LIKE",
+    "NEW_TENSOR",
     "PRELU_FUNCTION",
     "PRELU_MODULE",
     "RULES",
@@ -136,6 +140,19 @@ LIKE = Rule("like", _like, doc="zeros_like / ones_like / empty_like: labels foll
                             "randn_like")))
 
 
+def _fresh(ctx: OpContext) -> tuple:
+    # Values independent of x; sizes are arguments (read from shapes at run time or constants), so
+    # no dim carries x's channels: unlabelled, a channel dim it is broadcast with stays fixed.
+    return tuple(None for _ in ctx.out.shape)
+
+
+NEW_TENSOR = Rule("new", _fresh, doc="x.new_empty / new_zeros / new_ones / new_full: a fresh tensor with "
+                                     "x's dtype and device; no channels.",
+                  keys=Keys(methods=("new_empty", "new_zeros", "new_ones", "new_full"),
+                            aten=("new_empty", "new_zeros", "new_ones", "new_full")),
+                  zeros=Zeros.KEEP, algebra=Algebra.FRESH)
+
+
 def _prelu_module(ctx: OpContext) -> tuple:
     x = first_tensor(ctx)
     w = ctx.param("weight")
@@ -173,22 +190,37 @@ def _elementwise(role: Role):
     return propagate
 
 
-ELEMENTWISE_BIAS = Rule(
+ELEMENTWISE_ADD = Rule(
     "elementwise", _elementwise(Role.BIAS),
-    doc="Broadcasting add/subtract; parameters involved are biases.",
-    keys=Keys(operators=("add", "sub", "iadd", "isub"), torch=("add", "sub", "subtract"),
-              methods=("add", "sub", "add_", "sub_", "subtract", "__add__", "__sub__", "__radd__",
-                       "__rsub__"),
-              aten=("add", "add_", "sub", "sub_", "rsub", "subtract")), zeros=Zeros.PROBE)
+    doc="Broadcasting add (a + b, residual sums); parameters involved are biases.",
+    keys=Keys(operators=("add", "iadd"), torch=("add",), methods=("add", "add_", "__add__", "__radd__"),
+              aten=("add", "add_")), zeros=Zeros.PROBE, algebra=Algebra.SUM)
 
-ELEMENTWISE_SCALE = Rule(
+ELEMENTWISE_SUB = Rule(
+    "elementwise", _elementwise(Role.BIAS),
+    doc="Broadcasting subtract; parameters involved are biases.",
+    keys=Keys(operators=("sub", "isub"), torch=("sub", "subtract"),
+              methods=("sub", "sub_", "subtract", "__sub__", "__rsub__"),
+              aten=("sub", "sub_", "rsub", "subtract")), zeros=Zeros.PROBE)
+
+ELEMENTWISE_MUL = Rule(
     "elementwise", _elementwise(Role.SCALE),
-    doc="Broadcasting multiply/divide; parameters involved are scales.",
-    keys=Keys(operators=("mul", "truediv", "imul", "itruediv"),
-              torch=("mul", "div", "multiply", "divide", "true_divide"),
-              methods=("mul", "div", "mul_", "div_", "multiply", "divide", "__mul__", "__truediv__",
-                       "__rmul__", "__rtruediv__"),
-              aten=("mul", "mul_", "div", "div_", "multiply", "divide", "true_divide")), zeros=Zeros.PROBE)
+    doc="Broadcasting multiply; parameters involved are scales.",
+    keys=Keys(operators=("mul", "imul"), torch=("mul", "multiply"),
+              methods=("mul", "mul_", "multiply", "__mul__", "__rmul__"),
+              aten=("mul", "mul_", "multiply")), zeros=Zeros.PROBE, algebra=Algebra.PRODUCT)
+
+ELEMENTWISE_DIV = Rule(
+    "elementwise", _elementwise(Role.SCALE),
+    doc="Broadcasting divide (first operand by the second); parameters involved are scales.",
+    keys=Keys(operators=("truediv", "itruediv"), torch=("div", "divide", "true_divide"),
+              methods=("div", "div_", "divide", "__truediv__"),
+              aten=("div", "div_", "divide", "true_divide")), zeros=Zeros.PROBE, algebra=Algebra.QUOTIENT)
+
+ELEMENTWISE_RDIV = Rule(
+    "elementwise", _elementwise(Role.SCALE),
+    doc="x.__rtruediv__(y), i.e. y / x, as graphs from other tools record it; parameters are scales.",
+    keys=Keys(methods=("__rtruediv__",)), zeros=Zeros.PROBE)
 
 _BINARY = ("pow", "maximum", "minimum", "fmod", "remainder", "eq", "ne", "lt", "le", "gt", "ge",
            "lerp", "addcmul", "addcdiv")
@@ -207,4 +239,5 @@ WHERE = Rule("elementwise", _elementwise(Role.COUPLED),
              keys=Keys(torch=("where", "masked_fill"), methods=("where", "masked_fill"),
                        aten=("where", "masked_fill")), zeros=Zeros.PROBE)
 
-RULES = (UNARY, STOCHASTIC_DEPTH, LIKE, PRELU_MODULE, PRELU_FUNCTION, ELEMENTWISE_BIAS, ELEMENTWISE_SCALE, ELEMENTWISE, WHERE)
+RULES = (UNARY, STOCHASTIC_DEPTH, LIKE, NEW_TENSOR, PRELU_MODULE, PRELU_FUNCTION, ELEMENTWISE_ADD, ELEMENTWISE_SUB,
+         ELEMENTWISE_MUL, ELEMENTWISE_DIV, ELEMENTWISE_RDIV, ELEMENTWISE, WHERE)

@@ -34,7 +34,7 @@ import torch.fx as fx
 
 import torch
 
-from ..ir import SPEC, TensorSpec, Zeros
+from ..ir import SPEC, Algebra, TensorSpec, Zeros
 from .context import (EmitContext, OpContext, Unsupported, Value, check_labels, first_tensor,
                       normalize_dim, static_value)
 from .layout import MATRIX_T
@@ -67,11 +67,12 @@ METADATA = Rule("metadata", _metadata,
                 keys=Keys(methods=("size", "dim", "numel", "ndimension", "nelement", "stride",
                                    "is_contiguous", "is_floating_point", "element_size"),
                           torch=("numel",), builtins=("len",),
-                          aten=("sym_size", "sym_numel", "_assert_tensor_metadata")), zeros=Zeros.KEEP)
+                          aten=("sym_size", "sym_numel", "_assert_tensor_metadata")), zeros=Zeros.KEEP,
+                algebra=Algebra.SIZES)
 
 ATTRIBUTE = Rule("attribute", _attribute,
                  doc="getattr(x, name): .shape etc. carry no channels; .T/.mT transpose.",
-                 keys=Keys(builtins=("getattr",)), zeros=Zeros.KEEP)
+                 keys=Keys(builtins=("getattr",)), zeros=Zeros.KEEP, algebra=Algebra.ATTRIBUTE)
 
 
 # ---------------------------------------------------------------------------

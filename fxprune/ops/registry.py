@@ -17,6 +17,8 @@ A :class:`Rule` says, for one op family:
 * ``macs`` -- multiply-accumulates of one call, from shapes, for the report.
 * ``zeros`` -- what the op does to removed channels that hold zeros
   (:class:`~fxprune.ir.Zeros`: ``KEEP``, ``PROBE`` or ``LOSE``, the default).
+* ``algebra`` -- optional: what the op computes, for passes that reason about
+  values (:class:`~fxprune.ir.Algebra`: products, quotients, size reads...).
 * ``implant`` -- optional: how a module of this family is replaced by HAP's
   Neural Implant (:class:`Implant`).
 * ``keys`` -- every registry key the rule is registered under, named at once
@@ -72,7 +74,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import RegistrationError
-from ..ir import AutogradFunction, Zeros
+from ..ir import Algebra, AutogradFunction, Zeros
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import EmitContext, OpContext
@@ -203,6 +205,7 @@ class Rule:
     keys: Keys = field(default_factory=Keys)
     implant: Implant | None = None
     zeros: Zeros = Zeros.LOSE  # what removed channels that hold zeros become (see fxprune.ir.Zeros)
+    algebra: Algebra = Algebra.NONE  # what it computes, for value-level passes (see fxprune.ir.Algebra)
 
     def with_keys(self, keys: Keys) -> "Rule":
         """The same rule registered under other keys (for your own ops)."""
