@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import operator
 import warnings
 
 import pytest
@@ -244,3 +245,31 @@ def test_block_removal_is_exact_on_generated_architectures(arch):
     assert sum(not b.projection for b in blocks) == ident
     assert sum(b.projection for b in blocks) <= proj
     assert summary.blocks == len(blocks)
+
+
+def my_sum(a, b):
+    return a + b
+
+
+torch.fx.wrap("my_sum")
+
+
+class _OwnSum(torch.nn.Module):
+    def forward(self, x):
+        return my_sum(x, x * 2)
+
+
+@pytest.mark.parametrize("rule_name, is_sum", [("ELEMENTWISE_ADD", True), ("ELEMENTWISE_SUB", False),
+                                               ("ELEMENTWISE_MUL", False)])
+def test_a_sum_is_what_the_registry_declares_not_an_op_name(rule_name, is_sum):
+    from fxprune import ops
+    from fxprune.analysis.blocks import is_add
+    from fxprune.ops.registry import Keys
+
+    registry = ops.default_registry()
+    registry.register(getattr(ops, rule_name).with_keys(Keys(functions=(my_sum,))))
+    gm = torch.fx.symbolic_trace(_OwnSum())
+    node = next(n for n in gm.graph.nodes if n.target is my_sum)
+    assert is_add(node, registry, gm) is is_sum
+    mul = next(n for n in gm.graph.nodes if n.op == "call_function" and n.target is operator.mul)
+    assert not is_add(mul, registry, gm)

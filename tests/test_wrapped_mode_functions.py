@@ -184,3 +184,23 @@ def test_one_call_that_is_not_a_pass_through_keeps_every_call_of_the_function_a_
     check_pruning(model, x)
     alone = fxprune.analyze(ConvNeXtish([DropOrMix("drop")]).eval(), x)  # the pass-through call alone is fine
     assert not alone.barriers and "drop_or_mix" in alone.notes[0]
+
+
+def test_the_recogniser_reads_what_a_call_computes_from_the_registry():
+    """Products and quotients are the rules' declarations (Rule.algebra), not op names."""
+    import dataclasses
+
+    from fxprune import ops
+    from fxprune.analysis.mode_calls import _pass_through
+
+    def drop(x, p, training):
+        if not training or p == 0.0:
+            return x
+        return x * x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - p) / (1 - p)
+
+    spec = ir.TensorSpec((4, 8, 2, 2), torch.float32)
+    registry = ops.default_registry()
+    assert _pass_through(drop, (None, 0.5, None), {}, 0, spec, (2,), {}, registry) == (None, {0})
+    registry.register(dataclasses.replace(ops.ELEMENTWISE_MUL, algebra=ir.Algebra.NONE))
+    why, _ = _pass_through(drop, (None, 0.5, None), {}, 0, spec, (2,), {}, registry)
+    assert why is not None and "does more with the input than scale it" in why
