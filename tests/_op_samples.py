@@ -181,6 +181,11 @@ BY_KEY: dict[Any, OpSample] = {
     # attention modules
     nn.MultiheadAttention: S(**_SEQ, module=lambda: nn.MultiheadAttention(6, 2, batch_first=True),
                              call=lambda f, ts, p: f(ts[0], ts[0], ts[0], need_weights=False)[0]),
+    # recurrent modules (their output; hidden units 6)
+    nn.LSTM: S(**_SEQ, module=lambda: nn.LSTM(6, 6, batch_first=True), call=lambda f, ts, p: f(ts[0])[0]),
+    nn.GRU: S(**_SEQ, module=lambda: nn.GRU(6, 6, num_layers=2, batch_first=True), call=lambda f, ts, p: f(ts[0])[0]),
+    nn.RNN: S(**_SEQ, module=lambda: nn.RNN(6, 6, bidirectional=True, batch_first=True),
+              call=lambda f, ts, p: f(ts[0])[0]),
     # spatial ops by dimensionality
     torch.max_pool1d: S(**_SIGNAL, call=lambda f, ts, p: f(ts[0], 2)),
     torch.avg_pool1d: S(**_SIGNAL, call=lambda f, ts, p: f(ts[0], 2)),

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
 import fxprune
 from fxprune.modules import ImplantedConv2d, ImplantedLinear
@@ -44,6 +45,9 @@ ATEN_NOT_EXERCISED: dict[str, str] = {
 }
 #: fx keys whose exported form keeps a barrier, with the reason
 EXPORT_BARRIERS: dict[Any, str] = {
+    nn.LSTM: "exported as aten.lstm with a flat weight list, which has no rule",
+    nn.GRU: "exported as aten.gru with a flat weight list, which has no rule",
+    nn.RNN: "exported as aten.rnn_tanh with a flat weight list, which has no rule",
     ImplantedConv2d: "its forward gathers channels with a buffer index (index_select), which has no rule",
     ImplantedLinear: "its forward gathers channels with a buffer index (index_select), which has no rule",
 }

@@ -30,6 +30,7 @@ from .norm import (BATCH_NORM_ATEN, BATCH_NORM_FUNCTION, BATCH_NORM_MODULE, GROU
 from .reduce import LOGSUMEXP, NORM_REDUCE, REDUCE_MIXING, REDUCE_SUM, REDUCE_TUPLE, SOFTMAX, SOFTMAX_MODULE
 from .builtin import default_registry
 from .registry import Implant, Keys, Match, Method, Registry, Rule, describe_key, node_key
+from .recurrent import RECURRENT_MODULE
 from .spatial import PAD, SPATIAL
 
 __all__ = [
@@ -40,7 +41,7 @@ __all__ = [
     "IMPLANTED_CONV_MODULE", "INDEX", "IMPLANTED_LINEAR_MODULE", "Implant", "INSTANCE_NORM_ATEN", "INSTANCE_NORM_MODULE", "Keys", "LAYER_NORM_FUNCTION", "LAYER_NORM_MODULE",
     "LIKE", "LINEAR_FUNCTION", "LOGSUMEXP", "LINEAR_MODULE", "MATMUL", "MATRIX_T", "METADATA", "MULTIHEAD_ATTENTION", "Match", "Method",
     "NARROW", "NEW_TENSOR", "NORMALIZE", "NORM_REDUCE", "OpContext", "PAD", "PERMUTE", "PRELU_FUNCTION", "PRELU_MODULE", "REDUCE_MIXING", "REDUCE_SUM",
-    "REDUCE_TUPLE", "REPEAT", "RESHAPE", "RMS_NORM_FUNCTION", "RMS_NORM_MODULE", "ROLL", "Registry", "Rule",
+    "RECURRENT_MODULE", "REDUCE_TUPLE", "REPEAT", "RESHAPE", "RMS_NORM_FUNCTION", "RMS_NORM_MODULE", "ROLL", "Registry", "Rule",
     "SDPA", "SELECT", "SLICE", "SOFTMAX", "SOFTMAX_MODULE", "SPATIAL", "SPLIT", "SPLIT_ATEN", "STACK", "STOCHASTIC_DEPTH",
     "TRANSPOSE", "UNARY", "UNBIND", "UNFLATTEN", "UNFLATTEN_MODULE", "Unsupported", "VIEW", "Value", "WHERE",
     "default_registry", "describe_key", "first_tensor", "node_key",

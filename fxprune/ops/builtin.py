@@ -18,14 +18,14 @@ from typing import Any
 
 from ..errors import RegistrationError
 from . import (attention, concat, conv, elementwise, embedding, implant, indexing, layout, linear, matmul, norm,
-               reduce, spatial)
+               recurrent, reduce, spatial)
 from .registry import Registry, Rule, describe_key
 
 __all__ = ["FAMILY_MODULES", "RULES", "TABLE", "default_registry"]
 
 #: the modules whose ``RULES`` make up the built-in table
 FAMILY_MODULES = (elementwise, reduce, layout, indexing, concat, matmul, attention, spatial, conv, linear, norm,
-                  embedding, implant)
+                  embedding, implant, recurrent)
 
 #: every built-in rule, in family order
 RULES: tuple[Rule, ...] = tuple(rule for module in FAMILY_MODULES for rule in module.RULES)
