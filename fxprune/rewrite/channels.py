@@ -164,13 +164,27 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
                 # pruned module can be saved with ``torch.save``.
                 new.type = None
             env[node] = new
+        # Only pure calls whose results are unused go (size reads the rewrite made
+        # constant); in-place ops, random ops and module calls always stay.  They go
+        # before the GraphModule is built, so its code is generated once; reads of
+        # attributes (``get_attr``) stay until then, so the module copies every
+        # attribute the graph referred to, in the graph's order (its state dict).
+        graph.eliminate_dead_code(is_impure_node=lambda n: n.op == "get_attr" or not removable(n, root))
         new_gm = fx.GraphModule(root, graph, gm.__class__.__name__)
         new_gm.training = gm.training  # the emitted module starts in the mode of the analysed one
-        # Only pure calls whose results are unused go (size reads the rewrite made
-        # constant); in-place ops, random ops and module calls always stay.
-        new_gm.graph.eliminate_dead_code(is_impure_node=lambda n: not removable(n, new_gm))
+        dead_reads = [n for n in graph.nodes if n.op == "get_attr" and not n.users]
+        for n in reversed(dead_reads):
+            graph.erase_node(n)
+        # fx's dead-code pass also cleans the graph modules read by get_attr (torch.export's
+        # control-flow branches), which it reaches only through an owning module
+        subgraphs = {n.target for n in graph.nodes if n.op == "get_attr"}
+        for child_name, child in new_gm.named_children():
+            if child_name in subgraphs and isinstance(child, fx.GraphModule):
+                child.graph.eliminate_dead_code()
+                child.recompile()
         new_gm.graph.lint()
-        new_gm.recompile()
+        if dead_reads:
+            new_gm.recompile()
         if verify:
             _verify(analysis, new_gm, new_shapes)
         return new_gm
