@@ -27,6 +27,7 @@ import torch.fx as fx
 from .. import ir
 from ..gcpause import gc_paused
 from ..analysis.analysis import Analysis
+from ..analysis.copying import deepcopy_module
 from ..analysis.groups import plan_mask as groups_plan_mask
 from ..analysis.shapes import propagate_shapes
 from ..ir import KeepMask, TensorSpec
@@ -265,7 +266,7 @@ def _copy_root(gm: fx.GraphModule, replacements: Mapping[int, torch.Tensor] = {}
     root = torch.nn.Module()
     for name, child in gm.named_children():
         try:
-            root.add_module(name, copy.deepcopy(child, memo))
+            root.add_module(name, deepcopy_module(child, memo))
         except RuntimeError as exc:  # e.g. old-style weight_norm's non-leaf weight
             raise RewriteError(f"module '{name}' cannot be copied into the pruned model: {exc}. With "
                                "torch.nn.utils.weight_norm/spectral_norm, use torch.nn.utils.parametrizations "

@@ -1,0 +1,117 @@
+"""``deepcopy_module`` makes the copy ``copy.deepcopy`` makes (the rewrite's module tree copy)."""
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+import pytest
+import torch
+import torch.nn as nn
+
+from fxprune.analysis.copying import deepcopy_module
+from fxprune.testing.zoo import ZOO
+
+
+_NEW = object()  # an attribute a __deepcopy__ hook added
+
+
+def _same(a, b, a_orig, b_orig, seen, originals=None):
+    """``a`` (our copy) and ``b`` (deepcopy's) are equal copies: same types and values, and each is
+    new exactly where the other is (relative to the originals ``a_orig`` / ``b_orig``)."""
+    assert type(a) is type(b)
+    assert (a is a_orig) == (b is b_orig), (type(a), a)
+    if originals is not None:
+        originals.add(id(a_orig))
+    key = (id(a), id(b))
+    if key in seen:
+        return
+    seen.add(key)
+    if isinstance(a, torch.Tensor):
+        assert a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+        assert type(a) is type(b) and a.requires_grad == b.requires_grad
+        return
+    if isinstance(a, nn.Module):
+        assert list(vars(a)) == list(vars(b))
+        for k in vars(a):
+            _same(vars(a)[k], vars(b)[k], vars(a_orig).get(k, _NEW), vars(b_orig).get(k, _NEW), seen, originals)
+        return
+    if isinstance(a, dict):
+        assert list(a) == list(b)
+        for k in a:
+            _same(a[k], b[k], a_orig[k], b_orig[k], seen, originals)
+        return
+    if isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y, xo, yo in zip(a, b, a_orig, b_orig):
+            _same(x, y, xo, yo, seen, originals)
+        return
+    if isinstance(a, set):
+        assert a == b
+        return
+    assert a == b or callable(a)
+
+
+def _check(model: nn.Module) -> None:
+    ours, theirs = {}, {}
+    a = deepcopy_module(model, ours)
+    b = copy.deepcopy(model, theirs)
+    originals: set[int] = set()
+    _same(a, b, model, model, set(), originals)
+    # the memos map the same originals (tensors, modules, containers) to copies; deepcopy's also
+    # holds its temporaries (state dicts, reduce arguments), which nothing else can refer to
+    assert set(ours) & originals == set(theirs) & originals
+    params = {id(t) for t in model.parameters()}
+    assert params & set(ours) == params & set(theirs)
+    # ties stay ties
+    assert len({id(p) for p in a.parameters()}) == len({id(p) for p in b.parameters()})
+
+
+@pytest.mark.parametrize("name", sorted(set(ZOO) - {"llama"}))
+def test_zoo_copies_as_deepcopy_does(name):
+    model, _ = ZOO[name]()
+    _check(model)
+
+
+class _WithDeepcopy(nn.Linear):
+    def __deepcopy__(self, memo):
+        new = nn.Linear(self.in_features, self.out_features)
+        new.load_state_dict(self.state_dict())
+        new.copied_by_hook = True
+        memo[id(self)] = new
+        return new
+
+
+class _State(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(2, 2)
+        self.cache = [torch.zeros(2), {"a": torch.ones(1)}]
+        self.plain = torch.arange(3)
+        self.shapes = {(1, 2): "x"}
+        self.names = OrderedDict(a=1)
+        self.odd = frozenset({1, 2})
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["from_getstate"] = True
+        return state
+
+
+class _Ordered(OrderedDict):
+    pass
+
+
+def test_odd_modules_copy_as_deepcopy_does():
+    shared = nn.Linear(3, 3)
+    model = nn.Sequential(shared, nn.ReLU(), shared, _WithDeepcopy(3, 3), _State(), nn.Conv2d(3, 3, 1))
+    model[5].weight = model[0].weight if model[5].weight.shape == model[0].weight.shape else model[5].weight
+    model.tied = nn.Linear(3, 3)
+    model.tied.weight = shared.weight
+    model[1].register_forward_hook(lambda m, i, o: o)
+    model.sub_ordered = nn.Module()
+    model.sub_ordered.table = _Ordered(x=torch.ones(1))
+    torch.nn.utils.parametrizations.weight_norm(model.tied)
+    _check(model)
+    copied = deepcopy_module(model)
+    assert copied[3].copied_by_hook and copied[4].from_getstate
+    assert copied[0] is copied[2] and copied.tied.parametrizations.weight.original0 is not shared.weight
