@@ -262,7 +262,8 @@ def _propagate_on_meta(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> boo
 
 #: a real run is tried only on CPU state of at most this many elements (copying it stays cheap)
 REAL_RUN_MAX_STATE = 4_000_000
-#: ... and abandoned for meta tensors past this many seconds per graph node (about meta dispatch's cost),
+#: ... and abandoned for meta tensors past this many seconds (of the thread's CPU time) per graph node
+#: (about meta dispatch's cost),
 REAL_RUN_SECONDS_PER_NODE = 2e-4
 #: ... or past this many seconds for a small graph (first calls of CPU kernels set up their primitives)
 REAL_RUN_MIN_SECONDS = 5e-3
@@ -280,7 +281,7 @@ class _RealProp(_LeanProp):
         self._deadline = deadline
 
     def run_node(self, n: fx.Node) -> Any:
-        if time.perf_counter() > self._deadline:
+        if time.thread_time() > self._deadline:
             raise _OverBudget(n.name)
         return super().run_node(n)
 
@@ -338,7 +339,8 @@ def _propagate_on_real(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> boo
         return False
     inputs = fx.node.map_aggregate(
         tuple(example_inputs), lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v)
-    deadline = time.perf_counter() + max(REAL_RUN_SECONDS_PER_NODE * len(gm.graph.nodes), REAL_RUN_MIN_SECONDS)
+    # CPU time of this thread, not wall time: on a busy machine the run is no costlier, only slower
+    deadline = time.thread_time() + max(REAL_RUN_SECONDS_PER_NODE * len(gm.graph.nodes), REAL_RUN_MIN_SECONDS)
     return _run_on_copies(gm, lambda t: t.detach().clone(), inputs, _RealProp(gm, deadline),
                           torch.random.fork_rng(devices=[]))
 
