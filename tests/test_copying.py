@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fxprune.analysis.copying import deepcopy_module
+from fxprune.analysis.copying import copy_container, deepcopy_module, shallow_copy_module
 from fxprune.testing.zoo import ZOO
 
 
@@ -115,3 +115,32 @@ def test_odd_modules_copy_as_deepcopy_does():
     copied = deepcopy_module(model)
     assert copied[3].copied_by_hook and copied[4].from_getstate
     assert copied[0] is copied[2] and copied.tied.parametrizations.weight.original0 is not shared.weight
+
+
+def _odd_model() -> nn.Module:
+    model = nn.Sequential(nn.Linear(3, 3), _WithDeepcopy(3, 3), _State())
+    model[0].register_forward_hook(lambda m, i, o: o)
+    model.table = _Ordered(x=torch.ones(1))
+    torch.nn.utils.parametrizations.weight_norm(model[0])
+    return model
+
+
+@pytest.mark.parametrize("name", ["convnext", "densenet", "vit", "odd"])
+def test_shallow_copies_as_copy_does(name):
+    model = _odd_model() if name == "odd" else ZOO[name]()[0]
+    for m in model.modules():
+        try:
+            theirs = copy.copy(m)
+        except RuntimeError:  # a parametrized module refuses to be copied: so does ours
+            with pytest.raises(RuntimeError):
+                shallow_copy_module(m)
+            continue
+        ours = shallow_copy_module(m)
+        assert type(ours) is type(theirs) and ours is not m
+        assert list(vars(ours)) == list(vars(theirs))
+        assert all(vars(ours)[k] is vars(theirs)[k] for k in vars(ours))  # shallow: the same values
+        for v in vars(m).values():
+            if isinstance(v, (dict, list, set)):
+                c, d = copy_container(v), copy.copy(v)
+                assert type(c) is type(d) and c == d and c is not v and vars(c) == vars(d) if hasattr(d, "__dict__") \
+                    else type(c) is type(d) and c == d and c is not v

@@ -29,7 +29,7 @@ import torch.fx as fx
 from .. import ir
 from ..modules import get_attr, set_attr
 
-__all__ = ["clean_copy", "copy_node", "deepcopy_module", "own_copies"]
+__all__ = ["clean_copy", "copy_container", "copy_node", "deepcopy_module", "own_copies", "shallow_copy_module"]
 
 
 def copy_node(graph: fx.Graph, node: fx.Node, env: Mapping[fx.Node, fx.Node]) -> fx.Node:
@@ -74,12 +74,13 @@ _PLAIN: dict[type, bool] = {}
 
 
 def _copies_plainly(cls: type) -> bool:
-    """Whether ``copy.deepcopy`` of a ``cls`` instance is ``cls.__new__(cls)`` given a deep copy of its
-    ``__getstate__()`` through ``__setstate__`` (no ``__deepcopy__``, reduce hook, new-args or slots)."""
+    """Whether ``copy.deepcopy`` / ``copy.copy`` of a ``cls`` instance is ``cls.__new__(cls)`` given
+    (a deep copy of) its ``__getstate__()`` through ``__setstate__`` (a module class without
+    ``__deepcopy__``, ``__copy__``, reduce hook, new-args or slots)."""
     plain = _PLAIN.get(cls)
     if plain is None:
         plain = (issubclass(cls, torch.nn.Module) and getattr(cls, "__deepcopy__", None) is None
-                 and cls not in copyreg.dispatch_table
+                 and getattr(cls, "__copy__", None) is None and cls not in copyreg.dispatch_table
                  and cls.__reduce_ex__ is object.__reduce_ex__ and cls.__reduce__ is object.__reduce__
                  and getattr(cls, "__getnewargs_ex__", None) is None and getattr(cls, "__getnewargs__", None) is None
                  and not copyreg._slotnames(cls))  # type: ignore[attr-defined]
@@ -151,3 +152,25 @@ def deepcopy_module(module: torch.nn.Module, memo: dict[int, Any] | None = None)
     new.__setstate__({k: _deepcopy_value(v, memo) for k, v in state.items()})
     _keep_alive(module, memo)
     return new
+
+
+def shallow_copy_module(module: torch.nn.Module) -> torch.nn.Module:
+    """``copy.copy(module)`` (a new module object with a copy of its attribute dict), without the
+    generic dispatch where the class copies plainly."""
+    cls = type(module)
+    if _copies_plainly(cls):
+        state = module.__getstate__()
+        if type(state) is dict:
+            new = cls.__new__(cls)
+            new.__setstate__(state)
+            return new
+    return copy.copy(module)
+
+
+def copy_container(value: Any) -> Any:
+    """``copy.copy(value)`` of a dict, list or set, directly for the plain types (an ``OrderedDict``
+    goes through ``__reduce_ex__`` and an uncached slot-name lookup in ``copy.copy``)."""
+    cls = type(value)
+    if cls is dict or cls is list or cls is set or (cls is OrderedDict and not vars(value)):
+        return value.copy()
+    return copy.copy(value)
