@@ -34,7 +34,7 @@ from .analysis.analysis import Analysis
 from .analysis.shapes import propagate_shapes
 from .analysis.cost import count_macs, count_params, node_macs
 from .analysis.latency import LatencyRow
-from .modules import get_attr
+from .modules import get_attr, submodule
 from .ops.registry import Registry
 
 __all__ = ["GroupDecision", "LayerRow", "Report", "build_report", "count_macs", "count_params", "layer_rows"]
@@ -214,7 +214,7 @@ def build_report(analysis: Analysis, plan: Mapping[int, Sequence[int]], pruned: 
 def _node_params(gm: fx.GraphModule, node: fx.Node) -> int:
     """Parameter elements a node applies: its module's, or those of its ``get_attr`` inputs."""
     if node.op == "call_module":
-        return sum(p.numel() for p in gm.get_submodule(str(node.target)).parameters())
+        return sum(p.numel() for p in submodule(gm, str(node.target)).parameters())
     attrs = (get_attr(gm, str(a.target)) for a in node.all_input_nodes if a.op == "get_attr")
     return sum(t.numel() for t in attrs if isinstance(t, torch.nn.Parameter))
 

@@ -144,3 +144,46 @@ def test_shallow_copies_as_copy_does(name):
                 c, d = copy_container(v), copy.copy(v)
                 assert type(c) is type(d) and c == d and c is not v and vars(c) == vars(d) if hasattr(d, "__dict__") \
                     else type(c) is type(d) and c == d and c is not v
+
+
+class _Shadow(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(1, 1)
+        self.b = nn.Sequential(nn.ReLU())
+
+    @property
+    def b(self):  # a property shadowing the child of the same name
+        return self._modules["a"]
+
+    @b.setter
+    def b(self, value):
+        self._modules["b"] = value
+
+
+class _Getattr(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.ReLU()
+
+    def __getattr__(self, name):
+        if name == "a":
+            return nn.Identity()  # its own lookup: get_submodule sees this one
+        return super().__getattr__(name)
+
+
+def test_submodule_finds_what_get_submodule_finds():
+    from fxprune.modules import submodule
+    def found(lookup, name):
+        try:
+            m = lookup(name)
+        except AttributeError as exc:
+            return str(exc)
+        return type(m) if isinstance(m, nn.Identity) else m  # _Getattr makes a new one per lookup
+
+    model = nn.Sequential(nn.Sequential(nn.Linear(2, 2)), _Shadow(), _Getattr())
+    names = [name for name, _ in model.named_modules()] + ["0.1", "0.0.weight", "3", "1.b.0"]
+    for name in names:
+        assert found(lambda n: submodule(model, n), name) == found(model.get_submodule, name), name
+    assert submodule(model, "1.b") is model[1].a
+    assert "has no attribute" in found(model.get_submodule, "1.b.0")

@@ -32,7 +32,7 @@ from ..analysis.groups import plan_mask as groups_plan_mask
 from ..analysis.shapes import propagate_shapes
 from ..ir import KeepMask, TensorSpec
 from ..errors import RewriteError
-from ..modules import get_attr
+from ..modules import get_attr, submodule
 from ..ops.context import EmitContext
 from ..ops.effects import removable
 
@@ -146,7 +146,7 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
                                    old_args=node.args, old_kwargs=dict(node.kwargs), new_shape=shape_of,
                                    labels_of=labels_of, kept=mask.kept, value_changed=value_changed)
             if node.op == "call_module" and rule is not None and rule.resize is not None:
-                mod = root.get_submodule(str(node.target))
+                mod = submodule(root, str(node.target))
                 ectx.module = mod
                 if _io_changed(node, new_shapes, value_changed):
                     rule.resize(mod, ectx)
