@@ -187,3 +187,53 @@ def test_submodule_finds_what_get_submodule_finds():
         assert found(lambda n: submodule(model, n), name) == found(model.get_submodule, name), name
     assert submodule(model, "1.b") is model[1].a
     assert "has no attribute" in found(model.get_submodule, "1.b.0")
+
+
+# -- the rewrite's check still catches a wrong rewrite (its shape run takes the lean interpreter) ---------
+def _small():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3)).eval()
+    return model, (torch.randn(1, 3, 8, 8),)
+
+
+def test_a_rewrite_that_misses_a_slice_is_refused(monkeypatch):
+    import fxprune
+    from fxprune.rewrite import channels as rw
+    model, inputs = _small()
+    analysis = fxprune.analyze(model, inputs)
+    plan = fxprune.prune(model, inputs, analysis=analysis).plan
+    assert any(plan.values())
+    real = rw.sliced_tensors
+
+    def unsliced_mean(tensors, mask):  # the BatchNorm's running mean keeps its pruned channels
+        out = real(tensors, mask)
+        del out[id(model[1].running_mean)]
+        return out
+
+    monkeypatch.setattr(rw, "sliced_tensors", unsliced_mean)
+    with pytest.raises(fxprune.errors.RewriteError, match="does not run on the example inputs"):
+        rw.apply_plan(analysis, plan)
+
+
+def test_a_rewrite_whose_shapes_differ_from_the_prediction_is_refused(monkeypatch):
+    import fxprune
+    from fxprune.rewrite import channels as rw
+    model, inputs = _small()
+    analysis = fxprune.analyze(model, inputs)
+    plan = fxprune.prune(model, inputs, analysis=analysis).plan
+    real = rw.plan_mask
+
+    class _Wrong:  # predicts the unpruned width for the ReLU: a wrong slice somewhere
+        def __init__(self, mask):
+            self._mask = mask
+
+        def __getattr__(self, name):
+            return getattr(self._mask, name)
+
+        def shape(self, spec, labels):
+            shape = self._mask.shape(spec, labels)
+            return tuple(spec.shape) if spec is not None and tuple(spec.shape[:2]) == (1, 8) \
+                and len(spec.shape) == 4 and shape != tuple(spec.shape) else shape
+
+    monkeypatch.setattr(rw, "plan_mask", lambda a, p: _Wrong(real(a, p)))
+    with pytest.raises(fxprune.errors.RewriteError, match="differs from the predicted"):
+        rw.apply_plan(analysis, plan)
