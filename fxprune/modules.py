@@ -68,7 +68,7 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["IMPLANT_KINDS", "ImplantKind", "ImplantedConv2d", "ImplantedLinear", "ResizeInputs", "get_attr",
+__all__ = ["IMPLANT_KINDS", "ImplantKind", "ImplantedConv2d", "ImplantedLinear", "ResizeInputs", "get_attr", "submodule",
            "set_attr"]
 
 
@@ -296,9 +296,38 @@ class ResizeInputs(nn.Module):
         return self.module(*resized)
 
 
+_MODULE_GETATTR = nn.Module.__getattr__
+
+
+def submodule(root: nn.Module, target: str) -> nn.Module:
+    """``root.get_submodule(target)``, read from the modules' child dicts where ``getattr`` would read it there.
+
+    ``get_submodule`` walks the path with ``hasattr`` and ``getattr``, each falling
+    through ``nn.Module.__getattr__``; the passes look modules up by name per node,
+    many times.  Anything unusual on the way (an attribute of the same name on the
+    class or the instance, a parameter or buffer of that name, a class with its own
+    ``__getattr__``, a missing child) takes ``get_submodule`` itself, errors included.
+
+    Example:
+        >>> model = nn.Sequential(nn.Sequential(nn.Linear(2, 2)))
+        >>> submodule(model, "0.0") is model.get_submodule("0.0")
+        True
+    """
+    if not target:
+        return root
+    mod = root
+    for item in target.split("."):
+        child = mod._modules.get(item)
+        if child is None or type(mod).__getattr__ is not _MODULE_GETATTR or item in mod.__dict__ \
+                or hasattr(type(mod), item) or item in mod._parameters or item in mod._buffers:
+            return root.get_submodule(target)
+        mod = child
+    return mod
+
+
 def _owner(root: nn.Module, qualname: str) -> tuple[nn.Module, str]:
     path, _, name = qualname.rpartition(".")
-    return (root.get_submodule(path) if path else root), name
+    return (submodule(root, path) if path else root), name
 
 
 def get_attr(root: nn.Module, qualname: str) -> Any:

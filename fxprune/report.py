@@ -34,7 +34,7 @@ from .analysis.analysis import Analysis
 from .analysis.shapes import propagate_shapes
 from .analysis.cost import count_macs, count_params, node_macs
 from .analysis.latency import LatencyRow
-from .modules import get_attr
+from .modules import get_attr, submodule
 from .ops.registry import Registry
 
 __all__ = ["GroupDecision", "LayerRow", "Report", "build_report", "count_macs", "count_params", "layer_rows"]
@@ -194,16 +194,19 @@ def build_report(analysis: Analysis, plan: Mapping[int, Sequence[int]], pruned: 
                                        tuple(m.param for m in g.producers()), note))
     if any(n.meta.get(ir.SPEC) is None for n in pruned.graph.nodes if n.op != "output"):
         propagate_shapes(pruned, analysis.example_inputs)
+    # every call node's MACs once per graph: the totals (count_macs) and the per-layer table share them
+    macs_before = _macs_by_node(before_gm, analysis.registry)
+    macs_after = _macs_by_node(pruned, analysis.registry)
     return Report(
         params_before=count_params(before_gm),
         params_after=count_params(pruned),
-        macs_before=count_macs(before_gm, analysis.registry),
-        macs_after=count_macs(pruned, analysis.registry),
+        macs_before=sum(macs_before.values()),
+        macs_after=sum(macs_after.values()),
         groups=tuple(decisions),
         barriers=tuple((b.node, b.op, b.reason) for b in analysis.barriers),
         inert_ops=len(analysis.state.inert),
         notes=tuple(dict.fromkeys(tuple(analysis.notes) + tuple(notes))),  # a reloaded report carries them already
-        layers=layer_rows(before_gm, pruned, analysis.registry),
+        layers=layer_rows(before_gm, pruned, analysis.registry, macs=(macs_before, macs_after)),
         latency=tuple(latency),
     )
 
@@ -211,7 +214,7 @@ def build_report(analysis: Analysis, plan: Mapping[int, Sequence[int]], pruned: 
 def _node_params(gm: fx.GraphModule, node: fx.Node) -> int:
     """Parameter elements a node applies: its module's, or those of its ``get_attr`` inputs."""
     if node.op == "call_module":
-        return sum(p.numel() for p in gm.get_submodule(str(node.target)).parameters())
+        return sum(p.numel() for p in submodule(gm, str(node.target)).parameters())
     attrs = (get_attr(gm, str(a.target)) for a in node.all_input_nodes if a.op == "get_attr")
     return sum(t.numel() for t in attrs if isinstance(t, torch.nn.Parameter))
 
@@ -222,18 +225,28 @@ def _widths(spec: Any, labels: Any) -> tuple[int, ...]:
     return tuple(int(size) for size, lab in zip(spec.shape, labels) if isinstance(lab, np.ndarray))
 
 
-def layer_rows(before: fx.GraphModule, after: fx.GraphModule, registry: Registry) -> tuple[LayerRow, ...]:
+def _macs_by_node(gm: fx.GraphModule, registry: Registry) -> dict[str, int]:
+    """``{node name: MACs}`` of every call node (their sum is :func:`count_macs`)."""
+    return {n.name: node_macs(gm, n, registry) for n in gm.graph.nodes
+            if n.op in ("call_module", "call_function", "call_method")}
+
+
+def layer_rows(before: fx.GraphModule, after: fx.GraphModule, registry: Registry, *,
+               macs: tuple[Mapping[str, int], Mapping[str, int]] | None = None) -> tuple[LayerRow, ...]:
     """The per-layer table: every node of ``before`` with parameters or MACs, matched by name in ``after``.
 
     Both graphs need :data:`fxprune.ir.SPEC` on every node; channel widths come
-    from ``before``'s labels (:data:`fxprune.ir.CHANNELS`).
+    from ``before``'s labels (:data:`fxprune.ir.CHANNELS`).  ``macs``: every call
+    node's MACs in ``before`` and in ``after`` by name, if counted already.
     """
+    by_before, by_after = macs if macs is not None else (_macs_by_node(before, registry),
+                                                        _macs_by_node(after, registry))
     after_nodes = {n.name: n for n in after.graph.nodes}
     rows = []
     for node in before.graph.nodes:
         if node.op not in ("call_module", "call_function", "call_method"):
             continue
-        params, macs = _node_params(before, node), node_macs(before, node, registry)
+        params, macs = _node_params(before, node), by_before[node.name]
         if not params and not macs:
             continue
         twin = after_nodes.get(node.name)
@@ -245,7 +258,7 @@ def layer_rows(before: fx.GraphModule, after: fx.GraphModule, registry: Registry
             shape = twin.meta.get(ir.SPEC)
             width_after = tuple(int(shape.shape[d]) for d, lab in enumerate(labels or ())
                                 if isinstance(lab, np.ndarray)) if isinstance(shape, ir.TensorSpec) else ()
-            params_after, macs_after = _node_params(after, twin), node_macs(after, twin, registry)
+            params_after, macs_after = _node_params(after, twin), by_after.get(twin.name, 0)
         rule = node.meta.get(ir.RULE)
         rows.append(LayerRow(str(node.target) if node.op == "call_module" else node.name,
                              rule.family if rule is not None else "barrier", width_before, width_after,

@@ -44,7 +44,7 @@ import torch.fx as fx
 from .. import ir
 from ..errors import ConfigError, UnsupportedOpError
 from ..ir import Atoms, Role, TensorSpec, fixed_labels, iter_label_arrays
-from ..modules import get_attr
+from ..modules import get_attr, submodule
 from ..ops.context import OpContext, Split, Unsupported, Value
 from ..ops.effects import mutated_args
 from ..ops.layout import SplitPolicy
@@ -229,7 +229,7 @@ class _Propagator:
         args = self.wrap(node.args)
         kwargs = self.wrap(dict(node.kwargs))
         inputs = self._flat_values((args, kwargs))
-        module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        module = submodule(self.gm, str(node.target)) if node.op == "call_module" else None
         params = self.module_params(node, module) if module is not None else {}
         has_tensor_in = any(v.is_tensor or _spec_has_tensor(v.spec) for v in inputs) or bool(params)
         if not has_tensor_in and not _spec_has_tensor(spec):

@@ -5,7 +5,8 @@ removal, probing a model at another input size): :func:`copy_node` copies one
 node into a new graph without fxprune's ``node.meta`` keys,
 :func:`clean_copy` copies a whole graph, and :func:`own_copies` makes a
 GraphModule own deep copies of what it references, so that changing it never
-changes the user's model.
+changes the user's model; :func:`deepcopy_module` is ``copy.deepcopy`` of a
+module tree, without its generic dispatch where a module class copies plainly.
 
 Example:
     >>> import torch, torch.fx as fx
@@ -18,6 +19,8 @@ Example:
 from __future__ import annotations
 
 import copy
+import copyreg
+from collections import OrderedDict
 from typing import Any, Mapping
 
 import torch
@@ -26,7 +29,7 @@ import torch.fx as fx
 from .. import ir
 from ..modules import get_attr, set_attr
 
-__all__ = ["clean_copy", "copy_node", "own_copies"]
+__all__ = ["clean_copy", "copy_container", "copy_node", "deepcopy_module", "own_copies", "shallow_copy_module"]
 
 
 def copy_node(graph: fx.Graph, node: fx.Node, env: Mapping[fx.Node, fx.Node]) -> fx.Node:
@@ -63,3 +66,111 @@ def own_copies(gm: fx.GraphModule) -> None:
             value = get_attr(gm, str(node.target))
             if isinstance(value, torch.Tensor) and id(value) not in memo:
                 set_attr(gm, str(node.target), copy.deepcopy(value, memo))
+
+
+#: values ``copy.deepcopy`` returns as they are
+_ATOMIC = frozenset({type(None), bool, int, float, complex, str, bytes})
+_PLAIN: dict[type, bool] = {}
+
+
+def _copies_plainly(cls: type) -> bool:
+    """Whether ``copy.deepcopy`` / ``copy.copy`` of a ``cls`` instance is ``cls.__new__(cls)`` given
+    (a deep copy of) its ``__getstate__()`` through ``__setstate__`` (a module class without
+    ``__deepcopy__``, ``__copy__``, reduce hook, new-args or slots)."""
+    plain = _PLAIN.get(cls)
+    if plain is None:
+        plain = (issubclass(cls, torch.nn.Module) and getattr(cls, "__deepcopy__", None) is None
+                 and getattr(cls, "__copy__", None) is None and cls not in copyreg.dispatch_table
+                 and cls.__reduce_ex__ is object.__reduce_ex__ and cls.__reduce__ is object.__reduce__
+                 and getattr(cls, "__getnewargs_ex__", None) is None and getattr(cls, "__getnewargs__", None) is None
+                 and not copyreg._slotnames(cls))  # type: ignore[attr-defined]
+        _PLAIN[cls] = plain
+    return plain
+
+
+def _keep_alive(x: Any, memo: dict[int, Any]) -> None:
+    memo.setdefault(id(memo), []).append(x)  # as copy.deepcopy does: ids stay unique while the memo lives
+
+
+def _deepcopy_value(v: Any, memo: dict[int, Any]) -> Any:
+    """``copy.deepcopy(v, memo)``, taking the common values of a module's ``__dict__`` directly."""
+    cls = type(v)
+    if cls in _ATOMIC:
+        return v
+    found = memo.get(id(v), memo)
+    if found is not memo:
+        return found
+    if cls is dict or (cls is OrderedDict and not vars(v)):
+        new = cls()
+        memo[id(v)] = new
+        _keep_alive(v, memo)
+        for k, x in v.items():
+            new[_deepcopy_value(k, memo)] = _deepcopy_value(x, memo)
+        return new
+    if cls is tuple and all(type(x) in _ATOMIC for x in v):
+        return v
+    if cls is set and all(type(x) in _ATOMIC for x in v):
+        new = set(v)
+        memo[id(v)] = new
+        _keep_alive(v, memo)
+        return new
+    if _copies_plainly(cls):
+        return deepcopy_module(v, memo)
+    return copy.deepcopy(v, memo)
+
+
+def deepcopy_module(module: torch.nn.Module, memo: dict[int, Any] | None = None) -> torch.nn.Module:
+    """``copy.deepcopy(module, memo)``: the same copy, memo entries included.
+
+    ``copy.deepcopy`` reaches every attribute of every module through its generic
+    dispatch (a dozen hook dicts per module, each reconstructed through
+    ``__reduce_ex__``); here a module class that copies plainly (no ``__deepcopy__``,
+    reduce hook or slots: see :func:`_copies_plainly`) is copied as ``copy`` would
+    copy it, with its plain containers (dicts, ordered dicts, sets and tuples of
+    scalars) copied directly.  Anything else, tensors included, goes through
+    ``copy.deepcopy`` with the same memo.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> model = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+        >>> twin = deepcopy_module(model)
+        >>> twin[0].weight is model[0].weight, bool((twin[0].weight == model[0].weight).all())
+        (False, True)
+    """
+    memo = {} if memo is None else memo
+    found = memo.get(id(module), memo)
+    if found is not memo:
+        return found
+    cls = type(module)
+    if not _copies_plainly(cls):
+        return copy.deepcopy(module, memo)
+    state = module.__getstate__()
+    if type(state) is not dict:
+        return copy.deepcopy(module, memo)
+    new = cls.__new__(cls)
+    memo[id(module)] = new
+    new.__setstate__({k: _deepcopy_value(v, memo) for k, v in state.items()})
+    _keep_alive(module, memo)
+    return new
+
+
+def shallow_copy_module(module: torch.nn.Module) -> torch.nn.Module:
+    """``copy.copy(module)`` (a new module object with a copy of its attribute dict), without the
+    generic dispatch where the class copies plainly."""
+    cls = type(module)
+    if _copies_plainly(cls):
+        state = module.__getstate__()
+        if type(state) is dict:
+            new = cls.__new__(cls)
+            new.__setstate__(state)
+            return new
+    return copy.copy(module)
+
+
+def copy_container(value: Any) -> Any:
+    """``copy.copy(value)`` of a dict, list or set, directly for the plain types (an ``OrderedDict``
+    goes through ``__reduce_ex__`` and an uncached slot-name lookup in ``copy.copy``)."""
+    cls = type(value)
+    if cls is dict or cls is list or cls is set or (cls is OrderedDict and not vars(value)):
+        return value.copy()
+    return copy.copy(value)

@@ -25,6 +25,7 @@ import torch.fx as fx
 
 from .. import ir
 from ..ir import Atoms, KeepMask, TensorSpec
+from ..modules import submodule
 from ..ops.context import OpContext, Value
 from ..ops.registry import Registry
 
@@ -54,7 +55,7 @@ def node_macs(gm: fx.GraphModule, node: fx.Node, registry: Registry,
     params: dict[str, Value | None] = {}
     module = None
     if node.op == "call_module":
-        module = gm.get_submodule(str(node.target))
+        module = submodule(gm, str(node.target))
         for name, t in module.named_parameters():
             spec = param_spec(f"{node.target}.{name}", t) if param_spec else TensorSpec(tuple(t.shape), t.dtype)
             params[name] = Value(spec, None, None, name)

@@ -195,7 +195,44 @@ def _on_meta(args: Any, kwargs: Any) -> tuple[Any, Any]:
     return args, kwargs
 
 
-class _MetaProp(fx.Interpreter):
+class _LeanProp(fx.Interpreter):
+    """An interpreter annotating every node with its spec, without fx's per-node bookkeeping.
+
+    ``fx.Interpreter.run`` enters a context (the current node, for tracing through the
+    interpreter), formats a debug message and builds a progress bar per run; none of
+    it matters to a run that only reads shapes, and on small graphs it is a large
+    share of the time.  Values are freed after their last use as fx frees them; any
+    failure propagates (the callers fall back to the next path).
+    """
+
+    def run(self, *args: Any, initial_env: Any = None, enable_io_processing: bool = True) -> Any:
+        graph = self.graph
+        if enable_io_processing:
+            args = graph.process_inputs(*args)
+        self.args_iter = iter(args)
+        env = self.env = dict(initial_env or {})
+        last_uses = self.user_to_last_uses if self.garbage_collect_values else {}
+        for node in graph.nodes:
+            if node in env:
+                continue
+            env[node] = self.run_node(node)
+            for dead in last_uses.get(node, ()):
+                del env[dead]
+            if node.op == "output":
+                out = env[node]
+                return graph.process_outputs(out) if enable_io_processing else out
+        return None
+
+    def run_node(self, n: fx.Node) -> Any:
+        env = self.env
+        args = fx.node.map_arg(n.args, env.__getitem__)
+        kwargs = fx.node.map_arg(n.kwargs, env.__getitem__)
+        result = getattr(self, n.op)(n.target, args, kwargs)
+        n.meta[ir.SPEC] = spec_of(result)
+        return result
+
+
+class _MetaProp(_LeanProp):
     """Shape propagation on ``meta`` tensors: no dispatch cache, no fake-tensor bookkeeping."""
 
     def call_function(self, target: Any, args: Any, kwargs: Any) -> Any:
@@ -203,11 +240,6 @@ class _MetaProp(fx.Interpreter):
 
     def call_method(self, target: Any, args: Any, kwargs: Any) -> Any:
         return super().call_method(target, *_on_meta(args, kwargs))
-
-    def run_node(self, n: fx.Node) -> Any:
-        result = super().run_node(n)
-        n.meta[ir.SPEC] = spec_of(result)
-        return result
 
 
 def _to_meta(value: Any) -> Any:
@@ -230,7 +262,8 @@ def _propagate_on_meta(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> boo
 
 #: a real run is tried only on CPU state of at most this many elements (copying it stays cheap)
 REAL_RUN_MAX_STATE = 4_000_000
-#: ... and abandoned for meta tensors past this many seconds per graph node (about meta dispatch's cost),
+#: ... and abandoned for meta tensors past this many seconds (of the thread's CPU time) per graph node
+#: (about meta dispatch's cost),
 REAL_RUN_SECONDS_PER_NODE = 2e-4
 #: ... or past this many seconds for a small graph (first calls of CPU kernels set up their primitives)
 REAL_RUN_MIN_SECONDS = 5e-3
@@ -240,7 +273,7 @@ class _OverBudget(Exception):
     """A real run took longer than meta tensors would."""
 
 
-class _RealProp(fx.Interpreter):
+class _RealProp(_LeanProp):
     """Shape propagation on real CPU tensors (copies), given up past a deadline."""
 
     def __init__(self, gm: fx.GraphModule, deadline: float) -> None:
@@ -248,30 +281,39 @@ class _RealProp(fx.Interpreter):
         self._deadline = deadline
 
     def run_node(self, n: fx.Node) -> Any:
-        if time.perf_counter() > self._deadline:
+        if time.thread_time() > self._deadline:
             raise _OverBudget(n.name)
-        result = super().run_node(n)
-        n.meta[ir.SPEC] = spec_of(result)
-        return result
+        return super().run_node(n)
 
 
 def _is_plain_cpu(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and type(t) in (torch.Tensor, torch.nn.Parameter) and t.layout == torch.strided
 
 
-_STATE_DICTS = frozenset({"_parameters", "_buffers"})
+#: a module's own dicts that hold no unregistered tensor: its state, and its children (modules)
+_STATE_DICTS = frozenset({"_parameters", "_buffers", "_modules"})
 
 
 def _holds_unregistered_tensors(gm: fx.GraphModule) -> bool:
     """Whether a module keeps a tensor outside its parameters and buffers (an attribute, or in a
     list/dict/tuple attribute): a real run could write it in place, and it is the user's."""
-    def has_tensor(v: Any) -> bool:
-        if isinstance(v, torch.Tensor):
-            return True
-        items = v.values() if isinstance(v, dict) else v if isinstance(v, (list, tuple, set)) else ()
-        return any(isinstance(i, torch.Tensor) for i in items)
-
-    return any(has_tensor(v) for m in gm.modules() for k, v in vars(m).items() if k not in _STATE_DICTS)
+    tensor = torch.Tensor
+    for m in gm.modules():
+        for k, v in vars(m).items():
+            if isinstance(v, tensor):
+                return True
+            if isinstance(v, dict):
+                if not v or k in _STATE_DICTS:  # most are empty (hooks)
+                    continue
+                items: Any = v.values()
+            elif isinstance(v, (list, tuple, set)):
+                items = v
+            else:
+                continue
+            for i in items:
+                if isinstance(i, tensor):
+                    return True
+    return False
 
 
 def _propagate_on_real(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> bool:
@@ -297,21 +339,42 @@ def _propagate_on_real(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> boo
         return False
     inputs = fx.node.map_aggregate(
         tuple(example_inputs), lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v)
-    deadline = time.perf_counter() + max(REAL_RUN_SECONDS_PER_NODE * len(gm.graph.nodes), REAL_RUN_MIN_SECONDS)
+    # CPU time of this thread, not wall time: on a busy machine the run is no costlier, only slower
+    deadline = time.thread_time() + max(REAL_RUN_SECONDS_PER_NODE * len(gm.graph.nodes), REAL_RUN_MIN_SECONDS)
     return _run_on_copies(gm, lambda t: t.detach().clone(), inputs, _RealProp(gm, deadline),
                           torch.random.fork_rng(devices=[]))
+
+
+@contextlib.contextmanager
+def _state_swapped(gm: fx.GraphModule, copy_of: Any) -> Any:
+    """Every parameter and buffer of every module swapped for ``copy_of`` it (a tensor held twice,
+    tied weights, is copied once), in the modules' own dicts as ``torch.func.functional_call``
+    swaps them; the originals are back afterwards."""
+    memo: dict[int, torch.Tensor] = {}
+    slots: list[tuple[dict, str, torch.Tensor]] = []
+    for m in gm.modules():
+        for d in (m._parameters, m._buffers):
+            for k, t in d.items():
+                if t is not None:
+                    slots.append((d, k, t))
+                    if id(t) not in memo:
+                        memo[id(t)] = copy_of(t)
+    try:
+        for d, k, t in slots:
+            d[k] = memo[id(t)]
+        yield
+    finally:
+        for d, k, t in reversed(slots):
+            d[k] = t
 
 
 def _run_on_copies(gm: fx.GraphModule, copy_of: Any, inputs: tuple, prop: fx.Interpreter,
                    *contexts: Any) -> bool:
     """Run ``prop`` over ``gm`` with every parameter and buffer swapped for ``copy_of`` it (tied
     tensors stay one copy), without autograd or warnings; False when any node fails."""
-    memo: dict[int, torch.Tensor] = {}
-    state = {k: memo.setdefault(id(t), copy_of(t))
-             for k, t in [*gm.named_parameters(remove_duplicate=False), *gm.named_buffers(remove_duplicate=False)]}
     try:
         with contextlib.ExitStack() as stack:
-            stack.enter_context(torch.nn.utils.stateless._reparametrize_module(gm, state, tie_weights=True))
+            stack.enter_context(_state_swapped(gm, copy_of))
             stack.enter_context(torch.no_grad())
             for ctx in contexts:
                 stack.enter_context(ctx)

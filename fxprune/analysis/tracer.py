@@ -67,6 +67,7 @@ from torch.nn.utils import parametrize
 from .. import ir
 from ..errors import TrainEvalWarning
 from ..ir import AutogradFunction
+from .copying import copy_container, shallow_copy_module
 
 __all__ = ["CAPTURE_LOCK", "state_restored", "trace_module", "tracing_copy"]
 
@@ -309,12 +310,12 @@ def tracing_copy(model: torch.nn.Module) -> torch.nn.Module | None:
     def copy_module(m: torch.nn.Module) -> torch.nn.Module:
         if id(m) in memo:
             return memo[id(m)]
-        new = copy.copy(m)
+        new = shallow_copy_module(m)
         memo[id(m)] = new
         attrs = vars(new)
         for k, v in list(attrs.items()):
             if isinstance(v, _CONTAINERS):
-                attrs[k] = copy.copy(v)
+                attrs[k] = copy_container(v)
         for k, child in m._modules.items():
             new._modules[k] = copy_module(child) if child is not None else None
         return new

@@ -39,6 +39,7 @@ import torch.fx as fx
 
 from .. import ir
 from ..ir import Atoms, Role, TensorSpec, Zeros
+from ..modules import submodule
 from ..ops.context import Value
 from ..ops.effects import mutated_args
 
@@ -182,7 +183,7 @@ class _ZeroPass:
                 p_args = fx.node.map_aggregate(args, probe)
                 p_kwargs = fx.node.map_aggregate(kwargs, probe)
                 if node.op == "call_module":
-                    out = self.gm.get_submodule(str(node.target))(*p_args, **p_kwargs)
+                    out = submodule(self.gm, str(node.target))(*p_args, **p_kwargs)
                 elif node.op == "call_method":
                     out = getattr(p_args[0], str(node.target))(*p_args[1:], **p_kwargs)
                 else:

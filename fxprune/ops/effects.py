@@ -40,6 +40,8 @@ from typing import Any, Callable
 import torch
 import torch.fx as fx
 
+from ..modules import submodule
+
 __all__ = ["is_inplace_name", "mutated_args", "removable"]
 
 
@@ -109,7 +111,7 @@ def mutated_args(node: fx.Node, root: torch.nn.Module | None = None) -> tuple[fx
             if is_inplace_name(name) or target in (operator.setitem, operator.delitem) or inplace is True:
                 written += _first_node(node.args)
     elif node.op == "call_module" and root is not None:
-        module = root.get_submodule(str(node.target))
+        module = submodule(root, str(node.target))
         if getattr(module, "inplace", False) is True:
             written += _first_node(node.args)
     return tuple(dict.fromkeys(written))

@@ -75,6 +75,7 @@ import torch.nn.functional as F
 
 from ..errors import RegistrationError
 from ..ir import Algebra, AutogradFunction, Zeros
+from ..modules import submodule
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import EmitContext, OpContext
@@ -227,7 +228,7 @@ def node_key(node: fx.Node, root: torch.nn.Module) -> Any:
     if node.op == "call_method":
         return Method(str(node.target))
     if node.op == "call_module":
-        module = root.get_submodule(str(node.target))
+        module = submodule(root, str(node.target))
         return module.function.apply if isinstance(module, AutogradFunction) else type(module)
     return None
 

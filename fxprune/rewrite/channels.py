@@ -27,11 +27,12 @@ import torch.fx as fx
 from .. import ir
 from ..gcpause import gc_paused
 from ..analysis.analysis import Analysis
+from ..analysis.copying import deepcopy_module
 from ..analysis.groups import plan_mask as groups_plan_mask
 from ..analysis.shapes import propagate_shapes
 from ..ir import KeepMask, TensorSpec
 from ..errors import RewriteError
-from ..modules import get_attr
+from ..modules import get_attr, submodule
 from ..ops.context import EmitContext
 from ..ops.effects import removable
 
@@ -145,7 +146,7 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
                                    old_args=node.args, old_kwargs=dict(node.kwargs), new_shape=shape_of,
                                    labels_of=labels_of, kept=mask.kept, value_changed=value_changed)
             if node.op == "call_module" and rule is not None and rule.resize is not None:
-                mod = root.get_submodule(str(node.target))
+                mod = submodule(root, str(node.target))
                 ectx.module = mod
                 if _io_changed(node, new_shapes, value_changed):
                     rule.resize(mod, ectx)
@@ -164,13 +165,27 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
                 # pruned module can be saved with ``torch.save``.
                 new.type = None
             env[node] = new
+        # Only pure calls whose results are unused go (size reads the rewrite made
+        # constant); in-place ops, random ops and module calls always stay.  They go
+        # before the GraphModule is built, so its code is generated once; reads of
+        # attributes (``get_attr``) stay until then, so the module copies every
+        # attribute the graph referred to, in the graph's order (its state dict).
+        graph.eliminate_dead_code(is_impure_node=lambda n: n.op == "get_attr" or not removable(n, root))
         new_gm = fx.GraphModule(root, graph, gm.__class__.__name__)
         new_gm.training = gm.training  # the emitted module starts in the mode of the analysed one
-        # Only pure calls whose results are unused go (size reads the rewrite made
-        # constant); in-place ops, random ops and module calls always stay.
-        new_gm.graph.eliminate_dead_code(is_impure_node=lambda n: not removable(n, new_gm))
+        dead_reads = [n for n in graph.nodes if n.op == "get_attr" and not n.users]
+        for n in reversed(dead_reads):
+            graph.erase_node(n)
+        # fx's dead-code pass also cleans the graph modules read by get_attr (torch.export's
+        # control-flow branches), which it reaches only through an owning module
+        subgraphs = {n.target for n in graph.nodes if n.op == "get_attr"}
+        for child_name, child in new_gm.named_children():
+            if child_name in subgraphs and isinstance(child, fx.GraphModule):
+                child.graph.eliminate_dead_code()
+                child.recompile()
         new_gm.graph.lint()
-        new_gm.recompile()
+        if dead_reads:
+            new_gm.recompile()
         if verify:
             _verify(analysis, new_gm, new_shapes)
         return new_gm
@@ -251,7 +266,7 @@ def _copy_root(gm: fx.GraphModule, replacements: Mapping[int, torch.Tensor] = {}
     root = torch.nn.Module()
     for name, child in gm.named_children():
         try:
-            root.add_module(name, copy.deepcopy(child, memo))
+            root.add_module(name, deepcopy_module(child, memo))
         except RuntimeError as exc:  # e.g. old-style weight_norm's non-leaf weight
             raise RewriteError(f"module '{name}' cannot be copied into the pruned model: {exc}. With "
                                "torch.nn.utils.weight_norm/spectral_norm, use torch.nn.utils.parametrizations "
