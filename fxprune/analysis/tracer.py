@@ -52,6 +52,7 @@ import builtins
 import contextlib
 import copy
 import functools
+import inspect
 import operator
 import threading
 import traceback
@@ -67,6 +68,7 @@ from torch.nn.utils import parametrize
 from .. import ir
 from ..errors import TrainEvalWarning
 from ..ir import AutogradFunction
+from ..modules import check_traced
 
 __all__ = ["CAPTURE_LOCK", "state_restored", "trace_module", "tracing_copy"]
 
@@ -92,11 +94,70 @@ class _ModeFlag(int):
         return repr(int(self) != 0)
 
 
+def _user_frame_line() -> str:
+    """``file:line: code`` of the innermost frame outside torch and fxprune's capture."""
+    frames = [f for f in traceback.extract_stack()[:-2]
+              if not any(p in f.filename.replace("\\", "/") for p in ("/torch/", "/fxprune/analysis/"))]
+    return f"{frames[-1].filename}:{frames[-1].lineno}: {frames[-1].line}" if frames else "an unknown line"
+
+
 def _user_frame(owner: str, kind: str) -> str:
     frames = [f for f in traceback.extract_stack()[:-2]
               if not any(p in f.filename.replace("\\", "/") for p in ("/torch/", "/fxprune/analysis/"))]
     where = f"{frames[-1].filename}:{frames[-1].lineno}: {frames[-1].line}" if frames else "an unknown line"
     return f"a branch on {owner} ({kind}).training at {where}"
+
+
+_UNKNOWN = object()  # a traced value that could not be computed
+_DEBUG = bool(__import__("os").environ.get("FXPRUNE_DEBUG_VALUES"))
+
+#: tensor attributes and methods answered from the traced value (not recorded): they read no size
+_FROZEN_ATTRIBUTES = frozenset({"dtype", "device", "ndim", "is_cuda", "is_meta", "is_cpu", "layout", "is_sparse",
+                                "is_quantized", "dim", "ndimension", "is_floating_point", "is_complex",
+                                "element_size", "get_device"})
+
+
+class _ValueProxy(fx.Proxy):
+    """A proxy of a trace from example values (:meth:`_Tracer.value_of` knows what it held).
+
+    ``.dtype``, ``.device``, ``.dim()``... are answered from the value (the rank and dtype of
+    every input are guarded); sizes stay graph nodes; where Python needs a size as a ``bool``
+    or an ``int`` the value is used and checked at run time (:func:`fxprune.modules.check_traced`).
+    """
+
+    def __getattr__(self, k: str) -> Any:
+        tracer = self.__dict__.get("tracer")
+        if k in _FROZEN_ATTRIBUTES and isinstance(tracer, _Tracer) and tracer.values is not None:
+            value = tracer.value_of(self)
+            if isinstance(value, torch.Tensor):
+                return getattr(value, k)
+        return _ValueAttribute(self, k)
+
+    def __len__(self) -> int:
+        return self.tracer.length(self)
+
+    def __index__(self) -> int:
+        return self.tracer.to_number(self, int)
+
+    def __int__(self) -> int:
+        return self.tracer.to_number(self, int)
+
+    def __float__(self) -> float:
+        return self.tracer.to_number(self, float)
+
+
+class _OutputTreeCodeGen(fx.graph._PyTreeCodeGen):
+    """Inputs as they are, the output rebuilt as the model's own output type (a ``ModelOutput``)."""
+
+    def process_inputs(self, *inputs: Any) -> Any:
+        return inputs
+
+    def gen_fn_def(self, free_vars: list[str], maybe_return_annotation: str, **kwargs: Any) -> str:
+        return fx.graph.CodeGen.gen_fn_def(self, free_vars, maybe_return_annotation, **kwargs)
+
+
+class _ValueAttribute(fx.proxy.Attribute, _ValueProxy):
+    """``proxy.name`` of a :class:`_ValueProxy` (recorded on first use, as ``torch.fx`` does)."""
 
 
 class _Tracer(fx.Tracer):
@@ -110,6 +171,182 @@ class _Tracer(fx.Tracer):
         self._thread = threading.get_ident()
         self._reads = reads  # the _ModeFlag reads of this trace
         self._proxy_cache: dict | None = None  # torch.fx's parameter proxy cache of this trace
+        self.values: dict[fx.Node, Any] | None = None  # a trace from example values: each node's value
+        self._example: tuple | None = None
+        self._fake_mode: Any = None
+        self._fakes: dict[int, Any] = {}
+        self._computing = False
+        self.guards: list[str] = []  # what the trace froze, and checks at run time
+        self._guarded: set[tuple] = set()
+
+    def from_examples(self, example_inputs: tuple) -> None:
+        """Trace from ``example_inputs``: every proxy carries its value, computed on fake tensors."""
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        self.values = {}
+        self._example = tuple(example_inputs)
+        self._fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+
+    # -- values ---------------------------------------------------------------------------------
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _ValueProxy(node, self) if self.values is not None else super().proxy(node)
+
+    def value_of(self, proxy: fx.Proxy) -> Any:
+        return self.values.get(proxy.node, _UNKNOWN) if self.values is not None else _UNKNOWN
+
+    def _fake(self, t: torch.Tensor) -> Any:
+        from torch._subclasses.fake_tensor import FakeTensor
+
+        if isinstance(t, FakeTensor):
+            return t
+        if id(t) not in self._fakes:
+            self._fakes[id(t)] = (t, self._fake_mode.from_tensor(t))  # the tensor kept: its id stays unique
+        return self._fakes[id(t)][1]
+
+    def create_proxy(self, kind: str, target: Any, args: tuple, kwargs: dict, name: str | None = None,
+                     type_expr: Any = None, proxy_factory_fn: Any = None) -> fx.Proxy:
+        proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
+        if self.values is not None and kind != "placeholder" and not self._computing \
+                and threading.get_ident() == self._thread:
+            self.values[proxy.node] = self._compute(kind, target, args, kwargs)
+        return proxy
+
+    def _compute(self, kind: str, target: Any, args: tuple, kwargs: dict) -> Any:
+        """The value of a new node, run on fake tensors (``_UNKNOWN`` where that fails)."""
+        unknown = []
+
+        def value(a: Any) -> Any:
+            if isinstance(a, fx.Proxy):
+                v = self.value_of(a)
+                if v is _UNKNOWN:
+                    unknown.append(a)
+                return v
+            if isinstance(a, _ModeFlag):
+                return int(a) != 0
+            return self._fake(a) if isinstance(a, torch.Tensor) else a
+
+        args = fx.node.map_aggregate(args, value)
+        kwargs = fx.node.map_aggregate(kwargs, value)
+        if unknown:
+            return _UNKNOWN
+        reads = len(self._reads)
+        self._computing = True
+        try:
+            with self._fake_mode:
+                if kind == "get_attr":
+                    obj = self.root
+                    for part in target.split("."):
+                        obj = getattr(obj, part)
+                    return self._fake(obj) if isinstance(obj, torch.Tensor) else obj
+                if kind == "call_function":
+                    return target(*args, **kwargs)
+                if kind == "call_method":
+                    return getattr(args[0], target)(*args[1:], **kwargs)
+                if kind == "call_module":
+                    module = self.root.get_submodule(target)
+                    flags = [(m, m.training) for m in module.modules()]
+                    try:  # the flags as plain bools (a kernel refuses an int subclass)
+                        for m, flag in flags:
+                            m.training = int(flag) != 0
+                        return module(*args, **kwargs)
+                    finally:
+                        for m, flag in flags:
+                            m.training = flag
+        except Exception as exc:  # noqa: BLE001 - a value fake tensors cannot give: branches on it fail as in torch.fx
+            if _DEBUG: print("fxprune value unknown:", kind, target, type(exc).__name__, str(exc)[:300])
+            return _UNKNOWN
+        finally:
+            self._computing = False
+            del self._reads[reads:]  # a module run for its value reads its flag: not a branch of the trace
+        return _UNKNOWN
+
+    def _guard(self, proxy: fx.Proxy, expected: Any, what: str) -> None:
+        """Record ``check_traced(proxy, expected, ...)``: the frozen value is checked at run time."""
+        key = (proxy.node, repr(expected))
+        if key in self._guarded:
+            return
+        self._guarded.add(key)
+        self.guards.append(what)
+        self.create_proxy("call_function", check_traced, (proxy, expected, what), {})
+
+    def _frozen(self, proxy: fx.Proxy, kinds: tuple[type, ...], use: str) -> Any:
+        value = self.value_of(proxy)
+        if value is _UNKNOWN or isinstance(value, torch.Tensor) or not isinstance(value, kinds):
+            why = ("its value is unknown" if value is _UNKNOWN else "it is a tensor (a branch on tensor values)"
+                   if isinstance(value, torch.Tensor) else f"it is a {type(value).__name__}")
+            raise fx.proxy.TraceError(f"{proxy.node.name} is used as a Python {use} and {why}: "
+                                      "symbolically traced variables cannot be used as inputs to control flow")
+        return value
+
+    def to_bool(self, obj: fx.Proxy) -> bool:
+        if self.values is None:
+            return super().to_bool(obj)
+        value = bool(self._frozen(obj, (bool, int, float, torch.Size, tuple, list, torch.dtype, torch.device,
+                                        str, type(None)), "bool"))
+        self._guard(obj, value, f"the condition {obj.node.name} at {_user_frame_line()}")
+        return value
+
+    def to_number(self, obj: fx.Proxy, kind: type) -> Any:
+        value = self._frozen(obj, (bool, int, float) if kind is float else (bool, int), kind.__name__)
+        self._guard(obj, value, f"the size {obj.node.name} at {_user_frame_line()}")
+        return kind(value)
+
+    def length(self, obj: fx.Proxy) -> int:
+        value = self.value_of(obj) if self.values is not None else _UNKNOWN
+        if isinstance(value, (torch.Size, tuple, list)):
+            return len(value)  # a rank or a fixed structure
+        if isinstance(value, torch.Tensor) and value.ndim:
+            n = self.create_proxy("call_function", builtins.len, (obj,), {})
+            return self.to_number(n, int)
+        return fx.Proxy.__len__(obj)
+
+    def iter(self, obj: fx.Proxy) -> Iterator:
+        value = self.value_of(obj) if self.values is not None else _UNKNOWN
+        if isinstance(value, (torch.Size, tuple, list)):
+            return iter([obj[i] for i in range(len(value))])
+        return super().iter(obj)
+
+    def create_args_for_root(self, root_fn: Any, is_module: bool, concrete_args: Any = None) -> Any:
+        """From example values: one placeholder per example input, named after its parameter of
+        ``forward``, which is called with keywords (wrappers with ``**kwargs`` stay as they are);
+        the ranks and dtypes of tensor inputs, and the other inputs' values, are guarded."""
+        if self.values is None:
+            return super().create_args_for_root(root_fn, is_module, concrete_args)
+        params = list(inspect.signature(root_fn).parameters.values())[1:]
+        names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if len(self._example) > len(names):
+            raise fx.proxy.TraceError(f"{len(self._example)} example inputs for a forward with "
+                                      f"{len(names)} positional parameters")
+        proxies, call = [], {}
+        for name, value in zip(names, self._example):
+            proxy = self.create_proxy("placeholder", name, (), {})
+            proxies.append(proxy)
+            if isinstance(value, torch.Tensor):
+                self.values[proxy.node] = self._fake(value)
+                call[name] = proxy
+                self._guard(self.create_proxy("call_method", "dim", (proxy,), {}), value.ndim, f"the rank of input {name!r}")
+                dtype = self.create_proxy("call_function", builtins.getattr, (proxy, "dtype"), {})
+                self._guard(dtype, value.dtype, f"the dtype of input {name!r}")
+            elif value is None or isinstance(value, (bool, int, float, str)):
+                self.values[proxy.node] = value
+                call[name] = value
+                self._guard(proxy, value, f"input {name!r}")
+            else:
+                raise fx.proxy.TraceError(f"example input {name!r} is a {type(value).__name__}: tracing from "
+                                          "example values takes tensors and Python constants")
+        out_spec: list = []
+
+        def flat_forward(root: Any, *_: Any) -> Any:
+            out = root_fn(root, **call)
+            if isinstance(out, fx.Proxy) or type(out) in (tuple, list, dict):
+                return out
+            leaves, spec = torch.utils._pytree.tree_flatten(out)  # a ModelOutput...: given back as such
+            self.graph._codegen = _OutputTreeCodeGen(fx.graph._PyTreeInfo(names[:len(proxies)], None, spec))
+            return leaves
+
+        return flat_forward, [self.root, *proxies]
+
 
     def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
         if isinstance(m, AutogradFunction) or qualname in self._leaf_names \
@@ -120,12 +357,12 @@ class _Tracer(fx.Tracer):
         return super().is_leaf_module(m, qualname)
 
     def call_module(self, m: torch.nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
-        if threading.get_ident() != self._thread:  # another thread's model: run it as it is
+        if threading.get_ident() != self._thread or self._computing:  # another thread's model, a value: run it
             return forward(*args, **kwargs)
         return super().call_module(m, forward, args, kwargs)
 
     def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict) -> Any:
-        if threading.get_ident() != self._thread:
+        if threading.get_ident() != self._thread or self._computing:
             return attr_val
         self._proxy_cache = parameter_proxy_cache
         return super().getattr(attr, attr_val, parameter_proxy_cache)
@@ -382,8 +619,12 @@ def _read_flags_at_run_time(graph: fx.Graph) -> None:
 
 def trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...] = (),
                  leaf_names: Iterable[str] = (), leaf_functions: tuple[Any, ...] = (),
-                 kept_functions: tuple[Any, ...] = ()) -> fx.GraphModule:
+                 kept_functions: tuple[Any, ...] = (), example_inputs: tuple | None = None) -> fx.GraphModule:
     """Trace ``model`` as the module docstring describes; exceptions propagate as torch.fx raises them.
+
+    With ``example_inputs`` (positional, as :func:`~fxprune.analysis.capture.bind_example_inputs`
+    gives them), the trace runs from example values (:meth:`_Tracer.from_examples`): what it froze
+    is listed under :data:`fxprune.ir.CAPTURE_NOTES` in the GraphModule's ``meta``.
 
     ``leaf_functions`` are recorded as one call wherever traced code calls them by a global
     name; ``kept_functions`` (functions with a rule) are not traced into where ``torch.fx.wrap``
@@ -395,6 +636,8 @@ def trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...] = (),
         root = root if root is not None else model
         reads: list[str] = []
         tracer = _Tracer(leaf_types, frozenset(leaf_names), leaf_functions, reads)
+        if example_inputs is not None:
+            tracer.from_examples(example_inputs)
         with guard:
             with _mode_flags(root, reads), _autograd_functions_kept(), _inplace_operators_recorded(), \
                     _wrapped_functions_traced_into(tuple(leaf_functions) + tuple(kept_functions)):
@@ -406,6 +649,11 @@ def trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...] = (),
             _read_flags_at_run_time(graph)
             gm = fx.GraphModule(root, graph, type(model).__name__)
             gm.training = bool(root.training)
+    tracer.values, tracer._fakes = None, {}
+    if example_inputs is not None:
+        gm.meta[ir.CAPTURE_NOTES] = (f"fx: traced from the example values ({len(tracer.guards)} value(s) frozen "
+                                     "and checked at run time: input ranks and dtypes, branches and sizes"
+                                     + (f", e.g. {tracer.guards[-1]}" if tracer.guards else "") + ")",)
     branches = tuple(dict.fromkeys(reads))
     gm.meta[ir.MODE_BRANCHES] = branches
     if branches:
