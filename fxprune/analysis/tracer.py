@@ -136,6 +136,40 @@ class _ValueProxy(fx.Proxy):
     def __len__(self) -> int:
         return self.tracer.length(self)
 
+    def _elements(self) -> tuple | None:
+        """A size (``torch.Size``) as a tuple of one proxy per dim (its rank is fixed), else ``None``."""
+        tracer = self.tracer
+        value = tracer.value_of(self) if isinstance(tracer, _Tracer) and tracer.values is not None else _UNKNOWN
+        if isinstance(value, (torch.Size, tuple)) and not isinstance(value, fx.Proxy):
+            return tuple(fx.Proxy.__getitem__(self, i) for i in range(len(value)))
+        return None
+
+    def __getitem__(self, key: Any) -> Any:
+        # x.size()[:-1] + (n,): the sizes a reshape gets one by one, as in x.view(b, s, n)
+        if isinstance(key, slice) and all(k is None or type(k) is int for k in (key.start, key.stop, key.step)):
+            elements = self._elements()
+            if elements is not None:
+                return elements[key]
+        return fx.Proxy.__getitem__(self, key)
+
+    def __add__(self, other: Any) -> Any:
+        if isinstance(other, tuple):
+            elements = self._elements()
+            if elements is not None:
+                return elements + other
+        elif isinstance(other, _ValueProxy):
+            mine, theirs = self._elements(), other._elements()
+            if mine is not None and theirs is not None:
+                return mine + theirs
+        return fx.Proxy.__add__(self, other)
+
+    def __radd__(self, other: Any) -> Any:
+        if isinstance(other, tuple):
+            elements = self._elements()
+            if elements is not None:
+                return other + elements
+        return fx.Proxy.__radd__(self, other)
+
     def __index__(self) -> int:
         return self.tracer.to_number(self, int)
 
