@@ -63,6 +63,7 @@ import enum
 from typing import Any, ClassVar, Sequence
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
@@ -334,6 +335,9 @@ def check_traced(value: Any, expected: Any, what: str) -> None:
         ...
         fxprune.errors.GuardError: x.size(1) at model.py:3 was 8 at capture and is 5 here: ...
     """
+    if isinstance(value, torch.fx.Proxy):  # the emitted module traced again: the guard stays a call
+        value.tracer.create_proxy("call_function", check_traced, (value, expected, what), {})
+        return
     if value is expected:
         return
     if isinstance(expected, bool):

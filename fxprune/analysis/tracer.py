@@ -651,6 +651,23 @@ def _read_flags_at_run_time(graph: fx.Graph) -> None:
         node.kwargs = fx.node.map_aggregate(node.kwargs, swap)
 
 
+def _keep_unused_state(gm: fx.GraphModule, root: torch.nn.Module) -> None:
+    """Parameters and buffers the forward does not use (a ``mask_token`` for an input not given) are
+    kept at their places, as ``torch.export`` keeps them: the module has the model's parameters."""
+    have = {n for n, _ in gm.named_parameters(remove_duplicate=False)} | \
+        {n for n, _ in gm.named_buffers(remove_duplicate=False)}
+    anchor = next((n for n in gm.graph.nodes if n.op != "placeholder"), None)
+    added = False
+    for name, _ in [*root.named_parameters(remove_duplicate=False), *root.named_buffers(remove_duplicate=False)]:
+        if name not in have:
+            fx.graph_module._copy_attr(root, gm, name)
+            with gm.graph.inserting_before(anchor):
+                gm.graph.get_attr(name)  # no user: what the rewrite emits keeps it too
+            added = True
+    if added:
+        gm.recompile()
+
+
 def trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...] = (),
                  leaf_names: Iterable[str] = (), leaf_functions: tuple[Any, ...] = (),
                  kept_functions: tuple[Any, ...] = (), example_inputs: tuple | None = None) -> fx.GraphModule:
@@ -685,6 +702,7 @@ def trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...] = (),
             gm.training = bool(root.training)
     tracer.values, tracer._fakes = None, {}
     if example_inputs is not None:
+        _keep_unused_state(gm, root)
         gm.meta[ir.CAPTURE_NOTES] = (f"fx: traced from the example values ({len(tracer.guards)} value(s) frozen "
                                      "and checked at run time: input ranks and dtypes, branches and sizes"
                                      + (f", e.g. {tracer.guards[-1]}" if tracer.guards else "") + ")",)
