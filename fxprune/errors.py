@@ -15,6 +15,7 @@ __all__ = [
     "LoadError",
     "ResolutionError",
     "ScoreError",
+    "GuardError",
     "TrainEvalWarning",
 ]
 
@@ -74,6 +75,12 @@ class ResolutionError(ConfigError):
 
 class ScoreError(FxPruneError, ValueError):
     """A scorer returned scores that cannot be ranked (NaN, infinite, or the wrong length)."""
+
+
+class GuardError(FxPruneError, AssertionError):
+    """A module captured with ``frontend="fx"`` from example values is called where a Python branch or
+    size it froze at capture would go another way (another input rank, dtype or size): rerun the
+    analysis with inputs of that kind, or use ``frontend="export"``."""
 
 
 class TrainEvalWarning(UserWarning):

@@ -63,13 +63,14 @@ import enum
 from typing import Any, ClassVar, Sequence
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, GuardError
 
-__all__ = ["IMPLANT_KINDS", "ImplantKind", "ImplantedConv2d", "ImplantedLinear", "ResizeInputs", "get_attr", "submodule",
-           "set_attr"]
+__all__ = ["IMPLANT_KINDS", "ImplantKind", "ImplantedConv2d", "ImplantedLinear", "ResizeInputs", "check_traced",
+           "get_attr", "set_attr", "submodule"]
 
 
 class ImplantKind(str, enum.Enum):
@@ -345,3 +346,41 @@ def set_attr(root: nn.Module, qualname: str, value: Any) -> None:
         owner._buffers[name] = value
     else:
         setattr(owner, name, value)
+
+
+def check_traced(value: Any, expected: Any, what: str) -> None:
+    """The guard a graph captured from example values calls: ``value`` must be what it was at capture.
+
+    ``frontend="fx"`` resolves a Python branch on a size (``if x.size(1) != n:``), a size used as a
+    Python int, or an input's rank, dtype or ``None``-ness from the example inputs; each such freeze
+    is a call of this function in the graph, so a call at inputs where it would go another way fails
+    loudly instead of running the other inputs down the traced branch.  A ``bool`` ``expected`` checks
+    the truth of ``value``.
+
+    Example:
+        >>> check_traced(8, 8, "x.size(1)")
+        >>> check_traced(5, 8, "x.size(1) at model.py:3")
+        Traceback (most recent call last):
+        ...
+        fxprune.errors.GuardError: x.size(1) at model.py:3 was 8 at capture and is 5 here: ...
+    """
+    if isinstance(value, torch.fx.Proxy):  # the emitted module traced again: the guard stays a call
+        value.tracer.create_proxy("call_function", check_traced, (value, expected, what), {})
+        return
+    if value is expected:
+        return
+    if isinstance(expected, bool):
+        if bool(value) == expected:
+            return
+    elif expected is not None and value is not None and type(value) is not torch.Tensor and value == expected:
+        return
+    raise GuardError(f"{what} was {expected!r} at capture and is {value!r} here: the module was captured "
+                     "(frontend='fx') with this value frozen; analyse it with inputs of this kind, or use "
+                     "frontend='export'")
+
+
+try:  # dead-code elimination must keep the guards (they have no users)
+    from torch.fx.node import has_side_effect as _has_side_effect
+    _has_side_effect(check_traced)
+except ImportError:  # pragma: no cover - other torch versions
+    pass

@@ -288,6 +288,8 @@ NOT_SAMPLED: dict[Any, str] = {
     torch.empty_like: "uninitialised values",
     Method("new_empty"): "uninitialised values",
     ops.GUARDS.keys.resolved[0] if len(ops.GUARDS.keys) else None: "exists only in exported programs",
+    ops.TRACED_GUARDS.keys.resolved[0]: "inserted only by the fx capture from example values "
+                                        "(tests/test_fx_values.py prunes through it)",
 }
 NOT_SAMPLED.pop(None, None)
 

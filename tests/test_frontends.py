@@ -34,13 +34,13 @@ class Mlp(nn.Module):
         return self.b(torch.relu(self.a(x)))
 
 
-class SizeBranch(Mlp):
-    """Branches on a size in forward: fx cannot trace it, export can."""
+class RowLoop(Mlp):
+    """Loops over the rows of a tensor in forward: fx cannot trace it (not even from the example
+    values: a branch on a size it would freeze and check, see tests/test_fx_values.py), export can."""
 
     def forward(self, x):
         y = torch.relu(self.a(x))
-        if x.shape[0] > 1:
-            y = y * 2
+        y = torch.stack([row * 2 for row in y])
         return self.b(y)
 
 
@@ -80,7 +80,7 @@ def test_auto_uses_fx_when_fx_leaves_no_barrier():
 
 
 def test_auto_uses_export_when_fx_cannot_trace():
-    model = SizeBranch().eval()
+    model = RowLoop().eval()
     with pytest.raises(fxprune.TraceError):
         fxprune.analyze(model, X)
     analysis = fxprune.analyze(model, X, frontend="auto")

@@ -1,9 +1,11 @@
-"""Hugging Face models through ``frontend="auto"`` with keyword inputs: whole heads, dynamic shapes (issue 9).
+"""Hugging Face models through ``frontend="auto"`` and ``"export"`` with keyword inputs: whole heads,
+dynamic shapes (issues 9 and 14).
 
-Tiny configs, no download.  ``torch.fx`` cannot trace these models, so ``auto``
-captures them with ``torch.export``, with dynamic batch and sequence dims: the
-pruned module runs at batch 1 and 7 and at other sequence lengths, matching the
-masked original.
+Tiny configs, no download.  Plain symbolic tracing cannot trace these models;
+``auto`` captures them with ``torch.fx`` from the example values (sizes stay
+graph values, frozen branches are checked at run time), ``export`` with dynamic
+batch and sequence dims: either way the pruned module runs at batch 1 and 7 and
+at other sequence lengths, matching the masked original.
 """
 from __future__ import annotations
 
@@ -28,21 +30,27 @@ def _inputs(batch, seq):
             "attention_mask": torch.ones(batch, seq, dtype=torch.long)}
 
 
-@pytest.fixture(scope="module", params=sorted(MODELS))
+@pytest.fixture(scope="module", params=[(name, frontend) for name in sorted(MODELS) for frontend in ("auto", "export")],
+                ids=lambda p: "-".join(p))
 def pruned(request):
     torch.manual_seed(0)
-    build, projection, heads = MODELS[request.param]
+    name, frontend = request.param
+    build, projection, heads = MODELS[name]
     model = build()[0]
-    result = fxprune.prune(model, example_kwargs=_inputs(1, 8), ratio=0.5, frontend="auto")   # whole heads: the default
+    result = fxprune.prune(model, example_kwargs=_inputs(1, 8), ratio=0.5, frontend=frontend)  # whole heads: the default
     return model, result, projection, heads
 
 
-def test_auto_captures_with_export_and_says_why(pruned):
+def test_each_front_end_says_how_it_captured(pruned):
     _, result, _, _ = pruned
     analysis = result.analysis
-    assert analysis.frontend == "export" and analysis.config.frontend == "auto"
-    assert analysis.notes[0].startswith("frontend='auto' used export: torch.fx could not capture")
-    assert any(n.startswith("export: dynamic dims input 0 dim 0, input 0 dim 1") for n in analysis.notes)
+    if analysis.config.frontend == "auto":
+        assert analysis.frontend == "fx"
+        assert analysis.notes[0] == "frontend='auto' used fx: it left no channel barrier"
+        assert any(n.startswith("fx: traced from the example values") for n in analysis.notes)
+    else:
+        assert analysis.frontend == "export"
+        assert any(n.startswith("export: dynamic dims input 0 dim 0, input 0 dim 1") for n in analysis.notes)
     assert all(n in result.report.notes for n in analysis.notes)
 
 

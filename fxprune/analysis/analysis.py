@@ -379,7 +379,8 @@ def _analyze_with(frontend: "Frontend", model: torch.nn.Module, example_inputs: 
         notes.extend(gm.meta.get(ir.CAPTURE_NOTES, ()))
     else:
         gm = trace(model, leaf_modules=tuple(config.leaf_modules) + registry.leaf_types(),
-                   kept_functions=_ruled_functions(registry))
+                   kept_functions=_ruled_functions(registry), example_inputs=example_inputs)
+        notes.extend(gm.meta.get(ir.CAPTURE_NOTES, ()))
     if gm is model:  # a GraphModule given by the user: annotate a shallow copy of its graph
         gm = fx.GraphModule(model, _copy_graph(model.graph), type(model).__name__)
     propagate_shapes(gm, example_inputs)

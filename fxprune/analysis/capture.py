@@ -48,8 +48,23 @@ def trace(
     *,
     leaf_modules: Iterable[type | str] = (),
     kept_functions: Iterable[Any] = (),
+    example_inputs: Sequence[Any] | None = None,
 ) -> fx.GraphModule:
     """Symbolically trace ``model`` into a GraphModule.
+
+    Where plain symbolic tracing fails and ``example_inputs`` are given (positional,
+    as :func:`bind_example_inputs` gives them), the model is traced again from the
+    example values (Hugging Face models: decorated ``forward`` with ``**kwargs``,
+    branches on sizes and dtypes): each proxy carries its value on fake tensors, so
+    ``.dtype``, ``.device`` and ``.dim()`` are answered from it while sizes stay graph
+    nodes (reshapes follow the batch and sequence); a branch on a size, a size used
+    as a Python int, the rank and dtype of each tensor input and the value of each
+    other input are frozen and checked at run time
+    (:func:`fxprune.modules.check_traced` raises :class:`~fxprune.errors.GuardError`);
+    a branch on tensor *values* still fails.  The GraphModule takes the example
+    inputs positionally (placeholders named after the parameters of ``forward``) and
+    gives back the model's own output type; :data:`fxprune.ir.CAPTURE_NOTES` in its
+    ``meta`` says what was frozen.
 
     ``leaf_modules`` lists module *types* or qualified *names* that are not traced
     through (the escape hatch for code torch.fx cannot trace), and functions
@@ -78,22 +93,36 @@ def trace(
         from ..errors import ConfigError
 
         raise ConfigError(f"leaf_modules names {unknown} that are not submodules of the model")
+    options = dict(leaf_types=DEFAULT_LEAF_TYPES + types, leaf_names=names, leaf_functions=functions,
+                   kept_functions=tuple(kept_functions))
     try:
-        return trace_module(model, leaf_types=DEFAULT_LEAF_TYPES + types, leaf_names=names,
-                            leaf_functions=functions, kept_functions=tuple(kept_functions))
+        return trace_module(model, **options)
     except Exception as exc:  # torch.fx raises many types; we re-raise one
-        tb = traceback.extract_tb(exc.__traceback__)
-        user = [f for f in tb if "torch/fx" not in f.filename.replace("\\", "/")]
-        where = f"\n  at {user[-1].filename}:{user[-1].lineno}: {user[-1].line}" if user else ""
-        raise TraceError(
-            f"torch.fx.symbolic_trace could not trace {type(model).__name__}: "
-            f"{type(exc).__name__}: {exc}{where}\n"
-            "Fixes: (1) pass leaf_modules=[TheSubmoduleType or 'qualified.name'] so the "
-            "offending submodule is kept as one opaque call (its channels become a barrier "
-            "unless a rule is registered for its type); (2) make the control flow "
-            "independent of tensor values; (3) use frontend='export' (torch.export) for "
-            "models symbolic tracing cannot handle."
-        ) from exc
+        first = exc
+    also = ""
+    if example_inputs is not None:
+        try:
+            return trace_module(model, example_inputs=tuple(example_inputs), **options)
+        except Exception as exc:  # noqa: BLE001 - reported with the plain trace's failure
+            message = str(exc).strip().splitlines()
+            also = (f"\n  and tracing from the example values failed: {type(exc).__name__}: "
+                    f"{message[0][:500] if message else ''}{_where(exc)}")
+    raise TraceError(
+        f"torch.fx.symbolic_trace could not trace {type(model).__name__}: "
+        f"{type(first).__name__}: {first}{_where(first)}{also}\n"
+        "Fixes: (1) pass leaf_modules=[TheSubmoduleType or 'qualified.name'] so the "
+        "offending submodule is kept as one opaque call (its channels become a barrier "
+        "unless a rule is registered for its type); (2) make the control flow "
+        "independent of tensor values; (3) use frontend='export' (torch.export) for "
+        "models symbolic tracing cannot handle."
+    ) from first
+
+
+def _where(exc: BaseException) -> str:
+    """``at file:line: code`` of the innermost frame of ``exc``'s traceback outside torch.fx and the tracer."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    user = [f for f in tb if not any(p in f.filename.replace("\\", "/") for p in ("torch/fx", "fxprune/analysis/tracer"))]
+    return f"\n  at {user[-1].filename}:{user[-1].lineno}: {user[-1].line}" if user else ""
 
 
 def export(model: torch.nn.Module, example_inputs: Sequence[Any], *, dynamic: bool = True) -> fx.GraphModule:

@@ -31,6 +31,8 @@ on the model and the process unless guarded.  This tracer:
   :data:`fxprune.ir.KEPT_CALL` on its node (and in its barrier's hint); a call kept
   for a ``training`` flag that passes channels through in both modes is then
   recognised as stochastic depth by :mod:`fxprune.analysis.mode_calls` (no barrier);
+* with example inputs, traces from their values (:mod:`fxprune.analysis.values`:
+  HF models; branches on sizes frozen and checked at run time);
 * serialises tracing with a process-wide lock, and lets module calls from other
   threads run untouched while it patches ``nn.Module.__call__``.
 
@@ -68,6 +70,7 @@ from .. import ir
 from ..errors import TrainEvalWarning
 from ..ir import AutogradFunction
 from .copying import copy_container, shallow_copy_module
+from .values import ValueTracing, keep_unused_state
 
 __all__ = ["CAPTURE_LOCK", "state_restored", "trace_module", "tracing_copy"]
 
@@ -100,7 +103,7 @@ def _user_frame(owner: str, kind: str) -> str:
     return f"a branch on {owner} ({kind}).training at {where}"
 
 
-class _Tracer(fx.Tracer):
+class _Tracer(ValueTracing, fx.Tracer):
     proxy_buffer_attributes = True
 
     def __init__(self, leaf_types: tuple[type, ...], leaf_names: frozenset[str],
@@ -111,6 +114,7 @@ class _Tracer(fx.Tracer):
         self._thread = threading.get_ident()
         self._reads = reads  # the _ModeFlag reads of this trace
         self._proxy_cache: dict | None = None  # torch.fx's parameter proxy cache of this trace
+        self._init_values()
 
     def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
         if isinstance(m, AutogradFunction) or qualname in self._leaf_names \
@@ -121,12 +125,12 @@ class _Tracer(fx.Tracer):
         return super().is_leaf_module(m, qualname)
 
     def call_module(self, m: torch.nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
-        if threading.get_ident() != self._thread:  # another thread's model: run it as it is
+        if threading.get_ident() != self._thread or self._computing:  # another thread's model, a value: run it
             return forward(*args, **kwargs)
         return super().call_module(m, forward, args, kwargs)
 
     def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict) -> Any:
-        if threading.get_ident() != self._thread:
+        if threading.get_ident() != self._thread or self._computing:
             return attr_val
         self._proxy_cache = parameter_proxy_cache
         return super().getattr(attr, attr_val, parameter_proxy_cache)
@@ -383,8 +387,12 @@ def _read_flags_at_run_time(graph: fx.Graph) -> None:
 
 def trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...] = (),
                  leaf_names: Iterable[str] = (), leaf_functions: tuple[Any, ...] = (),
-                 kept_functions: tuple[Any, ...] = ()) -> fx.GraphModule:
+                 kept_functions: tuple[Any, ...] = (), example_inputs: tuple | None = None) -> fx.GraphModule:
     """Trace ``model`` as the module docstring describes; exceptions propagate as torch.fx raises them.
+
+    With ``example_inputs`` (positional, as :func:`~fxprune.analysis.capture.bind_example_inputs`
+    gives them), the trace runs from example values (:meth:`_Tracer.from_examples`): what it froze
+    is listed under :data:`fxprune.ir.CAPTURE_NOTES` in the GraphModule's ``meta``.
 
     ``leaf_functions`` are recorded as one call wherever traced code calls them by a global
     name; ``kept_functions`` (functions with a rule) are not traced into where ``torch.fx.wrap``
@@ -396,6 +404,8 @@ def trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...] = (),
         root = root if root is not None else model
         reads: list[str] = []
         tracer = _Tracer(leaf_types, frozenset(leaf_names), leaf_functions, reads)
+        if example_inputs is not None:
+            tracer.from_examples(example_inputs)
         with guard:
             with _mode_flags(root, reads), _autograd_functions_kept(), _inplace_operators_recorded(), \
                     _wrapped_functions_traced_into(tuple(leaf_functions) + tuple(kept_functions)):
@@ -407,6 +417,12 @@ def trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...] = (),
             _read_flags_at_run_time(graph)
             gm = fx.GraphModule(root, graph, type(model).__name__)
             gm.training = bool(root.training)
+    tracer.values, tracer._fakes = None, {}
+    if example_inputs is not None:
+        keep_unused_state(gm, root)
+        gm.meta[ir.CAPTURE_NOTES] = (f"fx: traced from the example values ({len(tracer.guards)} value(s) frozen "
+                                     "and checked at run time: input ranks and dtypes, branches and sizes"
+                                     + (f", e.g. {tracer.guards[-1]}" if tracer.guards else "") + ")",)
     branches = tuple(dict.fromkeys(reads))
     gm.meta[ir.MODE_BRANCHES] = branches
     if branches:

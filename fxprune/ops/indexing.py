@@ -35,12 +35,14 @@ import torch.fx as fx
 import torch
 
 from ..ir import SPEC, Algebra, TensorSpec, Zeros
+from ..modules import check_traced
 from .context import (EmitContext, OpContext, Unsupported, Value, check_labels, first_tensor,
                       normalize_dim, static_value)
 from .layout import MATRIX_T
 from .registry import Keys, Rule
 
-__all__ = ["ATTRIBUTE", "GATHER", "GETITEM", "GUARDS", "INDEX", "METADATA", "NARROW", "RULES", "SELECT", "SLICE", "new_bound"]
+__all__ = ["ATTRIBUTE", "GATHER", "GETITEM", "GUARDS", "INDEX", "METADATA", "NARROW", "RULES", "SELECT", "SLICE",
+           "TRACED_GUARDS", "new_bound"]
 
 
 def _attribute(ctx: OpContext) -> Any:
@@ -329,6 +331,11 @@ except ImportError:  # pragma: no cover - other torch versions
 GUARDS = Rule("metadata", _guards, doc="torch.export's _guards_fn (checks input shapes only).",
               keys=Keys(modules=(_GuardsFn,) if _GuardsFn is not None else ()), zeros=Zeros.KEEP)
 
+TRACED_GUARDS = Rule("metadata", _metadata,
+                     doc="fxprune.modules.check_traced: a branch, size, rank or dtype frozen by the fx capture "
+                         "from example values, checked at run time (no channels flow).",
+                     keys=Keys(functions=(check_traced,)), zeros=Zeros.KEEP)
+
 def _aten_index(ctx: OpContext) -> tuple:
     x = ctx.arg(0)
     indices = [slice(None) if i is None else i for i in ctx.arg(1, "indices")]
@@ -359,4 +366,4 @@ def _gather_dim(ctx: OpContext) -> tuple:
 GATHER = Rule("getitem", _gather_dim, doc="gather(x, dim, index): dim fixed; x, index and output share the others.",
               keys=Keys(torch=("gather",), methods=("gather",), aten=("gather",)), zeros=Zeros.KEEP)
 
-RULES = (METADATA, ATTRIBUTE, GETITEM, INDEX, GATHER, NARROW, SLICE, SELECT, GUARDS)
+RULES = (METADATA, ATTRIBUTE, GETITEM, INDEX, GATHER, NARROW, SLICE, SELECT, GUARDS, TRACED_GUARDS)

@@ -42,6 +42,7 @@ import torch.fx as fx
 
 from ..analysis.analysis import Analysis, analyze
 from ..analysis.capture import bind_example_inputs
+from ..analysis.tracer import trace_module
 from ..api import apply, prune
 from .. import ir
 from ..errors import FxPruneError
@@ -275,8 +276,8 @@ def check_pruning(
         try:
             if analysis.frontend == "export":
                 re = torch.export.export(copy.deepcopy(pruned), inputs).module()
-            else:
-                re = fx.symbolic_trace(copy.deepcopy(pruned))
+            else:  # fxprune's tracer: buffers are graph values (x = buffer[:, :n] with a traced n)
+                re = trace_module(copy.deepcopy(pruned))
             re.graph.lint()
         except Exception as exc:  # noqa: BLE001
             _fail(f"re-trace: the pruned module does not re-trace: {exc}", analysis, plan)

@@ -1,0 +1,331 @@
+"""Tracing from example values: the part of :mod:`fxprune.analysis.tracer` behind ``example_inputs``.
+
+Where plain symbolic tracing fails (Hugging Face models: a decorated ``forward``
+with ``**kwargs``, branches on sizes and dtypes), the tracer runs again with
+proxies that carry their values, computed op by op on fake tensors
+(``FakeTensorMode``: no compute, no weight read, the real devices):
+
+* one placeholder per example input, named after its parameter of ``forward``,
+  which is called with keywords (a wrapper's ``*args, **kwargs`` stays as it is);
+  the rank and dtype of each tensor input and the value of every other input
+  (``None``, a flag) are checked at run time;
+* ``.dtype``, ``.device``, ``.dim()``, ``.is_floating_point()`` are answered from
+  the value (frozen: the graph's dtypes and devices are those of the example);
+* sizes stay graph values (``x.view(b, s, -1)`` follows the batch and sequence);
+  a size sliced or concatenated as a tuple (``x.size()[:-1] + (n,)``) becomes one
+  proxy per dim, as a reshape takes them;
+* a Python ``bool``, ``int``, ``float``, ``len`` or loop over a size or a
+  condition on sizes uses the value and records :func:`fxprune.modules.check_traced`
+  in the graph: a call where it would go another way raises
+  :class:`~fxprune.errors.GuardError` instead of running the traced branch;
+* a branch on tensor *values* (``if mask.all():``) is never frozen: it fails as in
+  ``torch.fx`` (``frontend="auto"`` then uses ``torch.export``);
+* a model output that is not a tuple, list or dict (a ``ModelOutput``) is given
+  back as such (a pytree output spec), and parameters the forward does not use
+  stay in the GraphModule, as ``torch.export`` keeps them.
+"""
+from __future__ import annotations
+
+import builtins
+import inspect
+import threading
+import traceback
+from typing import Any, Iterator
+
+import torch
+import torch.fx as fx
+
+from ..modules import check_traced
+
+__all__ = ["ValueTracing", "keep_unused_state"]
+
+def _user_frame_line() -> str:
+    """``file:line: code`` of the innermost frame outside torch and fxprune's capture."""
+    frames = [f for f in traceback.extract_stack()[:-2]
+              if not any(p in f.filename.replace("\\", "/") for p in ("/torch/", "/fxprune/analysis/"))]
+    return f"{frames[-1].filename}:{frames[-1].lineno}: {frames[-1].line}" if frames else "an unknown line"
+
+
+
+_UNKNOWN = object()  # a traced value that could not be computed
+#: tensor attributes and methods answered from the traced value (not recorded): they read no size
+_FROZEN_ATTRIBUTES = frozenset({"dtype", "device", "ndim", "is_cuda", "is_meta", "is_cpu", "layout", "is_sparse",
+                                "is_quantized", "dim", "ndimension", "is_floating_point", "is_complex",
+                                "element_size", "get_device"})
+
+
+class _ValueProxy(fx.Proxy):
+    """A proxy of a trace from example values (:meth:`ValueTracing.value_of` knows what it held).
+
+    ``.dtype``, ``.device``, ``.dim()``... are answered from the value (the rank and dtype of
+    every input are guarded); sizes stay graph nodes; where Python needs a size as a ``bool``
+    or an ``int`` the value is used and checked at run time (:func:`fxprune.modules.check_traced`).
+    """
+
+    def __getattr__(self, k: str) -> Any:
+        tracer = self.__dict__.get("tracer")
+        if k in _FROZEN_ATTRIBUTES and isinstance(tracer, ValueTracing) and tracer.values is not None:
+            value = tracer.value_of(self)
+            if isinstance(value, torch.Tensor):
+                return getattr(value, k)
+        return _ValueAttribute(self, k)
+
+    def __len__(self) -> int:
+        return self.tracer.length(self)
+
+    def _elements(self) -> tuple | None:
+        """A size (``torch.Size``) as a tuple of one proxy per dim (its rank is fixed), else ``None``."""
+        tracer = self.tracer
+        value = tracer.value_of(self) if isinstance(tracer, ValueTracing) and tracer.values is not None else _UNKNOWN
+        if isinstance(value, (torch.Size, tuple)) and not isinstance(value, fx.Proxy):
+            return tuple(fx.Proxy.__getitem__(self, i) for i in range(len(value)))
+        return None
+
+    def __getitem__(self, key: Any) -> Any:
+        # x.size()[:-1] + (n,): the sizes a reshape gets one by one, as in x.view(b, s, n)
+        if isinstance(key, slice) and all(k is None or type(k) is int for k in (key.start, key.stop, key.step)):
+            elements = self._elements()
+            if elements is not None:
+                return elements[key]
+        return fx.Proxy.__getitem__(self, key)
+
+    def __add__(self, other: Any) -> Any:
+        if isinstance(other, tuple):
+            elements = self._elements()
+            if elements is not None:
+                return elements + other
+        elif isinstance(other, _ValueProxy):
+            mine, theirs = self._elements(), other._elements()
+            if mine is not None and theirs is not None:
+                return mine + theirs
+        return fx.Proxy.__add__(self, other)
+
+    def __radd__(self, other: Any) -> Any:
+        if isinstance(other, tuple):
+            elements = self._elements()
+            if elements is not None:
+                return other + elements
+        return fx.Proxy.__radd__(self, other)
+
+    def __index__(self) -> int:
+        return self.tracer.to_number(self, int)
+
+    def __int__(self) -> int:
+        return self.tracer.to_number(self, int)
+
+    def __float__(self) -> float:
+        return self.tracer.to_number(self, float)
+
+
+class _OutputTreeCodeGen(fx.graph._PyTreeCodeGen):
+    """Inputs as they are, the output rebuilt as the model's own output type (a ``ModelOutput``)."""
+
+    def process_inputs(self, *inputs: Any) -> Any:
+        return inputs
+
+    def gen_fn_def(self, free_vars: list[str], maybe_return_annotation: str, **kwargs: Any) -> str:
+        return fx.graph.CodeGen.gen_fn_def(self, free_vars, maybe_return_annotation, **kwargs)
+
+
+class _ValueAttribute(fx.proxy.Attribute, _ValueProxy):
+    """``proxy.name`` of a :class:`_ValueProxy` (recorded on first use, as ``torch.fx`` does)."""
+
+
+
+class ValueTracing:
+    """The value-tracing half of fxprune's tracer (a mixin before ``torch.fx.Tracer``): inactive until
+    :meth:`from_examples`.  Expects ``_thread``, ``_reads`` and ``root`` of the tracer."""
+
+    def _init_values(self) -> None:
+        self.values: dict[fx.Node, Any] | None = None  # a trace from example values: each node's value
+        self._example: tuple | None = None
+        self._fake_mode: Any = None
+        self._fakes: dict[int, Any] = {}
+        self._computing = False
+        self.guards: list[str] = []  # what the trace froze, and checks at run time
+        self._guarded: set[tuple] = set()
+
+    def from_examples(self, example_inputs: tuple) -> None:
+        """Trace from ``example_inputs``: every proxy carries its value, computed on fake tensors."""
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        self.values = {}
+        self._example = tuple(example_inputs)
+        self._fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+
+    # -- values ---------------------------------------------------------------------------------
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _ValueProxy(node, self) if self.values is not None else super().proxy(node)
+
+    def value_of(self, proxy: fx.Proxy) -> Any:
+        return self.values.get(proxy.node, _UNKNOWN) if self.values is not None else _UNKNOWN
+
+    def _fake(self, t: torch.Tensor) -> Any:
+        from torch._subclasses.fake_tensor import FakeTensor
+
+        if isinstance(t, FakeTensor):
+            return t
+        if id(t) not in self._fakes:
+            self._fakes[id(t)] = (t, self._fake_mode.from_tensor(t))  # the tensor kept: its id stays unique
+        return self._fakes[id(t)][1]
+
+    def create_proxy(self, kind: str, target: Any, args: tuple, kwargs: dict, name: str | None = None,
+                     type_expr: Any = None, proxy_factory_fn: Any = None) -> fx.Proxy:
+        proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
+        if self.values is not None and kind != "placeholder" and not self._computing \
+                and threading.get_ident() == self._thread:
+            self.values[proxy.node] = self._compute(kind, target, args, kwargs)
+        return proxy
+
+    def _compute(self, kind: str, target: Any, args: tuple, kwargs: dict) -> Any:
+        """The value of a new node, run on fake tensors (``_UNKNOWN`` where that fails)."""
+        unknown = []
+
+        def value(a: Any) -> Any:
+            if isinstance(a, fx.Proxy):
+                v = self.value_of(a)
+                if v is _UNKNOWN:
+                    unknown.append(a)
+                return v
+            if isinstance(a, int) and hasattr(a, "reads"):  # a module's training flag (tracer._ModeFlag)
+                return int(a) != 0
+            return self._fake(a) if isinstance(a, torch.Tensor) else a
+
+        args = fx.node.map_aggregate(args, value)
+        kwargs = fx.node.map_aggregate(kwargs, value)
+        if unknown:
+            return _UNKNOWN
+        reads = len(self._reads)
+        self._computing = True
+        try:
+            with self._fake_mode:
+                if kind == "get_attr":
+                    obj = self.root
+                    for part in target.split("."):
+                        obj = getattr(obj, part)
+                    return self._fake(obj) if isinstance(obj, torch.Tensor) else obj
+                if kind == "call_function":
+                    return target(*args, **kwargs)
+                if kind == "call_method":
+                    return getattr(args[0], target)(*args[1:], **kwargs)
+                if kind == "call_module":
+                    module = self.root.get_submodule(target)
+                    flags = [(m, m.training) for m in module.modules()]
+                    try:  # the flags as plain bools (a kernel refuses an int subclass)
+                        for m, flag in flags:
+                            m.training = int(flag) != 0
+                        return module(*args, **kwargs)
+                    finally:
+                        for m, flag in flags:
+                            m.training = flag
+        except Exception as exc:  # noqa: BLE001 - a value fake tensors cannot give: branches on it fail as in torch.fx
+            return _UNKNOWN
+        finally:
+            self._computing = False
+            del self._reads[reads:]  # a module run for its value reads its flag: not a branch of the trace
+        return _UNKNOWN
+
+    def _guard(self, proxy: fx.Proxy, expected: Any, what: str) -> None:
+        """Record ``check_traced(proxy, expected, ...)``: the frozen value is checked at run time."""
+        key = (proxy.node, repr(expected))
+        if key in self._guarded:
+            return
+        self._guarded.add(key)
+        self.guards.append(what)
+        self.create_proxy("call_function", check_traced, (proxy, expected, what), {})
+
+    def _frozen(self, proxy: fx.Proxy, kinds: tuple[type, ...], use: str) -> Any:
+        value = self.value_of(proxy)
+        if value is _UNKNOWN or isinstance(value, torch.Tensor) or not isinstance(value, kinds):
+            why = ("its value is unknown" if value is _UNKNOWN else "it is a tensor (a branch on tensor values)"
+                   if isinstance(value, torch.Tensor) else f"it is a {type(value).__name__}")
+            raise fx.proxy.TraceError(f"{proxy.node.name} is used as a Python {use} and {why}: "
+                                      "symbolically traced variables cannot be used as inputs to control flow")
+        return value
+
+    def to_bool(self, obj: fx.Proxy) -> bool:
+        if self.values is None:
+            return super().to_bool(obj)
+        value = bool(self._frozen(obj, (bool, int, float, torch.Size, tuple, list, torch.dtype, torch.device,
+                                        str, type(None)), "bool"))
+        self._guard(obj, value, f"the condition {obj.node.name} at {_user_frame_line()}")
+        return value
+
+    def to_number(self, obj: fx.Proxy, kind: type) -> Any:
+        value = self._frozen(obj, (bool, int, float) if kind is float else (bool, int), kind.__name__)
+        self._guard(obj, value, f"the size {obj.node.name} at {_user_frame_line()}")
+        return kind(value)
+
+    def length(self, obj: fx.Proxy) -> int:
+        value = self.value_of(obj) if self.values is not None else _UNKNOWN
+        if isinstance(value, (torch.Size, tuple, list)):
+            return len(value)  # a rank or a fixed structure
+        if isinstance(value, torch.Tensor) and value.ndim:
+            n = self.create_proxy("call_function", builtins.len, (obj,), {})
+            return self.to_number(n, int)
+        return fx.Proxy.__len__(obj)
+
+    def iter(self, obj: fx.Proxy) -> Iterator:
+        value = self.value_of(obj) if self.values is not None else _UNKNOWN
+        if isinstance(value, (torch.Size, tuple, list)):
+            return iter([obj[i] for i in range(len(value))])
+        return super().iter(obj)
+
+    def create_args_for_root(self, root_fn: Any, is_module: bool, concrete_args: Any = None) -> Any:
+        """From example values: one placeholder per example input, named after its parameter of
+        ``forward``, which is called with keywords (wrappers with ``**kwargs`` stay as they are);
+        the ranks and dtypes of tensor inputs, and the other inputs' values, are guarded."""
+        if self.values is None:
+            return super().create_args_for_root(root_fn, is_module, concrete_args)
+        params = list(inspect.signature(root_fn).parameters.values())[1:]
+        names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if len(self._example) > len(names):
+            raise fx.proxy.TraceError(f"{len(self._example)} example inputs for a forward with "
+                                      f"{len(names)} positional parameters")
+        proxies, call = [], {}
+        for name, value in zip(names, self._example):
+            proxy = self.create_proxy("placeholder", name, (), {})
+            proxies.append(proxy)
+            if isinstance(value, torch.Tensor):
+                self.values[proxy.node] = self._fake(value)
+                call[name] = proxy
+                self._guard(self.create_proxy("call_method", "dim", (proxy,), {}), value.ndim, f"the rank of input {name!r}")
+                dtype = self.create_proxy("call_function", builtins.getattr, (proxy, "dtype"), {})
+                self._guard(dtype, value.dtype, f"the dtype of input {name!r}")
+            elif value is None or isinstance(value, (bool, int, float, str)):
+                self.values[proxy.node] = value
+                call[name] = value
+                self._guard(proxy, value, f"input {name!r}")
+            else:
+                raise fx.proxy.TraceError(f"example input {name!r} is a {type(value).__name__}: tracing from "
+                                          "example values takes tensors and Python constants")
+
+        def flat_forward(root: Any, *_: Any) -> Any:
+            out = root_fn(root, **call)
+            if isinstance(out, fx.Proxy) or type(out) in (tuple, list, dict):
+                return out
+            leaves, spec = torch.utils._pytree.tree_flatten(out)  # a ModelOutput...: given back as such
+            self.graph._codegen = _OutputTreeCodeGen(fx.graph._PyTreeInfo(names[:len(proxies)], None, spec))
+            return leaves
+
+        return flat_forward, [self.root, *proxies]
+
+
+
+def keep_unused_state(gm: fx.GraphModule, root: torch.nn.Module) -> None:
+    """Parameters and buffers the forward does not use (a ``mask_token`` for an input not given) are
+    kept at their places, as ``torch.export`` keeps them: the module has the model's parameters."""
+    have = {n for n, _ in gm.named_parameters(remove_duplicate=False)} | \
+        {n for n, _ in gm.named_buffers(remove_duplicate=False)}
+    anchor = next((n for n in gm.graph.nodes if n.op != "placeholder"), None)
+    added = False
+    for name, _ in [*root.named_parameters(remove_duplicate=False), *root.named_buffers(remove_duplicate=False)]:
+        if name not in have:
+            fx.graph_module._copy_attr(root, gm, name)
+            with gm.graph.inserting_before(anchor):
+                gm.graph.get_attr(name)  # no user: what the rewrite emits keeps it too
+            added = True
+    if added:
+        gm.recompile()
+
