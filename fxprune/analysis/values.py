@@ -219,7 +219,7 @@ class ValueTracing:
                     finally:
                         for m, flag in flags:
                             m.training = flag
-        except Exception as exc:  # noqa: BLE001 - a value fake tensors cannot give: branches on it fail as in torch.fx
+        except Exception:  # noqa: BLE001 - a value fake tensors cannot give: branches on it fail as in torch.fx
             return _UNKNOWN
         finally:
             self._computing = False
