@@ -348,7 +348,8 @@ def analyze(
         try:
             fx_analysis = _analyze_with(Frontend.FX, model, example_inputs, config, registry)
         except (TraceError, ExampleInputError) as exc:
-            why = str(exc).splitlines()[0]
+            why = "; ".join(line.strip() for line in str(exc).splitlines()
+                            if line.strip() and not line.startswith("Fixes"))  # both fx attempts
             try:
                 exported = _analyze_with(Frontend.EXPORT, model, example_inputs, config, registry)
             except FxPruneError:

@@ -121,7 +121,7 @@ def trace(
 def _where(exc: BaseException) -> str:
     """``at file:line: code`` of the innermost frame of ``exc``'s traceback outside torch.fx and the tracer."""
     tb = traceback.extract_tb(exc.__traceback__)
-    user = [f for f in tb if not any(p in f.filename.replace("\\", "/") for p in ("torch/fx", "fxprune/analysis/tracer", "fxprune/analysis/values"))]
+    user = [f for f in tb if not any(p in f.filename.replace("\\", "/") for p in ("torch/fx", "fxprune/analysis/"))]
     return f"\n  at {user[-1].filename}:{user[-1].lineno}: {user[-1].line}" if user else ""
 
 

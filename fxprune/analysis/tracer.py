@@ -127,7 +127,17 @@ class _Tracer(ValueTracing, fx.Tracer):
     def call_module(self, m: torch.nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
         if threading.get_ident() != self._thread or self._computing:  # another thread's model, a value: run it
             return forward(*args, **kwargs)
+        if self._stateless_stranger(m):  # e.g. a module-level ``gelu = GELUActivation()``: its ops are traced
+            return forward(*args, **kwargs)
         return super().call_module(m, forward, args, kwargs)
+
+    def _stateless_stranger(self, m: torch.nn.Module) -> bool:
+        """Whether ``m`` is not a submodule of the traced model and holds no tensors (so tracing into it is exact)."""
+        try:
+            self.path_of_module(m)
+            return False
+        except NameError:
+            return not any(True for _ in m.parameters()) and not any(True for _ in m.buffers())
 
     def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict) -> Any:
         if threading.get_ident() != self._thread or self._computing:
@@ -200,6 +210,33 @@ def _has_proxy(values: Any) -> bool:
 
 _INPLACE_OPERATORS = ("iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow", "imatmul", "iand", "ior",
                       "ixor", "ilshift", "irshift")
+
+
+#: torch factories taking sizes as varargs: ``torch.ones(n, 8)`` with a traced ``n`` fails in torch's
+#: argument parser before torch.fx sees it, while ``torch.ones((n, 8))`` is recorded
+_VARARG_SIZE_FACTORIES = ("ones", "zeros", "empty", "rand", "randn")
+
+
+@contextlib.contextmanager
+def _size_factories_take_proxies() -> Iterator[None]:
+    """``torch.ones(n, 8)`` with a proxy among the sizes is called as ``torch.ones((n, 8))`` (recorded as such)."""
+    originals = {name: getattr(torch, name) for name in _VARARG_SIZE_FACTORIES}
+
+    def sized(original: Any) -> Any:
+        @functools.wraps(original)
+        def factory(*args: Any, **kwargs: Any) -> Any:
+            if len(args) > 1 and any(isinstance(a, fx.Proxy) for a in args):
+                return original(tuple(args), **kwargs)
+            return original(*args, **kwargs)
+        return factory
+
+    try:
+        for name, original in originals.items():
+            setattr(torch, name, sized(original))
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(torch, name, original)
 
 
 @contextlib.contextmanager
@@ -408,6 +445,7 @@ def trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...] = (),
             tracer.from_examples(example_inputs)
         with guard:
             with _mode_flags(root, reads), _autograd_functions_kept(), _inplace_operators_recorded(), \
+                    _size_factories_take_proxies(), \
                     _wrapped_functions_traced_into(tuple(leaf_functions) + tuple(kept_functions)):
                 _LOCAL.tracer = tracer
                 try:
