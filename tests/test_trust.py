@@ -176,6 +176,70 @@ def test_zeros_are_recorded_per_dimension():
     assert zeros["a"] == (False, False, True) and zeros["sigmoid"] == (False, False, False)
 
 
+class _SharedProbes(nn.Module):
+    """Probes that look alike and are not: constants of other values or types, modules with other settings."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 8)
+        self.keep, self.fill = nn.Threshold(0.5, 0.0), nn.Threshold(0.5, 2.0)   # at 0: 0.0 and 2.0
+        self.keep2, self.prelu = nn.Threshold(0.5, 0.0), nn.PReLU()
+
+    def forward(self, x):
+        h = self.fc(x)
+        parts = [h + 0, h + 1, h * 0.0, h - 0.0, h - 1.5, self.keep(h), self.fill(h), self.keep2(h), self.prelu(h),
+                 torch.relu(h), torch.relu(h + 1), torch.where(h > 0, h, 0.0), torch.where(h > 0, h, 1.0)]
+        return torch.stack([p.sum(-1) for p in parts], -1)
+
+
+def test_remembered_probe_results_equal_probing_every_op():
+    from fxprune.analysis import zeros as zeros_pass
+
+    model, x = _SharedProbes().eval(), torch.randn(3, 4)
+    reg = fxprune.ops.default_registry()
+    reg.register(fxprune.ops.UNARY.with_keys(fxprune.ops.Keys(modules=(nn.Threshold,))))
+
+    def flags():
+        gm = fxprune.analyze(model, (x,), registry=reg).graph_module
+        return {n.name: n.meta.get(ir.ZEROS) for n in gm.graph.nodes}
+
+    remembered = flags()
+    keyed = zeros_pass._probe_key
+    zeros_pass._probe_key = lambda *a, **k: None     # no key: every evaluation runs
+    try:
+        fresh = flags()
+    finally:
+        zeros_pass._probe_key = keyed
+    assert remembered == fresh
+    kept = {name for name, z in remembered.items() if z == (False, True)}
+    assert {"add", "mul", "sub", "keep", "keep2", "prelu", "relu"} <= kept
+    assert not kept & {"add_1", "sub_1", "fill", "relu_1"}
+
+
+def test_probing_random_ops_leaves_the_random_state_alone():
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.ReLU(), nn.Dropout(0.3)).train()
+    torch.manual_seed(3)
+    x = torch.randn(3, 4)
+    before = torch.get_rng_state()
+    zeros = {n.name: n.meta.get(ir.ZEROS) for n in fxprune.analyze(model, (x,)).graph_module.graph.nodes}
+    assert torch.equal(torch.get_rng_state(), before)
+    assert zeros["_1"] == zeros["_2"] == zeros["_3"] == (False, True)
+
+
+def test_probe_keys_tell_apart_what_the_evaluation_reads():
+    from fxprune.analysis.zeros import _key_of, _module_key
+
+    assert len({_key_of(c, set()) for c in (1, 1.0, True, -0.0, 0.0, "1", None)}) == 7
+    assert _key_of((1, [2.5]), set()) == _key_of((1, [2.5]), set()) != _key_of((1, (2.5,)), set())
+    assert _module_key(nn.ReLU()) == _module_key(nn.ReLU()) != _module_key(nn.ReLU(inplace=True))
+    assert _module_key(nn.Threshold(0.5, 0.0)) != _module_key(nn.Threshold(0.5, 2.0))
+    prelu = nn.PReLU()                                    # a parameter: the module itself
+    assert _module_key(prelu) == ("module", id(prelu)) != _module_key(nn.PReLU())
+    hooked = nn.ReLU()
+    hooked.register_forward_hook(lambda *a: None)
+    assert _module_key(hooked) == ("module", id(hooked))
+
+
 def test_a_scale_parameter_reduced_on_its_own_is_not_zero_once_removed():
     class M(nn.Module):
         def __init__(self):

@@ -10,7 +10,9 @@ consumer columns zeroed, multiplicative ``scale`` members kept):
   declaration: ``KEEP`` (zero where every input dim sharing the channels is,
   and no ``bias`` parameter is broadcast along it: a linear layer's bias
   fills the removed rows of a labelled leading dim),
-  ``PROBE`` (the elementwise op evaluated at zero, on one-element tensors),
+  ``PROBE`` (the elementwise op evaluated at zero, on one-element tensors,
+  without autograd and each from the same random state; an evaluation reading
+  what an earlier one read, the same op and constants, is not repeated),
   ``LOSE`` (never zero); a barrier's outputs are never zero;
 * an in-place op that leaves non-zero values makes its channels non-zero in
   every tensor read afterwards (views of the written tensor included);
@@ -75,6 +77,69 @@ def _pairs(labels: Any, flags: Any) -> Iterator[tuple[np.ndarray, bool]]:
         yield from _pairs(lab, flag)
 
 
+#: argument values a probe key holds as they are (others make an evaluation unkeyed: run every time)
+_KEYED = (int, bool, str, type(None), type(Ellipsis), torch.dtype, torch.device, torch.layout, torch.memory_format)
+
+
+class _Unkeyed(Exception):
+    pass
+
+
+def _key_of(a: Any, dead: set) -> Any:
+    """What a probe evaluation reads of one argument: a value's dtype, rank and fill; a constant itself."""
+    if isinstance(a, Value):
+        if a.is_tensor:
+            return ("tensor", a.spec.dtype, a.ndim, id(a) in dead)
+        return ("value", _key_of(a.spec, dead))
+    t = type(a)
+    if t in _KEYED:
+        return (t, a)
+    if t is float:
+        return (t, a.hex())  # 0.0 and -0.0 apart, nan equal to itself
+    if t in (tuple, list, torch.Size, fx.immutable_collections.immutable_list):
+        return (t, tuple(_key_of(x, dead) for x in a))
+    if t in (dict, fx.immutable_collections.immutable_dict):
+        return (t, tuple((k, _key_of(x, dead)) for k, x in a.items()))
+    if t is slice:
+        return (t, _key_of(a.start, dead), _key_of(a.stop, dead), _key_of(a.step, dead))
+    raise _Unkeyed
+
+
+def _module_key(m: torch.nn.Module) -> Any:
+    """A module with no state (no parameters, buffers, children or hooks) by its type and attributes; else itself."""
+    try:
+        attrs = []
+        for k, v in vars(m).items():
+            if isinstance(v, (dict, set, list)):
+                if v:
+                    raise _Unkeyed
+                attrs.append((k, type(v)))
+            else:
+                attrs.append((k, _key_of(v, set())))
+        key = ("stateless", type(m), tuple(attrs))
+        hash(key)
+        return key
+    except (_Unkeyed, TypeError):
+        return ("module", id(m))  # alive for the whole pass (the graph module holds it)
+
+
+def _probe_key(op: Any, args: Any, kwargs: Any, dead: set, round_: int) -> tuple | None:
+    """A key equal for two probe evaluations that compute the same thing; ``None`` where that is not known.
+
+    ``op`` keys the op (:meth:`_ZeroPass.op_key`: the function object, the method name, a
+    module without state by its type and attributes, any other module by identity) and,
+    per argument, what :meth:`_ZeroPass._evaluate` builds from it: a one-element tensor
+    of the value's dtype and rank, zero or the round's fill; constants by type and value.
+    Every evaluation starts from the same RNG state, so equal keys give equal results.
+    """
+    try:
+        key = (op, _key_of(args, dead), _key_of(kwargs, dead), round_)
+        hash(key)
+    except (_Unkeyed, TypeError):  # TypeError: an unhashable constant inside
+        return None
+    return key
+
+
 class _ZeroPass:
     def __init__(self, gm: fx.GraphModule, atoms: Atoms, roles: dict, calls: dict, sums: dict) -> None:
         self.gm = gm
@@ -85,6 +150,9 @@ class _ZeroPass:
         self.roots = atoms.roots()
         self.dirty = np.zeros(len(self.roots), dtype=bool)  # non-zero wherever read (in-place writes)
         self.scratch = np.zeros(len(self.roots), dtype=bool)
+        self.rng: torch.Tensor | None = None  # the CPU RNG state before the first probe, restored after each
+        self.probed: dict[tuple, bool] = {}  # probe results by what the evaluation reads (_probe_key)
+        self.module_keys: dict[int, Any] = {}  # id(module) -> _module_key
 
     # -- flags of values -------------------------------------------------
     def param_flags(self, name: str, ndim: int) -> tuple[bool, ...]:
@@ -161,11 +229,32 @@ class _ZeroPass:
                         and flags[id(v)][k] and self.scratch[self.roots[v.labels[k]]].any():
                     dead.add(id(v))
             self.scratch[r] = False
-            return all(self._evaluate(node, args, kwargs, dead, i) for i in range(3))
+            return all(self._evaluate_once(node, args, kwargs, dead, i) for i in range(3))
 
         return tuple(False if lab is None else zero(lab, d) for d, lab in enumerate(out_labels))
 
+    def op_key(self, node: fx.Node) -> Any:
+        if node.op == "call_module":
+            m = submodule(self.gm, str(node.target))
+            if id(m) not in self.module_keys:
+                self.module_keys[id(m)] = _module_key(m)
+            return self.module_keys[id(m)]
+        return (node.op, str(node.target) if node.op == "call_method" else id(node.target))
+
+    def _evaluate_once(self, node: fx.Node, args: Any, kwargs: Any, dead: set, round_: int) -> bool:
+        """:meth:`_evaluate`, remembered for evaluations that read the same things (:func:`_probe_key`)."""
+        key = _probe_key(self.op_key(node), args, kwargs, dead, round_)
+        if key is None:
+            return self._evaluate(node, args, kwargs, dead, round_)
+        if key not in self.probed:
+            self.probed[key] = self._evaluate(node, args, kwargs, dead, round_)
+        return self.probed[key]
+
     def _evaluate(self, node: fx.Node, args: Any, kwargs: Any, dead: set, round_: int) -> bool:
+        # run under no_grad (propagate_zeros); every evaluation starts from the RNG state of the first
+        if self.rng is None:
+            self.rng = torch.get_rng_state()
+
         def probe(a: Any) -> Any:
             if not isinstance(a, Value):
                 return a
@@ -179,18 +268,19 @@ class _ZeroPass:
             return torch.full((1,) * a.ndim, fill, dtype=a.spec.dtype)
 
         try:
-            with torch.random.fork_rng(devices=[]), torch.no_grad():
-                p_args = fx.node.map_aggregate(args, probe)
-                p_kwargs = fx.node.map_aggregate(kwargs, probe)
-                if node.op == "call_module":
-                    out = submodule(self.gm, str(node.target))(*p_args, **p_kwargs)
-                elif node.op == "call_method":
-                    out = getattr(p_args[0], str(node.target))(*p_args[1:], **p_kwargs)
-                else:
-                    out = node.target(*p_args, **p_kwargs)
+            p_args = fx.node.map_aggregate(args, probe)
+            p_kwargs = fx.node.map_aggregate(kwargs, probe)
+            if node.op == "call_module":
+                out = submodule(self.gm, str(node.target))(*p_args, **p_kwargs)
+            elif node.op == "call_method":
+                out = getattr(p_args[0], str(node.target))(*p_args[1:], **p_kwargs)
+            else:
+                out = node.target(*p_args, **p_kwargs)
             return isinstance(out, torch.Tensor) and out.device.type != "meta" and bool((out == 0).all())
         except Exception:  # noqa: BLE001 - an op that cannot be probed keeps nothing
             return False
+        finally:
+            torch.set_rng_state(self.rng)
 
     # -- the pass ------------------------------------------------------------
     def run(self) -> None:
@@ -240,4 +330,5 @@ def propagate_zeros(gm: fx.GraphModule, atoms: Atoms, roles: dict, calls: dict, 
     every tensor input and module parameter); ``sums`` maps it to the sums its
     rule declared with :meth:`~fxprune.ops.context.OpContext.contract`.
     """
-    _ZeroPass(gm, atoms, roles, calls, sums).run()
+    with torch.no_grad():  # the probes' evaluations (each restores the RNG state it found)
+        _ZeroPass(gm, atoms, roles, calls, sums).run()
