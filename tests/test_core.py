@@ -424,3 +424,28 @@ def test_whole_head_pruning_on_fused_qkv_with_a_split_override():
     assert gm.get_submodule("blocks.0.attn.qkv").out_features == 3 * 2 * 8
     with pytest.raises(ConfigError, match="not in the graph"):
         fxprune.analyze(model, x, split_overrides={"no_such_node": 1})
+
+
+def test_a_called_modules_state_is_read_as_named_parameters_and_named_buffers_list_it():
+    from fxprune.analysis.channels import _named_state
+
+    class Twice(nn.Module):  # one tensor under two names, a None parameter, a None buffer
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(3))
+            self.v = self.w
+            self.register_parameter("none", None)
+            self.register_buffer("b", torch.zeros(3))
+            self.register_buffer("nob", None)
+            self.register_buffer("w_again", self.w.detach())
+
+    class Renamed(nn.Linear):
+        def named_parameters(self, *args, **kwargs):
+            return iter([("renamed", self.weight)])
+
+    for m in (nn.Linear(2, 3), nn.Linear(2, 3, bias=False), nn.BatchNorm2d(4), Twice(), Renamed(2, 3),
+              nn.MultiheadAttention(4, 2), nn.Sequential(nn.Linear(2, 2), nn.ReLU())):
+        expected = list(m.named_parameters()) + list(m.named_buffers())
+        got = _named_state(m)
+        assert [n for n, _ in got] == [n for n, _ in expected]
+        assert all(a is b for (_, a), (_, b) in zip(got, expected))

@@ -103,6 +103,25 @@ class ChannelState:
     splits: tuple[SplitChoice, ...] = ()
 
 
+_STATE_READERS = ("named_parameters", "named_buffers", "_named_members", "named_modules")
+
+
+def _named_state(module: torch.nn.Module) -> list[tuple[str, Any]]:
+    """``[*module.named_parameters(), *module.named_buffers()]``; a module without children read from its
+    own dicts, as those generators read them (``None`` entries and a tensor held twice skipped)."""
+    cls = type(module)
+    if module._modules or any(getattr(cls, f) is not getattr(torch.nn.Module, f) for f in _STATE_READERS):
+        return list(module.named_parameters()) + list(module.named_buffers())
+    out: list[tuple[str, Any]] = []
+    for d in (module._parameters, module._buffers):
+        seen: set[int] = set()
+        for name, t in d.items():
+            if t is not None and id(t) not in seen:
+                seen.add(id(t))
+                out.append((name, t))
+    return out
+
+
 def _spec_has_tensor(spec: Any) -> bool:
     if isinstance(spec, TensorSpec):
         return True
@@ -149,6 +168,7 @@ class _Propagator:
         self.calls: dict[str, tuple] = {}  # node -> (args, kwargs, inputs) as its rule saw them
         self.sums: dict[str, list] = {}    # node -> the parameter-free sums its rule declared
         self.splits: list[SplitChoice] = []  # where a split policy chose
+        self._matches: dict[Any, Any] = {}  # registry key -> its match (see match)
 
     # -- parameters -------------------------------------------------------
     def param_value(self, qualname: str, tensor: torch.Tensor, node: fx.Node) -> Value:
@@ -167,7 +187,7 @@ class _Propagator:
         (``out_proj.weight`` of a ``nn.MultiheadAttention``), by name relative to the module."""
         prefix = str(node.target)
         out: dict[str, Value | None] = {}
-        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+        for name, t in _named_state(module):
             if t is None or not t.is_floating_point() and t.ndim == 0:
                 continue
             out[name] = self.param_value(f"{prefix}.{name}", t, node)
@@ -181,6 +201,16 @@ class _Propagator:
 
     def wrap(self, arg: Any) -> Any:
         return fx.node.map_aggregate(arg, lambda a: self.value_of(a) if isinstance(a, fx.Node) else a)
+
+    def match(self, key: Any) -> Any:
+        """``registry.match(key)``, once per key and pass (the registry does not change during a pass)."""
+        try:
+            return self._matches[key]
+        except KeyError:
+            hit = self._matches[key] = self.registry.match(key)
+            return hit
+        except TypeError:  # an unhashable target
+            return self.registry.match(key)
 
     # -- barriers ----------------------------------------------------------
     def barrier(self, node: fx.Node, reason: str, hint: str, values: Iterable[Any]) -> None:
@@ -236,8 +266,8 @@ class _Propagator:
             node.meta[ir.CHANNELS] = None
             node.meta[ir.RULE] = None
             return
-        key = node_key(node, self.gm)
-        hit = self.registry.match(key)
+        key = node_key(node, self.gm, module)
+        hit = self.match(key)
         everything = inputs + [p for p in params.values() if p is not None]
         if module is not None and getattr(module, "_forward_pre_hooks", None) and hit is not None:
             self.barrier(node, "the module has forward pre-hooks, which run outside the captured graph "

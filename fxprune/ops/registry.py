@@ -221,14 +221,17 @@ class Match:
     rule: Rule
 
 
-def node_key(node: fx.Node, root: torch.nn.Module) -> Any:
-    """The registry key of an fx node (function, :class:`Method`, module type or ATen overload)."""
+def node_key(node: fx.Node, root: torch.nn.Module, module: torch.nn.Module | None = None) -> Any:
+    """The registry key of an fx node (function, :class:`Method`, module type or ATen overload).
+
+    ``module``: the module a ``call_module`` node calls, where the caller has looked it up already.
+    """
     if node.op == "call_function":
         return node.target
     if node.op == "call_method":
         return Method(str(node.target))
     if node.op == "call_module":
-        module = submodule(root, str(node.target))
+        module = module if module is not None else submodule(root, str(node.target))
         return module.function.apply if isinstance(module, AutogradFunction) else type(module)
     return None
 
