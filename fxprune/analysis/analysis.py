@@ -41,6 +41,7 @@ from ..errors import ConfigError, ExampleInputError, FxPruneError, TraceError
 from ..ops.builtin import default_registry
 from ..ops.registry import Registry
 from .capture import bind_example_inputs, export, trace
+from .copying import lazy_graph_module
 from .shapes import propagate_shapes
 from .channels import POLICIES, Barrier, ChannelState, propagate_channels, resolve_ignore
 from .groups import Group, build_groups
@@ -383,7 +384,7 @@ def _analyze_with(frontend: "Frontend", model: torch.nn.Module, example_inputs: 
                    kept_functions=_ruled_functions(registry), example_inputs=example_inputs)
         notes.extend(gm.meta.get(ir.CAPTURE_NOTES, ()))
     if gm is model:  # a GraphModule given by the user: annotate a shallow copy of its graph
-        gm = fx.GraphModule(model, _copy_graph(model.graph), type(model).__name__)
+        gm = lazy_graph_module(model, _copy_graph(model.graph), type(model).__name__)
     propagate_shapes(gm, example_inputs)
     # kept calls that follow the mode and pass channels through (stochastic depth): registered, in a copy
     registry, recognised = recognise_mode_calls(gm, registry)

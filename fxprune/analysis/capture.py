@@ -34,6 +34,7 @@ from .. import ir
 from ..errors import ExampleInputError, TraceError, TrainEvalWarning
 from .modes import follow_mode, mode_differences
 from .shapes import as_example_inputs, propagate_shapes, spec_of
+from .copying import code_generated
 from .tracer import CAPTURE_LOCK, trace_module, tracing_copy
 
 __all__ = ["trace", "export", "propagate_shapes", "spec_of", "DEFAULT_LEAF_TYPES", "check_analysis_of",
@@ -319,7 +320,7 @@ def bind_example_inputs(model: Any, example_inputs: Any = (),
         return args
     if not isinstance(example_kwargs, Mapping):
         raise ExampleInputError(f"example_kwargs must be a dict of keyword inputs, got {type(example_kwargs).__name__}")
-    forward = getattr(model, "forward", model)
+    forward = getattr(code_generated(model), "forward", model)  # a lazy GraphModule: its real forward
     try:
         params = list(inspect.signature(forward).parameters.values())
     except (TypeError, ValueError) as exc:

@@ -6,7 +6,9 @@ node into a new graph without fxprune's ``node.meta`` keys,
 :func:`clean_copy` copies a whole graph, and :func:`own_copies` makes a
 GraphModule own deep copies of what it references, so that changing it never
 changes the user's model; :func:`deepcopy_module` is ``copy.deepcopy`` of a
-module tree, without its generic dispatch where a module class copies plainly.
+module tree, without its generic dispatch where a module class copies plainly;
+:func:`lazy_graph_module` builds a GraphModule whose Python code is generated
+on first use (the analysis reads only the graph).
 
 Example:
     >>> import torch, torch.fx as fx
@@ -29,7 +31,42 @@ import torch.fx as fx
 from .. import ir
 from ..modules import get_attr, set_attr
 
-__all__ = ["clean_copy", "copy_container", "copy_node", "deepcopy_module", "own_copies", "shallow_copy_module"]
+try:  # torch >= 2.3; the private class torch.fx builds its own passes' modules with
+    from torch.fx._lazy_graph_module import _LazyGraphModule
+except ImportError:  # pragma: no cover - an older or changed torch: code generated at once
+    _LazyGraphModule = fx.GraphModule
+
+__all__ = ["clean_copy", "code_generated", "copy_container", "copy_node", "deepcopy_module", "lazy_graph_module",
+           "own_copies", "shallow_copy_module"]
+
+
+def lazy_graph_module(root: torch.nn.Module, graph: fx.Graph, class_name: str = "GraphModule") -> fx.GraphModule:
+    """``fx.GraphModule(root, graph, class_name)``, generating its Python code on first use, not now.
+
+    The analysis passes read the graph and never run the module's code, and
+    :func:`fxprune.prune` emits a new module: generating (and compiling) the
+    traced module's code is a fifth of a small model's capture, spent for
+    nothing.  The module is a ``torch.fx`` ``_LazyGraphModule``: calling it,
+    reading ``code``, printing, copying or pickling it generates the code
+    first, so it behaves as the plain GraphModule would; ``forward``'s
+    signature reads ``(*args, **kwargs)`` until then (:func:`code_generated`).
+
+    Example:
+        >>> import torch
+        >>> m = torch.nn.Sequential(torch.nn.Linear(2, 2))
+        >>> gm = lazy_graph_module(m, fx.Tracer().trace(m))
+        >>> isinstance(gm, fx.GraphModule), "def forward(self, input)" in gm.code
+        (True, True)
+    """
+    return _LazyGraphModule(root, graph, class_name)
+
+
+def code_generated(gm: torch.nn.Module) -> torch.nn.Module:
+    """``gm`` with its Python code generated (a :func:`lazy_graph_module` defers it), so ``gm.forward`` is the real one."""
+    real_recompile = getattr(gm, "real_recompile", None)
+    if isinstance(gm, fx.GraphModule) and callable(real_recompile):
+        real_recompile()
+    return gm
 
 
 def copy_node(graph: fx.Graph, node: fx.Node, env: Mapping[fx.Node, fx.Node]) -> fx.Node:

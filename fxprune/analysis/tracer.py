@@ -69,7 +69,7 @@ from torch.nn.utils import parametrize
 from .. import ir
 from ..errors import TrainEvalWarning
 from ..ir import AutogradFunction
-from .copying import copy_container, shallow_copy_module
+from .copying import copy_container, lazy_graph_module, shallow_copy_module
 from .values import ValueTracing, keep_unused_state
 
 __all__ = ["CAPTURE_LOCK", "state_restored", "trace_module", "tracing_copy"]
@@ -453,7 +453,7 @@ def trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...] = (),
                 finally:
                     _LOCAL.tracer = None
             _read_flags_at_run_time(graph)
-            gm = fx.GraphModule(root, graph, type(model).__name__)
+            gm = lazy_graph_module(root, graph, type(model).__name__)  # code generated on first use
             gm.training = bool(root.training)
     tracer.values, tracer._fakes = None, {}
     if example_inputs is not None:
