@@ -1,6 +1,8 @@
 """Specifications of the rule registry: one registration per rule, loud failures, no inherited rules."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn as nn
@@ -93,3 +95,31 @@ def test_the_barrier_hint_is_runnable_advice():
     model = nn.Sequential(nn.Conv2d(3, 4, 1), Opaque(), nn.Conv2d(4, 2, 1))
     barrier = fxprune.analyze(model, (torch.randn(1, 3, 4, 4),), leaf_modules=[Opaque]).barriers[0]
     assert "reg.register(" in barrier.hint and "UNARY" in barrier.hint and "docs/rules.md" in barrier.hint
+
+
+def test_capture_keys_follow_the_registry_and_equal_the_formula_over_its_items():
+    import types
+
+    def formula(reg):
+        items = reg.items()
+        return (tuple(k for k, r in items if r.leaf and isinstance(k, (type, types.FunctionType))),
+                tuple(k for k, _ in items if isinstance(k, types.FunctionType)))
+
+    def helper(x):
+        return x
+
+    base = fxprune.ops.default_registry()
+    assert (base.leaf_types(), base.function_keys()) == formula(base)
+    assert base.leaf_types() is fxprune.ops.default_registry().leaf_types()     # once per built-in table
+    leaf_type = base.leaf_types()[0]
+    own = fxprune.ops.default_registry()
+    own.register(dataclasses.replace(fxprune.ops.UNARY, leaf=True, keys=fxprune.ops.Keys(functions=(helper,))))
+    own.register(leaf_type, rule=fxprune.ops.UNARY)                             # a leaf rule overridden
+    assert (own.leaf_types(), own.function_keys()) == formula(own)
+    assert helper in own.leaf_types() and helper in own.function_keys() and leaf_type not in own.leaf_types()
+    assert (base.leaf_types(), base.function_keys()) == formula(fxprune.ops.default_registry())
+    mutable = {helper: dataclasses.replace(fxprune.ops.UNARY, leaf=True)}
+    reg = fxprune.ops.Registry(types.MappingProxyType(mutable))                 # not a frozen table: read each time
+    assert reg.leaf_types() == (helper,)
+    mutable.clear()
+    assert reg.leaf_types() == ()

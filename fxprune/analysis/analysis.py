@@ -27,7 +27,6 @@ import difflib
 import enum
 import functools
 import json
-import types
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -400,7 +399,7 @@ def _analyze_with(frontend: "Frontend", model: torch.nn.Module, example_inputs: 
 
 def _ruled_functions(registry: Registry) -> tuple[Any, ...]:
     """The plain Python functions the registry has a rule for (capture keeps them as calls)."""
-    return tuple(k for k, _ in registry.items() if isinstance(k, types.FunctionType))
+    return registry.function_keys()
 
 
 def _ignored_names(model: torch.nn.Module, ignore: Sequence[Any]) -> list[str]:

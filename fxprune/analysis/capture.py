@@ -89,7 +89,7 @@ def trace(
     types = tuple(x for x in leaf_list if isinstance(x, type))
     names = frozenset(x for x in leaf_list if isinstance(x, str))
     functions = tuple(x for x in leaf_list if callable(x) and not isinstance(x, type))
-    unknown = sorted(names - {n for n, _ in model.named_modules()})
+    unknown = sorted(names - {n for n, _ in model.named_modules()}) if names else []
     if unknown:
         from ..errors import ConfigError
 

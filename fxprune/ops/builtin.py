@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import RegistrationError
 from . import (attention, concat, conv, elementwise, embedding, implant, indexing, layout, linear, matmul, norm,
                recurrent, reduce, spatial)
-from .registry import Registry, Rule, describe_key
+from .registry import Registry, Rule, describe_key, frozen_table
 
 __all__ = ["FAMILY_MODULES", "RULES", "TABLE", "default_registry"]
 
@@ -42,7 +42,7 @@ def _table(rules: tuple[Rule, ...]) -> dict[Any, Rule]:
     return table
 
 
-TABLE: "MappingProxyType[Any, Rule]" = MappingProxyType(_table(RULES))
+TABLE: "MappingProxyType[Any, Rule]" = frozen_table(_table(RULES))
 
 
 def default_registry() -> Registry:

@@ -88,6 +88,7 @@ __all__ = [
     "Registry",
     "Rule",
     "describe_key",
+    "frozen_table",
     "node_key",
 ]
 
@@ -246,6 +247,24 @@ def _overrides_forward(cls: type, base: type) -> bool:
     return False
 
 
+#: ``id(table) -> (table, (leaf types, function keys) or None until asked)`` of the tables :func:`frozen_table` made
+_CAPTURE_KEYS: dict[int, tuple[Mapping[Any, Rule], tuple[tuple[Any, ...], tuple[Any, ...]] | None]] = {}
+
+
+def frozen_table(rules: Mapping[Any, Rule]) -> MappingProxyType:
+    """A read-only table over a private copy of ``rules`` (the built-in table): nothing can change it,
+    so what a registry without rules of its own derives from it for capture is computed once.
+
+    Example:
+        >>> t = frozen_table({})
+        >>> Registry(t).leaf_types() is Registry(t).leaf_types()
+        True
+    """
+    table = MappingProxyType(dict(rules))
+    _CAPTURE_KEYS[id(table)] = (table, None)  # the table kept alive: its id stays its own
+    return table
+
+
 class Registry:
     """A mutable table of rules layered over an immutable base table."""
 
@@ -287,8 +306,24 @@ class Registry:
         a global name (``torch.fx`` autowrapping): a stochastic-depth helper
         ``drop_path(x, p, self.training)`` then follows the emitted module's mode.
         """
-        return tuple(k for k, r in self.items()
-                     if r.leaf and (isinstance(k, type) or isinstance(k, types.FunctionType)))
+        return self._capture_keys()[0]
+
+    def function_keys(self) -> tuple[Any, ...]:
+        """The plain Python functions with a rule (capture keeps them as calls), in :meth:`items` order."""
+        return self._capture_keys()[1]
+
+    def _capture_keys(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """``(leaf_types(), function_keys())``; for a registry without rules of its own over a
+        :func:`frozen_table`, computed once per table instead of from a merged copy at every capture."""
+        frozen = _CAPTURE_KEYS.get(id(self._base)) if not self._own else None
+        if frozen is not None and frozen[0] is self._base and frozen[1] is not None:
+            return frozen[1]
+        items = self.items()
+        keys = (tuple(k for k, r in items if r.leaf and (isinstance(k, type) or isinstance(k, types.FunctionType))),
+                tuple(k for k, _ in items if isinstance(k, types.FunctionType)))
+        if frozen is not None and frozen[0] is self._base:
+            _CAPTURE_KEYS[id(self._base)] = (self._base, keys)
+        return keys
 
     def _get(self, key: Any) -> Rule | None:
         try:
