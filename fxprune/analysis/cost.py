@@ -27,7 +27,7 @@ from .. import ir
 from ..ir import Atoms, KeepMask, TensorSpec
 from ..modules import submodule
 from ..ops.context import OpContext, Value
-from ..ops.registry import Registry
+from ..ops.registry import Registry, node_key
 
 __all__ = ["count_macs", "count_params", "node_macs", "plan_costs", "plan_node_macs", "plan_specs"]
 
@@ -48,14 +48,13 @@ def node_macs(gm: fx.GraphModule, node: fx.Node, registry: Registry,
     """
     if node.op not in ("call_module", "call_function", "call_method"):
         return 0
-    rule = registry.lookup(node, gm)
+    module = submodule(gm, str(node.target)) if node.op == "call_module" else None
+    rule = registry.rule_for_key(node_key(node, gm, module))
     if rule is None or rule.macs is None:
         return 0
     spec_of = spec_of or (lambda n: n.meta.get(ir.SPEC))
     params: dict[str, Value | None] = {}
-    module = None
-    if node.op == "call_module":
-        module = submodule(gm, str(node.target))
+    if module is not None:
         for name, t in module.named_parameters():
             spec = param_spec(f"{node.target}.{name}", t) if param_spec else TensorSpec(tuple(t.shape), t.dtype)
             params[name] = Value(spec, None, None, name)
