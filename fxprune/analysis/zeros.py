@@ -123,8 +123,9 @@ def _module_key(m: torch.nn.Module) -> Any:
         return ("module", id(m))  # alive for the whole pass (the graph module holds it)
 
 
-def _probe_key(op: Any, args: Any, kwargs: Any, dead: set, round_: int) -> tuple | None:
-    """A key equal for two probe evaluations that compute the same thing; ``None`` where that is not known.
+def _probe_key(op: Any, args: Any, kwargs: Any, dead: set) -> tuple | None:
+    """A key equal for two probes (each a round of evaluations) that compute the same things; ``None``
+    where that is not known.
 
     ``op`` keys the op (:meth:`_ZeroPass.op_key`: the function object, the method name, a
     module without state by its type and attributes, any other module by identity) and,
@@ -133,7 +134,7 @@ def _probe_key(op: Any, args: Any, kwargs: Any, dead: set, round_: int) -> tuple
     Every evaluation starts from the same RNG state, so equal keys give equal results.
     """
     try:
-        key = (op, _key_of(args, dead), _key_of(kwargs, dead), round_)
+        key = (op, _key_of(args, dead), _key_of(kwargs, dead))
         hash(key)
     except (_Unkeyed, TypeError):  # TypeError: an unhashable constant inside
         return None
@@ -218,6 +219,7 @@ class _ZeroPass:
         fx.node.map_aggregate((args, kwargs), lambda a: flat.append(a) if isinstance(a, Value) else None)
         flags = {id(v): self.flags(v) for v in flat if v.is_tensor}
         nd = len(spec.shape)
+        op = self.op_key(node)
 
         def zero(lab: np.ndarray, d: int) -> bool:
             r = self.roots[lab]
@@ -229,7 +231,8 @@ class _ZeroPass:
                         and flags[id(v)][k] and self.scratch[self.roots[v.labels[k]]].any():
                     dead.add(id(v))
             self.scratch[r] = False
-            return all(self._evaluate_once(node, args, kwargs, dead, i) for i in range(3))
+            key = _probe_key(op, args, kwargs, dead)
+            return all(self._evaluate_once(node, args, kwargs, dead, i, key) for i in range(3))
 
         return tuple(False if lab is None else zero(lab, d) for d, lab in enumerate(out_labels))
 
@@ -241,11 +244,12 @@ class _ZeroPass:
             return self.module_keys[id(m)]
         return (node.op, str(node.target) if node.op == "call_method" else id(node.target))
 
-    def _evaluate_once(self, node: fx.Node, args: Any, kwargs: Any, dead: set, round_: int) -> bool:
-        """:meth:`_evaluate`, remembered for evaluations that read the same things (:func:`_probe_key`)."""
-        key = _probe_key(self.op_key(node), args, kwargs, dead, round_)
+    def _evaluate_once(self, node: fx.Node, args: Any, kwargs: Any, dead: set, round_: int,
+                       key: tuple | None) -> bool:
+        """:meth:`_evaluate`, remembered for evaluations that read the same things (``key``: :func:`_probe_key`)."""
         if key is None:
             return self._evaluate(node, args, kwargs, dead, round_)
+        key = (key, round_)
         if key not in self.probed:
             self.probed[key] = self._evaluate(node, args, kwargs, dead, round_)
         return self.probed[key]
