@@ -214,11 +214,13 @@ class Atoms:
     """A growable union-find over integer atoms with per-atom flags."""
 
     def __init__(self) -> None:
+        # every array starts as zeros (``np.zeros`` asks the OS for zeroed pages, touched only when
+        # written), so growing costs one copy of what is there; reasons are stored as id + 1 (0: none)
         self._parent = np.zeros(1024, dtype=np.int64)
         self._fixed = np.zeros(1024, dtype=bool)
         self._mixing = np.zeros(1024, dtype=bool)
-        self._fix_reason = np.full(1024, -1, dtype=np.int64)
-        self._mix_reason = np.full(1024, -1, dtype=np.int64)
+        self._fix_reason = np.zeros(1024, dtype=np.int64)
+        self._mix_reason = np.zeros(1024, dtype=np.int64)
         self._reasons: list[str] = []
         self._reason_ids: dict[str, int] = {}
         self._n = 0
@@ -231,18 +233,17 @@ class Atoms:
         if need <= cap:
             return
         new = max(need, 2 * cap)
-        for name, fill in (("_parent", 0), ("_fixed", False), ("_mixing", False),
-                           ("_fix_reason", -1), ("_mix_reason", -1)):
+        for name in ("_parent", "_fixed", "_mixing", "_fix_reason", "_mix_reason"):
             old = getattr(self, name)
-            arr = np.full(new, fill, dtype=old.dtype)
-            arr[:cap] = old
+            arr = np.zeros(new, dtype=old.dtype)
+            arr[: self._n] = old[: self._n]
             setattr(self, name, arr)
 
     def fresh(self, n: int) -> np.ndarray:
         """Allocate ``n`` new atoms, each its own root."""
         self._grow(self._n + n)
         ids = np.arange(self._n, self._n + n, dtype=np.int64)
-        self._parent[ids] = ids
+        self._parent[self._n: self._n + n] = ids
         self._n += n
         return ids
 
@@ -292,8 +293,8 @@ class Atoms:
         if ids.size == 0:
             return
         rid = self._reason_id(reason)
-        fresh = ids[reasons[ids] < 0]
-        reasons[fresh] = rid
+        fresh = ids[reasons[ids] == 0]
+        reasons[fresh] = rid + 1
         flags[ids] = True
 
     def fix(self, ids: np.ndarray, reason: str) -> None:
@@ -314,7 +315,7 @@ class Atoms:
         out: dict[int, str] = {}
         for r, why in zip(roots[sel].tolist(), reasons[: self._n][sel].tolist()):
             if r not in out:
-                out[r] = self._reasons[why] if why >= 0 else "unknown"
+                out[r] = self._reasons[why - 1] if why > 0 else "unknown"
         return out
 
     def fixed_roots(self) -> dict[int, str]:
