@@ -252,6 +252,38 @@ def _space_roots(labels: Sequence[Any], roots: np.ndarray) -> list[np.ndarray]:
     return [None if lab is None else roots[lab] for lab in labels]
 
 
+def _first_holder_edges(spaces: Sequence[tuple[int, np.ndarray]], n_roots: int) -> list[tuple[int, int, int]]:
+    """``(a, b, shared)`` for every pair of spaces where ``a`` is the first space holding a root
+    that ``b`` also holds, ``shared`` such roots; sorted by ``(a, b)``.
+
+    ``spaces`` lists ``(space index, distinct roots)`` in increasing space index.  One pass
+    with a root -> first-holder table: linear in the roots, where sorting every root of
+    every space grew faster than the graph.
+
+    Example:
+        >>> _first_holder_edges([(0, np.array([1, 2])), (2, np.array([2, 3])), (5, np.array([1, 2, 3]))], 4)
+        [(0, 2, 1), (0, 5, 2), (2, 5, 1)]
+    """
+    first = np.full(n_roots, -1, dtype=np.int64)  # root -> the first space holding it
+    codes: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    for i, free in spaces:
+        holder = first[free]
+        new = holder < 0
+        first[free[new]] = i
+        src = holder[~new]
+        if src.size:
+            srcs, count = np.unique(src, return_counts=True)
+            codes.append(np.stack([srcs, np.full(len(srcs), i, dtype=np.int64)], axis=1))
+            counts.append(count)
+    if not codes:
+        return []
+    pairs = np.concatenate(codes)
+    shared = np.concatenate(counts)
+    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
+    return [(a, b, c) for (a, b), c in zip(pairs[order].tolist(), shared[order].tolist())]
+
+
 def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], nx.Graph]:
     """Compute the groups and the coupling graph from a channel state."""
     atoms = state.atoms
@@ -314,23 +346,9 @@ def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
             attrs["node"] = state.param_nodes.get(name, "")
         graph.add_node(_space_id(kind, name, d), **attrs)
     reps = [i for i, rep in enumerate(rep_of) if rep == i]
-    if reps:
-        # edges between distinct label arrays: from the first space holding a root to every other
-        lengths = np.fromiter((len(free_of[i]) for i in reps), dtype=np.int64, count=len(reps))
-        sid = np.repeat(np.asarray(reps, dtype=np.int64), lengths)
-        rid = np.concatenate([free_of[i] for i in reps])
-        order_idx = np.argsort(rid, kind="stable")  # stable: spaces stay in order per root
-        rid, sid = rid[order_idx], sid[order_idx]
-        first = np.ones(len(rid), dtype=bool)
-        first[1:] = rid[1:] != rid[:-1]
-        head = np.maximum.accumulate(np.where(first, np.arange(len(rid)), 0))
-        src = sid[head]
-        keep = src != sid
-        n_spaces = len(spaces)
-        codes, counts = np.unique(src[keep] * n_spaces + sid[keep], return_counts=True)
-        for code, count in zip(codes.tolist(), counts.tolist()):
-            a, b = divmod(code, n_spaces)
-            graph.add_edge(_space_id(*spaces[a][:3]), _space_id(*spaces[b][:3]), shared=count)
+    # edges between distinct label arrays: from the first space holding a root to every other
+    for a, b, count in _first_holder_edges([(i, free_of[i]) for i in reps], len(roots)):
+        graph.add_edge(_space_id(*spaces[a][:3]), _space_id(*spaces[b][:3]), shared=count)
     for i, rep in enumerate(rep_of):  # a space with the label array of an earlier one shares all of it
         if rep != i:
             graph.add_edge(_space_id(*spaces[rep][:3]), _space_id(*spaces[i][:3]), shared=len(free_of[i]))

@@ -1,0 +1,52 @@
+"""Helpers rewritten to keep analysis cost per node flat give the results of the code they replaced."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fxprune.analysis.groups import _first_holder_edges
+from fxprune.ir import Atoms
+
+
+def _edges_by_sorting(spaces, n_spaces):
+    """The former formula: every root of every space sorted stably, edges from each root's first holder."""
+    if not spaces:
+        return []
+    lengths = np.fromiter((len(f) for _, f in spaces), dtype=np.int64, count=len(spaces))
+    sid = np.repeat(np.asarray([i for i, _ in spaces], dtype=np.int64), lengths)
+    rid = np.concatenate([f for _, f in spaces])
+    order_idx = np.argsort(rid, kind="stable")
+    rid, sid = rid[order_idx], sid[order_idx]
+    first = np.ones(len(rid), dtype=bool)
+    first[1:] = rid[1:] != rid[:-1]
+    head = np.maximum.accumulate(np.where(first, np.arange(len(rid)), 0))
+    src = sid[head]
+    keep = src != sid
+    codes, counts = np.unique(src[keep] * n_spaces + sid[keep], return_counts=True)
+    return [(*divmod(code, n_spaces), count) for code, count in zip(codes.tolist(), counts.tolist())]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_first_holder_edges_equal_the_sorting_formula(seed):
+    rng = np.random.default_rng(seed)
+    n_roots = int(rng.integers(1, 60))
+    indices = sorted(rng.choice(200, size=int(rng.integers(0, 40)), replace=False).tolist())
+    spaces = [(i, np.unique(rng.integers(0, n_roots, size=int(rng.integers(1, 30))))) for i in indices]
+    assert _first_holder_edges(spaces, n_roots) == _edges_by_sorting(spaces, 200)
+
+
+def test_atoms_keep_the_first_reason_across_growth():
+    atoms = Atoms()
+    a = atoms.fresh(3000)          # grows past the initial capacity
+    atoms.fix(a[:10], "first")
+    b = atoms.fresh(5000)
+    atoms.fix(a[5:20], "second")   # atoms 5..9 keep "first"
+    atoms.mark_mixing(b[:2], "mix")
+    atoms.unify(a[:1], b[:1])
+    fixed = atoms.fixed_roots()
+    assert fixed[int(atoms.find(a[:1])[0])] == "first"
+    assert fixed[int(a[7])] == "first" and fixed[int(a[12])] == "second"
+    assert int(b[100]) not in fixed and int(a[25]) not in fixed
+    assert atoms.mixing_roots() == {int(atoms.find(b[:1])[0]): "mix", int(b[1]): "mix"}
+    roots, fixed_mask, mixing_mask = atoms.root_masks()
+    assert fixed_mask.sum() == 20 and mixing_mask.sum() == 2 and len(roots) == 8000
