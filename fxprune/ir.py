@@ -224,6 +224,11 @@ class Atoms:
         self._reasons: list[str] = []
         self._reason_ids: dict[str, int] = {}
         self._n = 0
+        # what the whole-array queries computed, valid while ``_version`` stays: large graphs ask
+        # for every root several times between changes (each pass a gather over every atom)
+        self._version = 0
+        self._roots: np.ndarray | None = None   # every atom's root (read-only), for ``_version``
+        self._flag_cache: dict[str, tuple[int, dict[int, str]]] = {}
 
     def __len__(self) -> int:
         return self._n
@@ -245,11 +250,18 @@ class Atoms:
         ids = np.arange(self._n, self._n + n, dtype=np.int64)
         self._parent[self._n: self._n + n] = ids
         self._n += n
+        self._changed()
         return ids
+
+    def _changed(self) -> None:
+        self._version += 1
+        self._roots = None
 
     def find(self, ids: np.ndarray) -> np.ndarray:
         """Roots of ``ids`` (vectorised, with path compression)."""
         ids = np.asarray(ids, dtype=np.int64)
+        if self._roots is not None:  # nothing changed since every root was computed
+            return self._roots[ids]
         r = self._parent[ids]
         while True:
             p = self._parent[r]
@@ -275,6 +287,7 @@ class Atoms:
             # Duplicate ``hi`` entries keep only one assignment; the loop repeats
             # until every pair agrees, each pass strictly lowering some root.
             self._parent[hi] = lo
+            self._changed()
 
     def unify_all(self, ids: np.ndarray) -> None:
         """Unify every atom in ``ids`` with every other."""
@@ -296,6 +309,7 @@ class Atoms:
         fresh = ids[reasons[ids] == 0]
         reasons[fresh] = rid + 1
         flags[ids] = True
+        self._version += 1  # the roots stand; the flagged roots change
 
     def fix(self, ids: np.ndarray, reason: str) -> None:
         """Mark atoms as not prunable (a barrier), remembering why."""
@@ -306,25 +320,33 @@ class Atoms:
         self._flag(self._mixing, self._mix_reason, ids, reason)
 
     def roots(self) -> np.ndarray:
-        """The root of every atom allocated so far."""
-        return self.find(np.arange(self._n, dtype=np.int64))
+        """The root of every atom allocated so far (a read-only array, shared until atoms change)."""
+        if self._roots is None:
+            roots = self.find(np.arange(self._n, dtype=np.int64))
+            roots.flags.writeable = False
+            self._roots = roots
+        return self._roots
 
-    def _root_flags(self, flags: np.ndarray, reasons: np.ndarray) -> dict[int, str]:
-        roots = self.roots()
-        sel = flags[: self._n]
-        out: dict[int, str] = {}
-        for r, why in zip(roots[sel].tolist(), reasons[: self._n][sel].tolist()):
-            if r not in out:
-                out[r] = self._reasons[why - 1] if why > 0 else "unknown"
-        return out
+    def _root_flags(self, name: str, flags: np.ndarray, reasons: np.ndarray) -> dict[int, str]:
+        hit = self._flag_cache.get(name)
+        if hit is None or hit[0] != self._version:
+            roots = self.roots()
+            sel = np.flatnonzero(flags[: self._n])
+            r = roots[sel]
+            # each root's first flagged atom (np.unique's first occurrences), in atom order
+            first = np.sort(np.unique(r, return_index=True)[1])
+            out = {root: self._reasons[why - 1] if why > 0 else "unknown"
+                   for root, why in zip(r[first].tolist(), reasons[sel[first]].tolist())}
+            hit = self._flag_cache[name] = (self._version, out)
+        return dict(hit[1])
 
     def fixed_roots(self) -> dict[int, str]:
         """Roots that may not be pruned, each with the first reason recorded."""
-        return self._root_flags(self._fixed, self._fix_reason)
+        return self._root_flags("fixed", self._fixed, self._fix_reason)
 
     def mixing_roots(self) -> dict[int, str]:
         """Roots that pass through a channel-mixing op, each with its reason."""
-        return self._root_flags(self._mixing, self._mix_reason)
+        return self._root_flags("mixing", self._mixing, self._mix_reason)
 
     def root_masks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(roots, fixed, mixing)``: every atom's root, and boolean masks over roots."""

@@ -50,3 +50,28 @@ def test_atoms_keep_the_first_reason_across_growth():
     assert atoms.mixing_roots() == {int(atoms.find(b[:1])[0]): "mix", int(b[1]): "mix"}
     roots, fixed_mask, mixing_mask = atoms.root_masks()
     assert fixed_mask.sum() == 20 and mixing_mask.sum() == 2 and len(roots) == 8000
+
+
+def test_atoms_cached_roots_and_flags_follow_every_change():
+    atoms = Atoms()
+    a = atoms.fresh(4)
+    roots = atoms.roots()
+    assert roots.tolist() == [0, 1, 2, 3] and atoms.roots() is roots
+    with pytest.raises(ValueError):
+        roots[0] = 3                      # shared: read-only
+    atoms.fix(a[3:], "out")
+    assert atoms.fixed_roots() == {3: "out"}
+    atoms.unify(a[2:3], a[3:4])           # the fixed atom's root becomes 2
+    assert atoms.roots().tolist() == [0, 1, 2, 2] and atoms.find(a).tolist() == [0, 1, 2, 2]
+    assert atoms.fixed_roots() == {2: "out"}
+    b = atoms.fresh(2)
+    assert atoms.roots().tolist() == [0, 1, 2, 2, 4, 5]
+    atoms.fix(b[1:], "later")
+    atoms.mark_mixing(a[:1], "norm")
+    assert atoms.fixed_roots() == {2: "out", 5: "later"} and atoms.mixing_roots() == {0: "norm"}
+    got = atoms.fixed_roots()
+    got.clear()                           # a copy: the cache stays whole
+    assert atoms.fixed_roots() == {2: "out", 5: "later"}
+    atoms.unify(a[:1], b[1:])
+    assert atoms.fixed_roots() == {2: "out", 0: "later"} and atoms.mixing_roots() == {0: "norm"}
+    assert list(atoms.fixed_roots()) == [2, 0]   # in the order of each root's first flagged atom
