@@ -75,3 +75,16 @@ def test_atoms_cached_roots_and_flags_follow_every_change():
     atoms.unify(a[:1], b[1:])
     assert atoms.fixed_roots() == {2: "out", 0: "later"} and atoms.mixing_roots() == {0: "norm"}
     assert list(atoms.fixed_roots()) == [2, 0]   # in the order of each root's first flagged atom
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_first_occurrences_equal_unique_of_the_concatenation(seed):
+    from fxprune.analysis.groups import _first_occurrences
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 50))
+    arrays = [rng.integers(0, n, size=int(rng.integers(0, 20))) for _ in range(int(rng.integers(1, 8)))]
+    seen = np.zeros(n, dtype=bool)
+    both = np.concatenate(arrays)
+    _, first_idx = np.unique(both, return_index=True)
+    assert _first_occurrences(arrays, seen).tolist() == both[np.sort(first_idx)].tolist()
+    assert not seen.any()

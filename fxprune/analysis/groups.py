@@ -284,6 +284,31 @@ def _first_holder_edges(spaces: Sequence[tuple[int, np.ndarray]], n_roots: int) 
     return [(a, b, c) for (a, b), c in zip(pairs[order].tolist(), shared[order].tolist())]
 
 
+def _first_occurrences(arrays: Sequence[np.ndarray], seen: np.ndarray) -> np.ndarray:
+    """The distinct values of ``arrays`` concatenated, in order of first occurrence.
+
+    ``seen`` is an all-``False`` scratch table over the values, left all-``False``.  Values
+    seen in an earlier array are dropped by one lookup each, so only new values are sorted:
+    one group can span every layer of a model (a residual stream), and sorting all of its
+    members' roots at once grew faster than the graph.
+
+    Example:
+        >>> _first_occurrences([np.array([3, 1, 3]), np.array([1, 4, 0])], np.zeros(5, dtype=bool)).tolist()
+        [3, 1, 4, 0]
+    """
+    parts = []
+    for arr in arrays:
+        new = arr[~seen[arr]]
+        if new.size:
+            _, first = np.unique(new, return_index=True)
+            new = new[np.sort(first)]
+            seen[new] = True
+            parts.append(new)
+    out = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    seen[out] = False
+    return out
+
+
 def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], nx.Graph]:
     """Compute the groups and the coupling graph from a channel state."""
     atoms = state.atoms
@@ -356,6 +381,7 @@ def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
     index = {_space_id(*s[:3]): s for s in spaces}
     components = [sorted(c) for c in nx.connected_components(graph)]
     built = []
+    seen = np.zeros(len(roots), dtype=bool)  # roots already listed by the component at hand
     for comp in components:
         params = [index[c] for c in comp if index[c][0] == "param"]
         tensors = [index[c] for c in comp if index[c][0] == "tensor"]
@@ -364,9 +390,7 @@ def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
         params.sort(key=lambda s: (order.get(state.param_nodes.get(s[1], ""), 0),
                                    state.roles.get((s[1], s[2]), Role.COUPLED).rank, s[1], s[2]))
         tensors.sort(key=lambda s: (order.get(s[1], 0), s[2]))
-        all_roots = np.concatenate([s[3] for s in params])
-        _, first_idx = np.unique(all_roots, return_index=True)
-        channel_roots = all_roots[np.sort(first_idx)]
+        channel_roots = _first_occurrences([s[3] for s in params], seen)
         built.append((params, tensors, channel_roots))
     built.sort(key=lambda b: (order.get(state.param_nodes.get(b[0][0][1], ""), 0), b[0][0][1], b[0][0][2]))
 
