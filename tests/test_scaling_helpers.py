@@ -88,3 +88,44 @@ def test_first_occurrences_equal_unique_of_the_concatenation(seed):
     _, first_idx = np.unique(both, return_index=True)
     assert _first_occurrences(arrays, seen).tolist() == both[np.sort(first_idx)].tolist()
     assert not seen.any()
+
+
+def test_tracer_names_parameters_and_buffers_as_torch_fx_does():
+    import torch
+    import torch.fx as fx
+
+    from fxprune.analysis.tracer import trace_module
+
+    class Block(torch.nn.Module):
+        def __init__(self, shared):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(4))
+            self.shared = shared                                  # one tensor under several names
+            self.register_buffer("table", torch.arange(4.0))
+            self.plain = torch.full((4,), 2.0)                     # not a parameter or buffer: a constant
+
+        def forward(self, x):
+            return x * self.scale * self.shared + self.table + self.scale * self.plain
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            shared = torch.nn.Parameter(torch.full((4,), 3.0))
+            self.blocks = torch.nn.ModuleList(Block(shared) for _ in range(3))
+
+        def forward(self, x):
+            for b in self.blocks:
+                x = b(x)
+            return x
+
+    class Plain(fx.Tracer):
+        proxy_buffer_attributes = True
+
+    model = M()
+    ours = trace_module(model).graph
+    theirs = Plain().trace(model)
+
+    def attrs(graph):
+        return [(n.op, str(n.target)) for n in graph.nodes if n.op in ("get_attr", "placeholder", "output")]
+    assert attrs(ours) == attrs(theirs)
+    assert sum(n.target == "blocks.0.shared" for n in ours.nodes) == 1   # every block reads the first name
