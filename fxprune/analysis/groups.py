@@ -252,6 +252,11 @@ def _space_roots(labels: Sequence[Any], roots: np.ndarray) -> list[np.ndarray]:
     return [None if lab is None else roots[lab] for lab in labels]
 
 
+def _index_dtype(largest: int) -> type:
+    """int32 where every value up to ``largest`` fits (half the memory of a table over every root), else int64."""
+    return np.int32 if largest < np.iinfo(np.int32).max else np.int64
+
+
 def _first_holder_edges(spaces: Sequence[tuple[int, np.ndarray]], n_roots: int) -> list[tuple[int, int, int]]:
     """``(a, b, shared)`` for every pair of spaces where ``a`` is the first space holding a root
     that ``b`` also holds, ``shared`` such roots; sorted by ``(a, b)``.
@@ -264,7 +269,8 @@ def _first_holder_edges(spaces: Sequence[tuple[int, np.ndarray]], n_roots: int) 
         >>> _first_holder_edges([(0, np.array([1, 2])), (2, np.array([2, 3])), (5, np.array([1, 2, 3]))], 4)
         [(0, 2, 1), (0, 5, 2), (2, 5, 1)]
     """
-    first = np.full(n_roots, -1, dtype=np.int64)  # root -> the first space holding it
+    # root -> the first space holding it (int32 where it fits: a table over every root is large)
+    first = np.full(n_roots, -1, dtype=_index_dtype(spaces[-1][0] if spaces else 0))
     codes: list[np.ndarray] = []
     counts: list[np.ndarray] = []
     for i, free in spaces:
@@ -395,7 +401,8 @@ def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
     built.sort(key=lambda b: (order.get(state.param_nodes.get(b[0][0][1], ""), 0), b[0][0][1], b[0][0][2]))
 
     groups = []
-    lookup = np.full(len(roots), -1, dtype=np.int64)  # root -> group channel, reset after each group
+    # root -> group channel, reset after each group (members copy their index maps as int64)
+    lookup = np.full(len(roots), -1, dtype=_index_dtype(len(roots)))
     for gid, (params, tensors, channel_roots) in enumerate(built):
         lookup[channel_roots] = np.arange(len(channel_roots))
         members = []
