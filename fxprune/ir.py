@@ -322,7 +322,16 @@ class Atoms:
     def roots(self) -> np.ndarray:
         """The root of every atom allocated so far (a read-only array, shared until atoms change)."""
         if self._roots is None:
-            roots = self.find(np.arange(self._n, dtype=np.int64))
+            # find() of every atom, without an index array: the gathers reuse one buffer and the
+            # compression is a slice write (each temporary over every atom costs page faults)
+            parent = self._parent[: self._n]
+            roots, step = parent.copy(), np.empty(self._n, dtype=np.int64)
+            while True:
+                np.take(parent, roots, out=step)
+                if np.array_equal(step, roots):
+                    break
+                roots, step = step, roots
+            parent[:] = roots
             roots.flags.writeable = False
             self._roots = roots
         return self._roots

@@ -129,3 +129,18 @@ def test_tracer_names_parameters_and_buffers_as_torch_fx_does():
         return [(n.op, str(n.target)) for n in graph.nodes if n.op in ("get_attr", "placeholder", "output")]
     assert attrs(ours) == attrs(theirs)
     assert sum(n.target == "blocks.0.shared" for n in ours.nodes) == 1   # every block reads the first name
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_roots_equal_find_of_every_atom(seed):
+    rng = np.random.default_rng(seed)
+    atoms = Atoms()
+    n = int(rng.integers(1, 300))
+    atoms.fresh(n)
+    for _ in range(int(rng.integers(0, 40))):
+        k = int(rng.integers(1, 10))
+        atoms.unify(rng.integers(0, n, k), rng.integers(0, n, k))
+    twin = Atoms()
+    twin.fresh(n)
+    twin._parent[:n] = atoms._parent[:n]    # the same forest, its roots found atom by atom
+    assert atoms.roots().tolist() == twin.find(np.arange(n)).tolist()
