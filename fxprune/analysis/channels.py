@@ -352,13 +352,15 @@ class _Propagator:
                 continue
             for lab in iter_label_arrays(node.meta.get(ir.CHANNELS)):
                 distinct.setdefault(id(lab), lab)
-        arrays = list(distinct.values())
+        # every root once (fixing below changes flags, not roots), read per array: no concatenation
+        # of every activation's labels, no find passes over it
+        roots = self.atoms.roots()
         live = np.zeros(len(self.atoms), dtype=bool)
-        if arrays:
-            live[self.atoms.find(np.concatenate(arrays))] = True
+        for lab in distinct.values():
+            live[roots[lab]] = True
         for name, labels in self.param_labels.items():
             for d, lab in enumerate(labels):
-                dead = ~live[self.atoms.find(lab)]
+                dead = ~live[roots[lab]]
                 if dead.any():
                     self.atoms.fix(lab[dead], f"parameter '{name}' dim {d} is not a channel of any activation")
 
