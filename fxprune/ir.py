@@ -224,6 +224,7 @@ class Atoms:
         self._reasons: list[str] = []
         self._reason_ids: dict[str, int] = {}
         self._n = 0
+        self._flag_hi = 0  # one past the highest atom ever flagged (fixed or mixing)
         # what the whole-array queries computed, valid while ``_version`` stays: large graphs ask
         # for every root several times between changes (each pass a gather over every atom)
         self._version = 0
@@ -240,8 +241,11 @@ class Atoms:
         new = max(need, 2 * cap)
         for name in ("_parent", "_fixed", "_mixing", "_fix_reason", "_mix_reason"):
             old = getattr(self, name)
+            # the flag arrays are zero past the last flagged atom: copying those zeros would touch
+            # every page of the new array
+            keep = self._n if name == "_parent" else min(self._flag_hi, cap)
             arr = np.zeros(new, dtype=old.dtype)
-            arr[: self._n] = old[: self._n]
+            arr[:keep] = old[:keep]
             setattr(self, name, arr)
 
     def fresh(self, n: int) -> np.ndarray:
@@ -306,6 +310,7 @@ class Atoms:
         if ids.size == 0:
             return
         rid = self._reason_id(reason)
+        self._flag_hi = max(self._flag_hi, int(ids.max()) + 1 if ids.min() >= 0 else len(flags))
         fresh = ids[reasons[ids] == 0]
         reasons[fresh] = rid + 1
         flags[ids] = True
