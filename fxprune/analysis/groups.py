@@ -269,15 +269,16 @@ def _first_holder_edges(spaces: Sequence[tuple[int, np.ndarray]], n_roots: int) 
         >>> _first_holder_edges([(0, np.array([1, 2])), (2, np.array([2, 3])), (5, np.array([1, 2, 3]))], 4)
         [(0, 2, 1), (0, 5, 2), (2, 5, 1)]
     """
-    # root -> the first space holding it (int32 where it fits: a table over every root is large)
-    first = np.full(n_roots, -1, dtype=_index_dtype(spaces[-1][0] if spaces else 0))
+    # root -> 1 + the first space holding it, 0: none yet (int32 where it fits; zeros, so only
+    # the pages of roots written are touched: a table over every root is large)
+    first = np.zeros(n_roots, dtype=_index_dtype(spaces[-1][0] + 1 if spaces else 0))
     codes: list[np.ndarray] = []
     counts: list[np.ndarray] = []
     for i, free in spaces:
         holder = first[free]
-        new = holder < 0
-        first[free[new]] = i
-        src = holder[~new]
+        new = holder == 0
+        first[free[new]] = i + 1
+        src = holder[~new].astype(np.int64) - 1
         if src.size:
             srcs, count = np.unique(src, return_counts=True)
             codes.append(np.stack([srcs, np.full(len(srcs), i, dtype=np.int64)], axis=1))
@@ -401,16 +402,17 @@ def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
     built.sort(key=lambda b: (order.get(state.param_nodes.get(b[0][0][1], ""), 0), b[0][0][1], b[0][0][2]))
 
     groups = []
-    # root -> group channel, reset after each group (members copy their index maps as int64)
-    lookup = np.full(len(roots), -1, dtype=_index_dtype(len(roots)))
+    # root -> 1 + group channel, 0: none (zeros, int32 where it fits: see _first_holder_edges),
+    # reset after each group; members copy their index maps (channel, -1: none) as int64
+    lookup = np.zeros(len(roots), dtype=_index_dtype(len(roots) + 1))
     for gid, (params, tensors, channel_roots) in enumerate(built):
-        lookup[channel_roots] = np.arange(len(channel_roots))
+        lookup[channel_roots] = np.arange(1, len(channel_roots) + 1)
         members = []
         for kind, name, d, r in params:
             members.append(Member(state.param_nodes.get(name, ""), name, d,
-                                  state.roles.get((name, d), Role.COUPLED), lookup[r]))
-        tmembers = [TensorMember(name, d, lookup[r]) for kind, name, d, r in tensors]
-        lookup[channel_roots] = -1
+                                  state.roles.get((name, d), Role.COUPLED), lookup[r] - 1))
+        tmembers = [TensorMember(name, d, lookup[r] - 1) for kind, name, d, r in tensors]
+        lookup[channel_roots] = 0
         fixed_sel = fixed_mask[channel_roots]
         fixed_ch = frozenset(np.nonzero(fixed_sel)[0].tolist())
         reasons = tuple(dict.fromkeys(fixed[r] for r in channel_roots[fixed_sel].tolist()))
