@@ -234,11 +234,15 @@ class Atoms:
     def __len__(self) -> int:
         return self._n
 
-    def _grow(self, need: int) -> None:
+    def reserve(self, n: int) -> None:
+        """Make room for ``n`` atoms in all (growing copies every array, each copy touching new pages)."""
+        self._grow(n, exact=True)
+
+    def _grow(self, need: int, exact: bool = False) -> None:
         cap = len(self._parent)
         if need <= cap:
             return
-        new = max(need, 2 * cap)
+        new = need if exact else max(need, 2 * cap)
         for name in ("_parent", "_fixed", "_mixing", "_fix_reason", "_mix_reason"):
             old = getattr(self, name)
             # the flag arrays are zero past the last flagged atom: copying those zeros would touch

@@ -144,3 +144,16 @@ def test_roots_equal_find_of_every_atom(seed):
     twin.fresh(n)
     twin._parent[:n] = atoms._parent[:n]    # the same forest, its roots found atom by atom
     assert atoms.roots().tolist() == twin.find(np.arange(n)).tolist()
+
+
+def test_atoms_reserve_then_grow_past_it():
+    atoms = Atoms()
+    atoms.reserve(5000)
+    a = atoms.fresh(3000)
+    atoms.fix(a[2990:], "late")
+    atoms.mark_mixing(a[:1], "early")
+    b = atoms.fresh(4000)                  # past the reserve: grows, flags kept
+    atoms.unify(a[2995:2996], b[:1])
+    assert atoms.fixed_roots() == {int(x): "late" for x in a[2990:]}
+    assert atoms.mixing_roots() == {0: "early"} and len(atoms) == 7000
+    assert atoms.find(b[:1]).tolist() == [2995]

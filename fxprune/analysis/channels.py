@@ -137,6 +137,10 @@ class _Propagator:
         self.resolved = dict(resolved or {})
         self.heads: list[np.ndarray] = []  # labels the rules declared per-head (ctx.per_head)
         self.atoms = Atoms()
+        # nearly every atom is an index of a parameter or buffer dimension: room for them and a
+        # quarter more at once (pages never written are never touched)
+        dims = sum(sum(t.shape) for t in list(gm.parameters()) + list(gm.buffers()))
+        self.atoms.reserve(dims + dims // 4)
         self.param_labels: dict[str, tuple] = {}
         self.param_specs: dict[str, TensorSpec] = {}
         self.param_nodes: dict[str, str] = {}
