@@ -210,6 +210,10 @@ class Zeros(str, enum.Enum):
 # ---------------------------------------------------------------------------
 # atoms
 # ---------------------------------------------------------------------------
+#: atoms per slice of :meth:`Atoms.roots` (8 MiB of int64 temporaries)
+_ROOTS_SLICE = 1 << 20
+
+
 class Atoms:
     """A growable union-find over integer atoms with per-atom flags."""
 
@@ -331,15 +335,19 @@ class Atoms:
     def roots(self) -> np.ndarray:
         """The root of every atom allocated so far (a read-only array, shared until atoms change)."""
         if self._roots is None:
-            # find() of every atom, without an index array: the gathers reuse one buffer and the
-            # compression is a slice write (each temporary over every atom costs page faults)
+            # find() of every atom, a slice at a time: the temporaries stay small (one the size of
+            # every atom costs fresh pages, and page faults, on each call) and the compression is
+            # one slice write at the end
             parent = self._parent[: self._n]
-            roots, step = parent.copy(), np.empty(self._n, dtype=np.int64)
-            while True:
-                np.take(parent, roots, out=step)
-                if np.array_equal(step, roots):
-                    break
-                roots, step = step, roots
+            roots = np.empty(self._n, dtype=np.int64)
+            for start in range(0, self._n, _ROOTS_SLICE):
+                r = parent[start: start + _ROOTS_SLICE]
+                while True:
+                    p = parent[r]
+                    if np.array_equal(p, r):
+                        break
+                    r = p
+                roots[start: start + _ROOTS_SLICE] = r
             parent[:] = roots
             roots.flags.writeable = False
             self._roots = roots

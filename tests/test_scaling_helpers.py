@@ -132,7 +132,9 @@ def test_tracer_names_parameters_and_buffers_as_torch_fx_does():
 
 
 @pytest.mark.parametrize("seed", range(10))
-def test_roots_equal_find_of_every_atom(seed):
+@pytest.mark.parametrize("slice_size", [7, 1 << 20])
+def test_roots_equal_find_of_every_atom(seed, slice_size, monkeypatch):
+    monkeypatch.setattr("fxprune.ir._ROOTS_SLICE", slice_size)
     rng = np.random.default_rng(seed)
     atoms = Atoms()
     n = int(rng.integers(1, 300))
