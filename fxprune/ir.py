@@ -241,45 +241,70 @@ class Zeros(str, enum.Enum):
 # ---------------------------------------------------------------------------
 # atoms
 # ---------------------------------------------------------------------------
+#: atoms per slice of :meth:`Atoms.roots` (8 MiB of int64 temporaries)
+_ROOTS_SLICE = 1 << 20
+
+
 class Atoms:
     """A growable union-find over integer atoms with per-atom flags."""
 
     def __init__(self) -> None:
+        # every array starts as zeros (``np.zeros`` asks the OS for zeroed pages, touched only when
+        # written), so growing costs one copy of what is there; reasons are stored as id + 1 (0: none)
         self._parent = np.zeros(1024, dtype=np.int64)
         self._fixed = np.zeros(1024, dtype=bool)
         self._mixing = np.zeros(1024, dtype=bool)
-        self._fix_reason = np.full(1024, -1, dtype=np.int64)
-        self._mix_reason = np.full(1024, -1, dtype=np.int64)
+        self._fix_reason = np.zeros(1024, dtype=np.int64)
+        self._mix_reason = np.zeros(1024, dtype=np.int64)
         self._reasons: list[str] = []
         self._reason_ids: dict[str, int] = {}
         self._n = 0
+        self._flag_hi = 0  # one past the highest atom ever flagged (fixed or mixing)
+        # what the whole-array queries computed, valid while ``_version`` stays: large graphs ask
+        # for every root several times between changes (each pass a gather over every atom)
+        self._version = 0
+        self._roots: np.ndarray | None = None   # every atom's root (read-only), for ``_version``
+        self._flag_cache: dict[str, tuple[int, dict[int, str]]] = {}
 
     def __len__(self) -> int:
         return self._n
 
-    def _grow(self, need: int) -> None:
+    def reserve(self, n: int) -> None:
+        """Make room for ``n`` atoms in all (growing copies every array, each copy touching new pages)."""
+        self._grow(n, exact=True)
+
+    def _grow(self, need: int, exact: bool = False) -> None:
         cap = len(self._parent)
         if need <= cap:
             return
-        new = max(need, 2 * cap)
-        for name, fill in (("_parent", 0), ("_fixed", False), ("_mixing", False),
-                           ("_fix_reason", -1), ("_mix_reason", -1)):
+        new = need if exact else max(need, 2 * cap)
+        for name in ("_parent", "_fixed", "_mixing", "_fix_reason", "_mix_reason"):
             old = getattr(self, name)
-            arr = np.full(new, fill, dtype=old.dtype)
-            arr[:cap] = old
+            # the flag arrays are zero past the last flagged atom: copying those zeros would touch
+            # every page of the new array
+            keep = self._n if name == "_parent" else min(self._flag_hi, cap)
+            arr = np.zeros(new, dtype=old.dtype)
+            arr[:keep] = old[:keep]
             setattr(self, name, arr)
 
     def fresh(self, n: int) -> np.ndarray:
         """Allocate ``n`` new atoms, each its own root."""
         self._grow(self._n + n)
         ids = np.arange(self._n, self._n + n, dtype=np.int64)
-        self._parent[ids] = ids
+        self._parent[self._n: self._n + n] = ids
         self._n += n
+        self._changed()
         return ids
+
+    def _changed(self) -> None:
+        self._version += 1
+        self._roots = None
 
     def find(self, ids: np.ndarray) -> np.ndarray:
         """Roots of ``ids`` (vectorised, with path compression)."""
         ids = np.asarray(ids, dtype=np.int64)
+        if self._roots is not None:  # nothing changed since every root was computed
+            return self._roots[ids]
         r = self._parent[ids]
         while True:
             p = self._parent[r]
@@ -305,6 +330,7 @@ class Atoms:
             # Duplicate ``hi`` entries keep only one assignment; the loop repeats
             # until every pair agrees, each pass strictly lowering some root.
             self._parent[hi] = lo
+            self._changed()
 
     def unify_all(self, ids: np.ndarray) -> None:
         """Unify every atom in ``ids`` with every other."""
@@ -323,9 +349,11 @@ class Atoms:
         if ids.size == 0:
             return
         rid = self._reason_id(reason)
-        fresh = ids[reasons[ids] < 0]
-        reasons[fresh] = rid
+        self._flag_hi = max(self._flag_hi, int(ids.max()) + 1 if ids.min() >= 0 else len(flags))
+        fresh = ids[reasons[ids] == 0]
+        reasons[fresh] = rid + 1
         flags[ids] = True
+        self._version += 1  # the roots stand; the flagged roots change
 
     def fix(self, ids: np.ndarray, reason: str) -> None:
         """Mark atoms as not prunable (a barrier), remembering why."""
@@ -336,25 +364,46 @@ class Atoms:
         self._flag(self._mixing, self._mix_reason, ids, reason)
 
     def roots(self) -> np.ndarray:
-        """The root of every atom allocated so far."""
-        return self.find(np.arange(self._n, dtype=np.int64))
+        """The root of every atom allocated so far (a read-only array, shared until atoms change)."""
+        if self._roots is None:
+            # find() of every atom, a slice at a time: the temporaries stay small (one the size of
+            # every atom costs fresh pages, and page faults, on each call) and the compression is
+            # one slice write at the end
+            parent = self._parent[: self._n]
+            roots = np.empty(self._n, dtype=np.int64)
+            for start in range(0, self._n, _ROOTS_SLICE):
+                r = parent[start: start + _ROOTS_SLICE]
+                while True:
+                    p = parent[r]
+                    if np.array_equal(p, r):
+                        break
+                    r = p
+                roots[start: start + _ROOTS_SLICE] = r
+            parent[:] = roots
+            roots.flags.writeable = False
+            self._roots = roots
+        return self._roots
 
-    def _root_flags(self, flags: np.ndarray, reasons: np.ndarray) -> dict[int, str]:
-        roots = self.roots()
-        sel = flags[: self._n]
-        out: dict[int, str] = {}
-        for r, why in zip(roots[sel].tolist(), reasons[: self._n][sel].tolist()):
-            if r not in out:
-                out[r] = self._reasons[why] if why >= 0 else "unknown"
-        return out
+    def _root_flags(self, name: str, flags: np.ndarray, reasons: np.ndarray) -> dict[int, str]:
+        hit = self._flag_cache.get(name)
+        if hit is None or hit[0] != self._version:
+            roots = self.roots()
+            sel = np.flatnonzero(flags[: self._n])
+            r = roots[sel]
+            # each root's first flagged atom (np.unique's first occurrences), in atom order
+            first = np.sort(np.unique(r, return_index=True)[1])
+            out = {root: self._reasons[why - 1] if why > 0 else "unknown"
+                   for root, why in zip(r[first].tolist(), reasons[sel[first]].tolist())}
+            hit = self._flag_cache[name] = (self._version, out)
+        return dict(hit[1])
 
     def fixed_roots(self) -> dict[int, str]:
         """Roots that may not be pruned, each with the first reason recorded."""
-        return self._root_flags(self._fixed, self._fix_reason)
+        return self._root_flags("fixed", self._fixed, self._fix_reason)
 
     def mixing_roots(self) -> dict[int, str]:
         """Roots that pass through a channel-mixing op, each with its reason."""
-        return self._root_flags(self._mixing, self._mix_reason)
+        return self._root_flags("mixing", self._mixing, self._mix_reason)
 
     def root_masks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(roots, fixed, mixing)``: every atom's root, and boolean masks over roots."""

@@ -156,6 +156,10 @@ class _Propagator:
         self.resolved = dict(resolved or {})
         self.heads: list[np.ndarray] = []  # labels the rules declared per-head (ctx.per_head)
         self.atoms = Atoms()
+        # nearly every atom is an index of a parameter or buffer dimension: room for them and a
+        # quarter more at once (pages never written are never touched)
+        dims = sum(sum(t.shape) for t in list(gm.parameters()) + list(gm.buffers()))
+        self.atoms.reserve(dims + dims // 4)
         self.param_labels: dict[str, tuple] = {}
         self.param_specs: dict[str, TensorSpec] = {}
         self.param_nodes: dict[str, str] = {}
@@ -382,13 +386,15 @@ class _Propagator:
                 continue
             for lab in iter_label_arrays(node.meta.get(ir.CHANNELS)):
                 distinct.setdefault(id(lab), lab)
-        arrays = list(distinct.values())
+        # every root once (fixing below changes flags, not roots), read per array: no concatenation
+        # of every activation's labels, no find passes over it
+        roots = self.atoms.roots()
         live = np.zeros(len(self.atoms), dtype=bool)
-        if arrays:
-            live[self.atoms.find(np.concatenate(arrays))] = True
+        for lab in distinct.values():
+            live[roots[lab]] = True
         for name, labels in self.param_labels.items():
             for d, lab in enumerate(labels):
-                dead = ~live[self.atoms.find(lab)]
+                dead = ~live[roots[lab]]
                 if dead.any():
                     self.atoms.fix(lab[dead], f"parameter '{name}' dim {d} is not a channel of any activation")
 

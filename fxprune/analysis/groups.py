@@ -252,6 +252,70 @@ def _space_roots(labels: Sequence[Any], roots: np.ndarray) -> list[np.ndarray]:
     return [None if lab is None else roots[lab] for lab in labels]
 
 
+def _index_dtype(largest: int) -> type:
+    """int32 where every value up to ``largest`` fits (half the memory of a table over every root), else int64."""
+    return np.int32 if largest < np.iinfo(np.int32).max else np.int64
+
+
+def _first_holder_edges(spaces: Sequence[tuple[int, np.ndarray]], n_roots: int) -> list[tuple[int, int, int]]:
+    """``(a, b, shared)`` for every pair of spaces where ``a`` is the first space holding a root
+    that ``b`` also holds, ``shared`` such roots; sorted by ``(a, b)``.
+
+    ``spaces`` lists ``(space index, distinct roots)`` in increasing space index.  One pass
+    with a root -> first-holder table: linear in the roots, where sorting every root of
+    every space grew faster than the graph.
+
+    Example:
+        >>> _first_holder_edges([(0, np.array([1, 2])), (2, np.array([2, 3])), (5, np.array([1, 2, 3]))], 4)
+        [(0, 2, 1), (0, 5, 2), (2, 5, 1)]
+    """
+    # root -> 1 + the first space holding it, 0: none yet (int32 where it fits; zeros, so only
+    # the pages of roots written are touched: a table over every root is large)
+    first = np.zeros(n_roots, dtype=_index_dtype(spaces[-1][0] + 1 if spaces else 0))
+    codes: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    for i, free in spaces:
+        holder = first[free]
+        new = holder == 0
+        first[free[new]] = i + 1
+        src = holder[~new].astype(np.int64) - 1
+        if src.size:
+            srcs, count = np.unique(src, return_counts=True)
+            codes.append(np.stack([srcs, np.full(len(srcs), i, dtype=np.int64)], axis=1))
+            counts.append(count)
+    if not codes:
+        return []
+    pairs = np.concatenate(codes)
+    shared = np.concatenate(counts)
+    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
+    return [(a, b, c) for (a, b), c in zip(pairs[order].tolist(), shared[order].tolist())]
+
+
+def _first_occurrences(arrays: Sequence[np.ndarray], seen: np.ndarray) -> np.ndarray:
+    """The distinct values of ``arrays`` concatenated, in order of first occurrence.
+
+    ``seen`` is an all-``False`` scratch table over the values, left all-``False``.  Values
+    seen in an earlier array are dropped by one lookup each, so only new values are sorted:
+    one group can span every layer of a model (a residual stream), and sorting all of its
+    members' roots at once grew faster than the graph.
+
+    Example:
+        >>> _first_occurrences([np.array([3, 1, 3]), np.array([1, 4, 0])], np.zeros(5, dtype=bool)).tolist()
+        [3, 1, 4, 0]
+    """
+    parts = []
+    for arr in arrays:
+        new = arr[~seen[arr]]
+        if new.size:
+            _, first = np.unique(new, return_index=True)
+            new = new[np.sort(first)]
+            seen[new] = True
+            parts.append(new)
+    out = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    seen[out] = False
+    return out
+
+
 def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], nx.Graph]:
     """Compute the groups and the coupling graph from a channel state."""
     atoms = state.atoms
@@ -314,23 +378,9 @@ def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
             attrs["node"] = state.param_nodes.get(name, "")
         graph.add_node(_space_id(kind, name, d), **attrs)
     reps = [i for i, rep in enumerate(rep_of) if rep == i]
-    if reps:
-        # edges between distinct label arrays: from the first space holding a root to every other
-        lengths = np.fromiter((len(free_of[i]) for i in reps), dtype=np.int64, count=len(reps))
-        sid = np.repeat(np.asarray(reps, dtype=np.int64), lengths)
-        rid = np.concatenate([free_of[i] for i in reps])
-        order_idx = np.argsort(rid, kind="stable")  # stable: spaces stay in order per root
-        rid, sid = rid[order_idx], sid[order_idx]
-        first = np.ones(len(rid), dtype=bool)
-        first[1:] = rid[1:] != rid[:-1]
-        head = np.maximum.accumulate(np.where(first, np.arange(len(rid)), 0))
-        src = sid[head]
-        keep = src != sid
-        n_spaces = len(spaces)
-        codes, counts = np.unique(src[keep] * n_spaces + sid[keep], return_counts=True)
-        for code, count in zip(codes.tolist(), counts.tolist()):
-            a, b = divmod(code, n_spaces)
-            graph.add_edge(_space_id(*spaces[a][:3]), _space_id(*spaces[b][:3]), shared=count)
+    # edges between distinct label arrays: from the first space holding a root to every other
+    for a, b, count in _first_holder_edges([(i, free_of[i]) for i in reps], len(roots)):
+        graph.add_edge(_space_id(*spaces[a][:3]), _space_id(*spaces[b][:3]), shared=count)
     for i, rep in enumerate(rep_of):  # a space with the label array of an earlier one shares all of it
         if rep != i:
             graph.add_edge(_space_id(*spaces[rep][:3]), _space_id(*spaces[i][:3]), shared=len(free_of[i]))
@@ -338,6 +388,7 @@ def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
     index = {_space_id(*s[:3]): s for s in spaces}
     components = [sorted(c) for c in nx.connected_components(graph)]
     built = []
+    seen = np.zeros(len(roots), dtype=bool)  # roots already listed by the component at hand
     for comp in components:
         params = [index[c] for c in comp if index[c][0] == "param"]
         tensors = [index[c] for c in comp if index[c][0] == "tensor"]
@@ -346,22 +397,22 @@ def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
         params.sort(key=lambda s: (order.get(state.param_nodes.get(s[1], ""), 0),
                                    state.roles.get((s[1], s[2]), Role.COUPLED).rank, s[1], s[2]))
         tensors.sort(key=lambda s: (order.get(s[1], 0), s[2]))
-        all_roots = np.concatenate([s[3] for s in params])
-        _, first_idx = np.unique(all_roots, return_index=True)
-        channel_roots = all_roots[np.sort(first_idx)]
+        channel_roots = _first_occurrences([s[3] for s in params], seen)
         built.append((params, tensors, channel_roots))
     built.sort(key=lambda b: (order.get(state.param_nodes.get(b[0][0][1], ""), 0), b[0][0][1], b[0][0][2]))
 
     groups = []
-    lookup = np.full(len(roots), -1, dtype=np.int64)  # root -> group channel, reset after each group
+    # root -> 1 + group channel, 0: none (zeros, int32 where it fits: see _first_holder_edges),
+    # reset after each group; members copy their index maps (channel, -1: none) as int64
+    lookup = np.zeros(len(roots), dtype=_index_dtype(len(roots) + 1))
     for gid, (params, tensors, channel_roots) in enumerate(built):
-        lookup[channel_roots] = np.arange(len(channel_roots))
+        lookup[channel_roots] = np.arange(1, len(channel_roots) + 1)
         members = []
         for kind, name, d, r in params:
             members.append(Member(state.param_nodes.get(name, ""), name, d,
-                                  state.roles.get((name, d), Role.COUPLED), lookup[r]))
-        tmembers = [TensorMember(name, d, lookup[r]) for kind, name, d, r in tensors]
-        lookup[channel_roots] = -1
+                                  state.roles.get((name, d), Role.COUPLED), lookup[r] - 1))
+        tmembers = [TensorMember(name, d, lookup[r] - 1) for kind, name, d, r in tensors]
+        lookup[channel_roots] = 0
         fixed_sel = fixed_mask[channel_roots]
         fixed_ch = frozenset(np.nonzero(fixed_sel)[0].tolist())
         reasons = tuple(dict.fromkeys(fixed[r] for r in channel_roots[fixed_sel].tolist()))

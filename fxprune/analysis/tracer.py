@@ -54,6 +54,7 @@ import builtins
 import contextlib
 import copy
 import functools
+import inspect
 import operator
 import threading
 import traceback
@@ -64,6 +65,7 @@ from typing import Any, Iterable, Iterator
 import torch
 import torch.fx as fx
 import torch.fx._symbolic_trace as fx_trace
+from torch.fx.proxy import ParameterProxy
 from torch.nn.utils import parametrize
 
 from .. import ir
@@ -114,6 +116,7 @@ class _Tracer(ValueTracing, fx.Tracer):
         self._thread = threading.get_ident()
         self._reads = reads  # the _ModeFlag reads of this trace
         self._proxy_cache: dict | None = None  # torch.fx's parameter proxy cache of this trace
+        self._tensor_names: tuple | None = None  # (root, parameters by id, buffers by id), see _tensor_name
         self._init_values()
 
     def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
@@ -143,7 +146,39 @@ class _Tracer(ValueTracing, fx.Tracer):
         if threading.get_ident() != self._thread or self._computing:
             return attr_val
         self._proxy_cache = parameter_proxy_cache
-        return super().getattr(attr, attr_val, parameter_proxy_cache)
+        name = self._tensor_name(attr_val)
+        if name is None:  # not a tensor of the root as it was when first asked: torch.fx's own search
+            return super().getattr(attr, attr_val, parameter_proxy_cache)
+        if name not in parameter_proxy_cache:  # as torch.fx creates it
+            kwargs: dict[str, Any] = {}
+            if "proxy_factory_fn" in inspect.signature(self.create_proxy).parameters:
+                kwargs["proxy_factory_fn"] = (None if not self.param_shapes_constant else
+                                              lambda node: ParameterProxy(self, node, name, attr_val))
+            parameter_proxy_cache[name] = self.create_proxy("get_attr", name, (), {}, **kwargs)
+        return parameter_proxy_cache[name]
+
+    def _tensor_name(self, value: Any) -> str | None:
+        """The name torch.fx's ``getattr`` finds for ``value``: the first parameter of the root that
+        is ``value``, else (buffers proxied) the first such buffer.  torch.fx searches every
+        parameter on each read (quadratic in the model's size); here one table per root answers."""
+        if not isinstance(value, torch.Tensor):
+            return None
+        if self._tensor_names is None or self._tensor_names[0] is not self.root:
+            params: dict[int, tuple[str, Any]] = {}
+            buffers: dict[int, tuple[str, Any]] = {}
+            for n, t in self.root.named_parameters():
+                params.setdefault(id(t), (n, t))
+            for n, t in self.root.named_buffers():
+                buffers.setdefault(id(t), (n, t))
+            self._tensor_names = (self.root, params, buffers)
+        _, params, buffers = self._tensor_names
+        tables = ((params,) if isinstance(value, torch.nn.Parameter) else ()) \
+            + ((buffers,) if self.proxy_buffer_attributes else ())
+        for table in tables:
+            hit = table.get(id(value))
+            if hit is not None and hit[1] is value:
+                return hit[0]
+        return None
 
     def trace_into(self, function: Any, args: tuple, kwargs: dict) -> Any:
         """Run a ``torch.fx.wrap``-ped ``function`` on proxies, recording its ops in the graph.

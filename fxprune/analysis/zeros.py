@@ -150,6 +150,7 @@ class _ZeroPass:
         self.sums = sums
         self.roots = atoms.roots()
         self.dirty = np.zeros(len(self.roots), dtype=bool)  # non-zero wherever read (in-place writes)
+        self.any_dirty = False  # ``dirty.any()``, kept up to date: scanning every atom per read is quadratic
         self.scratch = np.zeros(len(self.roots), dtype=bool)
         self.rng: torch.Tensor | None = None  # the CPU RNG state before the first probe, restored after each
         self.probed: dict[tuple, bool] = {}  # probe results by what the evaluation reads (_probe_key)
@@ -167,7 +168,7 @@ class _ZeroPass:
             flags = v.node.meta.get(ir.ZEROS) if v.node is not None else None
         if flags is None:
             return _map_dims(v.labels, lambda lab: False)
-        if not self.dirty.any():
+        if not self.any_dirty:
             return flags
         return self._clean(v.labels, flags)
 
@@ -314,8 +315,9 @@ class _ZeroPass:
                 self.resolve(node, operands, why)
             if labels is not None and mutated_args(node, self.gm):
                 for lab, zero in _pairs(labels, flags):
-                    if not zero:
+                    if not zero and lab.size:
                         self.dirty[self.roots[lab]] = True
+                        self.any_dirty = True
 
     def resolve(self, node: fx.Node, operands: tuple, why: str) -> None:
         if any(self.flags(v)[d] for v, d in operands):
