@@ -340,6 +340,8 @@ def test_values_on_meta_capture_the_graph_fake_tensors_capture(model, monkeypatc
 def test_a_device_argument_is_recorded_as_the_examples_device():
     gm = fxprune.analyze(DeviceFactory().eval(), (torch.randn(3, 4),)).graph_module
     assert "device = device(type='cpu')" in gm.code and "meta" not in gm.code
+    with torch.device("meta"):  # torch's list of factories (cached on first use) not taken while they were wrapped
+        assert torch.ones(1).is_meta and nn.Linear(2, 2).weight.is_meta
 
 
 def test_values_meta_tensors_cannot_compute_are_traced_again_on_fake_tensors(monkeypatch):

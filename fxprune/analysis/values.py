@@ -71,19 +71,29 @@ def _device_on_meta(device: Any) -> Any:
     raise MetaValuesFailed(f"device {device!r}: only CPU devices are traced on meta tensors")
 
 
+def _factories() -> frozenset:
+    """The factories that take a ``device`` (torch's own list), read once at import: torch caches its list on
+    first use, and a trace wraps some of them (tracer._size_factories_take_proxies), so the list must be made
+    before any trace (else ``with torch.device(...)`` would stop working for them afterwards)."""
+    from torch.utils._device import _device_constructors
+
+    return frozenset(_device_constructors())
+
+
+_FACTORIES = _factories()
+
+
 class _OnMeta(torch.overrides.TorchFunctionMode):
     """While a value is computed on meta tensors: device arguments (``torch.device`` values, a ``device=``
     keyword) move to ``meta`` and factories without one create meta tensors (no data: a value read
     fails as on fake tensors)."""
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        from torch.utils._device import _device_constructors
-
         kwargs = kwargs or {}
         device = kwargs.get("device")
         if device is not None:
             kwargs["device"] = _device_on_meta(device)
-        elif func in _device_constructors():
+        elif func in _FACTORIES:
             kwargs["device"] = _META
         if any(isinstance(a, torch.device) for a in args):
             args = tuple(_device_on_meta(a) if isinstance(a, torch.device) else a for a in args)
