@@ -258,3 +258,110 @@ def test_fx_captured_hf_models_materialize_and_stay_untouched(name):
     assert torch.allclose(got[key], want[key], atol=1e-5)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert {n: dict(vars(m)) for n, m in model.named_modules()} == attrs
+
+
+# --------------------------------------------------------------------------- values on meta tensors
+from fxprune.analysis import tracer as _tracer  # noqa: E402
+
+
+def _traces(monkeypatch):
+    """Spy on the traces from example values: ``[(on_meta, 'ok' or the error type)]``."""
+    seen, original = [], _tracer._trace_module
+
+    def spy(*args, **kwargs):
+        try:
+            gm = original(*args, **kwargs)
+        except Exception as exc:
+            seen.append((kwargs.get("on_meta", False), type(exc).__name__))
+            raise
+        seen.append((kwargs.get("on_meta", False), "ok"))
+        return gm
+    monkeypatch.setattr(_tracer, "_trace_module", spy)
+    return seen
+
+
+def _fake_only(monkeypatch):
+    monkeypatch.setattr(_tracer, "meta_values_apply", lambda *a: False)
+
+
+class DeviceFactory(nn.Module):
+    """``torch.ones(..., device=x.device)`` and a BatchNorm in train mode (running statistics written)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn, self.b = nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2)
+
+    @keywords_only
+    def forward(self, x):
+        mask = torch.ones(x.shape[0], 8, device=x.device, dtype=x.dtype)
+        if x.device.type == "cpu" and x.is_cpu and not x.is_meta:
+            mask = mask * 2
+        return self.b(self.bn(torch.relu(self.a(x)) * mask))
+
+
+class ConstantItem(nn.Module):
+    """A leaf whose value needs a constant's data: fake tensors keep it, meta tensors have none."""
+
+    def forward(self, x):
+        return x * torch.tensor(2.0).item()
+
+
+class MetaFails(Decorated):
+    def __init__(self):
+        super().__init__()
+        self.c = ConstantItem()
+
+    @keywords_only
+    def forward(self, x):
+        if x.shape[0] > 1:                  # plain torch.fx cannot trace it
+            x = x * 2
+        return self.b(self.c(torch.relu(self.a(x))))
+
+
+@pytest.mark.parametrize("model", [DeviceFactory().train(), Positions().eval(), SizeBranch().eval()],
+                         ids=["device-factory-train", "positions", "size-branch"])
+def test_values_on_meta_capture_the_graph_fake_tensors_capture(model, monkeypatch):
+    inputs = (torch.randint(0, 10, (2, 5)),) if isinstance(model, Positions) else (torch.randn(3, 4),)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = _traces(monkeypatch)
+    gm = fxprune.analyze(model, inputs).graph_module
+    assert seen[-1] == (True, "ok")
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())  # BatchNorm stats untouched
+    assert not any(t.is_meta for t in [*gm.parameters(), *gm.buffers()])
+    assert "meta" not in gm.code
+    _fake_only(monkeypatch)
+    fake = fxprune.analyze(model, inputs).graph_module
+    assert seen[-1] == (False, "ok")
+    assert gm.code == fake.code
+    with torch.no_grad():
+        torch.testing.assert_close(gm(*inputs), copy.deepcopy(model)(*inputs))
+
+
+def test_a_device_argument_is_recorded_as_the_examples_device():
+    gm = fxprune.analyze(DeviceFactory().eval(), (torch.randn(3, 4),)).graph_module
+    assert "device = device(type='cpu')" in gm.code and "meta" not in gm.code
+    with torch.device("meta"):  # torch's list of factories (cached on first use) not taken while they were wrapped
+        assert torch.ones(1).is_meta and nn.Linear(2, 2).weight.is_meta
+
+
+def test_values_meta_tensors_cannot_compute_are_traced_again_on_fake_tensors(monkeypatch):
+    model, inputs = MetaFails().eval(), (torch.randn(3, 4),)
+    seen = _traces(monkeypatch)
+    gm = fxprune.analyze(model, inputs, leaf_modules=[ConstantItem]).graph_module
+    assert seen == [(False, "TraceError"), (True, "MetaValuesFailed"), (False, "ok")]
+    _fake_only(monkeypatch)
+    assert fxprune.analyze(model, inputs, leaf_modules=[ConstantItem]).graph_module.code == gm.code
+    with torch.no_grad():
+        torch.testing.assert_close(gm(*inputs), model(*inputs))
+
+
+@pytest.mark.parametrize("name", ["bert", "llama", "mobilenet_v2"])
+def test_hf_values_on_meta_equal_the_fake_trace(name, monkeypatch):
+    model, inputs = hf_zoo.build(name)
+    seen = _traces(monkeypatch)
+    analysis = fxprune.analyze(model, inputs, frontend="auto")
+    assert (True, "ok") in seen
+    _fake_only(monkeypatch)
+    fake = fxprune.analyze(model, inputs, frontend="auto")
+    assert analysis.graph_module.code == fake.graph_module.code
+    assert analysis.to_json() == fake.to_json()

@@ -72,7 +72,7 @@ from .. import ir
 from ..errors import TrainEvalWarning
 from ..ir import AutogradFunction
 from .copying import copy_container, lazy_graph_module, shallow_copy_module
-from .values import ValueTracing, keep_unused_state
+from .values import MetaValuesFailed, ValueTracing, keep_unused_state
 
 __all__ = ["CAPTURE_LOCK", "state_restored", "trace_module", "tracing_copy"]
 
@@ -469,7 +469,33 @@ def trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...] = (),
     ``leaf_functions`` are recorded as one call wherever traced code calls them by a global
     name; ``kept_functions`` (functions with a rule) are not traced into where ``torch.fx.wrap``
     wrapped them (every other wrapped Python function is).
+
+    Values are computed on meta tensors where the model's parameters and buffers and the example
+    inputs are all plain CPU tensors (:func:`meta_values_apply`); where that trace fails for any
+    reason, the model is traced again on fake tensors, as it is otherwise.
     """
+    if example_inputs is not None and meta_values_apply(model, example_inputs):
+        try:
+            return _trace_module(model, leaf_types=leaf_types, leaf_names=leaf_names, leaf_functions=leaf_functions,
+                                 kept_functions=kept_functions, example_inputs=example_inputs, on_meta=True)
+        except Exception:  # noqa: BLE001 - meta tensors cannot stand for this model: fake tensors decide
+            pass
+    return _trace_module(model, leaf_types=leaf_types, leaf_names=leaf_names, leaf_functions=leaf_functions,
+                         kept_functions=kept_functions, example_inputs=example_inputs)
+
+
+def meta_values_apply(model: torch.nn.Module, example_inputs: tuple) -> bool:
+    """Whether a trace from ``example_inputs`` computes its values on meta tensors: every parameter and
+    buffer of ``model`` and every tensor input is a plain (strided, not a subclass) CPU tensor."""
+    from .shapes import _is_plain_cpu
+
+    return all(_is_plain_cpu(t) for t in example_inputs if isinstance(t, torch.Tensor)) \
+        and all(_is_plain_cpu(t) for t in model.parameters()) and all(_is_plain_cpu(t) for t in model.buffers())
+
+
+def _trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...], leaf_names: Iterable[str],
+                  leaf_functions: tuple[Any, ...], kept_functions: tuple[Any, ...], example_inputs: tuple | None,
+                  on_meta: bool = False) -> fx.GraphModule:
     with CAPTURE_LOCK:
         root = tracing_copy(model)
         guard = contextlib.nullcontext() if root is not None else state_restored(model)
@@ -477,7 +503,7 @@ def trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...] = (),
         reads: list[str] = []
         tracer = _Tracer(leaf_types, frozenset(leaf_names), leaf_functions, reads)
         if example_inputs is not None:
-            tracer.from_examples(example_inputs)
+            tracer.from_examples(example_inputs, on_meta=on_meta)
         with guard:
             with _mode_flags(root, reads), _autograd_functions_kept(), _inplace_operators_recorded(), \
                     _size_factories_take_proxies(), \
@@ -487,10 +513,12 @@ def trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...] = (),
                     graph = tracer.trace(root)
                 finally:
                     _LOCAL.tracer = None
+            if tracer._meta_failed is not None:  # raised inside and caught by the model's own code
+                raise MetaValuesFailed(tracer._meta_failed)
             _read_flags_at_run_time(graph)
             gm = lazy_graph_module(root, graph, type(model).__name__)  # code generated on first use
             gm.training = bool(root.training)
-    tracer.values, tracer._fakes = None, {}
+    tracer.values, tracer._fakes, tracer._twins = None, {}, {}
     if example_inputs is not None:
         keep_unused_state(gm, root)
         gm.meta[ir.CAPTURE_NOTES] = (f"fx: traced from the example values ({len(tracer.guards)} value(s) frozen "
@@ -504,5 +532,5 @@ def trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...] = (),
                       + (f" (+{len(branches) - 3} more)" if len(branches) > 3 else "")
                       + ". The emitted module runs these branches as traced in both modes; "
                       "keep such modules as leaves (leaf_modules=[...]) or register a leaf rule.",
-                      TrainEvalWarning, stacklevel=3)
+                      TrainEvalWarning, stacklevel=4)
     return gm

@@ -3,7 +3,14 @@
 Where plain symbolic tracing fails (Hugging Face models: a decorated ``forward``
 with ``**kwargs``, branches on sizes and dtypes), the tracer runs again with
 proxies that carry their values, computed op by op on fake tensors
-(``FakeTensorMode``: no compute, no weight read, the real devices):
+(``FakeTensorMode``: no compute, no weight read, the real devices), or, where the
+model's state and the example inputs are all plain CPU tensors, on ``meta`` copies
+(:meth:`ValueTracing.from_examples` with ``on_meta``: the same values at a fraction of
+the dispatch cost; ``.device`` answers ``cpu``, device arguments move to ``meta``,
+tensors created while a value is computed are ``meta`` ones, a leaf module runs as a
+twin holding meta copies of its state; anything meta tensors cannot compute aborts the
+trace with :class:`MetaValuesFailed` and :func:`~fxprune.analysis.tracer.trace_module`
+traces again on fake tensors):
 
 * one placeholder per example input, named after its parameter of ``forward``,
   which is called with keywords (a wrapper's ``*args, **kwargs`` stays as it is);
@@ -37,7 +44,7 @@ import torch.fx as fx
 
 from ..modules import check_traced
 
-__all__ = ["ValueTracing", "keep_unused_state"]
+__all__ = ["MetaValuesFailed", "ValueTracing", "keep_unused_state"]
 
 def _user_frame_line() -> str:
     """``file:line: code`` of the innermost frame outside torch and fxprune's capture."""
@@ -48,6 +55,53 @@ def _user_frame_line() -> str:
 
 
 _UNKNOWN = object()  # a traced value that could not be computed
+_META = torch.device("meta")
+_CPU = torch.device("cpu")
+
+
+class MetaValuesFailed(Exception):
+    """A value meta tensors could not compute (or a device they cannot stand for): trace on fake tensors."""
+
+
+def _device_on_meta(device: Any) -> Any:
+    """A CPU device (a ``torch.device`` or its name) as ``meta``; any other device aborts the meta trace."""
+    kind = device.type if isinstance(device, torch.device) else device.split(":")[0] if isinstance(device, str) else None
+    if kind in ("cpu", "meta"):
+        return _META
+    raise MetaValuesFailed(f"device {device!r}: only CPU devices are traced on meta tensors")
+
+
+def _factories() -> frozenset:
+    """The factories that take a ``device`` (torch's own list), read once at import: torch caches its list on
+    first use, and a trace wraps some of them (tracer._size_factories_take_proxies), so the list must be made
+    before any trace (else ``with torch.device(...)`` would stop working for them afterwards)."""
+    from torch.utils._device import _device_constructors
+
+    return frozenset(_device_constructors())
+
+
+_FACTORIES = _factories()
+
+
+class _OnMeta(torch.overrides.TorchFunctionMode):
+    """While a value is computed on meta tensors: device arguments (``torch.device`` values, a ``device=``
+    keyword) move to ``meta`` and factories without one create meta tensors (no data: a value read
+    fails as on fake tensors)."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        device = kwargs.get("device")
+        if device is not None:
+            kwargs["device"] = _device_on_meta(device)
+        elif func in _FACTORIES:
+            kwargs["device"] = _META
+        if any(isinstance(a, torch.device) for a in args):
+            args = tuple(_device_on_meta(a) if isinstance(a, torch.device) else a for a in args)
+        return func(*args, **kwargs)
+
+
+#: what a meta value answers for the CPU tensor it stands for (the rest is the same on both devices)
+_ON_CPU = {"device": _CPU, "is_cpu": True, "is_meta": False}
 #: tensor attributes and methods answered from the traced value (not recorded): they read no size
 _FROZEN_ATTRIBUTES = frozenset({"dtype", "device", "ndim", "is_cuda", "is_meta", "is_cpu", "layout", "is_sparse",
                                 "is_quantized", "dim", "ndimension", "is_floating_point", "is_complex",
@@ -67,6 +121,8 @@ class _ValueProxy(fx.Proxy):
         if k in _FROZEN_ATTRIBUTES and isinstance(tracer, ValueTracing) and tracer.values is not None:
             value = tracer.value_of(self)
             if isinstance(value, torch.Tensor):
+                if tracer._on_meta and k in _ON_CPU:
+                    return _ON_CPU[k]
                 return getattr(value, k)
         return _ValueAttribute(self, k)
 
@@ -141,17 +197,27 @@ class ValueTracing:
         self._example: tuple | None = None
         self._fake_mode: Any = None
         self._fakes: dict[int, Any] = {}
+        self._on_meta = False  # values on meta tensors standing for CPU ones (not fake tensors)
+        self._meta_failed: str | None = None  # why the meta values failed (the trace is then redone on fakes)
+        self._twins: dict[int, tuple[torch.nn.Module, torch.nn.Module]] = {}  # leaf modules holding meta state
         self._computing = False
         self.guards: list[str] = []  # what the trace froze, and checks at run time
         self._guarded: set[tuple] = set()
 
-    def from_examples(self, example_inputs: tuple) -> None:
-        """Trace from ``example_inputs``: every proxy carries its value, computed on fake tensors."""
-        from torch._subclasses.fake_tensor import FakeTensorMode
-
+    def from_examples(self, example_inputs: tuple, on_meta: bool = False) -> None:
+        """Trace from ``example_inputs``: every proxy carries its value, computed on fake tensors, or
+        with ``on_meta`` on meta tensors standing for CPU ones (the model's state and the inputs must
+        all be plain CPU tensors: :func:`meta_values_apply`); a value they cannot compute raises
+        :class:`MetaValuesFailed` (and :attr:`_meta_failed` says why, should the model catch it)."""
         self.values = {}
         self._example = tuple(example_inputs)
-        self._fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+        self._on_meta = on_meta
+        if on_meta:
+            self._fake_mode = _OnMeta()
+        else:
+            from torch._subclasses.fake_tensor import FakeTensorMode
+
+            self._fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
 
     # -- values ---------------------------------------------------------------------------------
 
@@ -162,13 +228,41 @@ class ValueTracing:
         return self.values.get(proxy.node, _UNKNOWN) if self.values is not None else _UNKNOWN
 
     def _fake(self, t: torch.Tensor) -> Any:
-        from torch._subclasses.fake_tensor import FakeTensor
+        """``t``'s fake (or meta) copy, made once per tensor."""
+        if self._on_meta:
+            if t.is_meta:
+                return t
+        else:
+            from torch._subclasses.fake_tensor import FakeTensor
 
-        if isinstance(t, FakeTensor):
-            return t
+            if isinstance(t, FakeTensor):
+                return t
         if id(t) not in self._fakes:
-            self._fakes[id(t)] = (t, self._fake_mode.from_tensor(t))  # the tensor kept: its id stays unique
-        return self._fakes[id(t)][1]
+            self._fakes[id(t)] = (t, self._meta_copy(t) if self._on_meta else self._fake_mode.from_tensor(t))
+        return self._fakes[id(t)][1]  # the tensor kept above: its id stays unique
+
+    @staticmethod
+    def _meta_copy(t: torch.Tensor) -> torch.Tensor:
+        if t.device.type != "cpu":
+            raise MetaValuesFailed(f"a tensor on {t.device} in a trace on meta tensors")
+        with torch.no_grad():
+            copy_ = torch.empty_like(t, device=_META)
+        copy_.requires_grad_(t.requires_grad)
+        return torch.nn.Parameter(copy_, t.requires_grad) if isinstance(t, torch.nn.Parameter) else copy_
+
+    def _twin(self, module: torch.nn.Module) -> torch.nn.Module:
+        """A copy of ``module``'s tree holding meta copies of its parameters and buffers (made once)."""
+        if id(module) in self._twins:
+            return self._twins[id(module)][1]
+        from .copying import shallow_copy_module
+
+        twin = shallow_copy_module(module)  # its own attribute dict: what the run writes stays on it
+        attrs = vars(twin)
+        attrs["_parameters"] = {k: None if v is None else self._fake(v) for k, v in module._parameters.items()}
+        attrs["_buffers"] = {k: None if v is None else self._fake(v) for k, v in module._buffers.items()}
+        attrs["_modules"] = {k: None if c is None else self._twin(c) for k, c in module._modules.items()}
+        self._twins[id(module)] = (module, twin)  # the module kept: its id stays unique
+        return twin
 
     def create_proxy(self, kind: str, target: Any, args: tuple, kwargs: dict, name: str | None = None,
                      type_expr: Any = None, proxy_factory_fn: Any = None) -> fx.Proxy:
@@ -199,31 +293,59 @@ class ValueTracing:
         reads = len(self._reads)
         self._computing = True
         try:
-            with self._fake_mode:
-                if kind == "get_attr":
-                    obj = self.root
-                    for part in target.split("."):
-                        obj = getattr(obj, part)
-                    return self._fake(obj) if isinstance(obj, torch.Tensor) else obj
-                if kind == "call_function":
-                    return target(*args, **kwargs)
-                if kind == "call_method":
-                    return getattr(args[0], target)(*args[1:], **kwargs)
-                if kind == "call_module":
-                    module = self.root.get_submodule(target)
-                    flags = [(m, m.training) for m in module.modules()]
-                    try:  # the flags as plain bools (a kernel refuses an int subclass)
-                        for m, flag in flags:
-                            m.training = int(flag) != 0
-                        return module(*args, **kwargs)
-                    finally:
-                        for m, flag in flags:
-                            m.training = flag
-        except Exception:  # noqa: BLE001 - a value fake tensors cannot give: branches on it fail as in torch.fx
+            if self._on_meta:
+                return self._on_meta_values(self._compute_in_mode(kind, target, args, kwargs))
+            return self._compute_in_mode(kind, target, args, kwargs)
+        except MetaValuesFailed as exc:
+            self._meta_failed = self._meta_failed or str(exc)
+            raise
+        except Exception as exc:  # noqa: BLE001 - a value fake tensors cannot give: branches on it fail as in torch.fx
+            if self._on_meta:  # meta tensors are not fake ones: the fake trace decides
+                self._meta_failed = self._meta_failed or f"{kind} {target}: {type(exc).__name__}: {exc}"
+                raise MetaValuesFailed(self._meta_failed) from exc
             return _UNKNOWN
         finally:
             self._computing = False
             del self._reads[reads:]  # a module run for its value reads its flag: not a branch of the trace
+
+    def _on_meta_values(self, result: Any) -> Any:
+        """A computed value on meta tensors: a CPU tensor it holds (made from Python numbers) as a meta copy."""
+        if isinstance(result, torch.Tensor):
+            return result if result.is_meta else self._meta_copy(result)
+        if isinstance(result, torch.device) and result.type == "meta":
+            raise MetaValuesFailed("a device computed on meta tensors")
+        if type(result) in (tuple, list):
+            return type(result)(self._on_meta_values(v) for v in result)
+        if type(result) is dict:
+            return {k: self._on_meta_values(v) for k, v in result.items()}
+        return result
+
+    def _compute_in_mode(self, kind: str, target: Any, args: tuple, kwargs: dict) -> Any:
+        with self._fake_mode:
+            if kind == "get_attr":
+                obj = self.root
+                for part in target.split("."):
+                    obj = getattr(obj, part)
+                return self._fake(obj) if isinstance(obj, torch.Tensor) else obj
+            if kind == "call_function":
+                return target(*args, **kwargs)
+            if kind == "call_method":
+                return getattr(args[0], target)(*args[1:], **kwargs)
+            if kind == "call_module":
+                module = self.root.get_submodule(target)
+                if self._on_meta:  # a twin holding meta state, with the module's flags as plain bools
+                    twin = self._twin(module)
+                    for m, t in zip(module.modules(), twin.modules()):
+                        t.training = int(m.training) != 0
+                    return twin(*args, **kwargs)
+                flags = [(m, m.training) for m in module.modules()]
+                try:  # the flags as plain bools (a kernel refuses an int subclass)
+                    for m, flag in flags:
+                        m.training = int(flag) != 0
+                    return module(*args, **kwargs)
+                finally:
+                    for m, flag in flags:
+                        m.training = flag
         return _UNKNOWN
 
     def _guard(self, proxy: fx.Proxy, expected: Any, what: str) -> None:
