@@ -36,8 +36,8 @@ try:  # torch >= 2.3; the private class torch.fx builds its own passes' modules 
 except ImportError:  # pragma: no cover - an older or changed torch: code generated at once
     _LazyGraphModule = fx.GraphModule
 
-__all__ = ["clean_copy", "code_generated", "copy_container", "copy_node", "deepcopy_module", "lazy_graph_module",
-           "own_copies", "shallow_copy_module"]
+__all__ = ["clean_copy", "code_generated", "copy_container", "copy_node", "deepcopy_module", "is_plain_cpu",
+           "lazy_graph_module", "own_copies", "shallow_copy_module"]
 
 
 def lazy_graph_module(root: torch.nn.Module, graph: fx.Graph, class_name: str = "GraphModule") -> fx.GraphModule:
@@ -211,3 +211,8 @@ def copy_container(value: Any) -> Any:
     if cls is dict or cls is list or cls is set or (cls is OrderedDict and not vars(value)):
         return value.copy()
     return copy.copy(value)
+
+
+def is_plain_cpu(t: torch.Tensor) -> bool:
+    """A dense CPU tensor or parameter, no subclass: safe to copy and to run CPU kernels on."""
+    return t.device.type == "cpu" and type(t) in (torch.Tensor, torch.nn.Parameter) and t.layout == torch.strided

@@ -43,6 +43,7 @@ from torch._subclasses.fake_tensor import (
 from .. import ir
 from ..errors import ExampleInputError
 from ..ir import TensorSpec
+from .copying import is_plain_cpu
 from .tracer import state_restored
 
 __all__ = ["propagate_shapes", "spec_of", "as_example_inputs"]
@@ -286,10 +287,6 @@ class _RealProp(_LeanProp):
         return super().run_node(n)
 
 
-def _is_plain_cpu(t: torch.Tensor) -> bool:
-    return t.device.type == "cpu" and type(t) in (torch.Tensor, torch.nn.Parameter) and t.layout == torch.strided
-
-
 #: a module's own dicts that hold no unregistered tensor: its state, and its children (modules)
 _STATE_DICTS = frozenset({"_parameters", "_buffers", "_modules"})
 
@@ -333,7 +330,7 @@ def _propagate_on_real(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> boo
     flat: list[Any] = []
     fx.node.map_aggregate(tuple(example_inputs), flat.append)
     tensors = [x for x in flat if isinstance(x, torch.Tensor)]
-    if not all(_is_plain_cpu(t) for _, t in named) or not all(_is_plain_cpu(t) for t in tensors):
+    if not all(is_plain_cpu(t) for _, t in named) or not all(is_plain_cpu(t) for t in tensors):
         return False
     if sum(t.numel() for _, t in named) > REAL_RUN_MAX_STATE or _holds_unregistered_tensors(gm):
         return False

@@ -71,7 +71,7 @@ from torch.nn.utils import parametrize
 from .. import ir
 from ..errors import TrainEvalWarning
 from ..ir import AutogradFunction
-from .copying import copy_container, lazy_graph_module, shallow_copy_module
+from .copying import copy_container, is_plain_cpu, lazy_graph_module, shallow_copy_module
 from .values import MetaValuesFailed, ValueTracing, keep_unused_state
 
 __all__ = ["CAPTURE_LOCK", "state_restored", "trace_module", "tracing_copy"]
@@ -487,10 +487,8 @@ def trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...] = (),
 def meta_values_apply(model: torch.nn.Module, example_inputs: tuple) -> bool:
     """Whether a trace from ``example_inputs`` computes its values on meta tensors: every parameter and
     buffer of ``model`` and every tensor input is a plain (strided, not a subclass) CPU tensor."""
-    from .shapes import _is_plain_cpu
-
-    return all(_is_plain_cpu(t) for t in example_inputs if isinstance(t, torch.Tensor)) \
-        and all(_is_plain_cpu(t) for t in model.parameters()) and all(_is_plain_cpu(t) for t in model.buffers())
+    return all(is_plain_cpu(t) for t in example_inputs if isinstance(t, torch.Tensor)) \
+        and all(is_plain_cpu(t) for t in model.parameters()) and all(is_plain_cpu(t) for t in model.buffers())
 
 
 def _trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...], leaf_names: Iterable[str],
