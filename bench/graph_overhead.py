@@ -22,12 +22,17 @@ each other, so slow drifts of the machine's load cancel).  Columns: ``MACs`` (fx
 ``graph/orig`` and ``eager/orig`` (latency ratios), ``graph/eager`` (the GraphModule's overhead: 1.00
 is none), ``lat/MACs`` (``graph/orig`` over ``MACs``: 1.0 means latency shrank exactly as the MACs
 did; issue 14's target is at most 1.1), ``orig ms`` (the original's median per forward), and with
-``--tp`` ``tp/orig`` and TP's ``lat/MACs`` (by TP's own MACs count).  ``max |graph-eager|`` is the
-largest difference between (b) and (c) on the batch-8 inputs.  ``--round-to 8`` keeps widths
-multiples of 8.
+``--tp`` ``tp/orig`` and TP's ``lat/MACs`` (by TP's own MACs count).  ``max diff`` is the
+largest difference between (b) and (c) on the batch-8 inputs; ``front end`` is the analysis' (``fx``, or
+``export`` where ``frontend="auto"`` chose ``torch.export``); ``eager`` says what (c) is: ``copy``
+(the original class deep-copied and resized) or ``config`` (a Hugging Face model rebuilt from a config
+with the pruned widths).  ``--round-to 8`` keeps widths multiples of 8.  ``--breakdown`` times every
+node alone in the original and the pruned graph and adds: ``MAC ops' share`` (of the original's summed
+node times, the nodes with MACs: conv, linear, matmul, attention), ``MAC ops' time`` and ``others'
+time`` (pruned over original, summed node times of each kind).
 
 Run:  python bench/graph_overhead.py [--models resnet,vit,...] [--rounds 15] [--min-time 0.2] [--threads 1]
-      [--round-to 8] [--tp] [--tiny]
+      [--round-to 8] [--tp] [--breakdown] [--tiny]
 """
 from __future__ import annotations
 
@@ -218,6 +223,24 @@ def ratio(seconds: dict[str, list[float]], a: str, b: str) -> float:
     return statistics.median(x / y for x, y in zip(seconds[a], seconds[b]))
 
 
+def breakdown(result: Any, inputs: tuple) -> dict[str, float]:
+    """Where the time goes: every call node timed in isolation (:func:`fxprune.analysis.latency.time_nodes`)
+    in the analysed original graph and in the pruned one (matched by node name), split into the nodes
+    with MACs (conv, linear, matmul, attention) and the rest (norms, activations, adds, layout ops)."""
+    from fxprune.analysis.cost import node_macs
+    from fxprune.analysis.latency import LatencyConfig, time_nodes
+
+    analysis = result.analysis
+    config = LatencyConfig(threads=None, cache=False)
+    before = time_nodes(analysis.graph_module, inputs, config)
+    after = time_nodes(result.graph_module, inputs, config)
+    macs = {n.name: node_macs(analysis.graph_module, n, analysis.registry) for n in analysis.graph_module.graph.nodes}
+    mac0 = sum(t for name, t in before.items() if macs.get(name, 0) > 0)
+    mac1 = sum(t for name, t in after.items() if macs.get(name, 0) > 0)
+    rest0, rest1 = sum(before.values()) - mac0, sum(after.values()) - mac1
+    return {"mac_share": mac0 / (mac0 + rest0), "mac_time": mac1 / mac0, "rest_time": rest1 / rest0 if rest0 else 1.0}
+
+
 def run_case(key: str, case: Case, args: argparse.Namespace) -> dict[str, Any]:
     model, inputs = case.build(args.tiny)
     options = dict(case.options or {})
@@ -238,13 +261,15 @@ def run_case(key: str, case: Case, args: argparse.Namespace) -> dict[str, Any]:
         diff = (_output(graph(*inputs)) - _output(eager(*inputs))).abs().max().item()
     models: dict[str, Any] = {"orig": model, "graph": graph, "eager": eager}
     row: dict[str, Any] = {"name": TINY_NAMES[key] if args.tiny else case.name, "macs": result.report.macs_ratio,
-                           "diff": diff, "kind": kind}
+                           "diff": diff, "kind": kind, "frontend": result.analysis.frontend}
     if args.tp:
         got = tp_prune(model, inputs, args.tp_timeout)
         if isinstance(got, str):      # TP fails or hangs on some models: a cell, not a crash
             row["tp_error"] = got
         else:
             models["tp"], row["tp_macs"] = got[0].eval(), got[1]
+    if args.breakdown:
+        row.update(breakdown(result, inputs))
     seconds = measure(models, inputs, args.rounds, args.min_time, args.warmup)
     row["orig_ms"] = statistics.median(seconds["orig"]) * 1e3
     row["graph"], row["eager"] = ratio(seconds, "graph", "orig"), ratio(seconds, "eager", "orig")
@@ -254,13 +279,16 @@ def run_case(key: str, case: Case, args: argparse.Namespace) -> dict[str, Any]:
     return row
 
 
-COLUMNS = ["model", "eager", "MACs", "graph/orig", "eager/orig", "graph/eager", "lat/MACs", "orig ms", "max |graph-eager|"]
+COLUMNS = ["model", "front end", "eager", "MACs", "graph/orig", "eager/orig", "graph/eager", "lat/MACs", "orig ms",
+           "max diff"]
 
 
 def table_row(row: dict[str, Any], tp: bool) -> str:
-    cells = [row["name"], row["kind"], f"{row['macs']:.1%}", f"{row['graph']:.3f}", f"{row['eager']:.3f}",
+    cells = [row["name"], row["frontend"], row["kind"], f"{row['macs']:.1%}", f"{row['graph']:.3f}", f"{row['eager']:.3f}",
              f"{row['overhead']:.3f}", f"{row['graph'] / row['macs']:.2f}", f"{row['orig_ms']:.1f}",
              f"{row['diff']:.1e}"]
+    if "mac_share" in row:
+        cells += [f"{row['mac_share']:.0%}", f"{row['mac_time']:.3f}", f"{row['rest_time']:.3f}"]
     if tp:
         if "tp" in row:
             cells += [f"{row['tp_macs']:.1%}", f"{row['tp']:.3f}", f"{row['tp'] / row['tp_macs']:.2f}"]
@@ -281,6 +309,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--round-to", type=int, default=1, help="keep widths multiples of this")
     parser.add_argument("--tp", action="store_true", help="also Torch-Pruning's pruned model (torch-pruning 1.6.1)")
     parser.add_argument("--tp-timeout", type=float, default=120, help="seconds TP may take to prune a model")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="time every node alone: the share of the original's time in ops with MACs, and "
+                             "the pruned/original time of those ops and of the others")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (the smoke test)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -291,7 +322,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} thread(s), "
           f"batch {BATCH}, ratio 0.5, round_to {args.round_to}, {args.rounds} rounds of >= {args.min_time} s")
     print()
-    columns = COLUMNS + (["MACs TP", "tp/orig", "lat/MACs TP"] if args.tp else [])
+    columns = COLUMNS + (["MAC ops' share", "MAC ops' time", "others' time"] if args.breakdown else []) + (
+        ["MACs TP", "tp/orig", "lat/MACs TP"] if args.tp else [])
     print("| " + " | ".join(columns) + " |")
     print("|" + "|".join("---" for _ in columns) + "|")
     for key in keys:
