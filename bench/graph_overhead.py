@@ -29,7 +29,8 @@ largest difference between (b) and (c) on the batch-8 inputs; ``front end`` is t
 with the pruned widths).  ``--round-to 8`` keeps widths multiples of 8.  ``--breakdown`` times every
 node alone in the original and the pruned graph and adds: ``MAC ops' share`` (of the original's summed
 node times, the nodes with MACs: conv, linear, matmul, attention), ``MAC ops' time`` and ``others'
-time`` (pruned over original, summed node times of each kind).
+time`` (pruned over original, summed node times of each kind; ``-`` for a graph captured by
+``torch.export``, which cannot be put in eval mode for the node timer).
 
 Run:  python bench/graph_overhead.py [--models resnet,vit,...] [--rounds 15] [--min-time 0.2] [--threads 1]
       [--round-to 8] [--tp] [--breakdown] [--tiny]
@@ -268,7 +269,7 @@ def run_case(key: str, case: Case, args: argparse.Namespace) -> dict[str, Any]:
             row["tp_error"] = got
         else:
             models["tp"], row["tp_macs"] = got[0].eval(), got[1]
-    if args.breakdown:
+    if args.breakdown and result.analysis.frontend == "fx":   # an exported graph cannot be put in eval mode
         row.update(breakdown(result, inputs))
     seconds = measure(models, inputs, args.rounds, args.min_time, args.warmup)
     row["orig_ms"] = statistics.median(seconds["orig"]) * 1e3
@@ -283,12 +284,15 @@ COLUMNS = ["model", "front end", "eager", "MACs", "graph/orig", "eager/orig", "g
            "max diff"]
 
 
-def table_row(row: dict[str, Any], tp: bool) -> str:
-    cells = [row["name"], row["frontend"], row["kind"], f"{row['macs']:.1%}", f"{row['graph']:.3f}", f"{row['eager']:.3f}",
-             f"{row['overhead']:.3f}", f"{row['graph'] / row['macs']:.2f}", f"{row['orig_ms']:.1f}",
+def table_row(row: dict[str, Any], tp: bool, breakdown_columns: bool = False) -> str:
+    cells = [row["name"], row["frontend"], row["kind"], f"{row['macs']:.1%}", f"{row['graph']:.3f}",
+             f"{row['eager']:.3f}", f"{row['overhead']:.3f}", f"{row['graph'] / row['macs']:.2f}",
+             f"{row['orig_ms']:.1f}",
              f"{row['diff']:.1e}"]
     if "mac_share" in row:
         cells += [f"{row['mac_share']:.0%}", f"{row['mac_time']:.3f}", f"{row['rest_time']:.3f}"]
+    elif breakdown_columns:
+        cells += ["-"] * 3
     if tp:
         if "tp" in row:
             cells += [f"{row['tp_macs']:.1%}", f"{row['tp']:.3f}", f"{row['tp'] / row['tp_macs']:.2f}"]
@@ -327,7 +331,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| " + " | ".join(columns) + " |")
     print("|" + "|".join("---" for _ in columns) + "|")
     for key in keys:
-        print(table_row(run_case(key, CASES[key], args), args.tp), flush=True)
+        print(table_row(run_case(key, CASES[key], args), args.tp, args.breakdown), flush=True)
 
 
 if __name__ == "__main__":
