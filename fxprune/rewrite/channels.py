@@ -34,6 +34,7 @@ from ..errors import RewriteError
 from ..modules import get_attr
 from ..ops.context import EmitContext
 from ..ops.effects import removable
+from .codegen import use_module_dict_codegen
 
 __all__ = ["apply_plan", "kept_indices", "plan_mask", "sliced_tensors"]
 
@@ -170,6 +171,7 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
         # constant); in-place ops, random ops and module calls always stay.
         new_gm.graph.eliminate_dead_code(is_impure_node=lambda n: not removable(n, new_gm))
         new_gm.graph.lint()
+        use_module_dict_codegen(new_gm)   # submodules through _modules: no __getattr__ per call
         new_gm.recompile()
         if verify:
             _verify(analysis, new_gm, new_shapes)
