@@ -449,3 +449,32 @@ def test_a_called_modules_state_is_read_as_named_parameters_and_named_buffers_li
         got = _named_state(m)
         assert [n for n, _ in got] == [n for n, _ in expected]
         assert all(a is b for (_, a), (_, b) in zip(got, expected))
+
+
+def test_emitted_code_reaches_submodules_through_modules_dicts():
+    """No ``nn.Module.__getattr__`` chain per call (bench/graph_overhead.py): the same objects, the same results."""
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+
+        def forward(self, x):
+            return x + self.body[1].weight.view(1, -1, 1, 1) * self.body(x)   # a get_attr two hops deep
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Sequential(Block(), Block()), nn.Conv2d(8, 4, 1)).eval()
+    x = (torch.randn(2, 3, 12, 12),)
+    result = fxprune.prune(model, x, ratio=0.5)
+    gm = result.graph_module
+    code = gm.code
+    assert "getattr(" not in code and "self._modules['1']._modules['0']._modules['body']._modules['0'](" in code
+    assert "self._modules['1']._modules['0']._modules['body']._modules['1'].weight" in code
+    reference = fx.GraphModule(gm, copy.deepcopy(gm.graph))   # the same graph with fx's own code ...
+    reference.graph.set_codegen(fx.graph.CodeGen())
+    reference.recompile()
+    assert "getattr(" in reference.code
+    with torch.no_grad():
+        y = gm(*x)
+        assert torch.equal(y, reference(*x)) and torch.equal(y, result.materialize()(*x))
+        gm.recompile()                                     # ... and the fast code survives recompiles and copies
+        copied = copy.deepcopy(gm)
+        assert "_modules[" in gm.code and "_modules[" in copied.code and torch.equal(copied(*x), y)

@@ -42,6 +42,7 @@ from ..analysis.blocks import Block, ProjectionPolicy, blocks_of, removed_nodes
 from ..analysis.shapes import propagate_shapes
 from ..analysis.copying import copy_node, own_copies
 from ..errors import PlanError, RewriteError
+from .codegen import use_module_dict_codegen
 
 __all__ = ["remove_blocks", "select_blocks"]
 
@@ -104,6 +105,7 @@ def remove_blocks(analysis: Analysis, block_ids: Iterable[int], *,
     new_gm.graph.eliminate_dead_code()
     new_gm.delete_all_unused_submodules()
     new_gm.graph.lint()
+    use_module_dict_codegen(new_gm.graph)   # submodules through _modules: no __getattr__ per call
     new_gm.recompile()
     if verify:
         _verify(analysis, new_gm)

@@ -35,6 +35,7 @@ from ..errors import RewriteError
 from ..modules import get_attr, submodule
 from ..ops.context import EmitContext
 from ..ops.effects import removable
+from .codegen import use_module_dict_codegen
 
 __all__ = ["apply_plan", "kept_indices", "plan_mask", "sliced_tensors"]
 
@@ -171,6 +172,7 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
         # attributes (``get_attr``) stay until then, so the module copies every
         # attribute the graph referred to, in the graph's order (its state dict).
         graph.eliminate_dead_code(is_impure_node=lambda n: n.op == "get_attr" or not removable(n, root))
+        use_module_dict_codegen(graph)   # submodules through _modules: no __getattr__ per call
         new_gm = fx.GraphModule(root, graph, gm.__class__.__name__)
         new_gm.training = gm.training  # the emitted module starts in the mode of the analysed one
         dead_reads = [n for n in graph.nodes if n.op == "get_attr" and not n.users]
