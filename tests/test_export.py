@@ -8,7 +8,9 @@ import torch
 import torch.nn as nn
 
 import fxprune
-from fxprune.errors import TraceError
+import fxprune.analysis.capture
+from fxprune.errors import GuardError, TraceError
+from fxprune.modules import check_traced
 from fxprune.testing import check_pruning, zoo
 
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -24,7 +26,8 @@ def test_zoo_invariants_through_export(name):
 
 
 class ShapeBranch(nn.Module):
-    """symbolic_trace cannot branch on a shape; torch.export specialises it."""
+    """Plain symbolic_trace cannot branch on a shape; torch.export specialises it, fx's trace from
+    example values freezes it behind a run-time guard."""
 
     def __init__(self):
         super().__init__()
@@ -38,10 +41,14 @@ class ShapeBranch(nn.Module):
         return self.b(y)
 
 
-def test_export_handles_what_symbolic_trace_cannot():
+def test_export_handles_what_plain_symbolic_trace_cannot():
     x = (torch.randn(1, 3, 8, 8),)
     with pytest.raises(TraceError, match="leaf_modules"):
-        fxprune.analyze(ShapeBranch(), x)
+        fxprune.analysis.capture.trace(ShapeBranch())            # plain symbolic tracing
+    traced = fxprune.analyze(ShapeBranch(), x)                 # fx from the example values: guarded
+    assert traced.frontend == "fx" and any(n.target is check_traced for n in traced.graph_module.graph.nodes)
+    with pytest.raises(GuardError):
+        traced.graph_module(torch.randn(1, 3, 4, 4))           # the branch would go the other way
     model = ShapeBranch().eval()
     result = fxprune.prune(model, x, ratio=0.5, analysis=fxprune.analyze(model, x, frontend="export"))
     assert "aten.conv2d" in result.graph_module.code
