@@ -57,7 +57,6 @@ import functools
 import inspect
 import operator
 import threading
-import traceback
 import types
 import warnings
 from typing import Any, Iterable, Iterator
@@ -72,7 +71,7 @@ from .. import ir
 from ..errors import TrainEvalWarning
 from ..ir import AutogradFunction
 from .copying import copy_container, is_plain_cpu, lazy_graph_module, shallow_copy_module
-from .values import MetaValuesFailed, ValueTracing, keep_unused_state
+from .values import MetaValuesFailed, ValueTracing, keep_unused_state, user_frame_line
 
 __all__ = ["CAPTURE_LOCK", "state_restored", "trace_module", "tracing_copy"]
 
@@ -99,10 +98,7 @@ class _ModeFlag(int):
 
 
 def _user_frame(owner: str, kind: str) -> str:
-    frames = [f for f in traceback.extract_stack()[:-2]
-              if not any(p in f.filename.replace("\\", "/") for p in ("/torch/", "/fxprune/analysis/"))]
-    where = f"{frames[-1].filename}:{frames[-1].lineno}: {frames[-1].line}" if frames else "an unknown line"
-    return f"a branch on {owner} ({kind}).training at {where}"
+    return f"a branch on {owner} ({kind}).training at {user_frame_line()}"
 
 
 class _Tracer(ValueTracing, fx.Tracer):
@@ -118,6 +114,10 @@ class _Tracer(ValueTracing, fx.Tracer):
         self._proxy_cache: dict | None = None  # torch.fx's parameter proxy cache of this trace
         self._tensor_names: tuple | None = None  # (root, parameters by id, buffers by id), see _tensor_name
         self._init_values()
+
+    def constant_value(self, a: Any) -> Any:
+        """A module's training flag (:class:`_ModeFlag`) computes as the plain bool it stands for."""
+        return int(a) != 0 if isinstance(a, _ModeFlag) else a
 
     def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
         if isinstance(m, AutogradFunction) or qualname in self._leaf_names \

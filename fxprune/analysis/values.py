@@ -44,9 +44,10 @@ import torch.fx as fx
 
 from ..modules import check_traced
 
-__all__ = ["MetaValuesFailed", "ValueTracing", "keep_unused_state"]
+__all__ = ["MetaValuesFailed", "ValueTracing", "keep_unused_state", "user_frame_line"]
 
-def _user_frame_line() -> str:
+
+def user_frame_line() -> str:
     """``file:line: code`` of the innermost frame outside torch and fxprune's capture."""
     frames = [f for f in traceback.extract_stack()[:-2]
               if not any(p in f.filename.replace("\\", "/") for p in ("/torch/", "/fxprune/analysis/"))]
@@ -272,6 +273,10 @@ class ValueTracing:
             self.values[proxy.node] = self._compute(kind, target, args, kwargs)
         return proxy
 
+    def constant_value(self, a: Any) -> Any:
+        """What a non-tensor argument is when a value is computed (the tracer maps its mode flags to bools)."""
+        return a
+
     def _compute(self, kind: str, target: Any, args: tuple, kwargs: dict) -> Any:
         """The value of a new node, run on fake tensors (``_UNKNOWN`` where that fails)."""
         unknown = []
@@ -282,9 +287,7 @@ class ValueTracing:
                 if v is _UNKNOWN:
                     unknown.append(a)
                 return v
-            if isinstance(a, int) and hasattr(a, "reads"):  # a module's training flag (tracer._ModeFlag)
-                return int(a) != 0
-            return self._fake(a) if isinstance(a, torch.Tensor) else a
+            return self._fake(a) if isinstance(a, torch.Tensor) else self.constant_value(a)
 
         args = fx.node.map_aggregate(args, value)
         kwargs = fx.node.map_aggregate(kwargs, value)
@@ -371,12 +374,12 @@ class ValueTracing:
             return super().to_bool(obj)
         value = bool(self._frozen(obj, (bool, int, float, torch.Size, tuple, list, torch.dtype, torch.device,
                                         str, type(None)), "bool"))
-        self._guard(obj, value, f"the condition {obj.node.name} at {_user_frame_line()}")
+        self._guard(obj, value, f"the condition {obj.node.name} at {user_frame_line()}")
         return value
 
     def to_number(self, obj: fx.Proxy, kind: type) -> Any:
         value = self._frozen(obj, (bool, int, float) if kind is float else (bool, int), kind.__name__)
-        self._guard(obj, value, f"the size {obj.node.name} at {_user_frame_line()}")
+        self._guard(obj, value, f"the size {obj.node.name} at {user_frame_line()}")
         return kind(value)
 
     def length(self, obj: fx.Proxy) -> int:
