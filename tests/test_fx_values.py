@@ -332,6 +332,9 @@ def test_values_on_meta_capture_the_graph_fake_tensors_capture(model, monkeypatc
     _fake_only(monkeypatch)
     fake = fxprune.analyze(model, inputs).graph_module
     assert seen[-1] == (False, "ok")
+    # regression: the fake path ran leaf modules themselves, and BatchNorm's num_batches_tracked += 1
+    # (no fake argument) reached the user's buffer
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert gm.code == fake.code
     with torch.no_grad():
         torch.testing.assert_close(gm(*inputs), copy.deepcopy(model)(*inputs))

@@ -200,7 +200,7 @@ class ValueTracing:
         self._fakes: dict[int, Any] = {}
         self._on_meta = False  # values on meta tensors standing for CPU ones (not fake tensors)
         self._meta_failed: str | None = None  # why the meta values failed (the trace is then redone on fakes)
-        self._twins: dict[int, tuple[torch.nn.Module, torch.nn.Module]] = {}  # leaf modules holding meta state
+        self._twins: dict[int, tuple[torch.nn.Module, torch.nn.Module]] = {}  # leaf modules holding copied state
         self._computing = False
         self.guards: list[str] = []  # what the trace froze, and checks at run time
         self._guarded: set[tuple] = set()
@@ -252,7 +252,7 @@ class ValueTracing:
         return torch.nn.Parameter(copy_, t.requires_grad) if isinstance(t, torch.nn.Parameter) else copy_
 
     def _twin(self, module: torch.nn.Module) -> torch.nn.Module:
-        """A copy of ``module``'s tree holding meta copies of its parameters and buffers (made once)."""
+        """A copy of ``module``'s tree holding meta (or fake) copies of its parameters and buffers (made once)."""
         if id(module) in self._twins:
             return self._twins[id(module)][1]
         from .copying import shallow_copy_module
@@ -335,20 +335,13 @@ class ValueTracing:
             if kind == "call_method":
                 return getattr(args[0], target)(*args[1:], **kwargs)
             if kind == "call_module":
+                # a twin holding meta or fake copies of the state (what the run writes, a BatchNorm's
+                # num_batches_tracked, stays on the copies), with the module's flags as plain bools
                 module = self.root.get_submodule(target)
-                if self._on_meta:  # a twin holding meta state, with the module's flags as plain bools
-                    twin = self._twin(module)
-                    for m, t in zip(module.modules(), twin.modules()):
-                        t.training = int(m.training) != 0
-                    return twin(*args, **kwargs)
-                flags = [(m, m.training) for m in module.modules()]
-                try:  # the flags as plain bools (a kernel refuses an int subclass)
-                    for m, flag in flags:
-                        m.training = int(flag) != 0
-                    return module(*args, **kwargs)
-                finally:
-                    for m, flag in flags:
-                        m.training = flag
+                twin = self._twin(module)
+                for m, t in zip(module.modules(), twin.modules()):
+                    t.training = int(m.training) != 0
+                return twin(*args, **kwargs)
         return _UNKNOWN
 
     def _guard(self, proxy: fx.Proxy, expected: Any, what: str) -> None:
