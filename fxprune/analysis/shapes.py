@@ -46,7 +46,7 @@ from ..ir import TensorSpec
 from .copying import is_plain_cpu
 from .tracer import state_restored
 
-__all__ = ["propagate_shapes", "spec_of", "as_example_inputs"]
+__all__ = ["propagate_shapes", "spec_of", "as_example_inputs", "real_run_applies"]
 
 
 def as_example_inputs(example_inputs: Any) -> tuple:
@@ -291,7 +291,7 @@ class _RealProp(_LeanProp):
 _STATE_DICTS = frozenset({"_parameters", "_buffers", "_modules"})
 
 
-def _holds_unregistered_tensors(gm: fx.GraphModule) -> bool:
+def _holds_unregistered_tensors(gm: torch.nn.Module) -> bool:
     """Whether a module keeps a tensor outside its parameters and buffers (an attribute, or in a
     list/dict/tuple attribute): a real run could write it in place, and it is the user's."""
     tensor = torch.Tensor
@@ -313,26 +313,38 @@ def _holds_unregistered_tensors(gm: fx.GraphModule) -> bool:
     return False
 
 
-def _propagate_on_real(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> bool:
-    """Run ``gm`` once with CPU kernels on copies of its state and inputs; False when it cannot or should not.
+def real_run_applies(module: torch.nn.Module, example_inputs: Sequence[Any]) -> bool:
+    """Whether values of ``module`` at ``example_inputs`` may be computed with CPU kernels on copies.
 
-    On small models CPU kernels are an order of magnitude cheaper than meta
-    dispatch (whose shape functions are Python).  Only a model whose parameters,
-    buffers and tensor inputs are plain CPU tensors, with at most
-    :data:`REAL_RUN_MAX_STATE` elements of state and no tensor kept outside its
-    parameters and buffers (a plain tensor attribute would be the user's), is tried; everything runs on
-    copies (in-place updates, BatchNorm statistics and in-place ops on inputs
-    land on them), without autograd, with the random number generator's state
-    restored after; a run slower than :data:`REAL_RUN_SECONDS_PER_NODE` per graph
-    node is given up for meta tensors, which bounds the cost of trying.
+    Every parameter, buffer and tensor input must be a plain CPU tensor
+    (:func:`~fxprune.analysis.copying.is_plain_cpu`), the state at most
+    :data:`REAL_RUN_MAX_STATE` elements (copying it stays cheap), and no module may
+    keep a tensor outside its parameters and buffers (a plain tensor attribute is
+    the user's, and a real run could write it in place).  Shared by the shape
+    propagation here and the trace from example values
+    (:mod:`fxprune.analysis.values`).
     """
-    named = [*gm.named_parameters(remove_duplicate=False), *gm.named_buffers(remove_duplicate=False)]
+    named = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
     flat: list[Any] = []
     fx.node.map_aggregate(tuple(example_inputs), flat.append)
     tensors = [x for x in flat if isinstance(x, torch.Tensor)]
     if not all(is_plain_cpu(t) for _, t in named) or not all(is_plain_cpu(t) for t in tensors):
         return False
-    if sum(t.numel() for _, t in named) > REAL_RUN_MAX_STATE or _holds_unregistered_tensors(gm):
+    return sum(t.numel() for _, t in named) <= REAL_RUN_MAX_STATE and not _holds_unregistered_tensors(module)
+
+
+def _propagate_on_real(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> bool:
+    """Run ``gm`` once with CPU kernels on copies of its state and inputs; False when it cannot or should not.
+
+    On small models CPU kernels are an order of magnitude cheaper than meta
+    dispatch (whose shape functions are Python).  Only a model :func:`real_run_applies`
+    to is tried; everything runs on
+    copies (in-place updates, BatchNorm statistics and in-place ops on inputs
+    land on them), without autograd, with the random number generator's state
+    restored after; a run slower than :data:`REAL_RUN_SECONDS_PER_NODE` per graph
+    node is given up for meta tensors, which bounds the cost of trying.
+    """
+    if not real_run_applies(gm, example_inputs):
         return False
     inputs = fx.node.map_aggregate(
         tuple(example_inputs), lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v)
