@@ -384,7 +384,10 @@ def _analyze_with(frontend: "Frontend", model: torch.nn.Module, example_inputs: 
         notes.extend(gm.meta.get(ir.CAPTURE_NOTES, ()))
     if gm is model:  # a GraphModule given by the user: annotate a shallow copy of its graph
         gm = lazy_graph_module(model, _copy_graph(model.graph), type(model).__name__)
-    propagate_shapes(gm, example_inputs)
+        propagate_shapes(gm, example_inputs)
+    elif not all(ir.SPEC in n.meta for n in gm.graph.nodes):
+        propagate_shapes(gm, example_inputs)
+    # else: traced from these example values just now, which annotated every node (ValueTracing.write_specs)
     # kept calls that follow the mode and pass channels through (stochastic depth): registered, in a copy
     registry, recognised = recognise_mode_calls(gm, registry)
     notes.extend(recognised)

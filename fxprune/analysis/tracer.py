@@ -71,7 +71,7 @@ from .. import ir
 from ..errors import TrainEvalWarning
 from ..ir import AutogradFunction
 from .copying import copy_container, is_plain_cpu, lazy_graph_module, shallow_copy_module
-from .values import MetaValuesFailed, ValueTracing, keep_unused_state, user_frame_line
+from .values import ValueTracing, ValuesFailed, ValuesOn, keep_unused_state, user_frame_line
 
 __all__ = ["CAPTURE_LOCK", "state_restored", "trace_module", "tracing_copy"]
 
@@ -470,18 +470,35 @@ def trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...] = (),
     name; ``kept_functions`` (functions with a rule) are not traced into where ``torch.fx.wrap``
     wrapped them (every other wrapped Python function is).
 
-    Values are computed on meta tensors where the model's parameters and buffers and the example
-    inputs are all plain CPU tensors (:func:`meta_values_apply`); where that trace fails for any
-    reason, the model is traced again on fake tensors, as it is otherwise.
+    Values are computed on the first of :func:`value_paths` that traces the model: with CPU kernels
+    on copies (a small plain-CPU model), on meta tensors (a plain-CPU model), on fake tensors; where
+    a trace fails for any reason, the model is traced again on the next.  Every node of the result
+    carries :data:`fxprune.ir.SPEC` when all values were known (:meth:`ValueTracing.write_specs`).
     """
-    if example_inputs is not None and meta_values_apply(model, example_inputs):
+    options = dict(leaf_types=leaf_types, leaf_names=leaf_names, leaf_functions=leaf_functions,
+                   kept_functions=kept_functions, example_inputs=example_inputs)
+    if example_inputs is None:
+        return _trace_module(model, **options)
+    *first, last = value_paths(model, example_inputs)
+    for values_on in first:
         try:
-            return _trace_module(model, leaf_types=leaf_types, leaf_names=leaf_names, leaf_functions=leaf_functions,
-                                 kept_functions=kept_functions, example_inputs=example_inputs, on_meta=True)
-        except Exception:  # noqa: BLE001 - meta tensors cannot stand for this model: fake tensors decide
+            return _trace_module(model, **options, values_on=values_on)
+        except Exception:  # noqa: BLE001 - this path cannot stand for the model: the next one decides
             pass
-    return _trace_module(model, leaf_types=leaf_types, leaf_names=leaf_names, leaf_functions=leaf_functions,
-                         kept_functions=kept_functions, example_inputs=example_inputs)
+    return _trace_module(model, **options, values_on=last)
+
+
+def value_paths(model: torch.nn.Module, example_inputs: tuple) -> tuple[ValuesOn, ...]:
+    """The paths a trace from ``example_inputs`` tries, in order: ``REAL`` where the CPU shape pass
+    would run ``model`` with CPU kernels (:func:`~fxprune.analysis.shapes.real_run_applies`),
+    ``META`` where :func:`meta_values_apply`, and ``FAKE``."""
+    from .shapes import real_run_applies  # shapes imports this module
+
+    if not meta_values_apply(model, example_inputs):
+        return (ValuesOn.FAKE,)
+    if real_run_applies(model, example_inputs):
+        return (ValuesOn.REAL, ValuesOn.META, ValuesOn.FAKE)
+    return (ValuesOn.META, ValuesOn.FAKE)
 
 
 def meta_values_apply(model: torch.nn.Module, example_inputs: tuple) -> bool:
@@ -493,7 +510,7 @@ def meta_values_apply(model: torch.nn.Module, example_inputs: tuple) -> bool:
 
 def _trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...], leaf_names: Iterable[str],
                   leaf_functions: tuple[Any, ...], kept_functions: tuple[Any, ...], example_inputs: tuple | None,
-                  on_meta: bool = False) -> fx.GraphModule:
+                  values_on: ValuesOn = ValuesOn.FAKE) -> fx.GraphModule:
     with CAPTURE_LOCK:
         root = tracing_copy(model)
         guard = contextlib.nullcontext() if root is not None else state_restored(model)
@@ -501,9 +518,11 @@ def _trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...], leaf_
         reads: list[str] = []
         tracer = _Tracer(leaf_types, frozenset(leaf_names), leaf_functions, reads)
         if example_inputs is not None:
-            tracer.from_examples(example_inputs, on_meta=on_meta)
+            tracer.from_examples(example_inputs, values_on=values_on)
+        # real values may draw random numbers (dropout in train mode): the user's generator is left as it was
+        rng = torch.random.fork_rng(devices=[]) if values_on is ValuesOn.REAL else contextlib.nullcontext()
         with guard:
-            with _mode_flags(root, reads), _autograd_functions_kept(), _inplace_operators_recorded(), \
+            with rng, _mode_flags(root, reads), _autograd_functions_kept(), _inplace_operators_recorded(), \
                     _size_factories_take_proxies(), \
                     _wrapped_functions_traced_into(tuple(leaf_functions) + tuple(kept_functions)):
                 _LOCAL.tracer = tracer
@@ -511,17 +530,18 @@ def _trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...], leaf_
                     graph = tracer.trace(root)
                 finally:
                     _LOCAL.tracer = None
-            if tracer._meta_failed is not None:  # raised inside and caught by the model's own code
-                raise MetaValuesFailed(tracer._meta_failed)
+            if tracer._failed is not None:  # raised inside and caught by the model's own code
+                raise ValuesFailed(tracer._failed)
             _read_flags_at_run_time(graph)
             gm = lazy_graph_module(root, graph, type(model).__name__)  # code generated on first use
             gm.training = bool(root.training)
-    tracer.values, tracer._fakes, tracer._twins = None, {}, {}
     if example_inputs is not None:
         keep_unused_state(gm, root)
+        tracer.write_specs(gm)
         gm.meta[ir.CAPTURE_NOTES] = (f"fx: traced from the example values ({len(tracer.guards)} value(s) frozen "
                                      "and checked at run time: input ranks and dtypes, branches and sizes"
                                      + (f", e.g. {tracer.guards[-1]}" if tracer.guards else "") + ")",)
+    tracer.values, tracer._specs, tracer._fakes, tracer._twins = None, {}, {}, {}
     branches = tuple(dict.fromkeys(reads))
     gm.meta[ir.MODE_BRANCHES] = branches
     if branches:

@@ -2,15 +2,29 @@
 
 Where plain symbolic tracing fails (Hugging Face models: a decorated ``forward``
 with ``**kwargs``, branches on sizes and dtypes), the tracer runs again with
-proxies that carry their values, computed op by op on fake tensors
-(``FakeTensorMode``: no compute, no weight read, the real devices), or, where the
-model's state and the example inputs are all plain CPU tensors, on ``meta`` copies
-(:meth:`ValueTracing.from_examples` with ``on_meta``: the same values at a fraction of
-the dispatch cost; ``.device`` answers ``cpu``, device arguments move to ``meta``,
-tensors created while a value is computed are ``meta`` ones, a leaf module runs as a
-twin holding meta copies of its state; anything meta tensors cannot compute aborts the
-trace with :class:`MetaValuesFailed` and :func:`~fxprune.analysis.tracer.trace_module`
-traces again on fake tensors):
+proxies that carry their values, computed op by op on one of three paths
+(:class:`ValuesOn`; :func:`~fxprune.analysis.tracer.trace_module` tries them in this
+order, and where one cannot compute a value it aborts the trace with
+:class:`ValuesFailed` and the next path traces again):
+
+* ``REAL``, for a small plain-CPU model
+  (:func:`~fxprune.analysis.shapes.real_run_applies`, as the CPU shape pass decides):
+  CPU kernels on *copies* of the example inputs and of the state the traced code
+  reads (a ``get_attr``'s tensor, a leaf module's twin), without autograd, the random
+  number generator's state restored afterwards; the fastest by far on small models
+  (a Hugging Face forward is ~1 ms on CPU kernels, ~16 ms on meta tensors), and given
+  up for meta tensors past a CPU-time budget per node, as the CPU shape pass does.
+  A read of tensor data (``bool(t)``, ``.item()``, ``.tolist()``, ``.numpy()``,
+  ``nonzero``, a boolean mask...) fails there as it does on meta tensors
+  (:func:`~fxprune.analysis.data_reads.data_reads_refused`): a branch on tensor
+  values is never frozen from the example's data;
+* ``META``, where the model's state and the example inputs are all plain CPU
+  tensors: ``meta`` copies; ``.device`` answers ``cpu``, device arguments move to
+  ``meta``, tensors created while a value is computed are ``meta`` ones;
+* ``FAKE`` otherwise (``FakeTensorMode``: no compute, no weight read, the real devices).
+
+A leaf module runs as a twin holding copies (real, meta or fake) of its state,
+so what it writes (a BatchNorm's statistics) stays on them.  Then:
 
 * one placeholder per example input, named after its parameter of ``forward``,
   which is called with keywords (a wrapper's ``*args, **kwargs`` stays as it is);
@@ -34,17 +48,21 @@ traces again on fake tensors):
 from __future__ import annotations
 
 import builtins
+import contextlib
+import enum
 import inspect
 import threading
+import time
 import traceback
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.fx as fx
 
+from .. import ir
 from ..modules import check_traced
 
-__all__ = ["MetaValuesFailed", "ValueTracing", "keep_unused_state", "user_frame_line"]
+__all__ = ["ValueTracing", "ValuesFailed", "ValuesOn", "keep_unused_state", "user_frame_line"]
 
 
 def user_frame_line() -> str:
@@ -60,8 +78,17 @@ _META = torch.device("meta")
 _CPU = torch.device("cpu")
 
 
-class MetaValuesFailed(Exception):
-    """A value meta tensors could not compute (or a device they cannot stand for): trace on fake tensors."""
+class ValuesOn(enum.Enum):
+    """Where a trace from example values computes its values (the module docstring says when each applies)."""
+
+    REAL = "real"  # CPU kernels on copies, reads of tensor data refused
+    META = "meta"  # meta copies standing for CPU tensors
+    FAKE = "fake"  # FakeTensorMode
+
+
+class ValuesFailed(Exception):
+    """A value the ``REAL`` or ``META`` path could not compute (or a device meta tensors cannot stand
+    for, a read of tensor data, a real run over its time budget): the next path traces again."""
 
 
 def _device_on_meta(device: Any) -> Any:
@@ -69,7 +96,17 @@ def _device_on_meta(device: Any) -> Any:
     kind = device.type if isinstance(device, torch.device) else device.split(":")[0] if isinstance(device, str) else None
     if kind in ("cpu", "meta"):
         return _META
-    raise MetaValuesFailed(f"device {device!r}: only CPU devices are traced on meta tensors")
+    raise ValuesFailed(f"device {device!r}: only CPU devices are traced on meta tensors")
+
+
+@contextlib.contextmanager
+def _on_real(refused: Callable[[str], None]) -> Iterator[None]:
+    """While a value is computed with CPU kernels: no autograd (the copies' results need none), and every
+    read of tensor data refused (``refused(why)``, then :class:`~fxprune.analysis.data_reads.DataRead`)."""
+    from .data_reads import data_reads_refused
+
+    with torch.no_grad(), data_reads_refused(refused):
+        yield
 
 
 def _factories() -> frozenset:
@@ -122,7 +159,7 @@ class _ValueProxy(fx.Proxy):
         if k in _FROZEN_ATTRIBUTES and isinstance(tracer, ValueTracing) and tracer.values is not None:
             value = tracer.value_of(self)
             if isinstance(value, torch.Tensor):
-                if tracer._on_meta and k in _ON_CPU:
+                if tracer._values_on is ValuesOn.META and k in _ON_CPU:
                     return _ON_CPU[k]
                 return getattr(value, k)
         return _ValueAttribute(self, k)
@@ -195,30 +232,47 @@ class ValueTracing:
 
     def _init_values(self) -> None:
         self.values: dict[fx.Node, Any] | None = None  # a trace from example values: each node's value
+        self._specs: dict[fx.Node, Any] = {}  # each node's spec, taken when its value was computed
+        self._spec_of: Callable[[Any], Any] | None = None
         self._example: tuple | None = None
         self._fake_mode: Any = None
         self._fakes: dict[int, Any] = {}
-        self._on_meta = False  # values on meta tensors standing for CPU ones (not fake tensors)
-        self._meta_failed: str | None = None  # why the meta values failed (the trace is then redone on fakes)
+        self._values_on = ValuesOn.FAKE
+        self._failed: str | None = None  # why the REAL or META values failed (the next path traces again)
+        self._real_budget = (0.0, 0.0)  # REAL: (CPU seconds computing so far, seconds allowed so far)
         self._twins: dict[int, tuple[torch.nn.Module, torch.nn.Module]] = {}  # leaf modules holding copied state
         self._computing = False
         self.guards: list[str] = []  # what the trace froze, and checks at run time
         self._guarded: set[tuple] = set()
 
-    def from_examples(self, example_inputs: tuple, on_meta: bool = False) -> None:
-        """Trace from ``example_inputs``: every proxy carries its value, computed on fake tensors, or
-        with ``on_meta`` on meta tensors standing for CPU ones (the model's state and the inputs must
-        all be plain CPU tensors: :func:`meta_values_apply`); a value they cannot compute raises
-        :class:`MetaValuesFailed` (and :attr:`_meta_failed` says why, should the model catch it)."""
+    def from_examples(self, example_inputs: tuple, values_on: ValuesOn = ValuesOn.FAKE) -> None:
+        """Trace from ``example_inputs``: every proxy carries its value, computed on the path ``values_on``
+        (the caller checks that it applies: see the module docstring); a value the ``REAL`` or ``META``
+        path cannot compute raises :class:`ValuesFailed` (and :attr:`_failed` says why, should the
+        model's code catch it)."""
+        from .shapes import REAL_RUN_MIN_SECONDS, spec_of
+
         self.values = {}
+        self._spec_of = spec_of
         self._example = tuple(example_inputs)
-        self._on_meta = on_meta
-        if on_meta:
-            self._fake_mode = _OnMeta()
-        else:
+        self._values_on = values_on
+        self._real_budget = (0.0, REAL_RUN_MIN_SECONDS)
+        if values_on is ValuesOn.FAKE:
             from torch._subclasses.fake_tensor import FakeTensorMode
 
             self._fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+        elif values_on is ValuesOn.META:
+            self._fake_mode = _OnMeta()
+        else:
+            self._fake_mode = None  # a fresh guard per value: _value_mode
+
+    def _value_mode(self) -> Any:
+        """The context a value is computed in (the REAL path's guard reports refusals to :meth:`_refused`)."""
+        return _on_real(self._refused) if self._values_on is ValuesOn.REAL else self._fake_mode
+
+    def _refused(self, why: str) -> None:
+        """A read of tensor data on the REAL path: the trace fails even if the model's code catches it."""
+        self._failed = self._failed or f"real values: {why}"
 
     # -- values ---------------------------------------------------------------------------------
 
@@ -229,30 +283,47 @@ class ValueTracing:
         return self.values.get(proxy.node, _UNKNOWN) if self.values is not None else _UNKNOWN
 
     def _fake(self, t: torch.Tensor) -> Any:
-        """``t``'s fake (or meta) copy, made once per tensor."""
-        if self._on_meta:
+        """``t``'s stand-in on this path (a real, meta or fake copy), made once per tensor: what a value
+        is computed from, never the user's tensor."""
+        if self._values_on is ValuesOn.META:
             if t.is_meta:
                 return t
-        else:
+        elif self._values_on is ValuesOn.FAKE:
             from torch._subclasses.fake_tensor import FakeTensor
 
             if isinstance(t, FakeTensor):
                 return t
         if id(t) not in self._fakes:
-            self._fakes[id(t)] = (t, self._meta_copy(t) if self._on_meta else self._fake_mode.from_tensor(t))
+            self._fakes[id(t)] = (t, self._copy(t))
         return self._fakes[id(t)][1]  # the tensor kept above: its id stays unique
+
+    def _copy(self, t: torch.Tensor) -> Any:
+        if self._values_on is ValuesOn.FAKE:
+            return self._fake_mode.from_tensor(t)
+        return self._meta_copy(t) if self._values_on is ValuesOn.META else self._real_copy(t)
 
     @staticmethod
     def _meta_copy(t: torch.Tensor) -> torch.Tensor:
         if t.device.type != "cpu":
-            raise MetaValuesFailed(f"a tensor on {t.device} in a trace on meta tensors")
+            raise ValuesFailed(f"a tensor on {t.device} in a trace on meta tensors")
         with torch.no_grad():
             copy_ = torch.empty_like(t, device=_META)
         copy_.requires_grad_(t.requires_grad)
         return torch.nn.Parameter(copy_, t.requires_grad) if isinstance(t, torch.nn.Parameter) else copy_
 
+    @staticmethod
+    def _real_copy(t: torch.Tensor) -> torch.Tensor:
+        """A CPU copy of ``t`` (a parameter stays a parameter): in-place ops of the traced code land on it."""
+        from .copying import is_plain_cpu
+
+        if not is_plain_cpu(t):  # a tensor the code reached that the check before the trace did not see
+            raise ValuesFailed(f"a {type(t).__name__} on {t.device} in a trace on real CPU tensors")
+        with torch.no_grad():
+            copy_ = t.detach().clone()
+        return torch.nn.Parameter(copy_, t.requires_grad) if isinstance(t, torch.nn.Parameter) else copy_
+
     def _twin(self, module: torch.nn.Module) -> torch.nn.Module:
-        """A copy of ``module``'s tree holding meta (or fake) copies of its parameters and buffers (made once)."""
+        """A copy of ``module``'s tree holding real, meta or fake copies of its parameters and buffers (made once)."""
         if id(module) in self._twins:
             return self._twins[id(module)][1]
         from .copying import shallow_copy_module
@@ -270,8 +341,15 @@ class ValueTracing:
         proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
         if self.values is not None and kind != "placeholder" and not self._computing \
                 and threading.get_ident() == self._thread:
-            self.values[proxy.node] = self._compute(kind, target, args, kwargs)
+            self._set_value(proxy.node, self._compute(kind, target, args, kwargs))
         return proxy
+
+    def _set_value(self, node: fx.Node, value: Any) -> None:
+        """``node``'s value, and its spec as shape propagation would take it (now: a later in-place op
+        may change the value's shape)."""
+        self.values[node] = value
+        if value is not _UNKNOWN:
+            self._specs[node] = self._spec_of(value)
 
     def constant_value(self, a: Any) -> Any:
         """What a non-tensor argument is when a value is computed (the tracer maps its mode flags to bools)."""
@@ -295,28 +373,42 @@ class ValueTracing:
             return _UNKNOWN
         reads = len(self._reads)
         self._computing = True
+        started = time.thread_time() if self._values_on is ValuesOn.REAL else 0.0
         try:
-            if self._on_meta:
+            if self._values_on is ValuesOn.META:
                 return self._on_meta_values(self._compute_in_mode(kind, target, args, kwargs))
             return self._compute_in_mode(kind, target, args, kwargs)
-        except MetaValuesFailed as exc:
-            self._meta_failed = self._meta_failed or str(exc)
+        except ValuesFailed as exc:
+            self._failed = self._failed or str(exc)
             raise
         except Exception as exc:  # noqa: BLE001 - a value fake tensors cannot give: branches on it fail as in torch.fx
-            if self._on_meta:  # meta tensors are not fake ones: the fake trace decides
-                self._meta_failed = self._meta_failed or f"{kind} {target}: {type(exc).__name__}: {exc}"
-                raise MetaValuesFailed(self._meta_failed) from exc
+            if self._values_on is not ValuesOn.FAKE:  # real and meta tensors are not fake ones: the next path decides
+                self._failed = self._failed or f"{kind} {target}: {type(exc).__name__}: {exc}"
+                raise ValuesFailed(self._failed) from exc
             return _UNKNOWN
         finally:
             self._computing = False
             del self._reads[reads:]  # a module run for its value reads its flag: not a branch of the trace
+            if self._values_on is ValuesOn.REAL:
+                self._charge(time.thread_time() - started)
+
+    def _charge(self, seconds: float) -> None:
+        """Count a REAL value's CPU time against the budget the CPU shape pass has (per node, at least a
+        minimum): a model whose kernels cost more than meta dispatch would is traced on meta tensors."""
+        from .shapes import REAL_RUN_SECONDS_PER_NODE
+
+        spent, allowed = self._real_budget
+        self._real_budget = (spent + seconds, allowed + REAL_RUN_SECONDS_PER_NODE)
+        if spent + seconds > allowed + REAL_RUN_SECONDS_PER_NODE:
+            self._failed = self._failed or f"real values over their time budget ({spent + seconds:.3f} s)"
+            raise ValuesFailed(self._failed)
 
     def _on_meta_values(self, result: Any) -> Any:
         """A computed value on meta tensors: a CPU tensor it holds (made from Python numbers) as a meta copy."""
         if isinstance(result, torch.Tensor):
             return result if result.is_meta else self._meta_copy(result)
         if isinstance(result, torch.device) and result.type == "meta":
-            raise MetaValuesFailed("a device computed on meta tensors")
+            raise ValuesFailed("a device computed on meta tensors")
         if type(result) in (tuple, list):
             return type(result)(self._on_meta_values(v) for v in result)
         if type(result) is dict:
@@ -324,7 +416,7 @@ class ValueTracing:
         return result
 
     def _compute_in_mode(self, kind: str, target: Any, args: tuple, kwargs: dict) -> Any:
-        with self._fake_mode:
+        with self._value_mode():
             if kind == "get_attr":
                 obj = self.root
                 for part in target.split("."):
@@ -335,7 +427,7 @@ class ValueTracing:
             if kind == "call_method":
                 return getattr(args[0], target)(*args[1:], **kwargs)
             if kind == "call_module":
-                # a twin holding meta or fake copies of the state (what the run writes, a BatchNorm's
+                # a twin holding real, meta or fake copies of the state (what the run writes, a BatchNorm's
                 # num_batches_tracked, stays on the copies), with the module's flags as plain bools
                 module = self.root.get_submodule(target)
                 twin = self._twin(module)
@@ -343,6 +435,34 @@ class ValueTracing:
                     t.training = int(m.training) != 0
                 return twin(*args, **kwargs)
         return _UNKNOWN
+
+    def write_specs(self, gm: fx.GraphModule) -> bool:
+        """Annotate every node of ``gm`` (traced from example values) with :data:`fxprune.ir.SPEC`, as
+        :func:`~fxprune.analysis.shapes.propagate_shapes` would at the same inputs: the spec each value
+        had when it was computed, the output's from the values it returns, and for a ``get_attr`` added
+        after the trace (a ``training`` flag, state the forward does not use) the attribute's; the
+        analysis then skips that second run.  Nothing is written (False) where a value is unknown."""
+        specs: dict[fx.Node, Any] = {}
+        for node in gm.graph.nodes:
+            if node in self._specs:
+                specs[node] = self._specs[node]
+            elif node.op == "get_attr":
+                obj: Any = gm
+                for part in str(node.target).split("."):
+                    obj = getattr(obj, part)
+                specs[node] = self._spec_of(obj)
+            elif node.op == "output":
+                value = fx.node.map_arg(node.args[0], lambda n: self.values.get(n, _UNKNOWN))
+                found: list[Any] = []
+                fx.node.map_aggregate(value, lambda v: found.append(v) if v is _UNKNOWN else None)
+                if found:
+                    return False
+                specs[node] = self._spec_of(value)
+            else:
+                return False
+        for node, spec in specs.items():
+            node.meta[ir.SPEC] = spec
+        return True
 
     def _guard(self, proxy: fx.Proxy, expected: Any, what: str) -> None:
         """Record ``check_traced(proxy, expected, ...)``: the frozen value is checked at run time."""
@@ -406,13 +526,13 @@ class ValueTracing:
             proxy = self.create_proxy("placeholder", name, (), {})
             proxies.append(proxy)
             if isinstance(value, torch.Tensor):
-                self.values[proxy.node] = self._fake(value)
+                self._set_value(proxy.node, self._fake(value))
                 call[name] = proxy
                 self._guard(self.create_proxy("call_method", "dim", (proxy,), {}), value.ndim, f"the rank of input {name!r}")
                 dtype = self.create_proxy("call_function", builtins.getattr, (proxy, "dtype"), {})
                 self._guard(dtype, value.dtype, f"the dtype of input {name!r}")
             elif value is None or isinstance(value, (bool, int, float, str)):
-                self.values[proxy.node] = value
+                self._set_value(proxy.node, value)
                 call[name] = value
                 self._guard(proxy, value, f"input {name!r}")
             else:
