@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 import fxprune
-from fxprune import GuardError, TraceError
+from fxprune import GuardError, TraceError, ir
 from fxprune.testing import check_pruning
 from fxprune.testing.check import mask_original
 
@@ -260,28 +260,39 @@ def test_fx_captured_hf_models_materialize_and_stay_untouched(name):
     assert {n: dict(vars(m)) for n, m in model.named_modules()} == attrs
 
 
-# --------------------------------------------------------------------------- values on meta tensors
+# --------------------------------------------------------------------------- values on real, meta and fake tensors
+from fxprune.analysis import capture as _capture  # noqa: E402
+from fxprune.analysis import shapes as _shapes  # noqa: E402
 from fxprune.analysis import tracer as _tracer  # noqa: E402
+from fxprune.analysis.values import ValuesOn  # noqa: E402
+
+REAL, META, FAKE = ValuesOn.REAL, ValuesOn.META, ValuesOn.FAKE
 
 
 def _traces(monkeypatch):
-    """Spy on the traces from example values: ``[(on_meta, 'ok' or the error type)]``."""
+    """Spy on the traces: ``[(path, 'ok' or the error type)]``, path ``None`` for a plain symbolic trace."""
     seen, original = [], _tracer._trace_module
 
     def spy(*args, **kwargs):
+        path = kwargs.get("values_on") if kwargs.get("example_inputs") is not None else None
         try:
             gm = original(*args, **kwargs)
         except Exception as exc:
-            seen.append((kwargs.get("on_meta", False), type(exc).__name__))
+            seen.append((path, type(exc).__name__))
             raise
-        seen.append((kwargs.get("on_meta", False), "ok"))
+        seen.append((path, "ok"))
         return gm
     monkeypatch.setattr(_tracer, "_trace_module", spy)
     return seen
 
 
+def _only(monkeypatch, *paths):
+    """Traces from example values try ``paths`` only."""
+    monkeypatch.setattr(_tracer, "value_paths", lambda *a: paths)
+
+
 def _fake_only(monkeypatch):
-    monkeypatch.setattr(_tracer, "meta_values_apply", lambda *a: False)
+    _only(monkeypatch, FAKE)
 
 
 class DeviceFactory(nn.Module):
@@ -320,22 +331,23 @@ class MetaFails(Decorated):
 
 @pytest.mark.parametrize("model", [DeviceFactory().train(), Positions().eval(), SizeBranch().eval()],
                          ids=["device-factory-train", "positions", "size-branch"])
-def test_values_on_meta_capture_the_graph_fake_tensors_capture(model, monkeypatch):
+def test_values_on_real_meta_and_fake_tensors_capture_the_same_graph(model, monkeypatch):
     inputs = (torch.randint(0, 10, (2, 5)),) if isinstance(model, Positions) else (torch.randn(3, 4),)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     seen = _traces(monkeypatch)
     gm = fxprune.analyze(model, inputs).graph_module
-    assert seen[-1] == (True, "ok")
+    assert seen[-1] == (REAL, "ok")
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())  # BatchNorm stats untouched
     assert not any(t.is_meta for t in [*gm.parameters(), *gm.buffers()])
     assert "meta" not in gm.code
-    _fake_only(monkeypatch)
-    fake = fxprune.analyze(model, inputs).graph_module
-    assert seen[-1] == (False, "ok")
-    # regression: the fake path ran leaf modules themselves, and BatchNorm's num_batches_tracked += 1
-    # (no fake argument) reached the user's buffer
-    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
-    assert gm.code == fake.code
+    for path in (META, FAKE):
+        _only(monkeypatch, path)
+        other = fxprune.analyze(model, inputs).graph_module
+        assert seen[-1] == (path, "ok")
+        # regression: the fake path ran leaf modules themselves, and BatchNorm's num_batches_tracked += 1
+        # (no fake argument) reached the user's buffer
+        assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+        assert gm.code == other.code
     with torch.no_grad():
         torch.testing.assert_close(gm(*inputs), copy.deepcopy(model)(*inputs))
 
@@ -351,7 +363,8 @@ def test_values_meta_tensors_cannot_compute_are_traced_again_on_fake_tensors(mon
     model, inputs = MetaFails().eval(), (torch.randn(3, 4),)
     seen = _traces(monkeypatch)
     gm = fxprune.analyze(model, inputs, leaf_modules=[ConstantItem]).graph_module
-    assert seen == [(False, "TraceError"), (True, "MetaValuesFailed"), (False, "ok")]
+    # real values refuse the .item() (a read of tensor data), meta tensors have no data: fake tensors trace it
+    assert seen == [(None, "TraceError"), (REAL, "ValuesFailed"), (META, "ValuesFailed"), (FAKE, "ok")]
     _fake_only(monkeypatch)
     assert fxprune.analyze(model, inputs, leaf_modules=[ConstantItem]).graph_module.code == gm.code
     with torch.no_grad():
@@ -359,12 +372,205 @@ def test_values_meta_tensors_cannot_compute_are_traced_again_on_fake_tensors(mon
 
 
 @pytest.mark.parametrize("name", ["bert", "llama", "mobilenet_v2"])
-def test_hf_values_on_meta_equal_the_fake_trace(name, monkeypatch):
+def test_hf_values_on_real_tensors_equal_the_meta_and_fake_traces(name, monkeypatch):
     model, inputs = hf_zoo.build(name)
     seen = _traces(monkeypatch)
     analysis = fxprune.analyze(model, inputs, frontend="auto")
-    assert (True, "ok") in seen
-    _fake_only(monkeypatch)
-    fake = fxprune.analyze(model, inputs, frontend="auto")
-    assert analysis.graph_module.code == fake.graph_module.code
-    assert analysis.to_json() == fake.to_json()
+    assert (REAL, "ok") in seen
+    for path in (META, FAKE):
+        _only(monkeypatch, path)
+        other = fxprune.analyze(model, inputs, frontend="auto")
+        assert (path, "ok") in seen
+        assert analysis.graph_module.code == other.graph_module.code
+        assert analysis.to_json() == other.to_json()
+
+
+@pytest.mark.parametrize("name", ["bert", "llama", "mobilenet_v2"])
+@pytest.mark.parametrize("path", [REAL, META, FAKE])
+def test_a_trace_from_example_values_gives_the_specs_shape_propagation_would(name, path, monkeypatch):
+    model, inputs = hf_zoo.build(name)
+    _only(monkeypatch, path)
+    gm = _capture.trace(model, example_inputs=inputs)
+    traced = {n.name: repr(n.meta[ir.SPEC]) for n in gm.graph.nodes}  # every node has one
+    for n in gm.graph.nodes:
+        del n.meta[ir.SPEC]
+    _shapes.propagate_shapes(gm, inputs)
+    assert {n.name: repr(n.meta[ir.SPEC]) for n in gm.graph.nodes} == traced
+
+
+def test_the_analysis_runs_shapes_once_where_the_trace_from_values_gave_them(monkeypatch):
+    from fxprune.analysis import analysis as _analysis
+
+    calls = []
+    real = _analysis.propagate_shapes
+    monkeypatch.setattr(_analysis, "propagate_shapes", lambda *a: (calls.append(1), real(*a))[1])
+    fxprune.analyze(Decorated(), (torch.randn(3, 4),))                    # traced from example values
+    assert calls == []
+    fxprune.analyze(nn.Sequential(nn.Linear(4, 8)), (torch.randn(3, 4),))  # plain symbolic trace
+    assert calls == [1]
+
+
+class _RealState(nn.Module):
+    """What a real run would write: a buffer and the input in place, BatchNorm statistics, random numbers."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn, self.b = nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2)
+        self.register_buffer("step", torch.zeros(()))
+
+    @keywords_only
+    def forward(self, x, **kwargs):
+        self.step.add_(1)
+        x.mul_(1.0)
+        h = torch.nn.functional.dropout(self.bn(self.a(x)), 0.5, self.training)
+        return self.b(h + torch.rand_like(h))
+
+
+def test_real_values_leave_the_model_its_inputs_and_the_random_state_as_they_were(monkeypatch):
+    model, x = _RealState().train(), torch.randn(3, 4)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    versions = [t._version for t in [*model.parameters(), *model.buffers()]]
+    attrs = {n: dict(vars(m)) for n, m in model.named_modules()}
+    x_before, x_version, rng = x.clone(), x._version, torch.get_rng_state()
+    seen = _traces(monkeypatch)
+    result = fxprune.prune(model, (x,), ratio=0.5)
+    assert (REAL, "ok") in seen
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert [t._version for t in [*model.parameters(), *model.buffers()]] == versions
+    assert {n: dict(vars(m)) for n, m in model.named_modules()} == attrs
+    assert torch.equal(x, x_before) and x._version == x_version
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert "step" in dict(result.graph_module.named_buffers())
+
+
+class _TensorAttribute(Decorated):
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.ones(2)  # a plain tensor attribute: the user's, and a real run could write it
+
+    @keywords_only
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x))) * self.scale
+
+
+def test_real_values_are_tried_where_the_cpu_shape_pass_runs_on_cpu_kernels(monkeypatch):
+    x = (torch.randn(3, 4),)
+    assert _tracer.value_paths(Decorated(), x) == (REAL, META, FAKE)
+    assert _tracer.value_paths(_TensorAttribute(), x) == (META, FAKE)
+    assert _tracer.value_paths(Decorated(), (x[0].to("meta"),)) == (FAKE,)
+    monkeypatch.setattr(_shapes, "REAL_RUN_MAX_STATE", 10)
+    assert _tracer.value_paths(Decorated(), x) == (META, FAKE)
+
+
+def test_real_values_over_their_time_budget_are_traced_again_on_meta_tensors(monkeypatch):
+    model, x = Decorated(), (torch.randn(3, 4),)
+    want = fxprune.analyze(model, x).graph_module.code
+    monkeypatch.setattr(_shapes, "REAL_RUN_SECONDS_PER_NODE", 0.0)
+    monkeypatch.setattr(_shapes, "REAL_RUN_MIN_SECONDS", 0.0)
+    seen = _traces(monkeypatch)
+    assert fxprune.analyze(model, x).graph_module.code == want
+    assert seen[1:] == [(REAL, "ValuesFailed"), (META, "ok")]
+
+
+# --------------------------------------------------------------------------- branches on tensor data
+# Real values hold the example's data: each read of it must fail as on meta tensors (which have none),
+# else a branch on it would be frozen from the example, silently wrong for other inputs.
+
+
+class _ItemBranch(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    @keywords_only
+    def forward(self, x):
+        if x.sum().item() > 0:
+            return self.fc(x) * 2
+        return self.fc(x)
+
+
+class _BoolBranch(_ItemBranch):
+    @keywords_only
+    def forward(self, x):
+        return self.fc(x) * 2 if x.sum() > 0 else self.fc(x)
+
+
+class _ToListBranch(_ItemBranch):
+    @keywords_only
+    def forward(self, x):
+        return self.fc(x) * 2 if x.sum(0).tolist()[0] > 0 else self.fc(x)
+
+
+class _NumpyBranch(_ItemBranch):
+    @keywords_only
+    def forward(self, x):
+        return self.fc(x) * 2 if x.sum().numpy().item() > 0 else self.fc(x)
+
+
+class _DataPtrBranch(_ItemBranch):
+    @keywords_only
+    def forward(self, x):
+        return self.fc(x) * 2 if x.data_ptr() % 2 == 0 else self.fc(x)
+
+
+class _EqualBranch(_ItemBranch):
+    @keywords_only
+    def forward(self, x):
+        return self.fc(x) * 2 if torch.equal(x, x.abs()) else self.fc(x)
+
+
+class _MaskLoop(_ItemBranch):
+    """A loop as long as a boolean mask's count: unrolled from real values, it would not be checked."""
+
+    @keywords_only
+    def forward(self, x):
+        out = self.fc(x)
+        for row in x[x.sum(1) > 0].unbind(0):
+            out = out + row
+        return out
+
+
+class _NonzeroLoop(_ItemBranch):
+    @keywords_only
+    def forward(self, x):
+        out = self.fc(x)
+        for i in torch.nonzero(x[:, 0] > 0).flatten().unbind(0):
+            out = out + x[i]
+        return out
+
+
+_DATA_BRANCHES = [_ItemBranch, _BoolBranch, _ToListBranch, _NumpyBranch, _EqualBranch, _MaskLoop, _NonzeroLoop]
+
+
+@pytest.mark.parametrize("model_type", _DATA_BRANCHES, ids=lambda t: t.__name__.strip("_"))
+def test_a_branch_on_tensor_data_is_never_traced_from_the_example_values(model_type, monkeypatch):
+    model = model_type().eval()
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 1.0, 1.0], [-1.0, 0.5, 0.5, 0.5]])
+    other = -x                                # every data-dependent branch and count goes the other way
+    seen = _traces(monkeypatch)
+    with pytest.raises(TraceError):
+        _capture.trace(model, example_inputs=(x,))
+    assert (REAL, "ok") not in seen and (META, "ok") not in seen and (FAKE, "ok") not in seen
+    try:
+        analysis = fxprune.analyze(model, (x,), frontend="auto")
+    except TraceError:
+        return                                # neither fx nor export captured it: refused loudly
+    assert analysis.frontend == "export"
+    try:
+        got = analysis.graph_module(other)
+    except Exception:                         # export's own guards refuse the other input: loudly too
+        return
+    with torch.no_grad():
+        torch.testing.assert_close(got, model(other))
+
+
+def test_what_meta_tensors_answer_without_data_is_left_to_them(monkeypatch):
+    """``data_ptr()`` (0 on meta tensors) and the like are refused on real values: the meta trace
+    decides, as it did before real values (the frozen condition is checked at run time)."""
+    model, x = _DataPtrBranch().eval(), torch.randn(3, 4)
+    seen = _traces(monkeypatch)
+    gm = _capture.trace(model, example_inputs=(x,))
+    assert seen[1:] == [(REAL, "ValuesFailed"), (META, "ok")]
+    _only(monkeypatch, META)
+    assert _capture.trace(model, example_inputs=(x,)).code == gm.code
+    assert "check_traced" in gm.code

@@ -20,24 +20,27 @@ they do on meta tensors, at two levels:
 
 Each refusal raises :class:`DataRead` and is reported to a callback first, so a
 refusal the model's own code catches (``try: ... except Exception:``) still
-fails the real computation.
+fails the real computation.  The context can be entered again and again (a
+trace enters it once per value: each ATen op inside costs a few microseconds).
 
 Example:
     >>> import torch
     >>> reasons = []
-    >>> with data_reads_refused(reasons.append):
+    >>> refusing = data_reads_refused(reasons.append)
+    >>> with refusing:
     ...     (torch.ones(2) * 2).shape
     torch.Size([2])
-    >>> with data_reads_refused(reasons.append):
+    >>> with refusing:
     ...     torch.ones(2).sum().item()
     Traceback (most recent call last):
     ...
     fxprune.analysis.data_reads.DataRead: aten._local_scalar_dense.default reads tensor data
+    >>> reasons
+    ['aten._local_scalar_dense.default reads tensor data']
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -58,10 +61,13 @@ class DataRead(RuntimeError):
     """Tensor data was read while values were computed with real kernels (on meta tensors this fails too)."""
 
 
+def _tagged(func: Any) -> bool:
+    """Whether the ATen op ``func`` may give a value or a shape that depends on tensor data."""
+    return any(tag in _DATA_TAGS for tag in func.tags)
+
+
 def _reads_data(func: Any, args: tuple) -> bool:
-    """Whether the ATen op ``func`` on ``args`` gives a value or a shape that depends on tensor data."""
-    if not any(tag in _DATA_TAGS for tag in func.tags):
-        return False
+    """Whether the tagged ATen op ``func`` on ``args`` gives a value or a shape that depends on tensor data."""
     if func is torch.ops.aten.index.Tensor:  # integer indices: the shape is the indices' (FakeTensor decides so)
         indices = args[1] if len(args) > 1 else ()
         return any(i is not None and i.dtype in _MASK_DTYPES for i in indices)
@@ -74,11 +80,15 @@ class _RefuseDataDependentOps(TorchDispatchMode):
     def __init__(self, refused: Callable[[str], None]) -> None:
         super().__init__()
         self._refused = refused
+        self._tagged: dict[Any, bool] = {}  # per op: its tags, looked up once (every op of every value passes here)
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        if _reads_data(func, args):
+        tagged = self._tagged.get(func)
+        if tagged is None:
+            tagged = self._tagged[func] = _tagged(func)
+        if tagged and _reads_data(func, args):
             _refuse(self._refused, f"{func} reads tensor data")
-        return func(*args, **(kwargs or {}))
+        return func(*args, **kwargs) if kwargs else func(*args)
 
 
 class _RefuseDataEscapes(TorchFunctionMode):
@@ -91,7 +101,7 @@ class _RefuseDataEscapes(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         if getattr(func, "__name__", None) in _ESCAPES:
             _refuse(self._refused, f"Tensor.{func.__name__} reads tensor data")
-        return func(*args, **(kwargs or {}))
+        return func(*args, **kwargs) if kwargs else func(*args)
 
 
 def _refuse(refused: Callable[[str], None], why: str) -> None:
@@ -99,8 +109,29 @@ def _refuse(refused: Callable[[str], None], why: str) -> None:
     raise DataRead(why)
 
 
-@contextlib.contextmanager
-def data_reads_refused(refused: Callable[[str], None]) -> Iterator[None]:
-    """While inside, any read of tensor data calls ``refused(why)`` and raises :class:`DataRead`."""
-    with _RefuseDataEscapes(refused), _RefuseDataDependentOps(refused):
-        yield
+class _Refusing:
+    """The context of :func:`data_reads_refused` (both modes, entered in order; reusable)."""
+
+    def __init__(self, refused: Callable[[str], None]) -> None:
+        self._modes = (_RefuseDataEscapes(refused), _RefuseDataDependentOps(refused))
+
+    def __enter__(self) -> None:
+        escapes, ops = self._modes
+        escapes.__enter__()
+        try:
+            ops.__enter__()
+        except BaseException:
+            escapes.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, *exc: Any) -> None:
+        escapes, ops = self._modes
+        try:
+            ops.__exit__(*exc)
+        finally:
+            escapes.__exit__(*exc)
+
+
+def data_reads_refused(refused: Callable[[str], None]) -> Any:
+    """A context (reusable) inside which any read of tensor data calls ``refused(why)`` and raises :class:`DataRead`."""
+    return _Refusing(refused)

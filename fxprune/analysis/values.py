@@ -48,7 +48,6 @@ so what it writes (a BatchNorm's statistics) stays on them.  Then:
 from __future__ import annotations
 
 import builtins
-import contextlib
 import enum
 import inspect
 import threading
@@ -99,14 +98,31 @@ def _device_on_meta(device: Any) -> Any:
     raise ValuesFailed(f"device {device!r}: only CPU devices are traced on meta tensors")
 
 
-@contextlib.contextmanager
-def _on_real(refused: Callable[[str], None]) -> Iterator[None]:
+class _OnReal:
     """While a value is computed with CPU kernels: no autograd (the copies' results need none), and every
-    read of tensor data refused (``refused(why)``, then :class:`~fxprune.analysis.data_reads.DataRead`)."""
-    from .data_reads import data_reads_refused
+    read of tensor data refused (``refused(why)``, then :class:`~fxprune.analysis.data_reads.DataRead`).
+    Made once per trace and entered once per value (a generator context per value costs more than the ops)."""
 
-    with torch.no_grad(), data_reads_refused(refused):
-        yield
+    def __init__(self, refused: Callable[[str], None]) -> None:
+        from .data_reads import data_reads_refused
+
+        self._refusing = data_reads_refused(refused)
+        self._grad: list[bool] = []
+
+    def __enter__(self) -> None:
+        self._grad.append(torch.is_grad_enabled())
+        torch.set_grad_enabled(False)
+        try:
+            self._refusing.__enter__()
+        except BaseException:
+            torch.set_grad_enabled(self._grad.pop())
+            raise
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self._refusing.__exit__(*exc)
+        finally:
+            torch.set_grad_enabled(self._grad.pop())
 
 
 def _factories() -> frozenset:
@@ -264,11 +280,7 @@ class ValueTracing:
         elif values_on is ValuesOn.META:
             self._fake_mode = _OnMeta()
         else:
-            self._fake_mode = None  # a fresh guard per value: _value_mode
-
-    def _value_mode(self) -> Any:
-        """The context a value is computed in (the REAL path's guard reports refusals to :meth:`_refused`)."""
-        return _on_real(self._refused) if self._values_on is ValuesOn.REAL else self._fake_mode
+            self._fake_mode = _OnReal(self._refused)  # not fake: the context values are computed in
 
     def _refused(self, why: str) -> None:
         """A read of tensor data on the REAL path: the trace fails even if the model's code catches it."""
@@ -416,24 +428,27 @@ class ValueTracing:
         return result
 
     def _compute_in_mode(self, kind: str, target: Any, args: tuple, kwargs: dict) -> Any:
-        with self._value_mode():
-            if kind == "get_attr":
-                obj = self.root
-                for part in target.split("."):
-                    obj = getattr(obj, part)
-                return self._fake(obj) if isinstance(obj, torch.Tensor) else obj
+        # the copies of the state (a get_attr's tensor, a leaf's twin) are made outside the mode: on the
+        # REAL path its guard would inspect every copying op, and copying reads no data the trace can use
+        if kind == "get_attr":
+            obj = self.root
+            for part in target.split("."):
+                obj = getattr(obj, part)
+            return self._fake(obj) if isinstance(obj, torch.Tensor) else obj
+        if kind == "call_module":
+            # a twin holding real, meta or fake copies of the state (what the run writes, a BatchNorm's
+            # num_batches_tracked, stays on the copies), with the module's flags as plain bools
+            module = self.root.get_submodule(target)
+            twin = self._twin(module)
+            for m, t in zip(module.modules(), twin.modules()):
+                t.training = int(m.training) != 0
+            with self._fake_mode:
+                return twin(*args, **kwargs)
+        with self._fake_mode:
             if kind == "call_function":
                 return target(*args, **kwargs)
             if kind == "call_method":
                 return getattr(args[0], target)(*args[1:], **kwargs)
-            if kind == "call_module":
-                # a twin holding real, meta or fake copies of the state (what the run writes, a BatchNorm's
-                # num_batches_tracked, stays on the copies), with the module's flags as plain bools
-                module = self.root.get_submodule(target)
-                twin = self._twin(module)
-                for m, t in zip(module.modules(), twin.modules()):
-                    t.training = int(m.training) != 0
-                return twin(*args, **kwargs)
         return _UNKNOWN
 
     def write_specs(self, gm: fx.GraphModule) -> bool:
