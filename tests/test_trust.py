@@ -500,6 +500,31 @@ def test_capture_leaves_python_side_state_as_it_was():
     assert torch.equal(fxprune.apply(analysis, {})(x), _Stateful.forward(copy.deepcopy(model), x))
 
 
+class _StatefulSizeBranch(_Stateful):
+    """:class:`_Stateful` with a branch on a size: plain torch.fx cannot trace it, so it is traced from
+    its example values, computed with CPU kernels on copies."""
+
+    def forward(self, x):
+        if x.shape[0] > 1:
+            x = x * 1.0
+        return super().forward(x)
+
+
+def test_a_trace_from_example_values_on_cpu_kernels_never_updates_the_model():
+    from fxprune.analysis.tracer import value_paths
+    from fxprune.analysis.values import ValuesOn
+
+    model, x = _StatefulSizeBranch(), torch.randn(3, 4)
+    assert value_paths(model, (x,))[0] is ValuesOn.REAL
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    analysis = fxprune.analyze(model, (x,))
+    assert "traced from the example values" in analysis.graph_module.meta[ir.CAPTURE_NOTES][0]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())   # step, ema: not written
+    assert model.cache == {}
+    gm = fxprune.apply(analysis, {})
+    assert torch.equal(gm(x), _Stateful.forward(copy.deepcopy(model), x))
+
+
 # --------------------------------------------------------------------------- 11, 12. check_pruning itself
 
 
