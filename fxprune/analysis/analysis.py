@@ -310,7 +310,9 @@ def analyze(
     Shapes come from one run of the graph: with CPU kernels on copies of the state
     of a small CPU model, else on meta tensors (fake tensors where a graph needs
     them), so models on the ``meta`` device can be analysed
-    (:func:`~fxprune.analysis.shapes.propagate_shapes`).  The model is never modified.
+    (:func:`~fxprune.analysis.shapes.propagate_shapes`); a model traced from its
+    example values has them from the trace, which computed every node's value
+    (:mod:`fxprune.analysis.values`).  The model is never modified.
 
     Args:
         model: the model (an ``nn.Module``; a ``GraphModule`` is used as is).

@@ -56,8 +56,10 @@ def trace(
     Where plain symbolic tracing fails and ``example_inputs`` are given (positional,
     as :func:`bind_example_inputs` gives them), the model is traced again from the
     example values (Hugging Face models: decorated ``forward`` with ``**kwargs``,
-    branches on sizes and dtypes): each proxy carries its value (on meta copies for
-    a plain-CPU model, else on fake tensors: :mod:`fxprune.analysis.values`), so
+    branches on sizes and dtypes): each proxy carries its value (with CPU kernels on
+    copies for a small plain-CPU model, every read of tensor data refused; on meta copies
+    for another plain-CPU model or where that fails; else on fake tensors:
+    :mod:`fxprune.analysis.values`), and every node its :data:`fxprune.ir.SPEC`, so
     ``.dtype``, ``.device`` and ``.dim()`` are answered from it while sizes stay graph
     nodes (reshapes follow the batch and sequence); a branch on a size, a size used
     as a Python int, the rank and dtype of each tensor input and the value of each

@@ -20,10 +20,11 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import copyreg
 from collections import OrderedDict
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 import torch.fx as fx
@@ -37,7 +38,7 @@ except ImportError:  # pragma: no cover - an older or changed torch: code genera
     _LazyGraphModule = fx.GraphModule
 
 __all__ = ["clean_copy", "code_generated", "copy_container", "copy_node", "deepcopy_module", "is_plain_cpu",
-           "lazy_graph_module", "own_copies", "shallow_copy_module"]
+           "lazy_graph_module", "own_copies", "shallow_copy_module", "state_restored"]
 
 
 def lazy_graph_module(root: torch.nn.Module, graph: fx.Graph, class_name: str = "GraphModule") -> fx.GraphModule:
@@ -216,3 +217,22 @@ def copy_container(value: Any) -> Any:
 def is_plain_cpu(t: torch.Tensor) -> bool:
     """A dense CPU tensor or parameter, no subclass: safe to copy and to run CPU kernels on."""
     return t.device.type == "cpu" and type(t) in (torch.Tensor, torch.nn.Parameter) and t.layout == torch.strided
+
+
+@contextlib.contextmanager
+def state_restored(model: torch.nn.Module) -> Iterator[None]:
+    """Every module attribute (and the contents of dict/list/set attributes) as before, afterwards."""
+    saved = []
+    for m in model.modules():
+        attrs = dict(vars(m))
+        contents = {k: (copy.copy(v)) for k, v in attrs.items() if type(v) in (dict, list, set)}
+        saved.append((m, attrs, contents))
+    try:
+        yield
+    finally:
+        for m, attrs, contents in saved:
+            vars(m).clear()
+            vars(m).update(attrs)
+            for k, v in contents.items():
+                attrs[k].clear()
+                attrs[k].update(v) if isinstance(v, (dict, set)) else attrs[k].extend(v)

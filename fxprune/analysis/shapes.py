@@ -43,8 +43,7 @@ from torch._subclasses.fake_tensor import (
 from .. import ir
 from ..errors import ExampleInputError
 from ..ir import TensorSpec
-from .copying import is_plain_cpu
-from .tracer import state_restored
+from .copying import is_plain_cpu, state_restored
 
 __all__ = ["propagate_shapes", "spec_of", "as_example_inputs", "real_run_applies"]
 

@@ -32,7 +32,8 @@ on the model and the process unless guarded.  This tracer:
   for a ``training`` flag that passes channels through in both modes is then
   recognised as stochastic depth by :mod:`fxprune.analysis.mode_calls` (no barrier);
 * with example inputs, traces from their values (:mod:`fxprune.analysis.values`:
-  HF models; branches on sizes frozen and checked at run time);
+  HF models; branches on sizes frozen and checked at run time; values computed with
+  CPU kernels on copies, on meta or on fake tensors: :func:`value_paths`);
 * serialises tracing with a process-wide lock, and lets module calls from other
   threads run untouched while it patches ``nn.Module.__call__``.
 
@@ -70,10 +71,11 @@ from torch.nn.utils import parametrize
 from .. import ir
 from ..errors import TrainEvalWarning
 from ..ir import AutogradFunction
-from .copying import copy_container, is_plain_cpu, lazy_graph_module, shallow_copy_module
+from .copying import copy_container, is_plain_cpu, lazy_graph_module, shallow_copy_module, state_restored
+from .shapes import real_run_applies
 from .values import ValueTracing, ValuesFailed, ValuesOn, keep_unused_state, user_frame_line
 
-__all__ = ["CAPTURE_LOCK", "state_restored", "trace_module", "tracing_copy"]
+__all__ = ["CAPTURE_LOCK", "meta_values_apply", "state_restored", "trace_module", "tracing_copy", "value_paths"]
 
 #: held while a model is captured: torch.fx patches ``nn.Module.__call__`` process-wide
 CAPTURE_LOCK = threading.RLock()
@@ -403,25 +405,6 @@ def tracing_copy(model: torch.nn.Module) -> torch.nn.Module | None:
 
 
 @contextlib.contextmanager
-def state_restored(model: torch.nn.Module) -> Iterator[None]:
-    """Every module attribute (and the contents of dict/list/set attributes) as before, afterwards."""
-    saved = []
-    for m in model.modules():
-        attrs = dict(vars(m))
-        contents = {k: (copy.copy(v)) for k, v in attrs.items() if type(v) in (dict, list, set)}
-        saved.append((m, attrs, contents))
-    try:
-        yield
-    finally:
-        for m, attrs, contents in saved:
-            vars(m).clear()
-            vars(m).update(attrs)
-            for k, v in contents.items():
-                attrs[k].clear()
-                attrs[k].update(v) if isinstance(v, (dict, set)) else attrs[k].extend(v)
-
-
-@contextlib.contextmanager
 def _mode_flags(root: torch.nn.Module, reads: list[str]) -> Iterator[None]:
     modules = list(root.named_modules())
     before = [(m, m.training) for _, m in modules]
@@ -492,8 +475,6 @@ def value_paths(model: torch.nn.Module, example_inputs: tuple) -> tuple[ValuesOn
     """The paths a trace from ``example_inputs`` tries, in order: ``REAL`` where the CPU shape pass
     would run ``model`` with CPU kernels (:func:`~fxprune.analysis.shapes.real_run_applies`),
     ``META`` where :func:`meta_values_apply`, and ``FAKE``."""
-    from .shapes import real_run_applies  # shapes imports this module
-
     if not meta_values_apply(model, example_inputs):
         return (ValuesOn.FAKE,)
     if real_run_applies(model, example_inputs):

@@ -60,6 +60,9 @@ import torch.fx as fx
 
 from .. import ir
 from ..modules import check_traced
+from . import shapes
+from .copying import is_plain_cpu, shallow_copy_module
+from .data_reads import data_reads_refused
 
 __all__ = ["ValueTracing", "ValuesFailed", "ValuesOn", "keep_unused_state", "user_frame_line"]
 
@@ -104,8 +107,6 @@ class _OnReal:
     Made once per trace and entered once per value (a generator context per value costs more than the ops)."""
 
     def __init__(self, refused: Callable[[str], None]) -> None:
-        from .data_reads import data_reads_refused
-
         self._refusing = data_reads_refused(refused)
         self._grad: list[bool] = []
 
@@ -249,7 +250,6 @@ class ValueTracing:
     def _init_values(self) -> None:
         self.values: dict[fx.Node, Any] | None = None  # a trace from example values: each node's value
         self._specs: dict[fx.Node, Any] = {}  # each node's spec, taken when its value was computed
-        self._spec_of: Callable[[Any], Any] | None = None
         self._example: tuple | None = None
         self._fake_mode: Any = None
         self._fakes: dict[int, Any] = {}
@@ -266,13 +266,10 @@ class ValueTracing:
         (the caller checks that it applies: see the module docstring); a value the ``REAL`` or ``META``
         path cannot compute raises :class:`ValuesFailed` (and :attr:`_failed` says why, should the
         model's code catch it)."""
-        from .shapes import REAL_RUN_MIN_SECONDS, spec_of
-
         self.values = {}
-        self._spec_of = spec_of
         self._example = tuple(example_inputs)
         self._values_on = values_on
-        self._real_budget = (0.0, REAL_RUN_MIN_SECONDS)
+        self._real_budget = (0.0, shapes.REAL_RUN_MIN_SECONDS)
         if values_on is ValuesOn.FAKE:
             from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -326,8 +323,6 @@ class ValueTracing:
     @staticmethod
     def _real_copy(t: torch.Tensor) -> torch.Tensor:
         """A CPU copy of ``t`` (a parameter stays a parameter): in-place ops of the traced code land on it."""
-        from .copying import is_plain_cpu
-
         if not is_plain_cpu(t):  # a tensor the code reached that the check before the trace did not see
             raise ValuesFailed(f"a {type(t).__name__} on {t.device} in a trace on real CPU tensors")
         with torch.no_grad():
@@ -338,8 +333,6 @@ class ValueTracing:
         """A copy of ``module``'s tree holding real, meta or fake copies of its parameters and buffers (made once)."""
         if id(module) in self._twins:
             return self._twins[id(module)][1]
-        from .copying import shallow_copy_module
-
         twin = shallow_copy_module(module)  # its own attribute dict: what the run writes stays on it
         attrs = vars(twin)
         attrs["_parameters"] = {k: None if v is None else self._fake(v) for k, v in module._parameters.items()}
@@ -361,7 +354,7 @@ class ValueTracing:
         may change the value's shape)."""
         self.values[node] = value
         if value is not _UNKNOWN:
-            self._specs[node] = self._spec_of(value)
+            self._specs[node] = shapes.spec_of(value)
 
     def constant_value(self, a: Any) -> Any:
         """What a non-tensor argument is when a value is computed (the tracer maps its mode flags to bools)."""
@@ -407,11 +400,10 @@ class ValueTracing:
     def _charge(self, seconds: float) -> None:
         """Count a REAL value's CPU time against the budget the CPU shape pass has (per node, at least a
         minimum): a model whose kernels cost more than meta dispatch would is traced on meta tensors."""
-        from .shapes import REAL_RUN_SECONDS_PER_NODE
-
         spent, allowed = self._real_budget
-        self._real_budget = (spent + seconds, allowed + REAL_RUN_SECONDS_PER_NODE)
-        if spent + seconds > allowed + REAL_RUN_SECONDS_PER_NODE:
+        per_node = shapes.REAL_RUN_SECONDS_PER_NODE  # read per value: tests and users may change it
+        self._real_budget = (spent + seconds, allowed + per_node)
+        if spent + seconds > allowed + per_node:
             self._failed = self._failed or f"real values over their time budget ({spent + seconds:.3f} s)"
             raise ValuesFailed(self._failed)
 
@@ -465,14 +457,14 @@ class ValueTracing:
                 obj: Any = gm
                 for part in str(node.target).split("."):
                     obj = getattr(obj, part)
-                specs[node] = self._spec_of(obj)
+                specs[node] = shapes.spec_of(obj)
             elif node.op == "output":
                 value = fx.node.map_arg(node.args[0], lambda n: self.values.get(n, _UNKNOWN))
                 found: list[Any] = []
                 fx.node.map_aggregate(value, lambda v: found.append(v) if v is _UNKNOWN else None)
                 if found:
                     return False
-                specs[node] = self._spec_of(value)
+                specs[node] = shapes.spec_of(value)
             else:
                 return False
         for node, spec in specs.items():
