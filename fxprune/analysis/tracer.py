@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import copy
 import functools
 import inspect
 import operator
