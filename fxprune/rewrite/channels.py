@@ -94,10 +94,33 @@ def sliced_tensors(tensors: Iterable[tuple[torch.Tensor, Any]], mask: KeepMask) 
     for t, labels in tensors:
         if id(t) in out:
             continue
-        sliced = mask.slice(t, labels)
+        sliced = _sliced(t, labels, mask)
         if sliced is not t:
             out[id(t)] = _fresh_like(sliced, t)
     return out
+
+
+def _sliced(t: Any, labels: Any, mask: KeepMask) -> Any:
+    """``mask.slice(t, labels)``: the same tensor, with one numpy pass per labelled dim.
+
+    The rewrite slices every labelled parameter, so the generic path's separate
+    all/sum/nonzero passes over each keep-mask are a measurable share of it; the
+    kept indices alone tell whether a dim loses any.
+    """
+    if not isinstance(t, torch.Tensor) or not isinstance(labels, tuple):
+        return mask.slice(t, labels)  # nested values follow their nested labels
+    for d, lab in enumerate(labels):
+        if not isinstance(lab, np.ndarray):
+            continue
+        index = mask.kept(lab).nonzero()[0]
+        if len(index) == len(lab):
+            continue
+        if t.device.type == "meta":
+            t = t.narrow(d, 0, len(index))
+        else:
+            index = torch.from_numpy(index.astype(np.int64, copy=False))
+            t = t.index_select(d, index if t.device.type == "cpu" else index.to(t.device))
+    return t
 
 
 def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
