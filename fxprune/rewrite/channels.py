@@ -178,27 +178,21 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
                     and _io_changed(node, new_shapes, value_changed):
                 target, args, kwargs = rule.emit(ectx)
                 op = "call_method" if isinstance(target, str) else "call_function"
-                new = graph.create_node(op, target, tuple(args), dict(kwargs), name=node.name)
+                new = _add_node(graph, op, target, tuple(args), dict(kwargs), node.name)
             else:
-                new = graph.node_copy(node, lambda n: env[n])
-            for key in ir.ALL_KEYS:
-                new.meta.pop(key, None)
+                new = _add_node(graph, node.op, node.target, remap(node.args), remap(dict(node.kwargs)), node.name,
+                                node.type)
+                new.meta.update((k, v) for k, v in node.meta.items() if k not in ir.ALL_KEYS)  # not fxprune's
             if isinstance(new.type, str):
                 # A string annotation (``from __future__ import annotations`` in the model's
                 # source) becomes a global the GraphModule cannot pickle; drop it so the
                 # pruned module can be saved with ``torch.save``.
                 new.type = None
             env[node] = new
-        # Only pure calls whose results are unused go (size reads the rewrite made
-        # constant); in-place ops, random ops and module calls always stay.  They go
-        # before the GraphModule is built, so its code is generated once; reads of
-        # attributes (``get_attr``) stay until then, so the module copies every
-        # attribute the graph referred to, in the graph's order (its state dict).
-        # (no module is needed to tell: module calls always stay)
-        graph.eliminate_dead_code(is_impure_node=lambda n: n.op == "get_attr" or not removable(n))
+        _drop_unused_calls(graph)
         use_module_dict_codegen(graph)   # submodules through _modules: no __getattr__ per call
-        # Its Python code is generated once, on first use (a call, ``code``, printing, saving):
-        # the verification and the report read only the graph.
+        # Reads of attributes (``get_attr``) stay until the module is built, so it holds
+        # every attribute the graph referred to, in the graph's order (its state dict).
         new_gm = _graph_module(copies, graph, gm)
         dead_reads = [n for n in graph.nodes if n.op == "get_attr" and not n.users]
         for n in reversed(dead_reads):
@@ -215,6 +209,36 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
         if verify:
             _verify(analysis, new_gm, new_shapes)
         return new_gm
+
+
+def _add_node(graph: fx.Graph, op: str, target: Any, args: tuple, kwargs: dict, name: str,
+              type_expr: Any = None) -> fx.Node:
+    """``graph.create_node(op, target, args, kwargs, name, type_expr)``, its arguments assigned after.
+
+    ``create_node`` walks every argument of a call through pytree to warn about raw
+    symbolic ints (torch >= 2.10), a sixth of the rewrite of a transformer; the
+    rewrite's arguments are the analysed graph's (concrete shapes) or the rules'
+    ints.  Assigning ``node.args``/``node.kwargs`` is fx's public way to set them,
+    and records the users as creation does.
+    """
+    node = graph.create_node(op, target, None, None, name, type_expr)
+    if args:
+        node.args = args
+    if kwargs:
+        node.kwargs = kwargs
+    return node
+
+
+def _drop_unused_calls(graph: fx.Graph) -> None:
+    """Erase the pure calls whose results are unused (size reads the rewrite made constant).
+
+    ``fx.Graph.eliminate_dead_code`` with ``removable`` as its purity test, without
+    its lint (the built module's graph is linted once, with its owner): in-place
+    ops, random ops, module calls and attribute reads always stay.
+    """
+    for node in reversed(graph.nodes):
+        if not node.users and node.op != "get_attr" and removable(node):
+            graph.erase_node(node)
 
 
 def _any(flag: Any) -> bool:
