@@ -7,13 +7,16 @@ GraphModule:
 * every parameter/buffer dimension that carries labels is sliced to its kept
   indices (generic: no rule slices tensors itself);
 * each ``call_module`` node's rule resizes the copied module's attributes;
-* each ``call_function``/``call_method`` node is copied with ``node_copy`` or,
-  when its rule has an ``emit``, re-created with updated constant arguments
-  (view sizes, split sizes, slice bounds);
-* the new graph is linted, recompiled and shape-checked against the shapes the
-  analysis predicted, so a wrong rewrite fails loudly instead of silently.
+* each ``call_function``/``call_method`` node is copied or, when its rule has
+  an ``emit``, re-created with updated constant arguments (view sizes, split
+  sizes, slice bounds);
+* the new graph is linted and shape-checked against the shapes the analysis
+  predicted, so a wrong rewrite fails loudly instead of silently.
 
-The input model and the analysis are never modified.
+Only what the graph names is deep-copied (the modules it calls, the attributes
+it reads), and the module's Python code is generated on first use: the check
+and the report read the graph only.  The input model and the analysis are never
+modified, and the result shares no tensor with either.
 """
 from __future__ import annotations
 
