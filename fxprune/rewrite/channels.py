@@ -39,6 +39,7 @@ from ..modules import get_attr, submodule
 from ..ops.context import EmitContext
 from ..ops.effects import removable
 from .codegen import use_module_dict_codegen
+from .verify import run_owned
 
 __all__ = ["apply_plan", "kept_indices", "plan_mask", "sliced_tensors"]
 
@@ -208,7 +209,8 @@ def apply_plan(analysis: Analysis, plan: Mapping[int, Sequence[int]], *,
                 child.graph.eliminate_dead_code()
                 child.recompile()
         new_gm.graph.lint()
-        new_gm.recompile()  # lazy: marks the code stale (the dead reads went), generates nothing
+        if dead_reads:
+            new_gm.recompile()  # lazy (torch >= 2.3): only marks the code for generation on first use
         if verify:
             _verify(analysis, new_gm, new_shapes)
         return new_gm
@@ -406,9 +408,16 @@ def _install(gm: torch.nn.Module, copies: Mapping[str, Any], target: str) -> Non
 
 
 def _verify(analysis: Analysis, new_gm: fx.GraphModule, predicted: dict[str, Any]) -> None:
+    """Run ``new_gm`` on the example inputs and compare every tensor's shape with ``predicted``.
+
+    The module is the rewrite's own: when nothing in it can write what it reads it
+    runs directly (:func:`~fxprune.rewrite.verify.run_owned`), else through
+    ``propagate_shapes`` on copies; either leaves every node's spec for the report.
+    """
     inputs = analysis.example_inputs
     try:
-        propagate_shapes(new_gm, inputs)
+        if not run_owned(new_gm, inputs):
+            propagate_shapes(new_gm, inputs)
     except Exception as exc:
         raise RewriteError(f"the pruned graph does not run on the example inputs: {exc}\n"
                            "This is an fxprune bug; please report it with the model.") from exc
