@@ -192,7 +192,9 @@ def build_report(analysis: Analysis, plan: Mapping[int, Sequence[int]], pruned: 
         note = "mixing" if g.mixing else ""
         decisions.append(GroupDecision(g.id, g.size, removed, len(g.fixed),
                                        tuple(m.param for m in g.producers()), note))
-    if any(n.meta.get(ir.SPEC) is None for n in pruned.graph.nodes if n.op != "output"):
+    # The rewrite's verification annotated every node (a node whose value is None, a traced
+    # guard, has the spec None): shapes are propagated again only where it did not run.
+    if any(ir.SPEC not in n.meta for n in pruned.graph.nodes if n.op != "output"):
         propagate_shapes(pruned, analysis.example_inputs)
     # every call node's MACs once per graph: the totals (count_macs) and the per-layer table share them
     macs_before = _macs_by_node(before_gm, analysis.registry)
