@@ -1,12 +1,14 @@
 """The rewrite's direct check run (fxprune.rewrite.verify, issue 14): used only where it cannot write what it reads.
 
-A module made of write-free ``torch.nn`` layers in eval mode runs directly, on
+A module whose layers' rules declare they write nothing of their own runs directly, on
 its own state and the example inputs in place, and gets exactly the shapes
 ``propagate_shapes`` gives; anything that might write its state, its inputs or
 a module attribute is left to ``propagate_shapes`` (copies); and the
 verification still refuses a broken rewrite either way.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
@@ -111,7 +113,9 @@ def test_anything_that_may_write_is_left_to_propagate_shapes(make):
     x = torch.randint(0, 10, (2, 3)) if isinstance(model[0] if isinstance(model, nn.Sequential) else None,
                                                     nn.Embedding) else torch.randn(2, 4)
     gm = _trace(model)
+    state, x0 = _state(gm), x.clone()
     assert not run_owned(gm, (x,))
+    assert torch.equal(x, x0) and all(torch.equal(v, state[k]) for k, v in gm.state_dict().items())
     assert run_owned(fx.symbolic_trace(nn.Sequential(nn.Linear(4, 4)).eval()), (torch.randn(2, 4),))
 
 
@@ -144,3 +148,29 @@ def test_a_wrong_prediction_is_caught_on_the_direct_run(monkeypatch):
     monkeypatch.setattr(rw, "propagate_shapes", lambda *a: pytest.fail("the direct run should do"))
     with pytest.raises(fxprune.errors.RewriteError, match="differs from the predicted"):
         rw.apply_plan(analysis, plan)
+
+
+def test_a_module_is_run_directly_only_through_its_rule():
+    """What a layer writes is the registry's knowledge: a rule without ``writes_state`` says nothing."""
+    gm = fx.symbolic_trace(nn.Sequential(nn.Linear(4, 4)).eval())
+    registry = fxprune.ops.default_registry()
+    assert run_owned(gm, (torch.randn(2, 4),), registry)
+    registry.register(dataclasses.replace(fxprune.ops.LINEAR_MODULE, writes_state=None))
+    assert not run_owned(gm, (torch.randn(2, 4),), registry)
+
+
+class _InplaceOnView(nn.Module):
+    def forward(self, x):
+        y = x.flatten(1)        # a view of the input: the in-place op below would write it
+        y.mul_(2)
+        return y
+
+
+def test_an_in_place_write_of_a_view_of_the_input_stops_the_run():
+    gm = fx.symbolic_trace(_InplaceOnView())
+    x = torch.randn(2, 4)
+    x0 = x.clone()
+    assert not run_owned(gm, (x,))
+    assert torch.equal(x, x0)
+    assert run_owned(fx.symbolic_trace(nn.Sequential(nn.Linear(4, 4), nn.ReLU(inplace=True)).eval()),
+                     (torch.randn(2, 4),))  # an in-place op on a fresh tensor is fine

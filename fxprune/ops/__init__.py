@@ -29,7 +29,8 @@ from .norm import (BATCH_NORM_ATEN, BATCH_NORM_FUNCTION, BATCH_NORM_MODULE, GROU
                    NORMALIZE, RMS_NORM_FUNCTION, RMS_NORM_MODULE)
 from .reduce import LOGSUMEXP, NORM_REDUCE, REDUCE_MIXING, REDUCE_SUM, REDUCE_TUPLE, SOFTMAX, SOFTMAX_MODULE
 from .builtin import default_registry
-from .registry import Implant, Keys, Match, Method, Registry, Rule, describe_key, node_key
+from .registry import (Implant, Keys, Match, Method, Registry, Rule, describe_key, node_key, writes_in_training,
+                       writes_nothing)
 from .recurrent import RECURRENT_MODULE
 from .spatial import PAD, SPATIAL
 
@@ -44,5 +45,5 @@ __all__ = [
     "RECURRENT_MODULE", "REDUCE_TUPLE", "REPEAT", "RESHAPE", "RMS_NORM_FUNCTION", "RMS_NORM_MODULE", "ROLL", "Registry", "Rule",
     "SDPA", "SELECT", "SLICE", "SOFTMAX", "SOFTMAX_MODULE", "SPATIAL", "SPLIT", "SPLIT_ATEN", "STACK", "STOCHASTIC_DEPTH", "TRACED_GUARDS",
     "TRANSPOSE", "UNARY", "UNBIND", "UNFLATTEN", "UNFLATTEN_MODULE", "Unsupported", "VIEW", "Value", "WHERE",
-    "default_registry", "describe_key", "first_tensor", "node_key",
+    "default_registry", "describe_key", "first_tensor", "node_key", "writes_in_training", "writes_nothing",
 ]

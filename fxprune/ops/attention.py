@@ -49,7 +49,7 @@ import torch
 
 from ..ir import Role, Zeros
 from .context import EmitContext, OpContext, Unsupported, Value, static_value
-from .registry import Keys, Rule
+from .registry import Keys, Rule, writes_nothing
 
 __all__ = ["MULTIHEAD_ATTENTION", "RULES"]
 
@@ -188,7 +188,7 @@ def _macs_multihead_attention(ctx: OpContext) -> int:
 
 MULTIHEAD_ATTENTION = Rule(
     "attention", _multihead_attention, resize=_resize_multihead_attention, macs=_macs_multihead_attention,
-    leaf=True, zeros=Zeros.LOSE, keys=Keys(modules=("MultiheadAttention",)),
+    leaf=True, zeros=Zeros.LOSE, keys=Keys(modules=("MultiheadAttention",)), writes_state=writes_nothing,
     doc="nn.MultiheadAttention: whole heads, tied to embed_dim (packed or separate q/k/v weights).")
 
 RULES = (MULTIHEAD_ATTENTION,)

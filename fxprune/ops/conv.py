@@ -23,7 +23,7 @@ from ..ir import Role, Zeros
 from ..modules import ImplantedConv2d
 from .context import EmitContext, OpContext, Unsupported, Value, first_tensor
 from .layout import split_labels
-from .registry import Implant, Keys, Rule
+from .registry import Implant, Keys, Rule, writes_nothing
 
 __all__ = ["CONV_FUNCTION", "CONV_MODULE", "CONV_TRANSPOSE_FUNCTION", "CONV_TRANSPOSE_MODULE", "RULES",
            "conv_channels"]
@@ -155,7 +155,8 @@ CONV_MODULE = Rule("conv", _conv_module(False), resize=_resize_conv,
                    implant=Implant(accepts=_dense_2d, build=ImplantedConv2d),
                    macs=lambda ctx: _conv_macs(ctx, ctx.param("weight")),
                    doc="nn.Conv1d/2d/3d incl. groups and depthwise.",
-                   keys=Keys(modules=("Conv1d", "Conv2d", "Conv3d")), zeros=Zeros.KEEP)
+                   keys=Keys(modules=("Conv1d", "Conv2d", "Conv3d")), zeros=Zeros.KEEP,
+                   writes_state=writes_nothing)
 CONV_FUNCTION = Rule("conv", _conv_function(False), emit=_emit_conv_function(False),
                      macs=lambda ctx: _conv_macs(ctx, ctx.arg(1, "weight")),
                      doc="F.conv1d/2d/3d.",
@@ -163,7 +164,8 @@ CONV_FUNCTION = Rule("conv", _conv_function(False), emit=_emit_conv_function(Fal
 CONV_TRANSPOSE_MODULE = Rule("conv", _conv_module(True), resize=_resize_conv,
                              macs=lambda ctx: _conv_macs_t(ctx, first_tensor(ctx), ctx.param("weight")),
                              doc="nn.ConvTranspose1d/2d/3d.",
-                             keys=Keys(modules=("ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d")), zeros=Zeros.KEEP)
+                             keys=Keys(modules=("ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d")), zeros=Zeros.KEEP,
+                             writes_state=writes_nothing)
 CONV_TRANSPOSE_FUNCTION = Rule("conv", _conv_function(True), emit=_emit_conv_function(True),
                                macs=lambda ctx: _conv_macs_t(ctx, first_tensor(ctx), ctx.arg(1, "weight")),
                                doc="F.conv_transpose1d/2d/3d.",

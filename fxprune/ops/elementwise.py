@@ -18,7 +18,7 @@ import numpy as np
 
 from ..ir import Algebra, Role, Zeros
 from .context import EmitContext, OpContext, Unsupported, Value, first_tensor, tensor_values
-from .registry import Keys, Rule
+from .registry import Keys, Rule, writes_nothing
 
 __all__ = [
     "ELEMENTWISE",
@@ -113,7 +113,7 @@ UNARY = Rule(
               "feature_dropout", "log_sigmoid", "relu6", "selu", "square",
               # in-place dropouts: nn.Dropout(inplace=True) (MobileNetV2's classifier), F.dropout*(inplace=True)
               "dropout_", "feature_dropout_", "alpha_dropout_"),
-    ), zeros=Zeros.PROBE)
+    ), zeros=Zeros.PROBE, writes_state=writes_nothing)
 
 
 STOCHASTIC_DEPTH = Rule(
@@ -174,7 +174,7 @@ def _resize_prelu(m: Any, ctx: EmitContext) -> None:
 
 
 PRELU_MODULE = Rule("unary", _prelu_module, resize=_resize_prelu, doc="nn.PReLU (per-channel slopes).",
-                    keys=Keys(modules=("PReLU",)), zeros=Zeros.KEEP)
+                    keys=Keys(modules=("PReLU",)), zeros=Zeros.KEEP, writes_state=writes_nothing)
 PRELU_FUNCTION = Rule("unary", _prelu_aten, doc="F.prelu(x, weight) / aten.prelu.",
                       keys=Keys(functional=("prelu",), aten=("prelu",)), zeros=Zeros.KEEP)
 

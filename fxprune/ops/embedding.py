@@ -35,8 +35,13 @@ def _resize_embedding(m: torch.nn.Module, ctx: EmitContext) -> None:
     m.embedding_dim = ctx.out_shape()[-1]
 
 
+def _renormalises(m: torch.nn.Module) -> bool:
+    """An embedding with ``max_norm`` rescales the rows it looks up in its weight, in place."""
+    return m.max_norm is not None
+
+
 EMBEDDING_MODULE = Rule("embedding", _embedding_module, resize=_resize_embedding, doc="nn.Embedding.",
-                        keys=Keys(modules=("Embedding",)), zeros=Zeros.KEEP)
+                        keys=Keys(modules=("Embedding",)), zeros=Zeros.KEEP, writes_state=_renormalises)
 EMBEDDING_FUNCTION = Rule("embedding", _embedding_function, doc="F.embedding.",
                           keys=Keys(functional=("embedding",)), zeros=Zeros.KEEP)
 EMBEDDING_ATEN = Rule("embedding", lambda ctx: _embedding(ctx, ctx.arg(1), ctx.arg(0)),

@@ -34,7 +34,7 @@ import torch.fx as fx
 
 from ..ir import Zeros
 from .context import EmitContext, OpContext, Split, Unsupported, Value, check_labels, first_tensor, normalize_dim
-from .registry import Keys, Rule
+from .registry import Keys, Rule, writes_nothing
 
 __all__ = [
     "EXPAND",
@@ -316,7 +316,8 @@ RESHAPE = Rule("reshape", _reshape, doc="flatten/squeeze/unsqueeze: exact index 
                keys=Keys(torch=("flatten", "squeeze", "unsqueeze"),
                          methods=("flatten", "squeeze", "unsqueeze", "view_as", "reshape_as"),
                          modules=("Flatten",),
-                         aten=("flatten", "squeeze", "unsqueeze", "view_as", "reshape_as")), zeros=Zeros.KEEP)
+                         aten=("flatten", "squeeze", "unsqueeze", "view_as", "reshape_as")), zeros=Zeros.KEEP,
+               writes_state=writes_nothing)
 VIEW = Rule("reshape", _reshape, emit=_emit_sizes(1),
             doc="view/reshape (x.view(*sizes), torch.reshape(x, sizes)): sizes follow pruning.",
             keys=Keys(methods=("view", "reshape"), torch=("reshape",),
@@ -347,7 +348,8 @@ def _resize_unflatten(m: Any, ctx: EmitContext) -> None:
 
 
 UNFLATTEN_MODULE = Rule("reshape", _reshape, resize=_resize_unflatten, doc="nn.Unflatten(dim, sizes).",
-                        keys=Keys(modules=("Unflatten",)), zeros=Zeros.KEEP)
+                        keys=Keys(modules=("Unflatten",)), zeros=Zeros.KEEP,
+                        writes_state=writes_nothing)
 
 
 def _expand(ctx: OpContext) -> tuple:

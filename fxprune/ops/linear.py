@@ -20,7 +20,7 @@ import torch
 from ..ir import Role, Zeros
 from ..modules import ImplantedLinear
 from .context import EmitContext, OpContext, Unsupported, Value, first_tensor
-from .registry import Implant, Keys, Rule
+from .registry import Implant, Keys, Rule, writes_nothing
 
 __all__ = ["LINEAR_FUNCTION", "LINEAR_MODULE", "RULES", "linear_channels"]
 
@@ -61,7 +61,7 @@ def _linear_macs(ctx: OpContext, w: Value) -> int:
 LINEAR_MODULE = Rule("linear", _linear_module, resize=_resize_linear,
                      implant=Implant(accepts=lambda m: m.weight.ndim == 2, build=ImplantedLinear),
                      macs=lambda ctx: _linear_macs(ctx, ctx.param("weight")), doc="nn.Linear.",
-                     keys=Keys(modules=("Linear",)), zeros=Zeros.KEEP)
+                     keys=Keys(modules=("Linear",)), zeros=Zeros.KEEP, writes_state=writes_nothing)
 LINEAR_FUNCTION = Rule("linear", _linear_function,
                        macs=lambda ctx: _linear_macs(ctx, ctx.arg(1, "weight")), doc="F.linear.",
                        keys=Keys(functional=("linear",), aten=("linear",)), zeros=Zeros.KEEP)

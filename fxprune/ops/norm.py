@@ -26,7 +26,7 @@ import torch
 from ..ir import Role, Zeros
 from .context import EmitContext, OpContext, Value, first_tensor, normalize_dim, static_value
 from .layout import split_labels
-from .registry import Keys, Rule
+from .registry import Keys, Rule, writes_in_training, writes_nothing
 
 __all__ = [
     "BATCH_NORM_ATEN",
@@ -97,7 +97,8 @@ def _resize_num_features(m: torch.nn.Module, ctx: EmitContext) -> None:
 
 BATCH_NORM_MODULE = Rule("norm", _bn_module, resize=_resize_num_features,
                          doc="nn.BatchNorm1d/2d/3d: per-channel, no mixing.",
-                         keys=Keys(modules=("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm")), zeros=Zeros.KEEP)
+                         keys=Keys(modules=("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm")), zeros=Zeros.KEEP,
+                         writes_state=writes_in_training)
 BATCH_NORM_FUNCTION = Rule("norm", _bn_function, doc="F.batch_norm.", keys=Keys(functional=("batch_norm",)), zeros=Zeros.KEEP)
 
 
@@ -119,7 +120,8 @@ INSTANCE_NORM_ATEN = Rule("norm", _in_aten, doc="aten.instance_norm(input, weigh
                           keys=Keys(aten=("instance_norm",)), zeros=Zeros.KEEP)
 INSTANCE_NORM_MODULE = Rule("norm", _in_module, resize=_resize_num_features,
                             doc="nn.InstanceNorm*: per-channel statistics, no mixing.",
-                            keys=Keys(modules=("InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d")), zeros=Zeros.KEEP)
+                            keys=Keys(modules=("InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d")), zeros=Zeros.KEEP,
+                            writes_state=writes_in_training)
 
 
 def _last_dims_norm(ctx: OpContext, x: Value, k: int, w: Value | None, b: Value | None) -> tuple:
@@ -175,11 +177,11 @@ def _emit_normalized_shape(ctx: EmitContext) -> tuple:
 
 LAYER_NORM_MODULE = Rule("norm", _ln_module, resize=_resize_normalized_shape,
                          doc="nn.LayerNorm: mixing over the normalised dims.",
-                         keys=Keys(modules=("LayerNorm",)))
+                         keys=Keys(modules=("LayerNorm",)), writes_state=writes_nothing)
 LAYER_NORM_FUNCTION = Rule("norm", _ln_function, emit=_emit_normalized_shape, doc="F.layer_norm.",
                            keys=Keys(functional=("layer_norm",), aten=("layer_norm",)))
 RMS_NORM_MODULE = Rule("norm", _ln_module, resize=_resize_normalized_shape, doc="nn.RMSNorm.",
-                       keys=Keys(modules=("RMSNorm?",)))
+                       keys=Keys(modules=("RMSNorm?",)), writes_state=writes_nothing)
 RMS_NORM_FUNCTION = Rule("norm", _rms_function, emit=_emit_normalized_shape, doc="F.rms_norm.",
                          keys=Keys(functional=("rms_norm?",), aten=("rms_norm?",)))
 
@@ -214,7 +216,7 @@ def _resize_gn(m: torch.nn.Module, ctx: EmitContext) -> None:
 
 GROUP_NORM_MODULE = Rule("norm", _gn_module, resize=_resize_gn,
                          doc="nn.GroupNorm: channels pruned uniformly within groups.",
-                         keys=Keys(modules=("GroupNorm",)))
+                         keys=Keys(modules=("GroupNorm",)), writes_state=writes_nothing)
 GROUP_NORM_FUNCTION = Rule("norm", _gn_function, doc="F.group_norm.",
                            keys=Keys(functional=("group_norm",), aten=("group_norm",)))
 

@@ -26,7 +26,7 @@ from typing import Any
 from ..ir import Zeros
 from .context import OpContext, Unsupported, Value, check_labels, dims_arg, first_tensor, normalize_dim
 from .elementwise import broadcast_labels
-from .registry import Keys, Rule
+from .registry import Keys, Rule, writes_nothing
 
 __all__ = ["LOGSUMEXP", "NORM_REDUCE", "REDUCE_MIXING", "REDUCE_SUM", "REDUCE_TUPLE", "RULES", "SOFTMAX",
            "SOFTMAX_MODULE"]
@@ -106,6 +106,6 @@ def _softmax_module(ctx: OpContext) -> tuple:
 
 
 SOFTMAX_MODULE = Rule("softmax", _softmax_module, doc="nn.Softmax(dim), nn.LogSoftmax(dim).",
-                      keys=Keys(modules=("Softmax", "LogSoftmax")))
+                      keys=Keys(modules=("Softmax", "LogSoftmax")), writes_state=writes_nothing)
 
 RULES = (REDUCE_SUM, REDUCE_MIXING, LOGSUMEXP, REDUCE_TUPLE, NORM_REDUCE, SOFTMAX, SOFTMAX_MODULE)

@@ -19,6 +19,11 @@ A :class:`Rule` says, for one op family:
   (:class:`~fxprune.ir.Zeros`: ``KEEP``, ``PROBE`` or ``LOSE``, the default).
 * ``algebra`` -- optional: what the op computes, for passes that reason about
   values (:class:`~fxprune.ir.Algebra`: products, quotients, size reads...).
+* ``writes_state`` -- optional, for module keys: whether a call of this module,
+  as it is configured, may write its own parameters, buffers or attributes
+  (:func:`writes_nothing`, :func:`writes_in_training`; ``None``, the default:
+  unknown, so it may).  What it writes in place of its *input*
+  (``inplace=True``) is :func:`~fxprune.ops.effects.mutated_args`' business.
 * ``implant`` -- optional: how a module of this family is replaced by HAP's
   Neural Implant (:class:`Implant`).
 * ``keys`` -- every registry key the rule is registered under, named at once
@@ -90,6 +95,8 @@ __all__ = [
     "describe_key",
     "frozen_table",
     "node_key",
+    "writes_in_training",
+    "writes_nothing",
 ]
 
 
@@ -208,10 +215,22 @@ class Rule:
     implant: Implant | None = None
     zeros: Zeros = Zeros.LOSE  # what removed channels that hold zeros become (see fxprune.ir.Zeros)
     algebra: Algebra = Algebra.NONE  # what it computes, for value-level passes (see fxprune.ir.Algebra)
+    writes_state: Callable[[torch.nn.Module], bool] | None = None  # may a module call write its own state? None: unknown
 
     def with_keys(self, keys: Keys) -> "Rule":
         """The same rule registered under other keys (for your own ops)."""
         return dataclasses.replace(self, keys=keys)
+
+
+def writes_nothing(module: torch.nn.Module) -> bool:
+    """A :attr:`Rule.writes_state` for modules that never write their state or attributes (a convolution)."""
+    return False
+
+
+def writes_in_training(module: torch.nn.Module) -> bool:
+    """A :attr:`Rule.writes_state` for modules that write their buffers in training mode only (a BatchNorm's
+    running statistics and counter)."""
+    return module.training
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..ir import TensorSpec, Zeros
 from .context import OpContext, Unsupported, check_labels, first_tensor, static_value
-from .registry import Keys, Rule
+from .registry import Keys, Rule, writes_nothing
 
 __all__ = ["PAD", "RULES", "SPATIAL"]
 
@@ -53,7 +53,7 @@ SPATIAL = Rule(
         torch=("max_pool1d", "max_pool2d", "avg_pool1d", "adaptive_avg_pool1d"),
         aten=_POOL + ("upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "upsample_linear1d",
                       "upsample_bilinear2d", "upsample_trilinear3d"),
-    ), zeros=Zeros.KEEP)
+    ), zeros=Zeros.KEEP, writes_state=writes_nothing)
 
 def _pad_args(ctx: OpContext) -> tuple[list[int], str]:
     """``(pad, mode)`` of ``F.pad``/``aten.pad`` or of a ``nn.ConstantPad*d`` module."""
@@ -88,6 +88,6 @@ PAD = Rule("spatial", _pad,
            doc="constant/reflect/replicate padding of the last dims; a channel dim padded with a constant "
                "keeps its channels between fixed pad channels. Removed channels hold the pad value there.",
            keys=Keys(modules=("ConstantPad1d", "ConstantPad2d", "ConstantPad3d"), functional=("pad",),
-                     aten=("pad",)), zeros=Zeros.PROBE)
+                     aten=("pad",)), zeros=Zeros.PROBE, writes_state=writes_nothing)
 
 RULES = (SPATIAL, PAD)

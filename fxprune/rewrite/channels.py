@@ -416,7 +416,7 @@ def _verify(analysis: Analysis, new_gm: fx.GraphModule, predicted: dict[str, Any
     """
     inputs = analysis.example_inputs
     try:
-        if not run_owned(new_gm, inputs):
+        if not run_owned(new_gm, inputs, analysis.registry):
             propagate_shapes(new_gm, inputs)
     except Exception as exc:
         raise RewriteError(f"the pruned graph does not run on the example inputs: {exc}\n"
