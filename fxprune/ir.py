@@ -174,7 +174,11 @@ class Role(str, enum.Enum):
     @property
     def rank(self) -> int:
         """Listing order within a group: producers first, consumers last."""
-        return tuple(Role).index(self)
+        return _ROLE_RANKS[self]
+
+
+#: :attr:`Role.rank` of each role (a lookup: group building sorts every member by it)
+_ROLE_RANKS = {role: i for i, role in enumerate(Role)}
 
 
 class Algebra(str, enum.Enum):
