@@ -269,6 +269,7 @@ class Atoms:
         self._version = 0
         self._roots: np.ndarray | None = None   # every atom's root (read-only), for ``_version``
         self._flag_cache: dict[str, tuple[int, dict[int, str]]] = {}
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # unions not yet applied (:meth:`unify`)
 
     def __len__(self) -> int:
         return self._n
@@ -307,34 +308,61 @@ class Atoms:
     def find(self, ids: np.ndarray) -> np.ndarray:
         """Roots of ``ids`` (vectorised, with path compression)."""
         ids = np.asarray(ids, dtype=np.int64)
+        if self._pending:
+            self._flush()
         if self._roots is not None:  # nothing changed since every root was computed
             return self._roots[ids]
-        r = self._parent[ids]
+        return self._find(ids)
+
+    def _find(self, ids: np.ndarray) -> np.ndarray:
+        """Roots of ``ids`` through the parent pointers as they stand (unions not yet applied aside)."""
+        parent = self._parent
+        r = parent[ids]
         while True:
-            p = self._parent[r]
-            if np.array_equal(p, r):
+            p = parent[r]
+            if (p == r).all():  # ``np.array_equal`` costs several times more on small arrays
                 break
             r = p
-        self._parent[ids] = r
+        parent[ids] = r
         return r
 
     def unify(self, a: np.ndarray, b: np.ndarray) -> None:
-        """Unify ``a[i]`` with ``b[i]`` for every i (arrays of equal length)."""
+        """Unify ``a[i]`` with ``b[i]`` for every i (arrays of equal length).
+
+        The union is recorded and applied, with every other recorded one, in one batch
+        when roots are next read (:meth:`find`, :meth:`roots`...): the channel pass unifies
+        a few small arrays per node, and a numpy round per call cost more than the rest of
+        the node's rule.  The roots read after are the same as unifying at once: a root
+        is always the smallest atom of its set.
+        """
         a = np.asarray(a, dtype=np.int64)
         b = np.asarray(b, dtype=np.int64)
         if a.shape != b.shape:
             raise ValueError(f"cannot unify label arrays of shapes {a.shape} and {b.shape}")
+        if a.size:  # copies: a caller may reuse its arrays before the union is applied
+            self._pending.append((a.ravel().copy(), b.ravel().copy()))
+            self._changed()
+
+    def _flush(self) -> None:
+        """Apply every recorded union (:meth:`unify`) at once."""
+        pending, self._pending = self._pending, []
+        if len(pending) == 1:
+            a, b = pending[0]
+        else:
+            a = np.concatenate([p[0] for p in pending])
+            b = np.concatenate([p[1] for p in pending])
+        parent = self._parent
         while True:
-            ra, rb = self.find(a), self.find(b)
+            ra, rb = self._find(a), self._find(b)
             m = ra != rb
             if not m.any():
-                return
-            lo = np.minimum(ra[m], rb[m])
-            hi = np.maximum(ra[m], rb[m])
-            # Duplicate ``hi`` entries keep only one assignment; the loop repeats
-            # until every pair agrees, each pass strictly lowering some root.
-            self._parent[hi] = lo
-            self._changed()
+                break
+            a, b, ra, rb = a[m], b[m], ra[m], rb[m]
+            # a root takes the smallest root it is paired with; several pairs on one root are
+            # resolved together, and the loop repeats until every pair agrees, each pass
+            # strictly lowering some root (so a root stays the smallest atom of its set)
+            np.minimum.at(parent, np.maximum(ra, rb), np.minimum(ra, rb))
+        self._changed()
 
     def unify_all(self, ids: np.ndarray) -> None:
         """Unify every atom in ``ids`` with every other."""
@@ -369,6 +397,8 @@ class Atoms:
 
     def roots(self) -> np.ndarray:
         """The root of every atom allocated so far (a read-only array, shared until atoms change)."""
+        if self._pending:
+            self._flush()
         if self._roots is None:
             # find() of every atom, a slice at a time: the temporaries stay small (one the size of
             # every atom costs fresh pages, and page faults, on each call) and the compression is

@@ -142,6 +142,7 @@ def test_roots_equal_find_of_every_atom(seed, slice_size, monkeypatch):
     for _ in range(int(rng.integers(0, 40))):
         k = int(rng.integers(1, 10))
         atoms.unify(rng.integers(0, n, k), rng.integers(0, n, k))
+    atoms.find(np.zeros(0, dtype=np.int64))  # applies the recorded unions (Atoms.unify batches them)
     twin = Atoms()
     twin.fresh(n)
     twin._parent[:n] = atoms._parent[:n]    # the same forest, its roots found atom by atom
@@ -159,3 +160,31 @@ def test_atoms_reserve_then_grow_past_it():
     assert atoms.fixed_roots() == {int(x): "late" for x in a[2990:]}
     assert atoms.mixing_roots() == {0: "early"} and len(atoms) == 7000
     assert atoms.find(b[:1]).tolist() == [2995]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_batched_unions_give_the_roots_of_unions_applied_one_by_one(seed):
+    """Atoms.unify records unions and applies them in one batch when roots are read: the roots
+    (the smallest atom of each set) are those of applying each union at once, also when roots
+    are read between unions (a rule's find mid-pass) and with many unions on one atom."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 200))
+    batched, eager = Atoms(), Atoms()
+    batched.fresh(n)
+    eager.fresh(n)
+    for _ in range(int(rng.integers(1, 60))):
+        k = int(rng.integers(1, 12))
+        a, b = rng.integers(0, n, k), rng.integers(0, n, k)
+        if rng.random() < 0.2:  # a star: one atom unified with many
+            a = np.full(k, a[0])
+        batched.unify(a, b)
+        eager.unify(a, b)
+        eager.find(np.zeros(0, dtype=np.int64))  # applied now
+        if rng.random() < 0.3:
+            probe = rng.integers(0, n, 5)
+            assert batched.find(probe).tolist() == eager.find(probe).tolist()
+    everything = np.arange(n)
+    assert batched.roots().tolist() == eager.find(everything).tolist()
+    # a root is the smallest atom of its set
+    roots = batched.roots()
+    assert all(roots[i] == min(np.flatnonzero(roots == roots[i])) for i in range(n))
