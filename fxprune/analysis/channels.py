@@ -106,11 +106,19 @@ class ChannelState:
 _STATE_READERS = ("named_parameters", "named_buffers", "_named_members", "named_modules")
 
 
-def _named_state(module: torch.nn.Module) -> list[tuple[str, Any]]:
+def _named_state(module: torch.nn.Module, plain: dict[type, bool] | None = None) -> list[tuple[str, Any]]:
     """``[*module.named_parameters(), *module.named_buffers()]``; a module without children read from its
-    own dicts, as those generators read them (``None`` entries and a tensor held twice skipped)."""
+    own dicts, as those generators read them (``None`` entries and a tensor held twice skipped).
+
+    ``plain`` remembers, per class, whether it keeps ``nn.Module``'s readers (a pass asks once per class).
+    """
     cls = type(module)
-    if module._modules or any(getattr(cls, f) is not getattr(torch.nn.Module, f) for f in _STATE_READERS):
+    known = plain.get(cls) if plain is not None else None
+    if known is None:
+        known = all(getattr(cls, f) is getattr(torch.nn.Module, f) for f in _STATE_READERS)
+        if plain is not None:
+            plain[cls] = known
+    if module._modules or not known:
         return list(module.named_parameters()) + list(module.named_buffers())
     out: list[tuple[str, Any]] = []
     for d in (module._parameters, module._buffers):
@@ -173,28 +181,58 @@ class _Propagator:
         self.sums: dict[str, list] = {}    # node -> the parameter-free sums its rule declared
         self.splits: list[SplitChoice] = []  # where a split policy chose
         self._matches: dict[Any, Any] = {}  # registry key -> its match (see match)
+        self._plain: dict[type, bool] = {}  # module class -> whether it keeps nn.Module's state readers
 
     # -- parameters -------------------------------------------------------
     def param_value(self, qualname: str, tensor: torch.Tensor, node: fx.Node) -> Value:
         if qualname not in self.param_labels:
+            self._label_params([(qualname, tensor)], node)
+        return Value(self.param_specs[qualname], self.param_labels[qualname], node, qualname)
+
+    def _label_params(self, named: list[tuple[str, torch.Tensor]], node: fx.Node) -> None:
+        """Labels for parameters seen for the first time: fresh atoms per dimension, or the labels of
+        the same tensor under another name (tied weights).
+
+        The atoms of all of them are allocated at once (one call per module, not per
+        dimension), in the order a call per dimension would allocate them.
+        """
+        shapes: list[tuple[str, tuple[int, ...]]] = []
+        ties: list[tuple[str, str]] = []
+        for qualname, tensor in named:
+            if qualname in self.param_specs:
+                continue
+            shape = tuple(int(s) for s in tensor.shape)
             tied = self._by_id.setdefault(id(tensor), qualname)
             if tied != qualname:  # the same tensor under another name (tied weights)
-                self.param_labels[qualname] = self.param_labels[tied]
+                ties.append((qualname, tied))
             else:
-                self.param_labels[qualname] = tuple(self.atoms.fresh(int(s)) for s in tensor.shape)
-            self.param_specs[qualname] = TensorSpec(tuple(int(s) for s in tensor.shape), tensor.dtype)
+                shapes.append((qualname, shape))
+            self.param_specs[qualname] = TensorSpec(shape, tensor.dtype)
             self.param_nodes[qualname] = node.name
-        return Value(self.param_specs[qualname], self.param_labels[qualname], node, qualname)
+        total = sum(sum(shape) for _, shape in shapes)
+        ids = self.atoms.fresh(total) if total else None
+        at = 0
+        for qualname, shape in shapes:
+            labels = []
+            for size in shape:
+                labels.append(ids[at: at + size])
+                at += size
+            self.param_labels[qualname] = tuple(labels)
+        for qualname, tied in ties:
+            self.param_labels[qualname] = self.param_labels[tied]
 
     def module_params(self, node: fx.Node, module: torch.nn.Module) -> dict[str, Value | None]:
         """Every parameter and buffer the called module holds, its submodules' included
         (``out_proj.weight`` of a ``nn.MultiheadAttention``), by name relative to the module."""
         prefix = str(node.target)
+        named = [(name, t) for name, t in _named_state(module, self._plain)
+                 if t is not None and (t.is_floating_point() or t.ndim != 0)]
+        self._label_params([(f"{prefix}.{name}", t) for name, t in named], node)
+        specs, labels = self.param_specs, self.param_labels
         out: dict[str, Value | None] = {}
-        for name, t in _named_state(module):
-            if t is None or not t.is_floating_point() and t.ndim == 0:
-                continue
-            out[name] = self.param_value(f"{prefix}.{name}", t, node)
+        for name, _ in named:
+            qualname = f"{prefix}.{name}"
+            out[name] = Value(specs[qualname], labels[qualname], node, qualname)
         return out
 
     # -- values ------------------------------------------------------------
