@@ -177,6 +177,7 @@ class _Propagator:
         self._by_id: dict[int, str] = {}
         # in-place writes: a node written by a later call reads as that call's result from then on
         self._alias: dict[fx.Node, fx.Node] = {}
+        self.written: set[str] = set()  # nodes with a tensor output that write an argument in place
         self.calls: dict[str, tuple] = {}  # node -> (args, kwargs, inputs) as its rule saw them
         self.sums: dict[str, list] = {}    # node -> the parameter-free sums its rule declared
         self.splits: list[SplitChoice] = []  # where a split policy chose
@@ -294,7 +295,10 @@ class _Propagator:
             else:
                 self.call(node, spec)
                 if _spec_has_tensor(spec):
-                    for written in mutated_args(node, self.gm):
+                    writes = mutated_args(node, self.gm)
+                    if writes:
+                        self.written.add(node.name)
+                    for written in writes:
                         self._alias[written] = node
 
     def call(self, node: fx.Node, spec: Any) -> None:
@@ -523,7 +527,7 @@ def propagate_channels(
             break  # every auto node ran as it is resolved: this pass stands
         _clear_channels(gm)  # some auto nodes resolve to inner: run again with that
     op_mixing = frozenset(prop.atoms.mixing_roots())
-    propagate_zeros(gm, prop.atoms, prop.roles, prop.calls, prop.sums)
+    propagate_zeros(gm, prop.atoms, prop.roles, prop.calls, prop.sums, prop.written)
     notes = tuple(auto_notes[n] for n in sorted(auto_notes)) + prop.split_notes()
     return ChannelState(prop.atoms, prop.param_labels, prop.param_specs, prop.param_nodes,
                         prop.roles, prop.barriers, prop.inert, op_mixing, notes, tuple(prop.splits))
