@@ -249,6 +249,10 @@ class Zeros(str, enum.Enum):
 _ROOTS_SLICE = 1 << 20
 
 
+#: per kind of flag, the :class:`Atoms` arrays holding it: (flags, reason ids)
+_FLAG_ARRAYS = {"fixed": ("_fixed", "_fix_reason"), "mixing": ("_mixing", "_mix_reason")}
+
+
 class Atoms:
     """A growable union-find over integer atoms with per-atom flags."""
 
@@ -270,6 +274,8 @@ class Atoms:
         self._roots: np.ndarray | None = None   # every atom's root (read-only), for ``_version``
         self._flag_cache: dict[str, tuple[int, dict[int, str]]] = {}
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # unions not yet applied (:meth:`unify`)
+        # flags not yet applied (:meth:`_flag`): per kind, (atoms, reason id)
+        self._pending_flags: dict[str, list[tuple[np.ndarray, int]]] = {kind: [] for kind in _FLAG_ARRAYS}
 
     def __len__(self) -> int:
         return self._n
@@ -376,24 +382,40 @@ class Atoms:
             self._reasons.append(reason)
         return self._reason_ids[reason]
 
-    def _flag(self, flags: np.ndarray, reasons: np.ndarray, ids: np.ndarray, reason: str) -> None:
+    def _flag(self, kind: str, ids: np.ndarray, reason: str) -> None:
+        """Record flags of ``kind`` (``fixed`` or ``mixing``) on atoms, applied when flags are next read
+        (:meth:`_apply_flags`): the channel pass flags a few small arrays per node."""
         ids = np.asarray(ids, dtype=np.int64).ravel()
         if ids.size == 0:
             return
-        rid = self._reason_id(reason)
-        self._flag_hi = max(self._flag_hi, int(ids.max()) + 1 if ids.min() >= 0 else len(flags))
-        fresh = ids[reasons[ids] == 0]
-        reasons[fresh] = rid + 1
-        flags[ids] = True
+        # a copy: a caller may reuse its array before the flags are applied
+        self._pending_flags[kind].append((ids.copy(), self._reason_id(reason)))
         self._version += 1  # the roots stand; the flagged roots change
+
+    def _apply_flags(self) -> None:
+        """Apply every recorded flag, each atom keeping the first reason recorded for it."""
+        for kind, (flags_name, reasons_name) in _FLAG_ARRAYS.items():
+            pending = self._pending_flags[kind]
+            if not pending:
+                continue
+            self._pending_flags[kind] = []
+            flags, reasons = getattr(self, flags_name), getattr(self, reasons_name)
+            ids = np.concatenate([p[0] for p in pending]) if len(pending) > 1 else pending[0][0]
+            rids = np.repeat(np.fromiter((p[1] for p in pending), dtype=np.int64, count=len(pending)),
+                             [len(p[0]) for p in pending])
+            self._flag_hi = max(self._flag_hi, int(ids.max()) + 1 if ids.min() >= 0 else len(flags))
+            atoms, first = np.unique(ids, return_index=True)  # each atom's first recorded reason
+            fresh = reasons[atoms] == 0
+            reasons[atoms[fresh]] = rids[first[fresh]] + 1
+            flags[ids] = True
 
     def fix(self, ids: np.ndarray, reason: str) -> None:
         """Mark atoms as not prunable (a barrier), remembering why."""
-        self._flag(self._fixed, self._fix_reason, ids, reason)
+        self._flag("fixed", ids, reason)
 
     def mark_mixing(self, ids: np.ndarray, reason: str) -> None:
         """Mark atoms as flowing through a channel-mixing op (norm statistics, mean)."""
-        self._flag(self._mixing, self._mix_reason, ids, reason)
+        self._flag("mixing", ids, reason)
 
     def roots(self) -> np.ndarray:
         """The root of every atom allocated so far (a read-only array, shared until atoms change)."""
@@ -418,7 +440,10 @@ class Atoms:
             self._roots = roots
         return self._roots
 
-    def _root_flags(self, name: str, flags: np.ndarray, reasons: np.ndarray) -> dict[int, str]:
+    def _root_flags(self, name: str) -> dict[int, str]:
+        self._apply_flags()
+        flags_name, reasons_name = _FLAG_ARRAYS[name]
+        flags, reasons = getattr(self, flags_name), getattr(self, reasons_name)
         hit = self._flag_cache.get(name)
         if hit is None or hit[0] != self._version:
             roots = self.roots()
@@ -433,15 +458,16 @@ class Atoms:
 
     def fixed_roots(self) -> dict[int, str]:
         """Roots that may not be pruned, each with the first reason recorded."""
-        return self._root_flags("fixed", self._fixed, self._fix_reason)
+        return self._root_flags("fixed")
 
     def mixing_roots(self) -> dict[int, str]:
         """Roots that pass through a channel-mixing op, each with its reason."""
-        return self._root_flags("mixing", self._mixing, self._mix_reason)
+        return self._root_flags("mixing")
 
     def root_masks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(roots, fixed, mixing)``: every atom's root, and boolean masks over roots."""
         roots = self.roots()
+        self._apply_flags()
         fixed = np.zeros(len(roots), dtype=bool)
         mixing = np.zeros(len(roots), dtype=bool)
         fixed[roots[self._fixed[: self._n]]] = True

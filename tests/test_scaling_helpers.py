@@ -188,3 +188,30 @@ def test_batched_unions_give_the_roots_of_unions_applied_one_by_one(seed):
     # a root is the smallest atom of its set
     roots = batched.roots()
     assert all(roots[i] == min(np.flatnonzero(roots == roots[i])) for i in range(n))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_batched_flags_keep_the_first_reason_of_each_atom(seed):
+    """Atoms.fix/mark_mixing record flags and apply them when flags are read: each root keeps the
+    reason of its first flagged atom, each atom the first reason recorded for it, also when flags
+    are read between records and atoms are allocated (arrays grown) in between."""
+    rng = np.random.default_rng(seed)
+    atoms = Atoms()
+    atoms.fresh(50)
+    first: dict[int, str] = {}
+    for step in range(40):
+        if rng.random() < 0.2:
+            atoms.fresh(int(rng.integers(1, 2000)))  # grows the arrays past their first pages
+        ids = rng.integers(0, len(atoms), int(rng.integers(1, 6)))
+        reason = f"reason {step}"
+        atoms.fix(ids, reason)
+        for i in ids.tolist():
+            first.setdefault(i, reason)
+        if rng.random() < 0.3:
+            expected = {}
+            for i in sorted(first):
+                expected.setdefault(int(atoms.find(np.array([i]))[0]), first[i])
+            assert atoms.fixed_roots() == expected
+    _, fixed, mixing = atoms.root_masks()
+    assert sorted(np.flatnonzero(fixed).tolist()) == sorted(atoms.fixed_roots())
+    assert not mixing.any() and atoms.mixing_roots() == {}
