@@ -43,6 +43,7 @@ from torch._subclasses.fake_tensor import (
 from .. import ir
 from ..errors import ExampleInputError
 from ..ir import TensorSpec
+from ..modules import submodule
 from .copying import is_plain_cpu
 from .tracer import state_restored
 
@@ -232,6 +233,11 @@ class _LeanProp(fx.Interpreter):
         n.meta[ir.SPEC] = spec_of(result)
         return result
 
+    def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
+        # the module read from the child dicts (:func:`~fxprune.modules.submodule`), not through
+        # fx's ``fetch_attr``, whose hasattr/getattr per path item fall through nn.Module.__getattr__
+        return submodule(self.module, target)(*args, **kwargs)
+
 
 class _MetaProp(_LeanProp):
     """Shape propagation on ``meta`` tensors: no dispatch cache, no fake-tensor bookkeeping."""
@@ -298,6 +304,9 @@ def _holds_unregistered_tensors(modules: Sequence[torch.nn.Module]) -> bool:
     tensor = torch.Tensor
     for m in modules:
         for k, v in vars(m).items():
+            t = type(v)
+            if t in _SCALARS:  # most attributes (flags, sizes, names): one lookup
+                continue
             if isinstance(v, tensor):
                 return True
             if isinstance(v, dict):
@@ -312,6 +321,10 @@ def _holds_unregistered_tensors(modules: Sequence[torch.nn.Module]) -> bool:
                 if isinstance(i, tensor):
                     return True
     return False
+
+
+#: attribute types that are never a tensor nor hold one
+_SCALARS = frozenset({bool, int, float, str, type(None)})
 
 
 def _propagate_on_real(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> bool:
