@@ -293,19 +293,35 @@ class _Propagator:
                     for arr in iter_label_arrays(v.labels):
                         self.atoms.fix(arr, "model output (output shapes never change)")
             else:
-                self.call(node, spec)
+                module = submodule(self.gm, str(node.target)) if node.op == "call_module" else None
+                self.call(node, spec, module)
                 if _spec_has_tensor(spec):
-                    writes = mutated_args(node, self.gm)
+                    writes = mutated_args(node, self.gm, module)
                     if writes:
                         self.written.add(node.name)
                     for written in writes:
                         self._alias[written] = node
 
-    def call(self, node: fx.Node, spec: Any) -> None:
-        args = self.wrap(node.args)
-        kwargs = self.wrap(dict(node.kwargs))
-        inputs = self._flat_values((args, kwargs))
-        module = submodule(self.gm, str(node.target)) if node.op == "call_module" else None
+    def _wrapped(self, node: fx.Node) -> tuple[Any, dict, list[Value]]:
+        """``(args, kwargs, inputs)``: the node's arguments with every node wrapped as a :class:`Value`,
+        and those values in order (positional first), in one walk of each."""
+        inputs: list[Value] = []
+        value_of = self.value_of
+
+        def wrap(a: Any) -> Any:
+            if isinstance(a, fx.Node):
+                v = value_of(a)
+                inputs.append(v)
+                return v
+            return a
+
+        args = fx.node.map_aggregate(node.args, wrap)
+        kwargs = fx.node.map_aggregate(dict(node.kwargs), wrap) if node.kwargs else {}
+        return args, kwargs, inputs
+
+    def call(self, node: fx.Node, spec: Any, module: torch.nn.Module | None) -> None:
+        """Run the node's rule (``module``: the module a ``call_module`` node calls)."""
+        args, kwargs, inputs = self._wrapped(node)
         params = self.module_params(node, module) if module is not None else {}
         has_tensor_in = any(v.is_tensor or _spec_has_tensor(v.spec) for v in inputs) or bool(params)
         if not has_tensor_in and not _spec_has_tensor(spec):

@@ -215,7 +215,9 @@ class OpContext:
         """Declare the role of a parameter's dimension (see :class:`~fxprune.ir.Role`)."""
         if value is None or value.param is None:
             return
-        self.roles.setdefault((value.param, dim % value.ndim), Role(role))
+        key = (value.param, dim % len(value.spec.shape))
+        if key not in self.roles:
+            self.roles[key] = role if type(role) is Role else Role(role)
 
     def describe(self) -> str:
         if self.node is None:

@@ -90,8 +90,12 @@ def _schema_writes(target: Any, node: fx.Node) -> list[fx.Node]:
     return out
 
 
-def mutated_args(node: fx.Node, root: torch.nn.Module | None = None) -> tuple[fx.Node, ...]:
-    """The argument nodes a call writes to (in place), in order; ``()`` for a pure call."""
+def mutated_args(node: fx.Node, root: torch.nn.Module | None = None,
+                 module: torch.nn.Module | None = None) -> tuple[fx.Node, ...]:
+    """The argument nodes a call writes to (in place), in order; ``()`` for a pure call.
+
+    ``module``: the module a ``call_module`` node calls, where the caller has looked it up already.
+    """
     written: list[fx.Node] = []
     out = node.kwargs.get("out")
     if isinstance(out, fx.Node):
@@ -110,8 +114,8 @@ def mutated_args(node: fx.Node, root: torch.nn.Module | None = None) -> tuple[fx
                                       else False)
             if is_inplace_name(name) or target in (operator.setitem, operator.delitem) or inplace is True:
                 written += _first_node(node.args)
-    elif node.op == "call_module" and root is not None:
-        module = submodule(root, str(node.target))
+    elif node.op == "call_module" and (root is not None or module is not None):
+        module = module if module is not None else submodule(root, str(node.target))
         if getattr(module, "inplace", False) is True:
             written += _first_node(node.args)
     return tuple(dict.fromkeys(written))
