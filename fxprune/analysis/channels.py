@@ -438,23 +438,30 @@ class _Propagator:
         return tuple(dict.fromkeys(notes))
 
     def fix_orphans(self) -> None:
+        """Fix the atoms of parameter dims that no activation carries (a parameter read by no op)."""
         distinct: dict[int, np.ndarray] = {}  # ops passing labels through share one array: find it once
         for node in self.gm.graph.nodes:
             if node.op in ("get_attr",):
                 continue
             for lab in iter_label_arrays(node.meta.get(ir.CHANNELS)):
                 distinct.setdefault(id(lab), lab)
-        # every root once (fixing below changes flags, not roots), read per array: no concatenation
-        # of every activation's labels, no find passes over it
+        # every root once (fixing below changes flags, not roots); the live roots and each parameter
+        # dim's dead atoms in a few numpy calls over all arrays at once, not a few per array
         roots = self.atoms.roots()
         live = np.zeros(len(self.atoms), dtype=bool)
-        for lab in distinct.values():
-            live[roots[lab]] = True
-        for name, labels in self.param_labels.items():
-            for d, lab in enumerate(labels):
-                dead = ~live[roots[lab]]
-                if dead.any():
-                    self.atoms.fix(lab[dead], f"parameter '{name}' dim {d} is not a channel of any activation")
+        if distinct:
+            live[roots[np.concatenate(list(distinct.values()))]] = True
+        dims = [(name, d, lab) for name, labels in self.param_labels.items() for d, lab in enumerate(labels)]
+        if not dims:
+            return
+        dead = np.flatnonzero(~live[roots[np.concatenate([lab for _, _, lab in dims])]])
+        if not dead.size:
+            return
+        starts = np.cumsum([0] + [len(lab) for _, _, lab in dims])
+        for k in np.unique(np.searchsorted(starts, dead, side="right") - 1).tolist():  # dims with a dead atom
+            name, d, lab = dims[k]
+            here = dead[(dead >= starts[k]) & (dead < starts[k + 1])] - starts[k]
+            self.atoms.fix(lab[here], f"parameter '{name}' dim {d} is not a channel of any activation")
 
 
 def _is_auto(policy: Any) -> bool:
