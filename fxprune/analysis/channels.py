@@ -228,6 +228,8 @@ class _Propagator:
         prefix = str(node.target)
         named = [(name, t) for name, t in _named_state(module, self._plain)
                  if t is not None and (t.is_floating_point() or t.ndim != 0)]
+        if not named:  # most parameter-free modules (activations, pooling)
+            return {}
         self._label_params([(f"{prefix}.{name}", t) for name, t in named], node)
         specs, labels = self.param_specs, self.param_labels
         out: dict[str, Value | None] = {}

@@ -292,7 +292,10 @@ def dims_arg(value: Any) -> Sequence[int] | None:
 
 def tensor_values(ctx: OpContext) -> list[Value]:
     """Every tensor argument of the call, positional then keyword."""
-    return [a for a in list(ctx.args) + list(ctx.kwargs.values()) if isinstance(a, Value) and a.is_tensor]
+    out = [a for a in ctx.args if isinstance(a, Value) and isinstance(a.spec, TensorSpec)]
+    if ctx.kwargs:
+        out += [a for a in ctx.kwargs.values() if isinstance(a, Value) and isinstance(a.spec, TensorSpec)]
+    return out
 
 
 def first_tensor(ctx: OpContext) -> Value:
