@@ -166,6 +166,7 @@ class _ZeroPass:
         self.probed: dict[tuple, bool] = {}  # probe results by what the evaluation reads (_probe_key)
         self.module_keys: dict[str, Any] = {}  # call_module target -> _module_key of its module
         self._param_flags: dict[tuple[str, int], tuple[bool, ...]] = {}  # (name, ndim) -> param_flags
+        self._bias: dict[tuple[str, int], bool] = {}  # (name, ndim) -> _has_bias
 
     # -- flags of values -------------------------------------------------
     def param_flags(self, name: str, ndim: int) -> tuple[bool, ...]:
@@ -206,6 +207,14 @@ class _ZeroPass:
     def _held(self, v: Value) -> bool:
         return v.param is not None and v.node is not None and v.node.op in ("get_attr", "call_module")
 
+    def _has_bias(self, name: str, ndim: int) -> bool:
+        """Whether a parameter has a dim of role ``bias`` (asked once per parameter)."""
+        key = (name, ndim)
+        hit = self._bias.get(key)
+        if hit is None:
+            hit = self._bias[key] = any(self.roles.get((name, d)) is Role.BIAS for d in range(ndim))
+        return hit
+
     def _overlaps(self, marked: np.ndarray, lab: np.ndarray, other: np.ndarray) -> bool:
         """Whether ``other`` holds a root of ``lab`` (whose roots are set in the scratch table,
         ``marked``); the same array (an op passing labels through) without a lookup."""
@@ -223,7 +232,7 @@ class _ZeroPass:
             flags = self.flags(v)
             if v.is_tensor:
                 held = self._held(v)
-                if held and any(roles.get((v.param, d)) is Role.BIAS for d in range(v.ndim)):
+                if held and self._has_bias(v.param, v.ndim):
                     biases.append([b for b in v.labels if b is not None])
                 for d, (lab, f) in enumerate(zip(v.labels, flags)):
                     if lab is not None and not f and not (held and roles.get((v.param, d)) is Role.SCALE):
