@@ -4,6 +4,9 @@ A *space* is one dimension of a parameter (a :class:`Member`) or of an
 activation (a :class:`TensorMember`).  Two spaces are coupled when they share
 an unfixed channel root.  The coupling graph (networkx) has spaces as nodes and
 an edge wherever channels are shared; groups are its connected components.
+:func:`group_spaces` finds them with one batched union-find over the spaces'
+roots and returns a :class:`Coupling`, from which the networkx graph is built
+only when asked (:func:`build_groups` builds it at once).
 
 Every group lists, per member, the *index map* from the member's indices to
 the group's channels: ``member.index_map[i]`` is the group channel that index
