@@ -130,6 +130,18 @@ def _named_state(module: torch.nn.Module, plain: dict[type, bool] | None = None)
     return out
 
 
+def _state_dims(gm: fx.GraphModule) -> int:
+    """The summed sizes of every dimension of every parameter and buffer (a tensor held twice once),
+    from the modules' own dicts in one walk (``parameters()`` and ``buffers()`` walk the tree twice)."""
+    tensors: dict[int, torch.Tensor] = {}
+    for m in gm.modules():
+        for d in (m._parameters, m._buffers):
+            for t in d.values():
+                if t is not None:
+                    tensors[id(t)] = t
+    return sum(sum(t.shape) for t in tensors.values())
+
+
 def _spec_has_tensor(spec: Any) -> bool:
     if isinstance(spec, TensorSpec):
         return True
@@ -166,7 +178,7 @@ class _Propagator:
         self.atoms = Atoms()
         # nearly every atom is an index of a parameter or buffer dimension: room for them and a
         # quarter more at once (pages never written are never touched)
-        dims = sum(sum(t.shape) for t in list(gm.parameters()) + list(gm.buffers()))
+        dims = _state_dims(gm)
         self.atoms.reserve(dims + dims // 4)
         self.param_labels: dict[str, tuple] = {}
         self.param_specs: dict[str, TensorSpec] = {}
