@@ -43,7 +43,7 @@ import torch.fx as fx
 
 from .. import ir
 from ..errors import ConfigError, UnsupportedOpError
-from ..ir import Atoms, Role, TensorSpec, fixed_labels, iter_label_arrays
+from ..ir import Atoms, Role, TensorSpec, fixed_labels, iter_label_arrays, sorted_unique
 from ..modules import get_attr, submodule
 from ..ops.context import OpContext, Split, Unsupported, Value
 from ..ops.effects import mutated_args
@@ -472,7 +472,7 @@ class _Propagator:
         if not dead.size:
             return
         starts = np.cumsum([0] + [len(lab) for _, _, lab in dims])
-        for k in np.unique(np.searchsorted(starts, dead, side="right") - 1).tolist():  # dims with a dead atom
+        for k in sorted_unique(np.searchsorted(starts, dead, side="right") - 1).tolist():  # dims with a dead atom
             name, d, lab = dims[k]
             here = dead[(dead >= starts[k]) & (dead < starts[k + 1])] - starts[k]
             self.atoms.fix(lab[here], f"parameter '{name}' dim {d} is not a channel of any activation")

@@ -25,7 +25,7 @@ import torch.fx as fx
 
 from .. import ir
 from ..errors import PlanError
-from ..ir import Atoms, KeepMask, Role
+from ..ir import Atoms, KeepMask, Role, sorted_unique
 from .channels import ChannelState
 
 __all__ = ["Member", "TensorMember", "Group", "Coupling", "build_groups", "group_spaces", "check_plan", "plan_mask", "take_channels"]
@@ -433,7 +433,7 @@ def _distinct_free(arrays: Sequence[np.ndarray], roots: np.ndarray, fixed_mask: 
     owner = np.repeat(np.arange(len(arrays), dtype=np.int64), sizes)
     free = ~fixed_mask[flat]
     # (array, root) pairs as one int64 key each: unique sorts them by array, then root
-    keys = np.unique(owner[free] * len(roots) + flat[free])
+    keys = sorted_unique(owner[free] * len(roots) + flat[free])
     counts = np.bincount(keys // len(roots), minlength=len(arrays))
     return root_of, _split(keys % len(roots), counts)
 
@@ -462,7 +462,8 @@ def _components(free: Sequence[np.ndarray], rep: Sequence[int]) -> list[int]:
         return []
     arrays = [free[i] for i in reps]
     flat = np.concatenate(arrays)
-    distinct, compact = np.unique(flat, return_inverse=True)
+    distinct = sorted_unique(flat)
+    compact = np.searchsorted(distinct, flat)
     sizes = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     firsts = np.repeat(compact[starts], sizes)
