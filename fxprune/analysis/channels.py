@@ -223,14 +223,11 @@ class _Propagator:
             self.param_specs[qualname] = TensorSpec(shape, tensor.dtype)
             self.param_nodes[qualname] = node.name
         total = sum(sum(shape) for _, shape in shapes)
-        ids = self.atoms.fresh(total) if total else None
-        at = 0
+        ids, at = self.atoms.fresh(total) if shapes else None, 0
         for qualname, shape in shapes:
-            labels = []
-            for size in shape:
-                labels.append(ids[at: at + size])
-                at += size
-            self.param_labels[qualname] = tuple(labels)
+            ends = np.cumsum((at,) + shape).tolist()
+            self.param_labels[qualname] = tuple(ids[a:b] for a, b in zip(ends[:-1], ends[1:]))
+            at = ends[-1]
         for qualname, tied in ties:
             self.param_labels[qualname] = self.param_labels[tied]
 
@@ -255,9 +252,6 @@ class _Propagator:
         param = str(n.target) if n.op == "get_attr" and str(n.target) in self.param_labels else None
         src = self._alias.get(n, n)
         return Value(src.meta.get(ir.SPEC), src.meta.get(ir.CHANNELS), src, param)
-
-    def wrap(self, arg: Any) -> Any:
-        return fx.node.map_aggregate(arg, lambda a: self.value_of(a) if isinstance(a, fx.Node) else a)
 
     def match(self, key: Any) -> Any:
         """``registry.match(key)``, once per key and pass (the registry does not change during a pass)."""
@@ -285,11 +279,6 @@ class _Propagator:
     def describe(self, node: fx.Node) -> str:
         return describe_key(node_key(node, self.gm))
 
-    def _flat_values(self, args: Any) -> list[Value]:
-        out: list[Value] = []
-        fx.node.map_aggregate(args, lambda a: out.append(a) if isinstance(a, Value) else None)
-        return out
-
     # -- the pass --------------------------------------------------------------
     def run(self) -> None:
         for node in self.gm.graph.nodes:
@@ -303,7 +292,7 @@ class _Propagator:
                 else:
                     node.meta[ir.CHANNELS] = None
             elif node.op == "output":
-                for v in self._flat_values(self.wrap(node.args)):
+                for v in self._wrapped(node)[2]:
                     for arr in iter_label_arrays(v.labels):
                         self.atoms.fix(arr, "model output (output shapes never change)")
             else:
