@@ -215,3 +215,36 @@ def test_batched_flags_keep_the_first_reason_of_each_atom(seed):
     _, fixed, mixing = atoms.root_masks()
     assert sorted(np.flatnonzero(fixed).tolist()) == sorted(atoms.fixed_roots())
     assert not mixing.any() and atoms.mixing_roots() == {}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sorted_unique_is_np_unique(seed):
+    from fxprune.ir import sorted_unique
+
+    rng = np.random.default_rng(seed)
+    for n in (0, 1, 2, 17, 5000):
+        values = rng.integers(0, max(n // 3, 1), n)
+        assert sorted_unique(values).tolist() == np.unique(values).tolist()
+
+
+def test_inplace_flag_reads_what_getattr_reads():
+    """mutated_args reads a module's ``inplace`` without nn.Module.__getattr__ raising for modules
+    without one; a property, a class attribute or a __getattr__ of the module's own still answer."""
+    import torch
+    from fxprune.ops.effects import _inplace_flag
+
+    class Prop(torch.nn.Module):
+        @property
+        def inplace(self):
+            return True
+
+    class ClassAttr(torch.nn.Module):
+        inplace = True
+
+    class Dynamic(torch.nn.Module):
+        def __getattr__(self, name):
+            return True if name == "inplace" else super().__getattr__(name)
+
+    modules = [torch.nn.ReLU(inplace=True), torch.nn.ReLU(), torch.nn.Conv2d(1, 1, 1), Prop(), ClassAttr(), Dynamic()]
+    assert [_inplace_flag(m) for m in modules] == [getattr(m, "inplace", False) is True for m in modules]
+    assert [_inplace_flag(m) for m in modules] == [True, False, False, True, True, True]
