@@ -248,3 +248,48 @@ def test_inplace_flag_reads_what_getattr_reads():
     modules = [torch.nn.ReLU(inplace=True), torch.nn.ReLU(), torch.nn.Conv2d(1, 1, 1), Prop(), ClassAttr(), Dynamic()]
     assert [_inplace_flag(m) for m in modules] == [getattr(m, "inplace", False) is True for m in modules]
     assert [_inplace_flag(m) for m in modules] == [True, False, False, True, True, True]
+
+
+def _partition(labels):
+    """The partition of indices by label, as a set of frozensets."""
+    out = {}
+    for i, c in enumerate(labels):
+        out.setdefault(c, set()).add(i)
+    return {frozenset(v) for v in out.values()}
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_components_by_edges_equal_components_by_roots(seed, monkeypatch):
+    """group_spaces joins spaces through first-holder edges past EDGES_FROM free roots and by one
+    union over the roots below: the same components either way."""
+    import fxprune.analysis.groups as groups
+
+    rng = np.random.default_rng(seed)
+    n_roots = int(rng.integers(5, 200))
+    free, rep = [], []
+    for i in range(int(rng.integers(1, 40))):
+        if free and rng.random() < 0.2:  # a space with the label array of an earlier one
+            k = int(rng.integers(0, len(free)))
+            free.append(free[k])
+            rep.append(rep[k])
+            continue
+        free.append(np.unique(rng.integers(0, n_roots, int(rng.integers(1, 8)))))
+        rep.append(i)
+    monkeypatch.setattr(groups, "EDGES_FROM", 1 << 30)
+    by_roots = groups._components(free, rep, n_roots)
+    monkeypatch.setattr(groups, "EDGES_FROM", 0)
+    by_edges = groups._components(free, rep, n_roots)
+    assert _partition(by_roots) == _partition(by_edges)
+
+
+def test_groups_by_edges_equal_groups_by_roots(monkeypatch):
+    import fxprune
+    import fxprune.analysis.groups as groups
+    from fxprune.testing import zoo
+
+    model, x = zoo.ZOO["shufflenet_v2"]()
+    a = fxprune.analyze(model, x)
+    monkeypatch.setattr(groups, "EDGES_FROM", 0)
+    by_edges, _ = groups.group_spaces(a.graph_module, a.state)
+    assert [g.describe() for g in by_edges] == [g.describe() for g in a.groups]
+    assert [g.roots for g in by_edges] == [g.roots for g in a.groups]

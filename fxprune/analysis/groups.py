@@ -444,16 +444,18 @@ def _split(flat: np.ndarray, sizes: np.ndarray) -> list[np.ndarray]:
     return [flat[a:b] for a, b in zip([0] + ends[:-1], ends)]
 
 
-def _components(free: Sequence[np.ndarray], rep: Sequence[int]) -> list[int]:
-    """Per space, a label of its connected component (spaces sharing a root, transitively).
+#: spaces holding more distinct free roots than this, in all, are joined through their first-holder
+#: edges (:func:`_first_holder_edges`: linear, a few numpy calls per space); fewer, by one union over
+#: their roots (a few numpy calls in all, where a large model's union would follow long chains)
+EDGES_FROM = 1 << 16
 
-    One union-find over the distinct free roots, unified per space in one batch
-    (each space's roots with its first): linear in the roots, where a graph library
-    walked a Python object per edge.
+
+def _components(free: Sequence[np.ndarray], rep: Sequence[int], n_roots: int) -> list[int]:
+    """Per space, a label of its connected component (spaces sharing a root, transitively).
 
     Example:
         >>> free = [np.array([1, 2]), np.array([5]), np.array([2, 3]), np.array([5])]
-        >>> c = _components(free, [0, 1, 2, 1])   # spaces 0 and 2 share root 2; space 3 is space 1's array
+        >>> c = _components(free, [0, 1, 2, 1], 6)   # spaces 0 and 2 share root 2; space 3 is space 1's array
         >>> c[0] == c[2], c[1] == c[3], c[0] != c[1]
         (True, True, True)
     """
@@ -461,17 +463,24 @@ def _components(free: Sequence[np.ndarray], rep: Sequence[int]) -> list[int]:
     if not reps:
         return []
     arrays = [free[i] for i in reps]
-    flat = np.concatenate(arrays)
-    distinct = sorted_unique(flat)
-    compact = np.searchsorted(distinct, flat)
-    sizes = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    firsts = np.repeat(compact[starts], sizes)
     atoms = Atoms()
-    atoms.fresh(len(distinct))
-    atoms.unify(compact, firsts)
-    label = dict(zip(reps, atoms.find(compact[starts]).tolist()))
-    return [label[r] for r in rep]
+    if sum(len(a) for a in arrays) > EDGES_FROM:
+        edges = np.asarray([e[:2] for e in _first_holder_edges(list(zip(reps, arrays)), n_roots)],
+                           dtype=np.int64).reshape(-1, 2)
+        atoms.fresh(len(rep))
+        atoms.unify(edges[:, 0], edges[:, 1])
+        label = atoms.find(np.asarray(reps, dtype=np.int64))
+    else:  # one union-find over the distinct free roots, each space's roots unified with its first
+        flat = np.concatenate(arrays)
+        distinct = sorted_unique(flat)
+        compact = np.searchsorted(distinct, flat)
+        sizes = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        atoms.fresh(len(distinct))
+        atoms.unify(compact, np.repeat(compact[starts], sizes))
+        label = atoms.find(compact[starts])
+    of_rep = dict(zip(reps, label.tolist()))
+    return [of_rep[r] for r in rep]
 
 
 def group_spaces(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], Coupling]:
@@ -489,7 +498,7 @@ def group_spaces(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
 
     spaces, free_of, rep_of = _spaces(gm, state, roots, fixed_mask)
     by_component: dict[int, tuple[list[int], list[int]]] = {}
-    for i, c in enumerate(_components(free_of, rep_of)):
+    for i, c in enumerate(_components(free_of, rep_of, len(roots))):
         by_component.setdefault(c, ([], []))[spaces[i][0] == "tensor"].append(i)
 
     order = {n.name: i for i, n in enumerate(gm.graph.nodes)}
