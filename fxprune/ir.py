@@ -263,6 +263,8 @@ class Zeros(str, enum.Enum):
 # ---------------------------------------------------------------------------
 # atoms
 # ---------------------------------------------------------------------------
+#: unions of at least this many atoms are applied at once, smaller ones in batches (:meth:`Atoms.unify`)
+_BATCHED_UNION = 512
 #: atoms per slice of :meth:`Atoms.roots` (8 MiB of int64 temporaries)
 _ROOTS_SLICE = 1 << 20
 
@@ -353,17 +355,23 @@ class Atoms:
     def unify(self, a: np.ndarray, b: np.ndarray) -> None:
         """Unify ``a[i]`` with ``b[i]`` for every i (arrays of equal length).
 
-        The union is recorded and applied, with every other recorded one, in one batch
-        when roots are next read (:meth:`find`, :meth:`roots`...): the channel pass unifies
-        a few small arrays per node, and a numpy round per call cost more than the rest of
-        the node's rule.  The roots read after are the same as unifying at once: a root
-        is always the smallest atom of its set.
+        A union of fewer than :data:`_BATCHED_UNION` atoms is recorded and applied, with
+        every other recorded one, in one batch when roots are next read (:meth:`find`,
+        :meth:`roots`...): the channel pass unifies a few small arrays per node, and a
+        numpy round per call cost more than the rest of the node's rule.  A larger one
+        is applied at once (its numpy rounds pay for themselves, and thousands of atoms
+        applied late lengthen the chains a batch follows).  The roots read after are the
+        same either way: a root is always the smallest atom of its set.
         """
         a = np.asarray(a, dtype=np.int64)
         b = np.asarray(b, dtype=np.int64)
         if a.shape != b.shape:
             raise ValueError(f"cannot unify label arrays of shapes {a.shape} and {b.shape}")
-        if a.size:  # copies: a caller may reuse its arrays before the union is applied
+        if not a.size:
+            return
+        if a.size >= _BATCHED_UNION:
+            self._union(a.ravel(), b.ravel(), batch=False)
+        else:  # copies: a caller may reuse its arrays before the union is applied
             self._pending.append((a.ravel().copy(), b.ravel().copy()))
             self._changed()
 
@@ -371,10 +379,20 @@ class Atoms:
         """Apply every recorded union (:meth:`unify`) at once."""
         pending, self._pending = self._pending, []
         if len(pending) == 1:
-            a, b = pending[0]
+            self._union(*pending[0], batch=True)
         else:
-            a = np.concatenate([p[0] for p in pending])
-            b = np.concatenate([p[1] for p in pending])
+            self._union(np.concatenate([p[0] for p in pending]), np.concatenate([p[1] for p in pending]),
+                        batch=True)
+
+    def _union(self, a: np.ndarray, b: np.ndarray, batch: bool) -> None:
+        """Unify ``a[i]`` with ``b[i]`` now.
+
+        Each pass points the larger root of every pair that disagrees to the smaller, until
+        every pair agrees (each pass strictly lowers some root, so a root stays the smallest
+        atom of its set).  A ``batch`` of many unions points a root paired several times to
+        the smallest of its partners in one pass (``np.minimum.at``); one union's pairs
+        rarely share a root, and a plain assignment (one of them stays) is cheaper there.
+        """
         parent = self._parent
         while True:
             ra, rb = self._find(a), self._find(b)
@@ -382,10 +400,10 @@ class Atoms:
             if not m.any():
                 break
             a, b, ra, rb = a[m], b[m], ra[m], rb[m]
-            # a root takes the smallest root it is paired with; several pairs on one root are
-            # resolved together, and the loop repeats until every pair agrees, each pass
-            # strictly lowering some root (so a root stays the smallest atom of its set)
-            np.minimum.at(parent, np.maximum(ra, rb), np.minimum(ra, rb))
+            if batch:
+                np.minimum.at(parent, np.maximum(ra, rb), np.minimum(ra, rb))
+            else:
+                parent[np.maximum(ra, rb)] = np.minimum(ra, rb)
         self._changed()
 
     def unify_all(self, ids: np.ndarray) -> None:

@@ -173,7 +173,7 @@ def test_batched_unions_give_the_roots_of_unions_applied_one_by_one(seed):
     batched.fresh(n)
     eager.fresh(n)
     for _ in range(int(rng.integers(1, 60))):
-        k = int(rng.integers(1, 12))
+        k = int(rng.integers(1, 12)) if rng.random() < 0.9 else 700  # a large union is applied at once
         a, b = rng.integers(0, n, k), rng.integers(0, n, k)
         if rng.random() < 0.2:  # a star: one atom unified with many
             a = np.full(k, a[0])
