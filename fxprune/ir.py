@@ -142,20 +142,15 @@ def iter_label_arrays(labels: Any) -> Iterator[np.ndarray]:
 
 
 def sorted_unique(values: np.ndarray) -> np.ndarray:
-    """``np.unique(values)`` of a 1-d array, by sorting: numpy 2's hash-based ``np.unique`` takes
-    an order of magnitude longer on the integer arrays of the analysis (thousands of atom ids).
+    """``np.unique(values)`` of a 1-d array by sorting (numpy 2's hash-based unique is ten times slower
+    on thousands of atom ids).
 
     Example:
         >>> sorted_unique(np.array([3, 1, 3, 0])).tolist()
         [0, 1, 3]
     """
     s = np.sort(values)
-    if s.size < 2:
-        return s
-    keep = np.empty(s.size, dtype=bool)
-    keep[0] = True
-    np.not_equal(s[1:], s[:-1], out=keep[1:])
-    return s[keep]
+    return s[np.concatenate(([True], s[1:] != s[:-1]))] if s.size > 1 else s
 
 
 def fixed_labels(spec: Any) -> Any:
@@ -294,8 +289,7 @@ class Atoms:
         self._roots: np.ndarray | None = None   # every atom's root (read-only), for ``_version``
         self._flag_cache: dict[str, tuple[int, dict[int, str]]] = {}
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # unions not yet applied (:meth:`unify`)
-        # flags not yet applied (:meth:`_flag`): per kind, (atoms, reason id)
-        self._pending_flags: dict[str, list[tuple[np.ndarray, int]]] = {kind: [] for kind in _FLAG_ARRAYS}
+        self._pending_flags: dict[str, list] = {kind: [] for kind in _FLAG_ARRAYS}  # kind -> [(atoms, reason id)]
 
     def __len__(self) -> int:
         return self._n
@@ -355,13 +349,9 @@ class Atoms:
     def unify(self, a: np.ndarray, b: np.ndarray) -> None:
         """Unify ``a[i]`` with ``b[i]`` for every i (arrays of equal length).
 
-        A union of fewer than :data:`_BATCHED_UNION` atoms is recorded and applied, with
-        every other recorded one, in one batch when roots are next read (:meth:`find`,
-        :meth:`roots`...): the channel pass unifies a few small arrays per node, and a
-        numpy round per call cost more than the rest of the node's rule.  A larger one
-        is applied at once (its numpy rounds pay for themselves, and thousands of atoms
-        applied late lengthen the chains a batch follows).  The roots read after are the
-        same either way: a root is always the smallest atom of its set.
+        Fewer than :data:`_BATCHED_UNION` atoms are recorded and applied in one batch with the
+        others when roots are next read (a numpy round per small union cost more than a rule);
+        more are applied at once.  Roots read are the same: a root is the smallest atom of its set.
         """
         a = np.asarray(a, dtype=np.int64)
         b = np.asarray(b, dtype=np.int64)
@@ -385,14 +375,9 @@ class Atoms:
                         batch=True)
 
     def _union(self, a: np.ndarray, b: np.ndarray, batch: bool) -> None:
-        """Unify ``a[i]`` with ``b[i]`` now.
-
-        Each pass points the larger root of every pair that disagrees to the smaller, until
-        every pair agrees (each pass strictly lowers some root, so a root stays the smallest
-        atom of its set).  A ``batch`` of many unions points a root paired several times to
-        the smallest of its partners in one pass (``np.minimum.at``); one union's pairs
-        rarely share a root, and a plain assignment (one of them stays) is cheaper there.
-        """
+        """Unify ``a[i]`` with ``b[i]`` now: each pass points the larger root of every disagreeing pair
+        to the smaller (strictly lowering roots) until all agree; a ``batch`` points a root paired
+        several times to its smallest partner in one pass, a single union (rarely so) assigns plainly."""
         parent = self._parent
         while True:
             ra, rb = self._find(a), self._find(b)
@@ -419,8 +404,7 @@ class Atoms:
         return self._reason_ids[reason]
 
     def _flag(self, kind: str, ids: np.ndarray, reason: str) -> None:
-        """Record flags of ``kind`` (``fixed`` or ``mixing``) on atoms, applied when flags are next read
-        (:meth:`_apply_flags`): the channel pass flags a few small arrays per node."""
+        """Record flags of ``kind`` (``fixed``, ``mixing``), applied when flags are next read (in a batch)."""
         ids = np.asarray(ids, dtype=np.int64).ravel()
         if ids.size == 0:
             return
