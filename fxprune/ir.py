@@ -69,6 +69,7 @@ __all__ = [
     "Zeros",
     "fixed_labels",
     "iter_label_arrays",
+    "sorted_unique",
 ]
 
 # ---------------------------------------------------------------------------
@@ -140,6 +141,18 @@ def iter_label_arrays(labels: Any) -> Iterator[np.ndarray]:
         yield from iter_label_arrays(item)
 
 
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` of a 1-d array by sorting (numpy 2's hash-based unique is ten times slower
+    on thousands of atom ids).
+
+    Example:
+        >>> sorted_unique(np.array([3, 1, 3, 0])).tolist()
+        [0, 1, 3]
+    """
+    s = np.sort(values)
+    return s[np.concatenate(([True], s[1:] != s[:-1]))] if s.size > 1 else s
+
+
 def fixed_labels(spec: Any) -> Any:
     """Labels with every dimension fixed, shaped like ``spec`` (nested tuples of specs)."""
     if isinstance(spec, TensorSpec):
@@ -174,7 +187,11 @@ class Role(str, enum.Enum):
     @property
     def rank(self) -> int:
         """Listing order within a group: producers first, consumers last."""
-        return tuple(Role).index(self)
+        return _ROLE_RANKS[self]
+
+
+#: :attr:`Role.rank` of each role (a lookup: group building sorts every member by it)
+_ROLE_RANKS = {role: i for i, role in enumerate(Role)}
 
 
 class Algebra(str, enum.Enum):
@@ -241,8 +258,14 @@ class Zeros(str, enum.Enum):
 # ---------------------------------------------------------------------------
 # atoms
 # ---------------------------------------------------------------------------
+#: unions of at least this many atoms are applied at once, smaller ones in batches (:meth:`Atoms.unify`)
+_BATCHED_UNION = 512
 #: atoms per slice of :meth:`Atoms.roots` (8 MiB of int64 temporaries)
 _ROOTS_SLICE = 1 << 20
+
+
+#: per kind of flag, the :class:`Atoms` arrays holding it: (flags, reason ids)
+_FLAG_ARRAYS = {"fixed": ("_fixed", "_fix_reason"), "mixing": ("_mixing", "_mix_reason")}
 
 
 class Atoms:
@@ -265,6 +288,8 @@ class Atoms:
         self._version = 0
         self._roots: np.ndarray | None = None   # every atom's root (read-only), for ``_version``
         self._flag_cache: dict[str, tuple[int, dict[int, str]]] = {}
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # unions not yet applied (:meth:`unify`)
+        self._pending_flags: dict[str, list] = {kind: [] for kind in _FLAG_ARRAYS}  # kind -> [(atoms, reason id)]
 
     def __len__(self) -> int:
         return self._n
@@ -303,34 +328,68 @@ class Atoms:
     def find(self, ids: np.ndarray) -> np.ndarray:
         """Roots of ``ids`` (vectorised, with path compression)."""
         ids = np.asarray(ids, dtype=np.int64)
+        if self._pending:
+            self._flush()
         if self._roots is not None:  # nothing changed since every root was computed
             return self._roots[ids]
-        r = self._parent[ids]
+        return self._find(ids)
+
+    def _find(self, ids: np.ndarray) -> np.ndarray:
+        """Roots of ``ids`` through the parent pointers as they stand (unions not yet applied aside)."""
+        parent = self._parent
+        r = parent[ids]
         while True:
-            p = self._parent[r]
-            if np.array_equal(p, r):
+            p = parent[r]
+            if (p == r).all():  # ``np.array_equal`` costs several times more on small arrays
                 break
             r = p
-        self._parent[ids] = r
+        parent[ids] = r
         return r
 
     def unify(self, a: np.ndarray, b: np.ndarray) -> None:
-        """Unify ``a[i]`` with ``b[i]`` for every i (arrays of equal length)."""
+        """Unify ``a[i]`` with ``b[i]`` for every i (arrays of equal length).
+
+        Fewer than :data:`_BATCHED_UNION` atoms are recorded and applied in one batch with the
+        others when roots are next read (a numpy round per small union cost more than a rule);
+        more are applied at once.  Roots read are the same: a root is the smallest atom of its set.
+        """
         a = np.asarray(a, dtype=np.int64)
         b = np.asarray(b, dtype=np.int64)
         if a.shape != b.shape:
             raise ValueError(f"cannot unify label arrays of shapes {a.shape} and {b.shape}")
+        if not a.size:
+            return
+        if a.size >= _BATCHED_UNION:
+            self._union(a.ravel(), b.ravel(), batch=False)
+        else:  # copies: a caller may reuse its arrays before the union is applied
+            self._pending.append((a.ravel().copy(), b.ravel().copy()))
+            self._changed()
+
+    def _flush(self) -> None:
+        """Apply every recorded union (:meth:`unify`) at once."""
+        pending, self._pending = self._pending, []
+        if len(pending) == 1:
+            self._union(*pending[0], batch=True)
+        else:
+            self._union(np.concatenate([p[0] for p in pending]), np.concatenate([p[1] for p in pending]),
+                        batch=True)
+
+    def _union(self, a: np.ndarray, b: np.ndarray, batch: bool) -> None:
+        """Unify ``a[i]`` with ``b[i]`` now: each pass points the larger root of every disagreeing pair
+        to the smaller (strictly lowering roots) until all agree; a ``batch`` points a root paired
+        several times to its smallest partner in one pass, a single union (rarely so) assigns plainly."""
+        parent = self._parent
         while True:
-            ra, rb = self.find(a), self.find(b)
+            ra, rb = self._find(a), self._find(b)
             m = ra != rb
             if not m.any():
-                return
-            lo = np.minimum(ra[m], rb[m])
-            hi = np.maximum(ra[m], rb[m])
-            # Duplicate ``hi`` entries keep only one assignment; the loop repeats
-            # until every pair agrees, each pass strictly lowering some root.
-            self._parent[hi] = lo
-            self._changed()
+                break
+            a, b, ra, rb = a[m], b[m], ra[m], rb[m]
+            if batch:
+                np.minimum.at(parent, np.maximum(ra, rb), np.minimum(ra, rb))
+            else:
+                parent[np.maximum(ra, rb)] = np.minimum(ra, rb)
+        self._changed()
 
     def unify_all(self, ids: np.ndarray) -> None:
         """Unify every atom in ``ids`` with every other."""
@@ -344,27 +403,44 @@ class Atoms:
             self._reasons.append(reason)
         return self._reason_ids[reason]
 
-    def _flag(self, flags: np.ndarray, reasons: np.ndarray, ids: np.ndarray, reason: str) -> None:
+    def _flag(self, kind: str, ids: np.ndarray, reason: str) -> None:
+        """Record flags of ``kind`` (``fixed``, ``mixing``), applied when flags are next read (in a batch)."""
         ids = np.asarray(ids, dtype=np.int64).ravel()
         if ids.size == 0:
             return
-        rid = self._reason_id(reason)
-        self._flag_hi = max(self._flag_hi, int(ids.max()) + 1 if ids.min() >= 0 else len(flags))
-        fresh = ids[reasons[ids] == 0]
-        reasons[fresh] = rid + 1
-        flags[ids] = True
+        # a copy: a caller may reuse its array before the flags are applied
+        self._pending_flags[kind].append((ids.copy(), self._reason_id(reason)))
         self._version += 1  # the roots stand; the flagged roots change
+
+    def _apply_flags(self) -> None:
+        """Apply every recorded flag, each atom keeping the first reason recorded for it."""
+        for kind, (flags_name, reasons_name) in _FLAG_ARRAYS.items():
+            pending = self._pending_flags[kind]
+            if not pending:
+                continue
+            self._pending_flags[kind] = []
+            flags, reasons = getattr(self, flags_name), getattr(self, reasons_name)
+            ids = np.concatenate([p[0] for p in pending]) if len(pending) > 1 else pending[0][0]
+            rids = np.repeat(np.fromiter((p[1] for p in pending), dtype=np.int64, count=len(pending)),
+                             [len(p[0]) for p in pending])
+            self._flag_hi = max(self._flag_hi, int(ids.max()) + 1 if ids.min() >= 0 else len(flags))
+            atoms, first = np.unique(ids, return_index=True)  # each atom's first recorded reason
+            fresh = reasons[atoms] == 0
+            reasons[atoms[fresh]] = rids[first[fresh]] + 1
+            flags[ids] = True
 
     def fix(self, ids: np.ndarray, reason: str) -> None:
         """Mark atoms as not prunable (a barrier), remembering why."""
-        self._flag(self._fixed, self._fix_reason, ids, reason)
+        self._flag("fixed", ids, reason)
 
     def mark_mixing(self, ids: np.ndarray, reason: str) -> None:
         """Mark atoms as flowing through a channel-mixing op (norm statistics, mean)."""
-        self._flag(self._mixing, self._mix_reason, ids, reason)
+        self._flag("mixing", ids, reason)
 
     def roots(self) -> np.ndarray:
         """The root of every atom allocated so far (a read-only array, shared until atoms change)."""
+        if self._pending:
+            self._flush()
         if self._roots is None:
             # find() of every atom, a slice at a time: the temporaries stay small (one the size of
             # every atom costs fresh pages, and page faults, on each call) and the compression is
@@ -384,7 +460,10 @@ class Atoms:
             self._roots = roots
         return self._roots
 
-    def _root_flags(self, name: str, flags: np.ndarray, reasons: np.ndarray) -> dict[int, str]:
+    def _root_flags(self, name: str) -> dict[int, str]:
+        self._apply_flags()
+        flags_name, reasons_name = _FLAG_ARRAYS[name]
+        flags, reasons = getattr(self, flags_name), getattr(self, reasons_name)
         hit = self._flag_cache.get(name)
         if hit is None or hit[0] != self._version:
             roots = self.roots()
@@ -399,15 +478,16 @@ class Atoms:
 
     def fixed_roots(self) -> dict[int, str]:
         """Roots that may not be pruned, each with the first reason recorded."""
-        return self._root_flags("fixed", self._fixed, self._fix_reason)
+        return self._root_flags("fixed")
 
     def mixing_roots(self) -> dict[int, str]:
         """Roots that pass through a channel-mixing op, each with its reason."""
-        return self._root_flags("mixing", self._mixing, self._mix_reason)
+        return self._root_flags("mixing")
 
     def root_masks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(roots, fixed, mixing)``: every atom's root, and boolean masks over roots."""
         roots = self.roots()
+        self._apply_flags()
         fixed = np.zeros(len(roots), dtype=bool)
         mixing = np.zeros(len(roots), dtype=bool)
         fixed[roots[self._fixed[: self._n]]] = True

@@ -411,6 +411,24 @@ def test_exports():
     assert data["groups"][0]["members"][0]["index_map"] == [0, 1, 2, 3]
 
 
+@pytest.mark.parametrize("name", ["resnet_basic", "shufflenet_v2", "vit"])
+def test_the_coupling_graph_built_on_demand_is_build_groups_graph(name):
+    """analyze finds the groups without networkx and builds the coupling graph only when an export
+    asks (Coupling): the graph, and the groups, are those of build_groups, node and edge data included."""
+    from fxprune.analysis.groups import build_groups
+
+    model, x = zoo.ZOO[name]()
+    a = fxprune.analyze(model, x)
+    groups, graph = build_groups(a.graph_module, a.state)
+    ours = a.to_networkx()
+    assert list(ours.nodes(data=True)) == list(graph.nodes(data=True))
+    assert list(ours.edges(data=True)) == list(graph.edges(data=True))
+    assert [g.describe() for g in groups] == [g.describe() for g in a.groups]
+    assert all((m.index_map == n.index_map).all() for g, h in zip(groups, a.groups)
+               for m, n in zip(g.members + g.tensors, h.members + h.tensors))
+    assert nx.number_connected_components(ours) >= len(a.groups)
+
+
 def test_whole_head_pruning_on_fused_qkv_with_a_split_override():
     model, x = zoo.vit()
     names = [n.name for n in fx.symbolic_trace(model).graph.nodes

@@ -142,6 +142,7 @@ def test_roots_equal_find_of_every_atom(seed, slice_size, monkeypatch):
     for _ in range(int(rng.integers(0, 40))):
         k = int(rng.integers(1, 10))
         atoms.unify(rng.integers(0, n, k), rng.integers(0, n, k))
+    atoms.find(np.zeros(0, dtype=np.int64))  # applies the recorded unions (Atoms.unify batches them)
     twin = Atoms()
     twin.fresh(n)
     twin._parent[:n] = atoms._parent[:n]    # the same forest, its roots found atom by atom
@@ -159,3 +160,136 @@ def test_atoms_reserve_then_grow_past_it():
     assert atoms.fixed_roots() == {int(x): "late" for x in a[2990:]}
     assert atoms.mixing_roots() == {0: "early"} and len(atoms) == 7000
     assert atoms.find(b[:1]).tolist() == [2995]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_batched_unions_give_the_roots_of_unions_applied_one_by_one(seed):
+    """Atoms.unify records unions and applies them in one batch when roots are read: the roots
+    (the smallest atom of each set) are those of applying each union at once, also when roots
+    are read between unions (a rule's find mid-pass) and with many unions on one atom."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 200))
+    batched, eager = Atoms(), Atoms()
+    batched.fresh(n)
+    eager.fresh(n)
+    for _ in range(int(rng.integers(1, 60))):
+        k = int(rng.integers(1, 12)) if rng.random() < 0.9 else 700  # a large union is applied at once
+        a, b = rng.integers(0, n, k), rng.integers(0, n, k)
+        if rng.random() < 0.2:  # a star: one atom unified with many
+            a = np.full(k, a[0])
+        batched.unify(a, b)
+        eager.unify(a, b)
+        eager.find(np.zeros(0, dtype=np.int64))  # applied now
+        if rng.random() < 0.3:
+            probe = rng.integers(0, n, 5)
+            assert batched.find(probe).tolist() == eager.find(probe).tolist()
+    everything = np.arange(n)
+    assert batched.roots().tolist() == eager.find(everything).tolist()
+    # a root is the smallest atom of its set
+    roots = batched.roots()
+    assert all(roots[i] == min(np.flatnonzero(roots == roots[i])) for i in range(n))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_batched_flags_keep_the_first_reason_of_each_atom(seed):
+    """Atoms.fix/mark_mixing record flags and apply them when flags are read: each root keeps the
+    reason of its first flagged atom, each atom the first reason recorded for it, also when flags
+    are read between records and atoms are allocated (arrays grown) in between."""
+    rng = np.random.default_rng(seed)
+    atoms = Atoms()
+    atoms.fresh(50)
+    first: dict[int, str] = {}
+    for step in range(40):
+        if rng.random() < 0.2:
+            atoms.fresh(int(rng.integers(1, 2000)))  # grows the arrays past their first pages
+        ids = rng.integers(0, len(atoms), int(rng.integers(1, 6)))
+        reason = f"reason {step}"
+        atoms.fix(ids, reason)
+        for i in ids.tolist():
+            first.setdefault(i, reason)
+        if rng.random() < 0.3:
+            expected = {}
+            for i in sorted(first):
+                expected.setdefault(int(atoms.find(np.array([i]))[0]), first[i])
+            assert atoms.fixed_roots() == expected
+    _, fixed, mixing = atoms.root_masks()
+    assert sorted(np.flatnonzero(fixed).tolist()) == sorted(atoms.fixed_roots())
+    assert not mixing.any() and atoms.mixing_roots() == {}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sorted_unique_is_np_unique(seed):
+    from fxprune.ir import sorted_unique
+
+    rng = np.random.default_rng(seed)
+    for n in (0, 1, 2, 17, 5000):
+        values = rng.integers(0, max(n // 3, 1), n)
+        assert sorted_unique(values).tolist() == np.unique(values).tolist()
+
+
+def test_inplace_flag_reads_what_getattr_reads():
+    """mutated_args reads a module's ``inplace`` without nn.Module.__getattr__ raising for modules
+    without one; a property, a class attribute or a __getattr__ of the module's own still answer."""
+    import torch
+    from fxprune.ops.effects import _inplace_flag
+
+    class Prop(torch.nn.Module):
+        @property
+        def inplace(self):
+            return True
+
+    class ClassAttr(torch.nn.Module):
+        inplace = True
+
+    class Dynamic(torch.nn.Module):
+        def __getattr__(self, name):
+            return True if name == "inplace" else super().__getattr__(name)
+
+    modules = [torch.nn.ReLU(inplace=True), torch.nn.ReLU(), torch.nn.Conv2d(1, 1, 1), Prop(), ClassAttr(), Dynamic()]
+    assert [_inplace_flag(m) for m in modules] == [getattr(m, "inplace", False) is True for m in modules]
+    assert [_inplace_flag(m) for m in modules] == [True, False, False, True, True, True]
+
+
+def _partition(labels):
+    """The partition of indices by label, as a set of frozensets."""
+    out = {}
+    for i, c in enumerate(labels):
+        out.setdefault(c, set()).add(i)
+    return {frozenset(v) for v in out.values()}
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_components_by_edges_equal_components_by_roots(seed, monkeypatch):
+    """group_spaces joins spaces through first-holder edges past EDGES_FROM free roots and by one
+    union over the roots below: the same components either way."""
+    import fxprune.analysis.groups as groups
+
+    rng = np.random.default_rng(seed)
+    n_roots = int(rng.integers(5, 200))
+    free, rep = [], []
+    for i in range(int(rng.integers(1, 40))):
+        if free and rng.random() < 0.2:  # a space with the label array of an earlier one
+            k = int(rng.integers(0, len(free)))
+            free.append(free[k])
+            rep.append(rep[k])
+            continue
+        free.append(np.unique(rng.integers(0, n_roots, int(rng.integers(1, 8)))))
+        rep.append(i)
+    monkeypatch.setattr(groups, "EDGES_FROM", 1 << 30)
+    by_roots = groups._components(free, rep, n_roots)
+    monkeypatch.setattr(groups, "EDGES_FROM", 0)
+    by_edges = groups._components(free, rep, n_roots)
+    assert _partition(by_roots) == _partition(by_edges)
+
+
+def test_groups_by_edges_equal_groups_by_roots(monkeypatch):
+    import fxprune
+    import fxprune.analysis.groups as groups
+    from fxprune.testing import zoo
+
+    model, x = zoo.ZOO["shufflenet_v2"]()
+    a = fxprune.analyze(model, x)
+    monkeypatch.setattr(groups, "EDGES_FROM", 0)
+    by_edges, _ = groups.group_spaces(a.graph_module, a.state)
+    assert [g.describe() for g in by_edges] == [g.describe() for g in a.groups]
+    assert [g.roots for g in by_edges] == [g.roots for g in a.groups]

@@ -43,7 +43,7 @@ from .capture import bind_example_inputs, export, trace
 from .copying import lazy_graph_module
 from .shapes import propagate_shapes
 from .channels import POLICIES, Barrier, ChannelState, propagate_channels, resolve_ignore
-from .groups import Group, build_groups
+from .groups import Coupling, Group, group_spaces
 from .mode_calls import recognise_mode_calls
 
 __all__ = ["AnalysisConfig", "Analysis", "analyze", "unknown_names", "SPLIT_POLICIES", "FRONTENDS", "Frontend"]
@@ -225,7 +225,8 @@ class Analysis:
     example_inputs: tuple
     config: AnalysisConfig
     registry: Registry
-    _graph: nx.Graph = field(repr=False)
+    #: what the coupling graph is built from, when an export asks for it (:attr:`_graph`)
+    _coupling: Coupling = field(repr=False)
     model: torch.nn.Module | None = field(default=None, repr=False)
     notes: tuple[str, ...] = ()
     frontend: str = "fx"
@@ -233,6 +234,11 @@ class Analysis:
     def with_notes(self, *notes: str) -> "Analysis":
         """This analysis with ``notes`` first (the same graph, groups and state)."""
         return dataclasses.replace(self, notes=tuple(notes) + self.notes)
+
+    @functools.cached_property
+    def _graph(self) -> nx.Graph:
+        """The coupling graph, built once, on the first export that reads it."""
+        return self._coupling.graph()
 
     @functools.cached_property
     def blocks(self) -> tuple:
@@ -397,8 +403,8 @@ def _analyze_with(frontend: "Frontend", model: torch.nn.Module, example_inputs: 
                                split_overrides=dict(config.split_overrides))
     if config.ignore:
         resolve_ignore(state, [n for n, _ in model.named_modules()], _ignored_names(model, config.ignore))
-    groups, graph = build_groups(gm, state)
-    return Analysis(gm, groups, state.barriers, state, example_inputs, config, registry, graph, model,
+    groups, coupling = group_spaces(gm, state)
+    return Analysis(gm, groups, state.barriers, state, example_inputs, config, registry, coupling, model,
                     notes=tuple(notes) + tuple(state.notes), frontend=frontend.value)
 
 

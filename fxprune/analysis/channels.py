@@ -43,7 +43,7 @@ import torch.fx as fx
 
 from .. import ir
 from ..errors import ConfigError, UnsupportedOpError
-from ..ir import Atoms, Role, TensorSpec, fixed_labels, iter_label_arrays
+from ..ir import Atoms, Role, TensorSpec, fixed_labels, iter_label_arrays, sorted_unique
 from ..modules import get_attr, submodule
 from ..ops.context import OpContext, Split, Unsupported, Value
 from ..ops.effects import mutated_args
@@ -106,11 +106,19 @@ class ChannelState:
 _STATE_READERS = ("named_parameters", "named_buffers", "_named_members", "named_modules")
 
 
-def _named_state(module: torch.nn.Module) -> list[tuple[str, Any]]:
+def _named_state(module: torch.nn.Module, plain: dict[type, bool] | None = None) -> list[tuple[str, Any]]:
     """``[*module.named_parameters(), *module.named_buffers()]``; a module without children read from its
-    own dicts, as those generators read them (``None`` entries and a tensor held twice skipped)."""
+    own dicts, as those generators read them (``None`` entries and a tensor held twice skipped).
+
+    ``plain`` remembers, per class, whether it keeps ``nn.Module``'s readers (a pass asks once per class).
+    """
     cls = type(module)
-    if module._modules or any(getattr(cls, f) is not getattr(torch.nn.Module, f) for f in _STATE_READERS):
+    known = plain.get(cls) if plain is not None else None
+    if known is None:
+        known = all(getattr(cls, f) is getattr(torch.nn.Module, f) for f in _STATE_READERS)
+        if plain is not None:
+            plain[cls] = known
+    if module._modules or not known:
         return list(module.named_parameters()) + list(module.named_buffers())
     out: list[tuple[str, Any]] = []
     for d in (module._parameters, module._buffers):
@@ -120,6 +128,18 @@ def _named_state(module: torch.nn.Module) -> list[tuple[str, Any]]:
                 seen.add(id(t))
                 out.append((name, t))
     return out
+
+
+def _state_dims(gm: fx.GraphModule) -> int:
+    """The summed sizes of every dimension of every parameter and buffer (a tensor held twice once),
+    from the modules' own dicts in one walk (``parameters()`` and ``buffers()`` walk the tree twice)."""
+    tensors: dict[int, torch.Tensor] = {}
+    for m in gm.modules():
+        for d in (m._parameters, m._buffers):
+            for t in d.values():
+                if t is not None:
+                    tensors[id(t)] = t
+    return sum(sum(t.shape) for t in tensors.values())
 
 
 def _spec_has_tensor(spec: Any) -> bool:
@@ -158,7 +178,7 @@ class _Propagator:
         self.atoms = Atoms()
         # nearly every atom is an index of a parameter or buffer dimension: room for them and a
         # quarter more at once (pages never written are never touched)
-        dims = sum(sum(t.shape) for t in list(gm.parameters()) + list(gm.buffers()))
+        dims = _state_dims(gm)
         self.atoms.reserve(dims + dims // 4)
         self.param_labels: dict[str, tuple] = {}
         self.param_specs: dict[str, TensorSpec] = {}
@@ -169,32 +189,62 @@ class _Propagator:
         self._by_id: dict[int, str] = {}
         # in-place writes: a node written by a later call reads as that call's result from then on
         self._alias: dict[fx.Node, fx.Node] = {}
+        self.written: set[str] = set()  # nodes with a tensor output that write an argument in place
         self.calls: dict[str, tuple] = {}  # node -> (args, kwargs, inputs) as its rule saw them
         self.sums: dict[str, list] = {}    # node -> the parameter-free sums its rule declared
         self.splits: list[SplitChoice] = []  # where a split policy chose
         self._matches: dict[Any, Any] = {}  # registry key -> its match (see match)
+        self._plain: dict[type, bool] = {}  # module class -> whether it keeps nn.Module's state readers
 
     # -- parameters -------------------------------------------------------
     def param_value(self, qualname: str, tensor: torch.Tensor, node: fx.Node) -> Value:
         if qualname not in self.param_labels:
+            self._label_params([(qualname, tensor)], node)
+        return Value(self.param_specs[qualname], self.param_labels[qualname], node, qualname)
+
+    def _label_params(self, named: list[tuple[str, torch.Tensor]], node: fx.Node) -> None:
+        """Labels for parameters seen for the first time: fresh atoms per dimension, or the labels of
+        the same tensor under another name (tied weights).
+
+        The atoms of all of them are allocated at once (one call per module, not per
+        dimension), in the order a call per dimension would allocate them.
+        """
+        shapes: list[tuple[str, tuple[int, ...]]] = []
+        ties: list[tuple[str, str]] = []
+        for qualname, tensor in named:
+            if qualname in self.param_specs:
+                continue
+            shape = tuple(int(s) for s in tensor.shape)
             tied = self._by_id.setdefault(id(tensor), qualname)
             if tied != qualname:  # the same tensor under another name (tied weights)
-                self.param_labels[qualname] = self.param_labels[tied]
+                ties.append((qualname, tied))
             else:
-                self.param_labels[qualname] = tuple(self.atoms.fresh(int(s)) for s in tensor.shape)
-            self.param_specs[qualname] = TensorSpec(tuple(int(s) for s in tensor.shape), tensor.dtype)
+                shapes.append((qualname, shape))
+            self.param_specs[qualname] = TensorSpec(shape, tensor.dtype)
             self.param_nodes[qualname] = node.name
-        return Value(self.param_specs[qualname], self.param_labels[qualname], node, qualname)
+        total = sum(sum(shape) for _, shape in shapes)
+        ids, at = self.atoms.fresh(total) if shapes else None, 0
+        for qualname, shape in shapes:
+            ends = np.cumsum((at,) + shape).tolist()
+            self.param_labels[qualname] = tuple(ids[a:b] for a, b in zip(ends[:-1], ends[1:]))
+            at = ends[-1]
+        for qualname, tied in ties:
+            self.param_labels[qualname] = self.param_labels[tied]
 
     def module_params(self, node: fx.Node, module: torch.nn.Module) -> dict[str, Value | None]:
         """Every parameter and buffer the called module holds, its submodules' included
         (``out_proj.weight`` of a ``nn.MultiheadAttention``), by name relative to the module."""
         prefix = str(node.target)
+        named = [(name, t) for name, t in _named_state(module, self._plain)
+                 if t is not None and (t.is_floating_point() or t.ndim != 0)]
+        if not named:  # most parameter-free modules (activations, pooling)
+            return {}
+        self._label_params([(f"{prefix}.{name}", t) for name, t in named], node)
+        specs, labels = self.param_specs, self.param_labels
         out: dict[str, Value | None] = {}
-        for name, t in _named_state(module):
-            if t is None or not t.is_floating_point() and t.ndim == 0:
-                continue
-            out[name] = self.param_value(f"{prefix}.{name}", t, node)
+        for name, _ in named:
+            qualname = f"{prefix}.{name}"
+            out[name] = Value(specs[qualname], labels[qualname], node, qualname)
         return out
 
     # -- values ------------------------------------------------------------
@@ -202,9 +252,6 @@ class _Propagator:
         param = str(n.target) if n.op == "get_attr" and str(n.target) in self.param_labels else None
         src = self._alias.get(n, n)
         return Value(src.meta.get(ir.SPEC), src.meta.get(ir.CHANNELS), src, param)
-
-    def wrap(self, arg: Any) -> Any:
-        return fx.node.map_aggregate(arg, lambda a: self.value_of(a) if isinstance(a, fx.Node) else a)
 
     def match(self, key: Any) -> Any:
         """``registry.match(key)``, once per key and pass (the registry does not change during a pass)."""
@@ -232,11 +279,6 @@ class _Propagator:
     def describe(self, node: fx.Node) -> str:
         return describe_key(node_key(node, self.gm))
 
-    def _flat_values(self, args: Any) -> list[Value]:
-        out: list[Value] = []
-        fx.node.map_aggregate(args, lambda a: out.append(a) if isinstance(a, Value) else None)
-        return out
-
     # -- the pass --------------------------------------------------------------
     def run(self) -> None:
         for node in self.gm.graph.nodes:
@@ -250,20 +292,39 @@ class _Propagator:
                 else:
                     node.meta[ir.CHANNELS] = None
             elif node.op == "output":
-                for v in self._flat_values(self.wrap(node.args)):
+                for v in self._wrapped(node)[2]:
                     for arr in iter_label_arrays(v.labels):
                         self.atoms.fix(arr, "model output (output shapes never change)")
             else:
-                self.call(node, spec)
+                module = submodule(self.gm, str(node.target)) if node.op == "call_module" else None
+                self.call(node, spec, module)
                 if _spec_has_tensor(spec):
-                    for written in mutated_args(node, self.gm):
+                    writes = mutated_args(node, self.gm, module)
+                    if writes:
+                        self.written.add(node.name)
+                    for written in writes:
                         self._alias[written] = node
 
-    def call(self, node: fx.Node, spec: Any) -> None:
-        args = self.wrap(node.args)
-        kwargs = self.wrap(dict(node.kwargs))
-        inputs = self._flat_values((args, kwargs))
-        module = submodule(self.gm, str(node.target)) if node.op == "call_module" else None
+    def _wrapped(self, node: fx.Node) -> tuple[Any, dict, list[Value]]:
+        """``(args, kwargs, inputs)``: the node's arguments with every node wrapped as a :class:`Value`,
+        and those values in order (positional first), in one walk of each."""
+        inputs: list[Value] = []
+        value_of = self.value_of
+
+        def wrap(a: Any) -> Any:
+            if isinstance(a, fx.Node):
+                v = value_of(a)
+                inputs.append(v)
+                return v
+            return a
+
+        args = fx.node.map_aggregate(node.args, wrap)
+        kwargs = fx.node.map_aggregate(dict(node.kwargs), wrap) if node.kwargs else {}
+        return args, kwargs, inputs
+
+    def call(self, node: fx.Node, spec: Any, module: torch.nn.Module | None) -> None:
+        """Run the node's rule (``module``: the module a ``call_module`` node calls)."""
+        args, kwargs, inputs = self._wrapped(node)
         params = self.module_params(node, module) if module is not None else {}
         has_tensor_in = any(v.is_tensor or _spec_has_tensor(v.spec) for v in inputs) or bool(params)
         if not has_tensor_in and not _spec_has_tensor(spec):
@@ -380,23 +441,30 @@ class _Propagator:
         return tuple(dict.fromkeys(notes))
 
     def fix_orphans(self) -> None:
+        """Fix the atoms of parameter dims that no activation carries (a parameter read by no op)."""
         distinct: dict[int, np.ndarray] = {}  # ops passing labels through share one array: find it once
         for node in self.gm.graph.nodes:
             if node.op in ("get_attr",):
                 continue
             for lab in iter_label_arrays(node.meta.get(ir.CHANNELS)):
                 distinct.setdefault(id(lab), lab)
-        # every root once (fixing below changes flags, not roots), read per array: no concatenation
-        # of every activation's labels, no find passes over it
+        # every root once (fixing below changes flags, not roots); the live roots and each parameter
+        # dim's dead atoms in a few numpy calls over all arrays at once, not a few per array
         roots = self.atoms.roots()
         live = np.zeros(len(self.atoms), dtype=bool)
-        for lab in distinct.values():
-            live[roots[lab]] = True
-        for name, labels in self.param_labels.items():
-            for d, lab in enumerate(labels):
-                dead = ~live[roots[lab]]
-                if dead.any():
-                    self.atoms.fix(lab[dead], f"parameter '{name}' dim {d} is not a channel of any activation")
+        if distinct:
+            live[roots[np.concatenate(list(distinct.values()))]] = True
+        dims = [(name, d, lab) for name, labels in self.param_labels.items() for d, lab in enumerate(labels)]
+        if not dims:
+            return
+        dead = np.flatnonzero(~live[roots[np.concatenate([lab for _, _, lab in dims])]])
+        if not dead.size:
+            return
+        starts = np.cumsum([0] + [len(lab) for _, _, lab in dims])
+        for k in sorted_unique(np.searchsorted(starts, dead, side="right") - 1).tolist():  # dims with a dead atom
+            name, d, lab = dims[k]
+            here = dead[(dead >= starts[k]) & (dead < starts[k + 1])] - starts[k]
+            self.atoms.fix(lab[here], f"parameter '{name}' dim {d} is not a channel of any activation")
 
 
 def _is_auto(policy: Any) -> bool:
@@ -485,7 +553,7 @@ def propagate_channels(
             break  # every auto node ran as it is resolved: this pass stands
         _clear_channels(gm)  # some auto nodes resolve to inner: run again with that
     op_mixing = frozenset(prop.atoms.mixing_roots())
-    propagate_zeros(gm, prop.atoms, prop.roles, prop.calls, prop.sums)
+    propagate_zeros(gm, prop.atoms, prop.roles, prop.calls, prop.sums, prop.written)
     notes = tuple(auto_notes[n] for n in sorted(auto_notes)) + prop.split_notes()
     return ChannelState(prop.atoms, prop.param_labels, prop.param_specs, prop.param_nodes,
                         prop.roles, prop.barriers, prop.inert, op_mixing, notes, tuple(prop.splits))

@@ -4,6 +4,9 @@ A *space* is one dimension of a parameter (a :class:`Member`) or of an
 activation (a :class:`TensorMember`).  Two spaces are coupled when they share
 an unfixed channel root.  The coupling graph (networkx) has spaces as nodes and
 an edge wherever channels are shared; groups are its connected components.
+:func:`group_spaces` finds them with one batched union-find over the spaces'
+roots and returns a :class:`Coupling`, from which the networkx graph is built
+only when asked (:func:`build_groups` builds it at once).
 
 Every group lists, per member, the *index map* from the member's indices to
 the group's channels: ``member.index_map[i]`` is the group channel that index
@@ -22,10 +25,10 @@ import torch.fx as fx
 
 from .. import ir
 from ..errors import PlanError
-from ..ir import KeepMask, Role
+from ..ir import Atoms, KeepMask, Role, sorted_unique
 from .channels import ChannelState
 
-__all__ = ["Member", "TensorMember", "Group", "build_groups", "check_plan", "plan_mask", "take_channels"]
+__all__ = ["Member", "TensorMember", "Group", "Coupling", "build_groups", "group_spaces", "check_plan", "plan_mask", "take_channels"]
 
 
 def take_channels(order: Iterable[int], n: int, counts: np.ndarray) -> list[int]:
@@ -316,47 +319,76 @@ def _first_occurrences(arrays: Sequence[np.ndarray], seen: np.ndarray) -> np.nda
     return out
 
 
-def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], nx.Graph]:
-    """Compute the groups and the coupling graph from a channel state."""
-    atoms = state.atoms
-    roots = atoms.roots()
-    fixed = atoms.fixed_roots()
-    mixing = atoms.mixing_roots()
-    fixed_mask = np.zeros(len(roots), dtype=bool)
-    if fixed:
-        fixed_mask[np.fromiter(fixed.keys(), dtype=np.int64)] = True
-    mixing_mask = np.zeros(len(roots), dtype=bool)
-    if mixing:
-        mixing_mask[np.fromiter(mixing.keys(), dtype=np.int64)] = True
+@dataclass(frozen=True, eq=False)
+class Coupling:
+    """The spaces of an analysis and how they share channels, from which the coupling graph is built.
 
-    # spaces: (kind, name, dim, root array); ops that pass labels through share one label
-    # array, so the roots and free roots of a space are computed once per distinct array
-    spaces: list[tuple[str, str, int, np.ndarray]] = []
-    free_of: list[np.ndarray] = []   # per space: its distinct unfixed roots
-    rep_of: list[int] = []           # per space: the first space with the same label array
-    seen: dict[int, tuple[int, np.ndarray]] = {}
-    keep_alive: list[np.ndarray] = []
+    Building the networkx graph costs more than finding the groups on small models,
+    and only the exports read it (:meth:`fxprune.analysis.Analysis.to_networkx`,
+    ``to_dot``): :func:`group_spaces` returns this, and :meth:`graph` builds the
+    graph when asked, the same as :func:`build_groups` returns it.
+
+    Attributes:
+        spaces: ``(kind, name, dim, roots)`` of every space with an unfixed channel, in order.
+        free: per space, its distinct unfixed roots.
+        rep: per space, the first space with the same label array (itself if none).
+        n_roots: the number of atoms (the size of a table over roots).
+        roles: the parameters' roles (``(name, dim) -> Role``).
+        param_nodes: the node using each parameter.
+        group_of: per space, the id of its group (``None``: in no group).
+    """
+
+    spaces: tuple[tuple[str, str, int, np.ndarray], ...]
+    free: tuple[np.ndarray, ...]
+    rep: tuple[int, ...]
+    n_roots: int
+    roles: Mapping[tuple[str, int], Role]
+    param_nodes: Mapping[str, str]
+    group_of: tuple[int | None, ...]
+
+    def graph(self) -> nx.Graph:
+        """The coupling graph: spaces as nodes, an edge where spaces share channels (``shared``)."""
+        graph = nx.Graph()
+        spaces = self.spaces
+        for i, (kind, name, d, r) in enumerate(spaces):
+            attrs: dict[str, Any] = {"kind": kind, "name": name, "dim": d, "size": int(len(r))}
+            if kind == "param":
+                attrs["role"] = str(self.roles.get((name, d), Role.COUPLED))
+                attrs["node"] = self.param_nodes.get(name, "")
+            graph.add_node(_space_id(kind, name, d), **attrs)
+        reps = [i for i, rep in enumerate(self.rep) if rep == i]
+        # edges between distinct label arrays: from the first space holding a root to every other
+        for a, b, count in _first_holder_edges([(i, self.free[i]) for i in reps], self.n_roots):
+            graph.add_edge(_space_id(*spaces[a][:3]), _space_id(*spaces[b][:3]), shared=count)
+        for i, rep in enumerate(self.rep):  # a space with the label array of an earlier one shares all of it
+            if rep != i:
+                graph.add_edge(_space_id(*spaces[rep][:3]), _space_id(*spaces[i][:3]), shared=len(self.free[i]))
+        for (kind, name, d, _), gid in zip(spaces, self.group_of):
+            if gid is not None:
+                graph.nodes[_space_id(kind, name, d)]["group"] = gid
+        return graph
+
+
+def _spaces(gm: fx.GraphModule, state: ChannelState, roots: np.ndarray, fixed_mask: np.ndarray
+            ) -> tuple[list[tuple[str, str, int, np.ndarray]], list[np.ndarray], list[int]]:
+    """``(spaces, free, rep)`` of :class:`Coupling`: every parameter dim, then every activation dim,
+    that holds an unfixed root.
+
+    Ops that pass labels through share one label array: the roots and free roots of
+    each distinct array are computed once, for all arrays in one batch (a few numpy
+    calls per graph, not per space).
+    """
+    dims: list[tuple[str, str, int, int]] = []  # (kind, name, dim, distinct array index)
+    arrays: list[np.ndarray] = []
+    index: dict[int, int] = {}  # id(label array) -> its index in ``arrays`` (which keeps it alive)
 
     def add(kind: str, name: str, d: int, lab: np.ndarray) -> None:
-        hit = seen.get(id(lab))
-        if hit is None:
-            r = roots[lab]
-            free = r[~fixed_mask[r]]
-            if not free.size:
-                seen[id(lab)] = (-1, r)
-                keep_alive.append(lab)
-                return
-            hit = seen[id(lab)] = (len(spaces), r)
-            keep_alive.append(lab)
-            free_of.append(np.unique(free))
-        elif hit[0] < 0:
-            return
-        else:
-            free_of.append(free_of[hit[0]])
-        rep_of.append(hit[0])
-        spaces.append((kind, name, d, hit[1]))
+        k = index.get(id(lab))
+        if k is None:
+            k = index[id(lab)] = len(arrays)
+            arrays.append(lab)
+        dims.append((kind, name, d, k))
 
-    order = {n.name: i for i, n in enumerate(gm.graph.nodes)}
     for name, labels in state.param_labels.items():
         for d, lab in enumerate(labels):
             add("param", name, d, lab)
@@ -369,31 +401,115 @@ def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
         for d, lab in enumerate(labels):
             if lab is not None:
                 add("tensor", node.name, d, lab)
+    root_of, free_of = _distinct_free(arrays, roots, fixed_mask)
 
-    graph = nx.Graph()
-    for i, (kind, name, d, r) in enumerate(spaces):
-        attrs: dict[str, Any] = {"kind": kind, "name": name, "dim": d, "size": int(len(r))}
-        if kind == "param":
-            attrs["role"] = str(state.roles.get((name, d), Role.COUPLED))
-            attrs["node"] = state.param_nodes.get(name, "")
-        graph.add_node(_space_id(kind, name, d), **attrs)
-    reps = [i for i, rep in enumerate(rep_of) if rep == i]
-    # edges between distinct label arrays: from the first space holding a root to every other
-    for a, b, count in _first_holder_edges([(i, free_of[i]) for i in reps], len(roots)):
-        graph.add_edge(_space_id(*spaces[a][:3]), _space_id(*spaces[b][:3]), shared=count)
-    for i, rep in enumerate(rep_of):  # a space with the label array of an earlier one shares all of it
-        if rep != i:
-            graph.add_edge(_space_id(*spaces[rep][:3]), _space_id(*spaces[i][:3]), shared=len(free_of[i]))
+    spaces: list[tuple[str, str, int, np.ndarray]] = []
+    free: list[np.ndarray] = []
+    rep: list[int] = []
+    first: dict[int, int] = {}  # array index -> its first space
+    for kind, name, d, k in dims:
+        if not len(free_of[k]):
+            continue  # every channel fixed: no space
+        rep.append(first.setdefault(k, len(spaces)))
+        spaces.append((kind, name, d, root_of[k]))
+        free.append(free_of[k])
+    return spaces, free, rep
 
-    index = {_space_id(*s[:3]): s for s in spaces}
-    components = [sorted(c) for c in nx.connected_components(graph)]
+
+def _distinct_free(arrays: Sequence[np.ndarray], roots: np.ndarray, fixed_mask: np.ndarray
+                   ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per label array: the roots of its atoms, and its distinct unfixed roots (sorted), in one batch.
+
+    Example:
+        >>> r, f = _distinct_free([np.array([2, 0, 2]), np.array([1])], np.arange(3), np.array([0, 1, 0], bool))
+        >>> [a.tolist() for a in r], [a.tolist() for a in f]
+        ([[2, 0, 2], [1]], [[0, 2], []])
+    """
+    if not arrays:
+        return [], []
+    sizes = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
+    flat = roots[np.concatenate(arrays)]
+    root_of = _split(flat, sizes)
+    owner = np.repeat(np.arange(len(arrays), dtype=np.int64), sizes)
+    free = ~fixed_mask[flat]
+    # (array, root) pairs as one int64 key each: unique sorts them by array, then root
+    keys = sorted_unique(owner[free] * len(roots) + flat[free])
+    counts = np.bincount(keys // len(roots), minlength=len(arrays))
+    return root_of, _split(keys % len(roots), counts)
+
+
+def _split(flat: np.ndarray, sizes: np.ndarray) -> list[np.ndarray]:
+    """``flat`` cut into consecutive views of ``sizes`` (``np.split`` costs a few microseconds a piece)."""
+    ends = np.cumsum(sizes).tolist()
+    return [flat[a:b] for a, b in zip([0] + ends[:-1], ends)]
+
+
+#: spaces holding more distinct free roots than this, in all, are joined through their first-holder
+#: edges (:func:`_first_holder_edges`: linear, a few numpy calls per space); fewer, by one union over
+#: their roots (a few numpy calls in all, where a large model's union would follow long chains)
+EDGES_FROM = 1 << 16
+
+
+def _components(free: Sequence[np.ndarray], rep: Sequence[int], n_roots: int) -> list[int]:
+    """Per space, a label of its connected component (spaces sharing a root, transitively).
+
+    Example:
+        >>> free = [np.array([1, 2]), np.array([5]), np.array([2, 3]), np.array([5])]
+        >>> c = _components(free, [0, 1, 2, 1], 6)   # spaces 0 and 2 share root 2; space 3 is space 1's array
+        >>> c[0] == c[2], c[1] == c[3], c[0] != c[1]
+        (True, True, True)
+    """
+    reps = [i for i, r in enumerate(rep) if r == i]
+    if not reps:
+        return []
+    arrays = [free[i] for i in reps]
+    atoms = Atoms()
+    if sum(len(a) for a in arrays) > EDGES_FROM:
+        edges = np.asarray([e[:2] for e in _first_holder_edges(list(zip(reps, arrays)), n_roots)],
+                           dtype=np.int64).reshape(-1, 2)
+        atoms.fresh(len(rep))
+        atoms.unify(edges[:, 0], edges[:, 1])
+        label = atoms.find(np.asarray(reps, dtype=np.int64))
+    else:  # one union-find over the distinct free roots, each space's roots unified with its first
+        flat = np.concatenate(arrays)
+        distinct = sorted_unique(flat)
+        compact = np.searchsorted(distinct, flat)
+        sizes = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        atoms.fresh(len(distinct))
+        atoms.unify(compact, np.repeat(compact[starts], sizes))
+        label = atoms.find(compact[starts])
+    of_rep = dict(zip(reps, label.tolist()))
+    return [of_rep[r] for r in rep]
+
+
+def group_spaces(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], Coupling]:
+    """The groups of a channel state, and the :class:`Coupling` their graph is built from."""
+    atoms = state.atoms
+    roots = atoms.roots()
+    fixed = atoms.fixed_roots()
+    mixing = atoms.mixing_roots()
+    fixed_mask = np.zeros(len(roots), dtype=bool)
+    if fixed:
+        fixed_mask[np.fromiter(fixed.keys(), dtype=np.int64)] = True
+    mixing_mask = np.zeros(len(roots), dtype=bool)
+    if mixing:
+        mixing_mask[np.fromiter(mixing.keys(), dtype=np.int64)] = True
+
+    spaces, free_of, rep_of = _spaces(gm, state, roots, fixed_mask)
+    by_component: dict[int, tuple[list[int], list[int]]] = {}
+    for i, c in enumerate(_components(free_of, rep_of, len(roots))):
+        by_component.setdefault(c, ([], []))[spaces[i][0] == "tensor"].append(i)
+
+    order = {n.name: i for i, n in enumerate(gm.graph.nodes)}
     built = []
     seen = np.zeros(len(roots), dtype=bool)  # roots already listed by the component at hand
-    for comp in components:
-        params = [index[c] for c in comp if index[c][0] == "param"]
-        tensors = [index[c] for c in comp if index[c][0] == "tensor"]
-        if not params:
+    for param_ids, tensor_ids in by_component.values():
+        if not param_ids:
             continue
+        params = [spaces[i] for i in param_ids]
+        tensors = [spaces[i] for i in tensor_ids]
+        # every key is distinct within a component: the order does not depend on the component's
         params.sort(key=lambda s: (order.get(state.param_nodes.get(s[1], ""), 0),
                                    state.roles.get((s[1], s[2]), Role.COUPLED).rank, s[1], s[2]))
         tensors.sort(key=lambda s: (order.get(s[1], 0), s[2]))
@@ -402,6 +518,7 @@ def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
     built.sort(key=lambda b: (order.get(state.param_nodes.get(b[0][0][1], ""), 0), b[0][0][1], b[0][0][2]))
 
     groups = []
+    group_of: dict[tuple[str, str, int], int] = {}
     # root -> 1 + group channel, 0: none (zeros, int32 where it fits: see _first_holder_edges),
     # reset after each group; members copy their index maps (channel, -1: none) as int64
     lookup = np.zeros(len(roots), dtype=_index_dtype(len(roots) + 1))
@@ -422,8 +539,17 @@ def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], 
         groups.append(Group(gid, len(channel_roots), tuple(members), tuple(tmembers), fixed_ch,
                             reasons, mix, mix_reasons, tuple(channel_roots.tolist())))
         for kind, name, d, _ in params + tensors:
-            graph.nodes[_space_id(kind, name, d)]["group"] = gid
-    return groups, graph
+            group_of[kind, name, d] = gid
+    coupling = Coupling(tuple(spaces), tuple(free_of), tuple(rep_of), len(roots), state.roles, state.param_nodes,
+                        tuple(group_of.get(s[:3]) for s in spaces))
+    return groups, coupling
+
+
+def build_groups(gm: fx.GraphModule, state: ChannelState) -> tuple[list[Group], nx.Graph]:
+    """Compute the groups and the coupling graph from a channel state (:func:`group_spaces`, and
+    :meth:`Coupling.graph` built at once)."""
+    groups, coupling = group_spaces(gm, state)
+    return groups, coupling.graph()
 
 
 def _space_id(kind: str, name: str, dim: int) -> str:

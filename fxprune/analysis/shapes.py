@@ -43,6 +43,7 @@ from torch._subclasses.fake_tensor import (
 from .. import ir
 from ..errors import ExampleInputError
 from ..ir import TensorSpec
+from ..modules import submodule
 from .copying import is_plain_cpu, state_restored
 
 __all__ = ["propagate_shapes", "spec_of", "as_example_inputs", "real_run_applies"]
@@ -231,6 +232,11 @@ class _LeanProp(fx.Interpreter):
         n.meta[ir.SPEC] = spec_of(result)
         return result
 
+    def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
+        # the module read from the child dicts (:func:`~fxprune.modules.submodule`), not through
+        # fx's ``fetch_attr``, whose hasattr/getattr per path item fall through nn.Module.__getattr__
+        return submodule(self.module, target)(*args, **kwargs)
+
 
 class _MetaProp(_LeanProp):
     """Shape propagation on ``meta`` tensors: no dispatch cache, no fake-tensor bookkeeping."""
@@ -256,7 +262,8 @@ def _propagate_on_meta(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> boo
     (``.item()``, ``nonzero``) or has no meta kernel makes this return False, and
     :func:`propagate_shapes` falls back to fake tensors, which handle all of these.
     """
-    return _run_on_copies(gm, lambda t: torch.empty_like(t, device="meta"), _to_meta(tuple(example_inputs)),
+    return _run_on_copies(list(gm.modules()), lambda t: torch.empty_like(t, device="meta"),
+                          _to_meta(tuple(example_inputs)),
                           _MetaProp(gm, garbage_collect_values=True))
 
 
@@ -288,14 +295,19 @@ class _RealProp(_LeanProp):
 
 #: a module's own dicts that hold no unregistered tensor: its state, and its children (modules)
 _STATE_DICTS = frozenset({"_parameters", "_buffers", "_modules"})
+#: attribute types that are never a tensor nor hold one
+_SCALARS = frozenset({bool, int, float, str, type(None)})
 
 
-def _holds_unregistered_tensors(gm: torch.nn.Module) -> bool:
+def _holds_unregistered_tensors(modules: Sequence[torch.nn.Module]) -> bool:
     """Whether a module keeps a tensor outside its parameters and buffers (an attribute, or in a
     list/dict/tuple attribute): a real run could write it in place, and it is the user's."""
     tensor = torch.Tensor
-    for m in gm.modules():
+    for m in modules:
         for k, v in vars(m).items():
+            t = type(v)
+            if t in _SCALARS:  # most attributes (flags, sizes, names): one lookup
+                continue
             if isinstance(v, tensor):
                 return True
             if isinstance(v, dict):
@@ -323,13 +335,24 @@ def real_run_applies(module: torch.nn.Module, example_inputs: Sequence[Any]) -> 
     propagation here and the trace from example values
     (:mod:`fxprune.analysis.values`).
     """
-    named = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+    return _real_run_modules(module, example_inputs) is not None
+
+
+def _real_run_modules(module: torch.nn.Module, example_inputs: Sequence[Any]) -> list[torch.nn.Module] | None:
+    """The modules of ``module`` (each once, in ``modules()`` order) where :func:`real_run_applies`, else ``None``."""
+    # one walk of the module tree for every question below (each walk costs as much as the rest
+    # of the checks on a small model); with duplicates, as named_parameters(remove_duplicate=False)
+    every = [m for _, m in module.named_modules(remove_duplicate=False)]
+    state = [t for m in every for d in (m._parameters, m._buffers) for t in d.values() if t is not None]
     flat: list[Any] = []
     fx.node.map_aggregate(tuple(example_inputs), flat.append)
     tensors = [x for x in flat if isinstance(x, torch.Tensor)]
-    if not all(is_plain_cpu(t) for _, t in named) or not all(is_plain_cpu(t) for t in tensors):
-        return False
-    return sum(t.numel() for _, t in named) <= REAL_RUN_MAX_STATE and not _holds_unregistered_tensors(module)
+    if not all(is_plain_cpu(t) for t in state) or not all(is_plain_cpu(t) for t in tensors):
+        return None
+    modules = list(dict.fromkeys(every))  # each module once, in module.modules() order
+    if sum(t.numel() for t in state) > REAL_RUN_MAX_STATE or _holds_unregistered_tensors(modules):
+        return None
+    return modules
 
 
 def _propagate_on_real(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> bool:
@@ -343,24 +366,25 @@ def _propagate_on_real(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> boo
     restored after; a run slower than :data:`REAL_RUN_SECONDS_PER_NODE` per graph
     node is given up for meta tensors, which bounds the cost of trying.
     """
-    if not real_run_applies(gm, example_inputs):
+    modules = _real_run_modules(gm, example_inputs)
+    if modules is None:
         return False
     inputs = fx.node.map_aggregate(
         tuple(example_inputs), lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v)
     # CPU time of this thread, not wall time: on a busy machine the run is no costlier, only slower
     deadline = time.thread_time() + max(REAL_RUN_SECONDS_PER_NODE * len(gm.graph.nodes), REAL_RUN_MIN_SECONDS)
-    return _run_on_copies(gm, lambda t: t.detach().clone(), inputs, _RealProp(gm, deadline),
+    return _run_on_copies(modules, lambda t: t.detach().clone(), inputs, _RealProp(gm, deadline),
                           torch.random.fork_rng(devices=[]))
 
 
 @contextlib.contextmanager
-def _state_swapped(gm: fx.GraphModule, copy_of: Any) -> Any:
+def _state_swapped(modules: Sequence[torch.nn.Module], copy_of: Any) -> Any:
     """Every parameter and buffer of every module swapped for ``copy_of`` it (a tensor held twice,
     tied weights, is copied once), in the modules' own dicts as ``torch.func.functional_call``
     swaps them; the originals are back afterwards."""
     memo: dict[int, torch.Tensor] = {}
     slots: list[tuple[dict, str, torch.Tensor]] = []
-    for m in gm.modules():
+    for m in modules:
         for d in (m._parameters, m._buffers):
             for k, t in d.items():
                 if t is not None:
@@ -376,13 +400,14 @@ def _state_swapped(gm: fx.GraphModule, copy_of: Any) -> Any:
             d[k] = t
 
 
-def _run_on_copies(gm: fx.GraphModule, copy_of: Any, inputs: tuple, prop: fx.Interpreter,
+def _run_on_copies(modules: Sequence[torch.nn.Module], copy_of: Any, inputs: tuple, prop: fx.Interpreter,
                    *contexts: Any) -> bool:
-    """Run ``prop`` over ``gm`` with every parameter and buffer swapped for ``copy_of`` it (tied
-    tensors stay one copy), without autograd or warnings; False when any node fails."""
+    """Run ``prop`` with every parameter and buffer of ``modules`` (every module of its graph module)
+    swapped for ``copy_of`` it (tied tensors stay one copy), without autograd or warnings; False
+    when any node fails."""
     try:
         with contextlib.ExitStack() as stack:
-            stack.enter_context(_state_swapped(gm, copy_of))
+            stack.enter_context(_state_swapped(modules, copy_of))
             stack.enter_context(torch.no_grad())
             for ctx in contexts:
                 stack.enter_context(ctx)

@@ -33,7 +33,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator
 
 import numpy as np
 import torch
@@ -52,7 +52,13 @@ _ANY = {"float": (0.75, -1.5, 3.0), "int": (3, -2, 1), "bool": (True, False, Tru
 
 
 def _is_tensor_labels(labels: Any) -> bool:
-    return isinstance(labels, tuple) and all(l is None or isinstance(l, np.ndarray) for l in labels)
+    """Whether ``labels`` are one tensor's (``None`` or an atom array per dim), not a tuple output's."""
+    if not isinstance(labels, tuple):
+        return False
+    for lab in labels:  # a loop, not all(...): asked for every value read, on every node
+        if lab is not None and not isinstance(lab, np.ndarray):
+            return False
+    return True
 
 
 def _map_dims(labels: Any, fn: Any) -> Any:
@@ -142,8 +148,10 @@ def _probe_key(op: Any, args: Any, kwargs: Any, dead: set) -> tuple | None:
 
 
 class _ZeroPass:
-    def __init__(self, gm: fx.GraphModule, atoms: Atoms, roles: dict, calls: dict, sums: dict) -> None:
+    def __init__(self, gm: fx.GraphModule, atoms: Atoms, roles: dict, calls: dict, sums: dict,
+                 written: Collection[str] | None = None) -> None:
         self.gm = gm
+        self.written = written  # nodes writing an argument in place, where the channel pass knows them
         self.atoms = atoms
         self.roles = roles
         self.calls = calls
@@ -151,14 +159,24 @@ class _ZeroPass:
         self.roots = atoms.roots()
         self.dirty = np.zeros(len(self.roots), dtype=bool)  # non-zero wherever read (in-place writes)
         self.any_dirty = False  # ``dirty.any()``, kept up to date: scanning every atom per read is quadratic
+        self._dirty_version = 0  # changes with ``dirty``
+        self._cleaned: dict[tuple, tuple[int, Any]] = {}  # value -> (dirty version, its cleaned flags)
         self.scratch = np.zeros(len(self.roots), dtype=bool)
         self.rng: torch.Tensor | None = None  # the CPU RNG state before the first probe, restored after each
         self.probed: dict[tuple, bool] = {}  # probe results by what the evaluation reads (_probe_key)
-        self.module_keys: dict[int, Any] = {}  # id(module) -> _module_key
+        self.module_keys: dict[str, Any] = {}  # call_module target -> _module_key of its module
+        self._param_flags: dict[tuple[str, int], tuple[bool, ...]] = {}  # (name, ndim) -> param_flags
+        self._bias: dict[tuple[str, int], bool] = {}  # (name, ndim) -> _has_bias
 
     # -- flags of values -------------------------------------------------
     def param_flags(self, name: str, ndim: int) -> tuple[bool, ...]:
-        return tuple(self.roles.get((name, d)) is not Role.SCALE for d in range(ndim))
+        """Per dim of a parameter, whether its removed channels are zero (all but ``scale`` dims);
+        asked once per parameter (the roles do not change during the pass)."""
+        key = (name, ndim)
+        hit = self._param_flags.get(key)
+        if hit is None:
+            hit = self._param_flags[key] = tuple(self.roles.get((name, d)) is not Role.SCALE for d in range(ndim))
+        return hit
 
     def flags(self, v: Value) -> Any:
         """Zero flags of a value as a rule read it (dirty channels are never zero)."""
@@ -170,7 +188,12 @@ class _ZeroPass:
             return _map_dims(v.labels, lambda lab: False)
         if not self.any_dirty:
             return flags
-        return self._clean(v.labels, flags)
+        # a value is read by every consumer: cleaned once per value and state of the dirty table
+        key = (v.node, v.param, id(v.labels))
+        hit = self._cleaned.get(key)
+        if hit is None or hit[0] != self._dirty_version:
+            hit = self._cleaned[key] = (self._dirty_version, self._clean(v.labels, flags))
+        return hit[1]
 
     def _clean(self, labels: Any, flags: Any) -> Any:
         if labels is None or flags is None:
@@ -180,33 +203,53 @@ class _ZeroPass:
                          for lab, f in zip(labels, flags))
         return tuple(self._clean(l, f) for l, f in zip(labels, flags))
 
-    def _scale(self, v: Value, d: int) -> bool:
-        return self._held(v) and self.roles.get((v.param, d)) is Role.SCALE
-
     # -- the rules' declarations -----------------------------------------------
     def _held(self, v: Value) -> bool:
         return v.param is not None and v.node is not None and v.node.op in ("get_attr", "call_module")
 
+    def _has_bias(self, name: str, ndim: int) -> bool:
+        """Whether a parameter has a dim of role ``bias`` (asked once per parameter)."""
+        key = (name, ndim)
+        hit = self._bias.get(key)
+        if hit is None:
+            hit = self._bias[key] = any(self.roles.get((name, d)) is Role.BIAS for d in range(ndim))
+        return hit
+
+    def _overlaps(self, marked: np.ndarray, lab: np.ndarray, other: np.ndarray) -> bool:
+        """Whether ``other`` holds a root of ``lab`` (whose roots are set in the scratch table,
+        ``marked``); the same array (an op passing labels through) without a lookup."""
+        if other is lab:
+            return bool(lab.size)
+        return bool(self.scratch[self.roots[other]].any())
+
     def keep(self, out_labels: Any, inputs: list[Value]) -> Any:
-        # an additive parameter (role bias) broadcast along a dim fills that dim's removed channels
-        biases = [v for v in inputs if v.is_tensor and self._held(v)
-                  and any(self.roles.get((v.param, d)) is Role.BIAS for d in range(v.ndim))]
-        pairs = []
+        roles = self.roles
+        # an additive parameter (role bias) broadcast along a dim fills that dim's removed channels:
+        # the labelled dims of each such parameter
+        biases: list[list[np.ndarray]] = []
+        nonzero: list[np.ndarray] = []  # input dims whose removed channels may hold anything
         for v in inputs:
             flags = self.flags(v)
             if v.is_tensor:
-                pairs += [(lab, f) for d, (lab, f) in enumerate(zip(v.labels, flags))
-                          if lab is not None and not self._scale(v, d)]
+                held = self._held(v)
+                if held and self._has_bias(v.param, v.ndim):
+                    biases.append([b for b in v.labels if b is not None])
+                for d, (lab, f) in enumerate(zip(v.labels, flags)):
+                    if lab is not None and not f and not (held and roles.get((v.param, d)) is Role.SCALE):
+                        nonzero.append(lab)
             else:
-                pairs += list(_pairs(v.labels, flags))
+                nonzero += [lab for lab, f in _pairs(v.labels, flags) if not f]
 
         def zero(lab: np.ndarray) -> bool:
+            if not nonzero and not biases:
+                return True
             r = self.roots[lab]
             self.scratch[r] = True
-            ok = not any(not f and self.scratch[self.roots[lab_in]].any() for lab_in, f in pairs) \
-                and all(any(b is not None and self.scratch[self.roots[b]].any() for b in v.labels) for v in biases)
-            self.scratch[r] = False
-            return ok
+            try:
+                return not any(self._overlaps(r, lab, other) for other in nonzero) \
+                    and all(any(self._overlaps(r, lab, b) for b in labs) for labs in biases)
+            finally:
+                self.scratch[r] = False
 
         return _map_dims(out_labels, zero)
 
@@ -229,31 +272,31 @@ class _ZeroPass:
             for v in flat:
                 k = d - (nd - v.ndim) if v.is_tensor else -1
                 if k >= 0 and v.labels[k] is not None and v.shape[k] == spec.shape[d] \
-                        and flags[id(v)][k] and self.scratch[self.roots[v.labels[k]]].any():
+                        and flags[id(v)][k] and self._overlaps(r, lab, v.labels[k]):
                     dead.add(id(v))
             self.scratch[r] = False
-            key = _probe_key(op, args, kwargs, dead)
-            return all(self._evaluate_once(node, args, kwargs, dead, i, key) for i in range(3))
+            return self._rounds(node, args, kwargs, dead, _probe_key(op, args, kwargs, dead))
 
         return tuple(False if lab is None else zero(lab, d) for d, lab in enumerate(out_labels))
 
     def op_key(self, node: fx.Node) -> Any:
         if node.op == "call_module":
-            m = submodule(self.gm, str(node.target))
-            if id(m) not in self.module_keys:
-                self.module_keys[id(m)] = _module_key(m)
-            return self.module_keys[id(m)]
+            target = str(node.target)
+            hit = self.module_keys.get(target)
+            if hit is None:
+                hit = self.module_keys[target] = _module_key(submodule(self.gm, target))
+            return hit
         return (node.op, str(node.target) if node.op == "call_method" else id(node.target))
 
-    def _evaluate_once(self, node: fx.Node, args: Any, kwargs: Any, dead: set, round_: int,
-                       key: tuple | None) -> bool:
-        """:meth:`_evaluate`, remembered for evaluations that read the same things (``key``: :func:`_probe_key`)."""
-        if key is None:
-            return self._evaluate(node, args, kwargs, dead, round_)
-        key = (key, round_)
-        if key not in self.probed:
-            self.probed[key] = self._evaluate(node, args, kwargs, dead, round_)
-        return self.probed[key]
+    def _rounds(self, node: fx.Node, args: Any, kwargs: Any, dead: set, key: tuple | None) -> bool:
+        """Whether every round of :meth:`_evaluate` gives zero, remembered for probes that read the
+        same things (``key``: :func:`_probe_key`; ``None``: evaluated every time)."""
+        if key is not None and key in self.probed:
+            return self.probed[key]
+        zero = all(self._evaluate(node, args, kwargs, dead, i) for i in range(3))
+        if key is not None:
+            self.probed[key] = zero
+        return zero
 
     def _evaluate(self, node: fx.Node, args: Any, kwargs: Any, dead: set, round_: int) -> bool:
         # run under no_grad (propagate_zeros); every evaluation starts from the RNG state of the first
@@ -313,11 +356,18 @@ class _ZeroPass:
             node.meta[ir.ZEROS] = flags
             for operands, why in self.sums.get(node.name, ()):
                 self.resolve(node, operands, why)
-            if labels is not None and mutated_args(node, self.gm):
+            if labels is not None and self._writes(node):
                 for lab, zero in _pairs(labels, flags):
                     if not zero and lab.size:
                         self.dirty[self.roots[lab]] = True
                         self.any_dirty = True
+                        self._dirty_version += 1
+
+    def _writes(self, node: fx.Node) -> bool:
+        """Whether ``node`` writes an argument in place."""
+        if self.written is not None:
+            return node.name in self.written
+        return bool(mutated_args(node, self.gm))
 
     def resolve(self, node: fx.Node, operands: tuple, why: str) -> None:
         if any(self.flags(v)[d] for v, d in operands):
@@ -328,13 +378,17 @@ class _ZeroPass:
             self.atoms.mark_mixing(v.labels[d], reason)
 
 
-def propagate_zeros(gm: fx.GraphModule, atoms: Atoms, roles: dict, calls: dict, sums: dict) -> None:
+def propagate_zeros(gm: fx.GraphModule, atoms: Atoms, roles: dict, calls: dict, sums: dict,
+                    written: Collection[str] | None = None) -> None:
     """Annotate every node with :data:`fxprune.ir.ZEROS` and resolve the rules' declared sums.
 
     ``calls`` maps a call node's name to the ``(args, kwargs, inputs)`` its rule
     saw (arguments wrapped as :class:`~fxprune.ops.context.Value`, ``inputs``
     every tensor input and module parameter); ``sums`` maps it to the sums its
-    rule declared with :meth:`~fxprune.ops.context.OpContext.contract`.
+    rule declared with :meth:`~fxprune.ops.context.OpContext.contract`;
+    ``written`` names the nodes with a tensor output that write an argument in
+    place (:func:`~fxprune.ops.effects.mutated_args`), where the channel pass has
+    found them already (``None``: asked here, per node).
     """
     with torch.no_grad():  # the probes' evaluations (each restores the RNG state it found)
-        _ZeroPass(gm, atoms, roles, calls, sums).run()
+        _ZeroPass(gm, atoms, roles, calls, sums, written).run()

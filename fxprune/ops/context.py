@@ -215,7 +215,9 @@ class OpContext:
         """Declare the role of a parameter's dimension (see :class:`~fxprune.ir.Role`)."""
         if value is None or value.param is None:
             return
-        self.roles.setdefault((value.param, dim % value.ndim), Role(role))
+        key = (value.param, dim % len(value.spec.shape))
+        if key not in self.roles:
+            self.roles[key] = role if type(role) is Role else Role(role)
 
     def describe(self) -> str:
         if self.node is None:
@@ -290,7 +292,10 @@ def dims_arg(value: Any) -> Sequence[int] | None:
 
 def tensor_values(ctx: OpContext) -> list[Value]:
     """Every tensor argument of the call, positional then keyword."""
-    return [a for a in list(ctx.args) + list(ctx.kwargs.values()) if isinstance(a, Value) and a.is_tensor]
+    out = [a for a in ctx.args if isinstance(a, Value) and isinstance(a.spec, TensorSpec)]
+    if ctx.kwargs:
+        out += [a for a in ctx.kwargs.values() if isinstance(a, Value) and isinstance(a.spec, TensorSpec)]
+    return out
 
 
 def first_tensor(ctx: OpContext) -> Value:

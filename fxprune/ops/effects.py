@@ -90,8 +90,24 @@ def _schema_writes(target: Any, node: fx.Node) -> list[fx.Node]:
     return out
 
 
-def mutated_args(node: fx.Node, root: torch.nn.Module | None = None) -> tuple[fx.Node, ...]:
-    """The argument nodes a call writes to (in place), in order; ``()`` for a pure call."""
+def _inplace_flag(module: torch.nn.Module) -> bool:
+    """``getattr(module, "inplace", False) is True``, without raising (and catching) an
+    ``AttributeError`` inside ``nn.Module.__getattr__`` for the modules that have no such attribute:
+    that costs more than the rest of the question."""
+    flag = vars(module).get("inplace")
+    if flag is not None:
+        return flag is True
+    if hasattr(type(module), "inplace") or type(module).__getattr__ is not torch.nn.Module.__getattr__:
+        return getattr(module, "inplace", False) is True  # a property, a class attribute, a __getattr__
+    return False  # nn.Module.__getattr__ finds parameters, buffers and submodules: never True
+
+
+def mutated_args(node: fx.Node, root: torch.nn.Module | None = None,
+                 module: torch.nn.Module | None = None) -> tuple[fx.Node, ...]:
+    """The argument nodes a call writes to (in place), in order; ``()`` for a pure call.
+
+    ``module``: the module a ``call_module`` node calls, where the caller has looked it up already.
+    """
     written: list[fx.Node] = []
     out = node.kwargs.get("out")
     if isinstance(out, fx.Node):
@@ -110,9 +126,9 @@ def mutated_args(node: fx.Node, root: torch.nn.Module | None = None) -> tuple[fx
                                       else False)
             if is_inplace_name(name) or target in (operator.setitem, operator.delitem) or inplace is True:
                 written += _first_node(node.args)
-    elif node.op == "call_module" and root is not None:
-        module = submodule(root, str(node.target))
-        if getattr(module, "inplace", False) is True:
+    elif node.op == "call_module" and (root is not None or module is not None):
+        module = module if module is not None else submodule(root, str(node.target))
+        if _inplace_flag(module):
             written += _first_node(node.args)
     return tuple(dict.fromkeys(written))
 

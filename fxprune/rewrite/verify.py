@@ -171,7 +171,7 @@ def _run(gm: fx.GraphModule, modules: dict[str, nn.Module], inputs: tuple, deadl
         args = fx.node.map_arg(node.args, env.__getitem__)
         kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
         module = modules[str(node.target)] if node.op == "call_module" else None
-        written = mutated_args(node, gm) if node.op.startswith("call_") else ()
+        written = mutated_args(node, gm, module) if node.op.startswith("call_") else ()
         if written and not protected.isdisjoint(_storages([env[w] for w in written])):
             raise _WouldWrite(node.name)
         if module is not None:
