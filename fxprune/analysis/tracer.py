@@ -52,6 +52,7 @@ Example:
 from __future__ import annotations
 
 import builtins
+import collections
 import contextlib
 import functools
 import inspect
@@ -102,12 +103,73 @@ def _user_frame(owner: str, kind: str) -> str:
     return f"a branch on {owner} ({kind}).training at {user_frame_line()}"
 
 
+class _ModuleStack(collections.OrderedDict):
+    """torch.fx's module call stack (an ``OrderedDict``), copied for every node it records
+    (``copy.copy`` in ``TracerBase.create_node``): copied here as the ``OrderedDict`` that
+    ``copy.copy`` makes of one (same items, same type), without its ``__reduce_ex__`` round trip."""
+
+    def __copy__(self) -> collections.OrderedDict:
+        return collections.OrderedDict(self)
+
+
+#: argument types torch.fx's ``Tracer.create_arg`` gives back as they are (no tensor, module or tuple)
+_AS_IS_TYPES = (bool, int, float, complex, str, type(None), type(...), torch.dtype, torch.device, torch.layout,
+                torch.memory_format)
+
+
+def _arg_handlers(proxy_types: tuple[type, ...]) -> dict[type, Any]:
+    """Per argument type, how torch.fx's ``Tracer.create_arg`` lowers an argument of exactly that type
+    (``_Tracer.create_arg`` takes these directly; any other type goes through torch.fx).
+
+    Left out: a type registered as an opaque type or made proxyable (torch.fx stores those as
+    constants).  Both registries are private to torch; where either cannot be read (a torch
+    without them, or that moved them) the table is empty and every argument goes through torch.fx.
+    """
+    try:
+        from torch._library.opaque_object import is_opaque_type
+        proxyable = fx_trace._proxyable_classes
+    except (ImportError, AttributeError):  # pragma: no cover - another torch: no shortcut
+        return {}
+    handlers: dict[type, Any] = {t: _as_is for t in _AS_IS_TYPES}
+    handlers.update({t: _node_of for t in (fx.Proxy, fx.proxy.Attribute, *proxy_types)})
+    handlers.update({tuple: _tuple_arg, list: _list_arg, dict: _dict_arg, slice: _slice_arg})
+    return {t: h for t, h in handlers.items() if t not in proxyable and not is_opaque_type(t)}
+
+
+def _as_is(tracer: fx.Tracer, a: Any) -> Any:
+    return a
+
+
+def _node_of(tracer: fx.Tracer, a: fx.Proxy) -> fx.Node:
+    return a.node  # an Attribute's node is recorded now, as torch.fx does
+
+
+def _tuple_arg(tracer: fx.Tracer, a: tuple) -> tuple:
+    return tuple([tracer.create_arg(x) for x in a])
+
+
+def _list_arg(tracer: fx.Tracer, a: list) -> list:
+    return [tracer.create_arg(x) for x in a]
+
+
+def _dict_arg(tracer: fx.Tracer, a: dict) -> dict:
+    if all(type(k) is str for k in a):
+        return {k: tracer.create_arg(v) for k, v in a.items()}
+    return fx.Tracer.create_arg(tracer, a)  # keys that are not strings: torch.fx checks them
+
+
+def _slice_arg(tracer: fx.Tracer, a: slice) -> slice:
+    return slice(tracer.create_arg(a.start), tracer.create_arg(a.stop), tracer.create_arg(a.step))
+
+
 class _Tracer(ValueTracing, fx.Tracer):
     proxy_buffer_attributes = True
 
     def __init__(self, leaf_types: tuple[type, ...], leaf_names: frozenset[str],
                  leaf_functions: tuple[Any, ...], reads: list[str]) -> None:
         super().__init__(autowrap_functions=leaf_functions)
+        self.module_stack = _ModuleStack()
+        self._arg_handlers = _arg_handlers(self.PROXY_TYPES)
         self._leaf_types = leaf_types
         self._leaf_names = leaf_names
         self._thread = threading.get_ident()
@@ -115,6 +177,12 @@ class _Tracer(ValueTracing, fx.Tracer):
         self._proxy_cache: dict | None = None  # torch.fx's parameter proxy cache of this trace
         self._tensor_names: tuple | None = None  # (root, parameters by id, buffers by id), see _tensor_name
         self._init_values()
+
+    def create_arg(self, a: Any) -> Any:
+        """torch.fx's ``create_arg`` (the same result), taking the common argument types directly
+        (:func:`_arg_handlers`): torch.fx tries a dozen checks on every argument first."""
+        handler = self._arg_handlers.get(type(a))
+        return handler(self, a) if handler is not None else super().create_arg(a)
 
     def constant_value(self, a: Any) -> Any:
         """A module's training flag (:class:`_ModeFlag`) computes as the plain bool it stands for."""
