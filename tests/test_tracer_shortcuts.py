@@ -86,16 +86,20 @@ class Sliced(nn.Module):
 
 @pytest.mark.parametrize("example", [False, True])
 def test_traces_equal_without_the_shortcuts(example, monkeypatch):
-    """A whole trace (plain, and from example values: its own proxy classes) gives the same graph."""
+    """A whole trace (plain, and from example values: its own proxy classes) gives the same graph
+    without the argument shortcuts, then also with torch.fx making every node with its arguments."""
     inputs = (torch.randn(2, 5, 8),) if example else None
 
     def traced():
         gm = trace_module(Sliced(), example_inputs=inputs)
-        return gm.code, [(n.name, n.op, repr(n.target), repr(n.args), repr(n.kwargs),
+        return gm.code, [(n.name, n.op, repr(n.target), repr(n.args), repr(n.kwargs), type(n.args),
+                          type(n.kwargs), [a.name for a in n.all_input_nodes], [u.name for u in n.users],
                           repr(n.meta.get("nn_module_stack"))) for n in gm.graph.nodes]
 
     fast = traced()
     monkeypatch.setattr(tracer_module, "_arg_handlers", lambda proxy_types: {})
+    assert traced() == fast
+    monkeypatch.setattr(tracer_module._Tracer, "_arguments_set_after", lambda self: False)
     assert traced() == fast
 
 
@@ -146,3 +150,28 @@ def test_user_frame_line_quotes_what_the_traceback_quotes(limit, monkeypatch):
     if limit is None:
         assert ours.endswith("return _through(values.user_frame_line), _through(_quoted_by_traceback)  # both on "
                              "this line")
+
+
+def test_create_node_makes_nodes_as_torch_fx_where_something_would_see_them(monkeypatch):
+    """Calls are made without arguments (set after); with torch.fx's debug log on (it prints each
+    new node) torch.fx makes them with their arguments."""
+    import logging
+
+    seen: list[tuple[str, bool]] = []
+    monkeypatch.setattr(fx.Graph, "create_node", _recording(fx.Graph.create_node, seen))
+
+    def calls_with_arguments() -> list[bool]:
+        seen.clear()
+        trace_module(Sliced())
+        return [given for op, given in seen if op in ("call_function", "call_method", "call_module")]
+
+    assert calls_with_arguments() and not any(calls_with_arguments())
+    monkeypatch.setattr(logging.getLogger("torch.fx.proxy"), "isEnabledFor", lambda level: True)
+    assert calls_with_arguments() and all(calls_with_arguments())
+
+
+def _recording(create_node, seen):
+    def recorded(self, op, target, args=None, kwargs=None, name=None, type_expr=None):
+        seen.append((op, bool(args) or bool(kwargs)))
+        return create_node(self, op, target, args, kwargs, name, type_expr)
+    return recorded

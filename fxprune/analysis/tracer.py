@@ -56,6 +56,7 @@ import collections
 import contextlib
 import functools
 import inspect
+import logging
 import operator
 import threading
 import types
@@ -110,6 +111,12 @@ class _ModuleStack(collections.OrderedDict):
 
     def __copy__(self) -> collections.OrderedDict:
         return collections.OrderedDict(self)
+
+
+#: the node kinds whose arguments ``Graph.create_node`` walks (see ``_Tracer.create_node``)
+_CALL_OPS = frozenset({"call_function", "call_method", "call_module"})
+#: torch.fx's tracer log (``TracerBase.create_node`` logs each new node at debug level)
+_FX_LOG = logging.getLogger("torch.fx.proxy")
 
 
 #: argument types torch.fx's ``Tracer.create_arg`` gives back as they are (no tensor, module or tuple)
@@ -177,6 +184,32 @@ class _Tracer(ValueTracing, fx.Tracer):
         self._proxy_cache: dict | None = None  # torch.fx's parameter proxy cache of this trace
         self._tensor_names: tuple | None = None  # (root, parameters by id, buffers by id), see _tensor_name
         self._init_values()
+
+    def create_node(self, kind: str, target: Any, args: tuple, kwargs: dict, name: str | None = None,
+                    type_expr: Any = None) -> fx.Node:
+        """torch.fx's ``create_node`` (the same node), a call's arguments set on it once it is made.
+
+        ``Graph.create_node`` walks the arguments of every call with pytree for raw
+        ``SymInt`` values to warn about (a symbolic trace of eager code has none), the
+        largest single cost per node; the node is made without arguments here and
+        they are set through the public ``Node.args`` / ``Node.kwargs`` setters, which
+        do what ``Node.__init__`` does with them.  Where something could see the node
+        before its arguments (the graph's owner's node hooks, torch.fx's debug log,
+        the mutable-operation check) torch.fx makes it as it does.
+        """
+        if kind not in _CALL_OPS or type(args) is not tuple or not isinstance(kwargs, dict) \
+                or not (args or kwargs) or not self._arguments_set_after():
+            return super().create_node(kind, target, args, kwargs, name, type_expr)
+        node = super().create_node(kind, target, (), {}, name, type_expr)
+        node.args = args
+        if kwargs:
+            node.kwargs = kwargs
+        return node
+
+    def _arguments_set_after(self) -> bool:
+        """Whether nothing sees a new node before :meth:`create_node` sets its arguments."""
+        return not self.check_mutable_operations and self.graph.owning_module is None \
+            and not _FX_LOG.isEnabledFor(logging.DEBUG)
 
     def create_arg(self, a: Any) -> Any:
         """torch.fx's ``create_arg`` (the same result), taking the common argument types directly
