@@ -175,3 +175,70 @@ def _recording(create_node, seen):
         seen.append((op, bool(args) or bool(kwargs)))
         return create_node(self, op, target, args, kwargs, name, type_expr)
     return recorded
+
+
+def _keywords_only(forward):
+    """A Hugging Face style decorator: ``(*args, **kwargs)`` around a forward with more parameters."""
+    import functools
+
+    @functools.wraps(forward)
+    def wrapper(self, *args, **kwargs):
+        return forward(self, *args, **kwargs)
+    return wrapper
+
+
+class Decorated(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    @_keywords_only
+    def forward(self, x=None, mask=None, scale=None, **kwargs):
+        return self.fc(x)
+
+
+class Starred(nn.Module):
+    """``*``/``**`` and keyword-only parameters a plain trace handles (a tensor default among them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x, *rest, bias=torch.zeros(4), **options):
+        return self.fc(x) + bias
+
+
+def test_a_plain_trace_failing_on_its_placeholders_fails_before_copying(monkeypatch):
+    """The decorated forward fails as torch.fx fails on it, before the module tree is copied."""
+    model = Decorated()
+    with pytest.raises(Exception) as theirs:
+        fx.Tracer().trace(copy_of(model))
+    copies = []
+    monkeypatch.setattr(tracer_module, "tracing_copy", lambda m: copies.append(m))
+    before = dict(vars(model))
+    with pytest.raises(type(theirs.value)) as ours:
+        trace_module(model)
+    assert str(ours.value) == str(theirs.value) and not copies
+    assert vars(model) == before
+
+
+def copy_of(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def test_placeholders_checked_first_leave_traceable_forwards_as_they_were():
+    model = Starred()
+    before = {k: (dict(v) if isinstance(v, dict) else v) for k, v in vars(model).items()}
+    ours = trace_module(model)
+    assert str(ours.graph) == str(fx.Tracer().trace(Starred()))  # (torch.fx cannot print a tensor default as code)
+    assert {k: (dict(v) if isinstance(v, dict) else v) for k, v in vars(model).items()} == before
+    assert [n.target for n in ours.graph.nodes if n.op == "placeholder"] == ["x", "bias", "*rest", "**options"]
+
+
+def test_a_decorated_forward_is_still_traced_from_example_values():
+    import fxprune.analysis.capture as capture
+
+    gm = capture.trace(Decorated(), example_inputs=(torch.randn(2, 4),))
+    assert [n.op for n in gm.graph.nodes].count("call_module") == 1

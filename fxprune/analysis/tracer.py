@@ -71,6 +71,7 @@ from torch.nn.utils import parametrize
 
 from .. import ir
 from ..errors import TrainEvalWarning
+from ..gcpause import gc_paused
 from ..ir import AutogradFunction
 from .copying import copy_container, is_plain_cpu, lazy_graph_module, shallow_copy_module, state_restored
 from .shapes import real_run_applies
@@ -558,9 +559,17 @@ def trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...] = (),
     a trace fails for any reason, the model is traced again on the next.  Every node of the result
     carries :data:`fxprune.ir.SPEC` when all values were known (:meth:`ValueTracing.write_specs`).
     """
-    options = dict(leaf_types=leaf_types, leaf_names=leaf_names, leaf_functions=leaf_functions,
-                   kept_functions=kept_functions, example_inputs=example_inputs)
+    with gc_paused():  # as in the analysis; a collection would also count against a REAL path's time budget
+        return _trace_on_paths(model, dict(leaf_types=leaf_types, leaf_names=leaf_names,
+                                           leaf_functions=leaf_functions, kept_functions=kept_functions,
+                                           example_inputs=example_inputs))
+
+
+def _trace_on_paths(model: torch.nn.Module, options: dict[str, Any]) -> fx.GraphModule:
+    """:func:`trace_module`: a plain trace, or one from example values on the first path that traces the model."""
+    example_inputs = options["example_inputs"]
     if example_inputs is None:
+        _check_root_arguments(model)
         return _trace_module(model, **options)
     *first, last = value_paths(model, example_inputs)
     for values_on in first:
@@ -569,6 +578,38 @@ def trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...] = (),
         except Exception:  # noqa: BLE001 - this path cannot stand for the model: the next one decides
             pass
     return _trace_module(model, **options, values_on=last)
+
+
+def _check_root_arguments(model: torch.nn.Module) -> None:
+    """Raise what a plain trace of ``model`` raises while it makes the placeholders of ``forward``, if it does.
+
+    torch.fx makes the placeholders (``Tracer.create_args_for_root``) after it has set
+    up the trace, and fxprune after it has copied the module tree and set its flags: a
+    decorated ``forward(*args, **kwargs)`` around a forward with more parameters (a
+    Hugging Face model) fails there (``co_varnames is too small``), a millisecond spent
+    before the trace from example values.  This runs the same step first, on a scratch
+    tracer (:class:`_PlaceholderCheck`), where it can fail: for a ``forward`` with
+    keyword-only or ``*``/``**`` parameters (unwrapped, as torch.fx reads them).  Where
+    it fails the trace fails too (the step is the same, on the same function); the
+    exception quoted is then this one, where the trace might first have failed on a
+    default value it cannot record.
+    """
+    forward = getattr(type(model), "forward", None)
+    code = getattr(inspect.unwrap(forward), "__code__", None) if isinstance(forward, types.FunctionType) else None
+    if code is None or not (code.co_kwonlyargcount or code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS)):
+        return
+    scratch = _PlaceholderCheck()
+    scratch.root, scratch.graph = model, fx.Graph()
+    scratch.create_args_for_root(forward, True)
+
+
+class _PlaceholderCheck(fx.Tracer):
+    """A tracer that only makes placeholders, in a scratch graph: their default values are not recorded
+    (recording one may add it to the root as a constant), so nothing of the model is read or changed."""
+
+    def create_proxy(self, kind: str, target: Any, args: tuple, kwargs: dict, name: str | None = None,
+                     type_expr: Any = None, proxy_factory_fn: Any = None) -> fx.Proxy:
+        return fx.Proxy(self.graph.create_node(kind, target, name=name), self)
 
 
 def value_paths(model: torch.nn.Module, example_inputs: tuple) -> tuple[ValuesOn, ...]:
