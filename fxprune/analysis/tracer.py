@@ -73,7 +73,7 @@ from .. import ir
 from ..errors import TrainEvalWarning
 from ..gcpause import gc_paused
 from ..ir import AutogradFunction
-from .copying import copy_container, is_plain_cpu, lazy_graph_module, shallow_copy_module, state_restored
+from .copying import is_plain_cpu, lazy_graph_module, shallow_copy_module, state_restored
 from .shapes import real_run_applies
 from .values import ValueTracing, ValuesFailed, ValuesOn, keep_unused_state, user_frame_line
 
@@ -464,8 +464,6 @@ def _autograd_functions_kept() -> Iterator[None]:
         torch.autograd.Function.apply = original
 
 
-_CONTAINERS = (dict, list, set)
-
 
 def tracing_copy(model: torch.nn.Module) -> torch.nn.Module | None:
     """A copy of the module tree sharing every parameter and buffer (``None`` if it cannot be copied).
@@ -489,12 +487,8 @@ def tracing_copy(model: torch.nn.Module) -> torch.nn.Module | None:
     def copy_module(m: torch.nn.Module) -> torch.nn.Module:
         if id(m) in memo:
             return memo[id(m)]
-        new = shallow_copy_module(m)
+        new = shallow_copy_module(m, containers=True)
         memo[id(m)] = new
-        attrs = vars(new)
-        for k, v in list(attrs.items()):
-            if isinstance(v, _CONTAINERS):
-                attrs[k] = copy_container(v)
         for k, child in m._modules.items():
             new._modules[k] = copy_module(child) if child is not None else None
         return new
