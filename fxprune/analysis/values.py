@@ -142,6 +142,16 @@ def _device_on_meta(device: Any) -> Any:
     raise ValuesFailed(f"device {device!r}: only CPU devices are traced on meta tensors")
 
 
+def _grad_mode_setter() -> Callable[[bool], Any]:
+    """What sets autograd's mode: torch's own C setter (``torch.set_grad_enabled`` makes a context object
+    each call, twice per value on the REAL path); torch's public function where the private one is gone."""
+    setter = getattr(torch._C, "_set_grad_enabled", None)
+    return setter if callable(setter) else torch.set_grad_enabled
+
+
+_set_grad_enabled = _grad_mode_setter()
+
+
 class _OnReal:
     """While a value is computed with CPU kernels: no autograd (the copies' results need none), and every
     read of tensor data refused (``refused(why)``, then :class:`~fxprune.analysis.data_reads.DataRead`).
@@ -153,18 +163,18 @@ class _OnReal:
 
     def __enter__(self) -> None:
         self._grad.append(torch.is_grad_enabled())
-        torch.set_grad_enabled(False)
+        _set_grad_enabled(False)
         try:
             self._refusing.__enter__()
         except BaseException:
-            torch.set_grad_enabled(self._grad.pop())
+            _set_grad_enabled(self._grad.pop())
             raise
 
     def __exit__(self, *exc: Any) -> None:
         try:
             self._refusing.__exit__(*exc)
         finally:
-            torch.set_grad_enabled(self._grad.pop())
+            _set_grad_enabled(self._grad.pop())
 
 
 def _factories() -> frozenset:
