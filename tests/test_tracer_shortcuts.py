@@ -1,6 +1,6 @@
 """The capture's shortcuts past torch.fx's generic machinery give torch.fx's own results (issue 14, speed).
 
-fxprune's tracer (:mod:`fxprune.analysis.tracer`) lowers common arguments without
+fxprune's tracer (:mod:`fxprune.analysis.tracing_shortcuts`) lowers common arguments without
 torch.fx's dozen checks, copies the module stack of each node directly and quotes
 the user's source line without summarising the whole stack; each shortcut is
 compared here with the torch.fx (or ``traceback``) path it stands for.
@@ -16,7 +16,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from fxprune.analysis import tracer as tracer_module, values
+from fxprune.analysis import tracer as tracer_module, tracing_shortcuts, values
 from fxprune.analysis.tracer import _Tracer, trace_module
 
 
@@ -97,7 +97,7 @@ def test_traces_equal_without_the_shortcuts(example, monkeypatch):
                           repr(n.meta.get("nn_module_stack"))) for n in gm.graph.nodes]
 
     fast = traced()
-    monkeypatch.setattr(tracer_module, "_arg_handlers", lambda proxy_types: {})
+    monkeypatch.setattr(tracing_shortcuts, "arg_handlers", lambda proxy_types: {})
     assert traced() == fast
     monkeypatch.setattr(tracer_module._Tracer, "_arguments_set_after", lambda self: False)
     assert traced() == fast

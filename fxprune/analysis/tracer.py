@@ -52,11 +52,9 @@ Example:
 from __future__ import annotations
 
 import builtins
-import collections
 import contextlib
 import functools
 import inspect
-import logging
 import operator
 import threading
 import types
@@ -75,6 +73,7 @@ from ..gcpause import gc_paused
 from ..ir import AutogradFunction
 from .copying import is_plain_cpu, lazy_graph_module, shallow_copy_module, state_restored
 from .shapes import real_run_applies
+from .tracing_shortcuts import Shortcuts, check_root_arguments
 from .values import ValueTracing, ValuesFailed, ValuesOn, keep_unused_state, user_frame_line
 
 __all__ = ["CAPTURE_LOCK", "meta_values_apply", "state_restored", "trace_module", "tracing_copy", "value_paths"]
@@ -105,79 +104,13 @@ def _user_frame(owner: str, kind: str) -> str:
     return f"a branch on {owner} ({kind}).training at {user_frame_line()}"
 
 
-class _ModuleStack(collections.OrderedDict):
-    """torch.fx's module call stack (an ``OrderedDict``), copied for every node it records
-    (``copy.copy`` in ``TracerBase.create_node``): copied here as the ``OrderedDict`` that
-    ``copy.copy`` makes of one (same items, same type), without its ``__reduce_ex__`` round trip."""
-
-    def __copy__(self) -> collections.OrderedDict:
-        return collections.OrderedDict(self)
-
-
-#: the node kinds whose arguments ``Graph.create_node`` walks (see ``_Tracer.create_node``)
-_CALL_OPS = frozenset({"call_function", "call_method", "call_module"})
-#: torch.fx's tracer log (``TracerBase.create_node`` logs each new node at debug level)
-_FX_LOG = logging.getLogger("torch.fx.proxy")
-
-
-#: argument types torch.fx's ``Tracer.create_arg`` gives back as they are (no tensor, module or tuple)
-_AS_IS_TYPES = (bool, int, float, complex, str, type(None), type(...), torch.dtype, torch.device, torch.layout,
-                torch.memory_format)
-
-
-def _arg_handlers(proxy_types: tuple[type, ...]) -> dict[type, Any]:
-    """Per argument type, how torch.fx's ``Tracer.create_arg`` lowers an argument of exactly that type
-    (``_Tracer.create_arg`` takes these directly; any other type goes through torch.fx).
-
-    Left out: a type registered as an opaque type or made proxyable (torch.fx stores those as
-    constants).  Both registries are private to torch; where either cannot be read (a torch
-    without them, or that moved them) the table is empty and every argument goes through torch.fx.
-    """
-    try:
-        from torch._library.opaque_object import is_opaque_type
-        proxyable = fx_trace._proxyable_classes
-    except (ImportError, AttributeError):  # pragma: no cover - another torch: no shortcut
-        return {}
-    handlers: dict[type, Any] = {t: _as_is for t in _AS_IS_TYPES}
-    handlers.update({t: _node_of for t in (fx.Proxy, fx.proxy.Attribute, *proxy_types)})
-    handlers.update({tuple: _tuple_arg, list: _list_arg, dict: _dict_arg, slice: _slice_arg})
-    return {t: h for t, h in handlers.items() if t not in proxyable and not is_opaque_type(t)}
-
-
-def _as_is(tracer: fx.Tracer, a: Any) -> Any:
-    return a
-
-
-def _node_of(tracer: fx.Tracer, a: fx.Proxy) -> fx.Node:
-    return a.node  # an Attribute's node is recorded now, as torch.fx does
-
-
-def _tuple_arg(tracer: fx.Tracer, a: tuple) -> tuple:
-    return tuple([tracer.create_arg(x) for x in a])
-
-
-def _list_arg(tracer: fx.Tracer, a: list) -> list:
-    return [tracer.create_arg(x) for x in a]
-
-
-def _dict_arg(tracer: fx.Tracer, a: dict) -> dict:
-    if all(type(k) is str for k in a):
-        return {k: tracer.create_arg(v) for k, v in a.items()}
-    return fx.Tracer.create_arg(tracer, a)  # keys that are not strings: torch.fx checks them
-
-
-def _slice_arg(tracer: fx.Tracer, a: slice) -> slice:
-    return slice(tracer.create_arg(a.start), tracer.create_arg(a.stop), tracer.create_arg(a.step))
-
-
-class _Tracer(ValueTracing, fx.Tracer):
+class _Tracer(Shortcuts, ValueTracing, fx.Tracer):
     proxy_buffer_attributes = True
 
     def __init__(self, leaf_types: tuple[type, ...], leaf_names: frozenset[str],
                  leaf_functions: tuple[Any, ...], reads: list[str]) -> None:
         super().__init__(autowrap_functions=leaf_functions)
-        self.module_stack = _ModuleStack()
-        self._arg_handlers = _arg_handlers(self.PROXY_TYPES)
+        self._init_shortcuts(self.PROXY_TYPES)
         self._leaf_types = leaf_types
         self._leaf_names = leaf_names
         self._thread = threading.get_ident()
@@ -185,38 +118,6 @@ class _Tracer(ValueTracing, fx.Tracer):
         self._proxy_cache: dict | None = None  # torch.fx's parameter proxy cache of this trace
         self._tensor_names: tuple | None = None  # (root, parameters by id, buffers by id), see _tensor_name
         self._init_values()
-
-    def create_node(self, kind: str, target: Any, args: tuple, kwargs: dict, name: str | None = None,
-                    type_expr: Any = None) -> fx.Node:
-        """torch.fx's ``create_node`` (the same node), a call's arguments set on it once it is made.
-
-        ``Graph.create_node`` walks the arguments of every call with pytree for raw
-        ``SymInt`` values to warn about (a symbolic trace of eager code has none), the
-        largest single cost per node; the node is made without arguments here and
-        they are set through the public ``Node.args`` / ``Node.kwargs`` setters, which
-        do what ``Node.__init__`` does with them.  Where something could see the node
-        before its arguments (the graph's owner's node hooks, torch.fx's debug log,
-        the mutable-operation check) torch.fx makes it as it does.
-        """
-        if kind not in _CALL_OPS or type(args) is not tuple or not isinstance(kwargs, dict) \
-                or not (args or kwargs) or not self._arguments_set_after():
-            return super().create_node(kind, target, args, kwargs, name, type_expr)
-        node = super().create_node(kind, target, (), {}, name, type_expr)
-        node.args = args
-        if kwargs:
-            node.kwargs = kwargs
-        return node
-
-    def _arguments_set_after(self) -> bool:
-        """Whether nothing sees a new node before :meth:`create_node` sets its arguments."""
-        return not self.check_mutable_operations and self.graph.owning_module is None \
-            and not _FX_LOG.isEnabledFor(logging.DEBUG)
-
-    def create_arg(self, a: Any) -> Any:
-        """torch.fx's ``create_arg`` (the same result), taking the common argument types directly
-        (:func:`_arg_handlers`): torch.fx tries a dozen checks on every argument first."""
-        handler = self._arg_handlers.get(type(a))
-        return handler(self, a) if handler is not None else super().create_arg(a)
 
     def constant_value(self, a: Any) -> Any:
         """A module's training flag (:class:`_ModeFlag`) computes as the plain bool it stands for."""
@@ -464,7 +365,6 @@ def _autograd_functions_kept() -> Iterator[None]:
         torch.autograd.Function.apply = original
 
 
-
 def tracing_copy(model: torch.nn.Module) -> torch.nn.Module | None:
     """A copy of the module tree sharing every parameter and buffer (``None`` if it cannot be copied).
 
@@ -563,7 +463,7 @@ def _trace_on_paths(model: torch.nn.Module, options: dict[str, Any]) -> fx.Graph
     """:func:`trace_module`: a plain trace, or one from example values on the first path that traces the model."""
     example_inputs = options["example_inputs"]
     if example_inputs is None:
-        _check_root_arguments(model)
+        check_root_arguments(model)
         return _trace_module(model, **options)
     *first, last = value_paths(model, example_inputs)
     for values_on in first:
@@ -572,38 +472,6 @@ def _trace_on_paths(model: torch.nn.Module, options: dict[str, Any]) -> fx.Graph
         except Exception:  # noqa: BLE001 - this path cannot stand for the model: the next one decides
             pass
     return _trace_module(model, **options, values_on=last)
-
-
-def _check_root_arguments(model: torch.nn.Module) -> None:
-    """Raise what a plain trace of ``model`` raises while it makes the placeholders of ``forward``, if it does.
-
-    torch.fx makes the placeholders (``Tracer.create_args_for_root``) after it has set
-    up the trace, and fxprune after it has copied the module tree and set its flags: a
-    decorated ``forward(*args, **kwargs)`` around a forward with more parameters (a
-    Hugging Face model) fails there (``co_varnames is too small``), a millisecond spent
-    before the trace from example values.  This runs the same step first, on a scratch
-    tracer (:class:`_PlaceholderCheck`), where it can fail: for a ``forward`` with
-    keyword-only or ``*``/``**`` parameters (unwrapped, as torch.fx reads them).  Where
-    it fails the trace fails too (the step is the same, on the same function); the
-    exception quoted is then this one, where the trace might first have failed on a
-    default value it cannot record.
-    """
-    forward = getattr(type(model), "forward", None)
-    code = getattr(inspect.unwrap(forward), "__code__", None) if isinstance(forward, types.FunctionType) else None
-    if code is None or not (code.co_kwonlyargcount or code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS)):
-        return
-    scratch = _PlaceholderCheck()
-    scratch.root, scratch.graph = model, fx.Graph()
-    scratch.create_args_for_root(forward, True)
-
-
-class _PlaceholderCheck(fx.Tracer):
-    """A tracer that only makes placeholders, in a scratch graph: their default values are not recorded
-    (recording one may add it to the root as a constant), so nothing of the model is read or changed."""
-
-    def create_proxy(self, kind: str, target: Any, args: tuple, kwargs: dict, name: str | None = None,
-                     type_expr: Any = None, proxy_factory_fn: Any = None) -> fx.Proxy:
-        return fx.Proxy(self.graph.create_node(kind, target, name=name), self)
 
 
 def value_paths(model: torch.nn.Module, example_inputs: tuple) -> tuple[ValuesOn, ...]:

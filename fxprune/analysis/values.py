@@ -50,11 +50,8 @@ from __future__ import annotations
 import builtins
 import enum
 import inspect
-import linecache
-import sys
 import threading
 import time
-import traceback
 from typing import Any, Callable, Iterator
 
 import torch
@@ -65,55 +62,9 @@ from ..modules import check_traced
 from . import shapes
 from .copying import is_plain_cpu, shallow_copy_module
 from .data_reads import data_reads_refused
+from .tracing_shortcuts import user_frame_line
 
 __all__ = ["ValueTracing", "ValuesFailed", "ValuesOn", "keep_unused_state", "user_frame_line"]
-
-
-#: frames in files under these paths are not the user's (the first frame outside them is quoted)
-_CAPTURE_PATHS = ("/torch/", "/fxprune/analysis/")
-
-
-def user_frame_line() -> str:
-    """``file:line: code`` of the innermost frame outside torch and fxprune's capture (the caller of
-    this function and its caller are skipped: they are the capture's own).
-
-    Walks the frames up from the caller's caller and reads one source line, instead of
-    ``traceback.extract_stack()`` (a summary, a ``linecache`` check and a source line per frame
-    of a deep stack, for each frozen branch of a trace); the result is the same, and the
-    same way is taken where ``sys.tracebacklimit`` cuts the stack.
-    """
-    if getattr(sys, "tracebacklimit", None) is not None:
-        return _quoted(traceback.extract_stack()[:-2])
-    try:
-        frame = sys._getframe(2)
-    except ValueError:  # called from the outermost frames: nothing of the user's above
-        return "an unknown line"
-    while frame is not None:
-        filename = frame.f_code.co_filename
-        if not _in_capture(filename):
-            return _frame_line(frame)
-        frame = frame.f_back
-    return "an unknown line"
-
-
-def _in_capture(filename: str) -> bool:
-    return any(p in filename.replace("\\", "/") for p in _CAPTURE_PATHS)
-
-
-def _frame_line(frame: Any) -> str:
-    """``file:line: code`` of ``frame``, the source line read as ``traceback.FrameSummary.line`` reads it."""
-    filename, lineno = frame.f_code.co_filename, frame.f_lineno
-    linecache.lazycache(filename, frame.f_globals)
-    linecache.checkcache(filename)
-    line = linecache.getline(filename, lineno).strip() if lineno is not None else None
-    return f"{filename}:{lineno}: {line}"
-
-
-def _quoted(frames: list) -> str:
-    """``file:line: code`` of the innermost of ``frames`` (a ``traceback`` summary) outside the capture."""
-    frames = [f for f in frames if not _in_capture(f.filename)]
-    return f"{frames[-1].filename}:{frames[-1].lineno}: {frames[-1].line}" if frames else "an unknown line"
-
 
 
 _UNKNOWN = object()  # a traced value that could not be computed
