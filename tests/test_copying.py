@@ -146,6 +146,41 @@ def test_shallow_copies_as_copy_does(name):
                     else type(c) is type(d) and c == d and c is not v
 
 
+class _OwnState(nn.Linear):
+    """Its own ``__setstate__``: the containers are copied after it ran, as before the one-pass copy."""
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.seen = [id(v) for v in state.values() if isinstance(v, (dict, list, set))]
+
+
+@pytest.mark.parametrize("name", ["convnext", "densenet", "vit", "odd", "own_state"])
+def test_shallow_copies_with_their_containers_as_copy_then_copy_container_does(name):
+    """``containers=True``: the two-pass copy (``copy.copy``, then each container attribute copied)."""
+    model = _OwnState(2, 2) if name == "own_state" else _odd_model() if name == "odd" else ZOO[name]()[0]
+    model.register_forward_hook(lambda *a: None)
+    for m in model.modules():
+        try:
+            theirs = copy.copy(m)
+        except RuntimeError:  # a parametrized module refuses to be copied: so does ours
+            continue
+        for k, v in list(vars(theirs).items()):
+            if isinstance(v, (dict, list, set)):
+                vars(theirs)[k] = copy_container(v)
+        ours = shallow_copy_module(m, containers=True)
+        assert type(ours) is type(theirs) and list(vars(ours)) == list(vars(theirs))
+        for k, v in vars(ours).items():
+            if k == "seen":
+                continue
+            w, orig = vars(theirs)[k], vars(m).get(k)
+            if isinstance(v, (dict, list, set)):
+                assert type(v) is type(w) and v == w and v is not orig
+            else:
+                assert v is w
+    if name == "own_state":  # its __setstate__ saw the originals: the containers were copied after it
+        assert set(shallow_copy_module(model, containers=True).seen) <= {id(v) for v in vars(model).values()}
+
+
 class _Shadow(nn.Module):
     def __init__(self) -> None:
         super().__init__()

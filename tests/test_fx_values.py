@@ -270,8 +270,17 @@ REAL, META, FAKE = ValuesOn.REAL, ValuesOn.META, ValuesOn.FAKE
 
 
 def _traces(monkeypatch):
-    """Spy on the traces: ``[(path, 'ok' or the error type)]``, path ``None`` for a plain symbolic trace."""
-    seen, original = [], _tracer._trace_module
+    """Spy on the traces: ``[(path, 'ok' or the error type)]``, path ``None`` for a plain symbolic trace
+    (which fails before it starts where the placeholders of ``forward`` cannot be made)."""
+    seen, original, placeholders = [], _tracer._trace_module, _tracer.check_root_arguments
+
+    def check(model):
+        try:
+            placeholders(model)
+        except Exception as exc:
+            seen.append((None, type(exc).__name__))
+            raise
+    monkeypatch.setattr(_tracer, "check_root_arguments", check)
 
     def spy(*args, **kwargs):
         path = kwargs.get("values_on") if kwargs.get("example_inputs") is not None else None

@@ -192,17 +192,43 @@ def deepcopy_module(module: torch.nn.Module, memo: dict[int, Any] | None = None)
     return new
 
 
-def shallow_copy_module(module: torch.nn.Module) -> torch.nn.Module:
+def shallow_copy_module(module: torch.nn.Module, containers: bool = False) -> torch.nn.Module:
     """``copy.copy(module)`` (a new module object with a copy of its attribute dict), without the
-    generic dispatch where the class copies plainly."""
+    generic dispatch where the class copies plainly; with ``containers``, each dict, list or set
+    attribute of the copy is a copy too (:func:`copy_container`, one level deep).
+
+    Where the class keeps ``torch.nn.Module``'s own ``__getstate__`` and ``__setstate__`` (which
+    only stores the state and adds missing hook dicts), the containers are copied in the state
+    before it is stored, in one pass; otherwise in the copy's attribute dict afterwards.
+    """
     cls = type(module)
     if _copies_plainly(cls):
         state = module.__getstate__()
         if type(state) is dict:
             new = cls.__new__(cls)
+            if containers and cls.__getstate__ is _MODULE_GETSTATE and cls.__setstate__ is _MODULE_SETSTATE:
+                for k, v in state.items():
+                    if isinstance(v, _CONTAINER_TYPES):
+                        state[k] = copy_container(v)
+                new.__setstate__(state)
+                return new
             new.__setstate__(state)
-            return new
-    return copy.copy(module)
+            return _containers_copied(new) if containers else new
+    new = copy.copy(module)
+    return _containers_copied(new) if containers else new
+
+
+_MODULE_GETSTATE = torch.nn.Module.__getstate__
+_MODULE_SETSTATE = torch.nn.Module.__setstate__
+_CONTAINER_TYPES = (dict, list, set)
+
+
+def _containers_copied(module: torch.nn.Module) -> torch.nn.Module:
+    attrs = vars(module)
+    for k, v in list(attrs.items()):
+        if isinstance(v, _CONTAINER_TYPES):
+            attrs[k] = copy_container(v)
+    return module
 
 
 def copy_container(value: Any) -> Any:

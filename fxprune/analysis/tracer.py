@@ -69,9 +69,11 @@ from torch.nn.utils import parametrize
 
 from .. import ir
 from ..errors import TrainEvalWarning
+from ..gcpause import gc_paused
 from ..ir import AutogradFunction
-from .copying import copy_container, is_plain_cpu, lazy_graph_module, shallow_copy_module, state_restored
+from .copying import is_plain_cpu, lazy_graph_module, shallow_copy_module, state_restored
 from .shapes import real_run_applies
+from .tracing_shortcuts import Shortcuts, check_root_arguments
 from .values import ValueTracing, ValuesFailed, ValuesOn, keep_unused_state, user_frame_line
 
 __all__ = ["CAPTURE_LOCK", "meta_values_apply", "state_restored", "trace_module", "tracing_copy", "value_paths"]
@@ -102,12 +104,13 @@ def _user_frame(owner: str, kind: str) -> str:
     return f"a branch on {owner} ({kind}).training at {user_frame_line()}"
 
 
-class _Tracer(ValueTracing, fx.Tracer):
+class _Tracer(Shortcuts, ValueTracing, fx.Tracer):
     proxy_buffer_attributes = True
 
     def __init__(self, leaf_types: tuple[type, ...], leaf_names: frozenset[str],
                  leaf_functions: tuple[Any, ...], reads: list[str]) -> None:
         super().__init__(autowrap_functions=leaf_functions)
+        self._init_shortcuts(self.PROXY_TYPES)
         self._leaf_types = leaf_types
         self._leaf_names = leaf_names
         self._thread = threading.get_ident()
@@ -362,9 +365,6 @@ def _autograd_functions_kept() -> Iterator[None]:
         torch.autograd.Function.apply = original
 
 
-_CONTAINERS = (dict, list, set)
-
-
 def tracing_copy(model: torch.nn.Module) -> torch.nn.Module | None:
     """A copy of the module tree sharing every parameter and buffer (``None`` if it cannot be copied).
 
@@ -387,12 +387,8 @@ def tracing_copy(model: torch.nn.Module) -> torch.nn.Module | None:
     def copy_module(m: torch.nn.Module) -> torch.nn.Module:
         if id(m) in memo:
             return memo[id(m)]
-        new = shallow_copy_module(m)
+        new = shallow_copy_module(m, containers=True)
         memo[id(m)] = new
-        attrs = vars(new)
-        for k, v in list(attrs.items()):
-            if isinstance(v, _CONTAINERS):
-                attrs[k] = copy_container(v)
         for k, child in m._modules.items():
             new._modules[k] = copy_module(child) if child is not None else None
         return new
@@ -457,9 +453,17 @@ def trace_module(model: torch.nn.Module, *, leaf_types: tuple[type, ...] = (),
     a trace fails for any reason, the model is traced again on the next.  Every node of the result
     carries :data:`fxprune.ir.SPEC` when all values were known (:meth:`ValueTracing.write_specs`).
     """
-    options = dict(leaf_types=leaf_types, leaf_names=leaf_names, leaf_functions=leaf_functions,
-                   kept_functions=kept_functions, example_inputs=example_inputs)
+    with gc_paused():  # as in the analysis; a collection would also count against a REAL path's time budget
+        return _trace_on_paths(model, dict(leaf_types=leaf_types, leaf_names=leaf_names,
+                                           leaf_functions=leaf_functions, kept_functions=kept_functions,
+                                           example_inputs=example_inputs))
+
+
+def _trace_on_paths(model: torch.nn.Module, options: dict[str, Any]) -> fx.GraphModule:
+    """:func:`trace_module`: a plain trace, or one from example values on the first path that traces the model."""
+    example_inputs = options["example_inputs"]
     if example_inputs is None:
+        check_root_arguments(model)
         return _trace_module(model, **options)
     *first, last = value_paths(model, example_inputs)
     for values_on in first:

@@ -52,7 +52,6 @@ import enum
 import inspect
 import threading
 import time
-import traceback
 from typing import Any, Callable, Iterator
 
 import torch
@@ -63,16 +62,9 @@ from ..modules import check_traced
 from . import shapes
 from .copying import is_plain_cpu, shallow_copy_module
 from .data_reads import data_reads_refused
+from .tracing_shortcuts import user_frame_line
 
 __all__ = ["ValueTracing", "ValuesFailed", "ValuesOn", "keep_unused_state", "user_frame_line"]
-
-
-def user_frame_line() -> str:
-    """``file:line: code`` of the innermost frame outside torch and fxprune's capture."""
-    frames = [f for f in traceback.extract_stack()[:-2]
-              if not any(p in f.filename.replace("\\", "/") for p in ("/torch/", "/fxprune/analysis/"))]
-    return f"{frames[-1].filename}:{frames[-1].lineno}: {frames[-1].line}" if frames else "an unknown line"
-
 
 
 _UNKNOWN = object()  # a traced value that could not be computed
@@ -101,6 +93,16 @@ def _device_on_meta(device: Any) -> Any:
     raise ValuesFailed(f"device {device!r}: only CPU devices are traced on meta tensors")
 
 
+def _grad_mode_setter() -> Callable[[bool], Any]:
+    """What sets autograd's mode: torch's own C setter (``torch.set_grad_enabled`` makes a context object
+    each call, twice per value on the REAL path); torch's public function where the private one is gone."""
+    setter = getattr(torch._C, "_set_grad_enabled", None)
+    return setter if callable(setter) else torch.set_grad_enabled
+
+
+_set_grad_enabled = _grad_mode_setter()
+
+
 class _OnReal:
     """While a value is computed with CPU kernels: no autograd (the copies' results need none), and every
     read of tensor data refused (``refused(why)``, then :class:`~fxprune.analysis.data_reads.DataRead`).
@@ -112,18 +114,18 @@ class _OnReal:
 
     def __enter__(self) -> None:
         self._grad.append(torch.is_grad_enabled())
-        torch.set_grad_enabled(False)
+        _set_grad_enabled(False)
         try:
             self._refusing.__enter__()
         except BaseException:
-            torch.set_grad_enabled(self._grad.pop())
+            _set_grad_enabled(self._grad.pop())
             raise
 
     def __exit__(self, *exc: Any) -> None:
         try:
             self._refusing.__exit__(*exc)
         finally:
-            torch.set_grad_enabled(self._grad.pop())
+            _set_grad_enabled(self._grad.pop())
 
 
 def _factories() -> frozenset:
@@ -246,6 +248,9 @@ class _ValueAttribute(fx.proxy.Attribute, _ValueProxy):
 class ValueTracing:
     """The value-tracing half of fxprune's tracer (a mixin before ``torch.fx.Tracer``): inactive until
     :meth:`from_examples`.  Expects ``_thread``, ``_reads`` and ``root`` of the tracer."""
+
+    #: the proxy classes of a trace from example values (an argument of one of them is its node)
+    PROXY_TYPES: tuple[type, ...] = (_ValueProxy, _ValueAttribute)
 
     def _init_values(self) -> None:
         self.values: dict[fx.Node, Any] | None = None  # a trace from example values: each node's value
