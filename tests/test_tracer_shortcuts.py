@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from fxprune.analysis import tracer as tracer_module, tracing_shortcuts, values
 from fxprune.analysis.tracer import _Tracer, trace_module
+from test_fx_values import keywords_only  # the Hugging Face style decorator
 
 
 def _tracers(make_root) -> tuple[_Tracer, _Tracer]:
@@ -177,22 +178,12 @@ def _recording(create_node, seen):
     return recorded
 
 
-def _keywords_only(forward):
-    """A Hugging Face style decorator: ``(*args, **kwargs)`` around a forward with more parameters."""
-    import functools
-
-    @functools.wraps(forward)
-    def wrapper(self, *args, **kwargs):
-        return forward(self, *args, **kwargs)
-    return wrapper
-
-
 class Decorated(nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(4, 4)
 
-    @_keywords_only
+    @keywords_only
     def forward(self, x=None, mask=None, scale=None, **kwargs):
         return self.fc(x)
 
