@@ -46,7 +46,7 @@ from ..ir import TensorSpec
 from ..modules import submodule
 from .copying import is_plain_cpu, state_restored
 
-__all__ = ["propagate_shapes", "spec_of", "as_example_inputs", "real_run_applies"]
+__all__ = ["RealShapeProp", "propagate_shapes", "spec_of", "as_example_inputs", "real_run_applies", "real_run_deadline"]
 
 
 def as_example_inputs(example_inputs: Any) -> tuple:
@@ -280,8 +280,17 @@ class _OverBudget(Exception):
     """A real run took longer than meta tensors would."""
 
 
-class _RealProp(_LeanProp):
-    """Shape propagation on real CPU tensors (copies), given up past a deadline."""
+def real_run_deadline(gm: fx.GraphModule) -> float:
+    """The thread CPU time past which a real run of ``gm`` is given up (:data:`REAL_RUN_SECONDS_PER_NODE`
+    per node, at least :data:`REAL_RUN_MIN_SECONDS`): CPU time, not wall time, since on a busy machine
+    the run is no costlier, only slower."""
+    return time.thread_time() + max(REAL_RUN_SECONDS_PER_NODE * len(gm.graph.nodes), REAL_RUN_MIN_SECONDS)
+
+
+class RealShapeProp(_LeanProp):
+    """Shape propagation on real CPU tensors, given up past a deadline (:func:`real_run_deadline`):
+    every node gets its :data:`fxprune.ir.SPEC`.  It runs on whatever state the module holds;
+    :func:`propagate_shapes` runs it on copies, the rewrite's check on the module it owns."""
 
     def __init__(self, gm: fx.GraphModule, deadline: float) -> None:
         super().__init__(gm, garbage_collect_values=True)
@@ -371,9 +380,7 @@ def _propagate_on_real(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> boo
         return False
     inputs = fx.node.map_aggregate(
         tuple(example_inputs), lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v)
-    # CPU time of this thread, not wall time: on a busy machine the run is no costlier, only slower
-    deadline = time.thread_time() + max(REAL_RUN_SECONDS_PER_NODE * len(gm.graph.nodes), REAL_RUN_MIN_SECONDS)
-    return _run_on_copies(modules, lambda t: t.detach().clone(), inputs, _RealProp(gm, deadline),
+    return _run_on_copies(modules, lambda t: t.detach().clone(), inputs, RealShapeProp(gm, real_run_deadline(gm)),
                           torch.random.fork_rng(devices=[]))
 
 

@@ -15,11 +15,12 @@ place.  The run watches the only writes left, the in-place ops
 (:func:`~fxprune.ops.effects.mutated_args`): before one executes, it stops if
 the tensor written shares storage with the module's state or the inputs.
 Anything else (a module without such a rule or one that writes, a hook, a
-Python function kept whole, state off the CPU or past :data:`MAX_STATE`
-elements, a run past its time budget, an in-place write of what it reads, any
+Python function kept whole, state off the CPU or past the size cap of the
+analysis' real run, a run past that run's time budget, an in-place write of what it reads, any
 failure) returns ``False`` and the caller falls back to ``propagate_shapes``,
-which also names a failing node.  Either way every node gets the same
-:data:`fxprune.ir.SPEC`.
+which also names a failing node.  The run itself is the analysis' real shape
+run (:class:`~fxprune.analysis.shapes.RealShapeProp`), on the module's own state;
+either way every node gets the same :data:`fxprune.ir.SPEC`.
 
 Example:
     >>> import torch, torch.fx as fx
@@ -35,7 +36,6 @@ Example:
 """
 from __future__ import annotations
 
-import time
 import warnings
 from typing import Any, Sequence
 
@@ -43,30 +43,17 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .. import ir
-from ..analysis.copying import is_plain_cpu
-from ..analysis.shapes import spec_of
+from ..analysis.shapes import RealShapeProp, real_run_applies, real_run_deadline
 from ..modules import check_traced
 from ..ops.builtin import default_registry
 from ..ops.effects import mutated_args
 from ..ops.registry import Registry, node_key
 
-__all__ = ["MAX_STATE", "SECONDS_PER_NODE", "MIN_SECONDS", "run_owned"]
-
-#: a direct run is tried only on CPU state of at most this many elements (as the analysis' real run)
-MAX_STATE = 4_000_000
-#: ... and given up past this many seconds of the thread's CPU time per graph node,
-SECONDS_PER_NODE = 2e-4
-#: ... or past this many seconds for a small graph (first calls of CPU kernels set up their primitives)
-MIN_SECONDS = 5e-3
+__all__ = ["run_owned"]
 
 _HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 _GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
                  "_global_backward_pre_hooks")
-
-
-class _OverBudget(Exception):
-    """The direct run took longer than meta tensors would."""
 
 
 class _WouldWrite(Exception):
@@ -86,11 +73,10 @@ def run_owned(gm: fx.GraphModule, example_inputs: Sequence[Any], registry: Regis
     modules = dict(gm.named_modules())
     if not _may_run_directly(gm, modules, inputs, registry if registry is not None else default_registry()):
         return False
-    deadline = time.thread_time() + max(SECONDS_PER_NODE * len(gm.graph.nodes), MIN_SECONDS)
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=[]), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            _run(gm, modules, inputs, deadline)
+            _WatchingProp(gm, modules).run(*inputs)
     except Exception:  # noqa: BLE001 - over budget, about to write, or failing: propagate_shapes decides
         return False
     return True
@@ -98,18 +84,14 @@ def run_owned(gm: fx.GraphModule, example_inputs: Sequence[Any], registry: Regis
 
 def _may_run_directly(gm: fx.GraphModule, modules: dict[str, nn.Module], inputs: tuple,
                       registry: Registry) -> bool:
-    """Whether nothing but the in-place ops :func:`_run` watches can write during a run of ``gm``:
-    no hooks, every called module declared write-free by its rule, no Python function kept whole,
-    plain CPU state within :data:`MAX_STATE` elements and plain CPU inputs."""
+    """Whether nothing but the in-place ops :class:`_WatchingProp` watches can write during a run of
+    ``gm``: no hooks, every called module declared write-free by its rule, no Python function kept
+    whole, and a model the analysis' real run would take (:func:`~fxprune.analysis.shapes.real_run_applies`:
+    plain CPU state and inputs, within its size cap)."""
     if any(getattr(torch.nn.modules.module, name, None) for name in _GLOBAL_HOOKS):
         return False
-    state: dict[int, torch.Tensor] = {}
-    for m in modules.values():
-        attrs = vars(m)
-        if any(attrs.get(h) for h in _HOOKS):
-            return False
-        state.update((id(t), t) for t in m._parameters.values() if t is not None)
-        state.update((id(t), t) for t in m._buffers.values() if t is not None)
+    if any(vars(m).get(h) for m in modules.values() for h in _HOOKS):
+        return False
     for node in gm.graph.nodes:
         if node.op == "call_module":
             module = modules[str(node.target)]
@@ -118,11 +100,7 @@ def _may_run_directly(gm: fx.GraphModule, modules: dict[str, nn.Module], inputs:
                 return False  # no rule, a rule that does not say, or a module that writes (train-mode statistics)
         elif node.op == "call_function" and not _is_torch_callable(node.target):
             return False  # a Python function kept whole (torch.fx.wrap) may write anything it reaches
-    flat: list[Any] = []
-    fx.node.map_aggregate(inputs, flat.append)
-    tensors = [x for x in flat if isinstance(x, torch.Tensor)]
-    return all(is_plain_cpu(t) for t in state.values()) and all(is_plain_cpu(t) for t in tensors) \
-        and sum(t.numel() for t in state.values()) <= MAX_STATE
+    return real_run_applies(gm, inputs)
 
 
 #: modules whose functions write an argument only as :func:`~fxprune.ops.effects.mutated_args` says
@@ -150,39 +128,29 @@ def _storages(value: Any) -> set[int]:
     return out
 
 
-def _run(gm: fx.GraphModule, modules: dict[str, nn.Module], inputs: tuple, deadline: float) -> None:
-    """Run ``gm``'s graph node by node (as ``fx.Interpreter`` would, without its per-run bookkeeping,
-    modules looked up by name once), recording each node's spec; values are freed after their last use.
+class _WatchingProp(RealShapeProp):
+    """The analysis' real shape run (:class:`~fxprune.analysis.shapes.RealShapeProp`) on the module's
+    own state, stopping before a node that writes an argument in place
+    (:func:`~fxprune.ops.effects.mutated_args`) when that argument shares storage with the
+    module's state, a tensor an attribute read gave, or the inputs: a view or an identity's
+    output is caught by its storage, whatever computed it."""
 
-    Before a node that writes an argument in place (:func:`~fxprune.ops.effects.mutated_args`),
-    the run stops (:class:`_WouldWrite`) if that argument shares storage with the module's state,
-    a tensor an attribute read gave, or the inputs: a view or an identity's output is caught
-    by its storage, whatever computed it.
-    """
-    interp = fx.Interpreter(gm, garbage_collect_values=True)
-    graph = gm.graph
-    interp.args_iter = iter(graph.process_inputs(*inputs))
-    env = interp.env
-    last_uses = interp.user_to_last_uses
-    protected = _storages(inputs) | {t.untyped_storage().data_ptr() for t in gm.state_dict(keep_vars=True).values()}
-    for node in graph.nodes:
-        if time.thread_time() > deadline:
-            raise _OverBudget(node.name)
-        args = fx.node.map_arg(node.args, env.__getitem__)
-        kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
-        module = modules[str(node.target)] if node.op == "call_module" else None
-        written = mutated_args(node, gm, module) if node.op.startswith("call_") else ()
-        if written and not protected.isdisjoint(_storages([env[w] for w in written])):
-            raise _WouldWrite(node.name)
-        if module is not None:
-            value = module(*args, **kwargs)
-        else:
-            value = getattr(interp, node.op)(node.target, args, kwargs)
-        if node.op == "get_attr":
-            protected |= _storages(value)
-        node.meta[ir.SPEC] = spec_of(value)
-        env[node] = value
-        for dead in last_uses.get(node, ()):
-            del env[dead]
-        if node.op == "output":
-            return
+    def __init__(self, gm: fx.GraphModule, modules: dict[str, nn.Module]) -> None:
+        super().__init__(gm, real_run_deadline(gm))
+        self._modules = modules
+        self._protected = {t.untyped_storage().data_ptr() for t in gm.state_dict(keep_vars=True).values()}
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        self._protected |= _storages(args)
+        return super().run(*args, **kwargs)
+
+    def run_node(self, n: fx.Node) -> Any:
+        if n.op.startswith("call_"):
+            module = self._modules[str(n.target)] if n.op == "call_module" else None
+            written = mutated_args(n, self.module, module)
+            if written and not self._protected.isdisjoint(_storages([self.env[w] for w in written])):
+                raise _WouldWrite(n.name)
+        result = super().run_node(n)
+        if n.op == "get_attr":
+            self._protected |= _storages(result)
+        return result
